@@ -1,0 +1,44 @@
+"""Compute backends, found by name and imported lazily.
+
+A missing extra raises a :class:`~starburst.exceptions.ConfigurationError`
+with the exact ``pip install`` to run (as fsspec's registry does).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..exceptions import ConfigurationError
+from .base import ComputeBackend, WorkerExit, WorkerSpec, describe_exit
+
+__all__ = ["ComputeBackend", "WorkerExit", "WorkerSpec", "describe_exit", "get_backend_class",
+           "known_backends"]
+
+# name -> (module, class, install hint)
+_REGISTRY: dict[str, tuple[str, str, str]] = {
+    "local": ("starburst.backends.local", "LocalBackend", ""),
+    "fargate": ("starburst.backends.fargate", "FargateBackend",
+                "pip install 'starburst-cloud[aws]'"),
+}
+
+
+def known_backends() -> list[str]:
+    """Names accepted by ``Executor(backend=...)``."""
+    return sorted(_REGISTRY)
+
+
+def get_backend_class(name: str) -> type[ComputeBackend]:
+    """Import and return the backend class registered as ``name``."""
+    if name not in _REGISTRY:
+        raise ConfigurationError(
+            f"unknown backend {name!r}; choose one of: {', '.join(known_backends())}")
+    module_name, attr, hint = _REGISTRY[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"backend {name!r} needs packages that are not installed ({exc}); run: {hint}"
+        ) from exc
+    cls: Any = getattr(module, attr)
+    return cls  # type: ignore[no-any-return]

@@ -1,0 +1,160 @@
+"""The compute backend ABC: it only starts, watches and stops workers.
+
+A backend never carries task data: workers find their work through the
+transport whose spec is in :class:`WorkerSpec`. Scheduling, retries and
+waves live above, in the scheduler, once for every backend.
+"""
+
+from __future__ import annotations
+
+import abc
+import signal as _signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..options import ExecutorOptions
+    from ..scheduler import LaunchPacing
+    from ..transport import Transport
+
+__all__ = ["ComputeBackend", "OutputCallback", "Session", "WorkerExit", "WorkerSpec",
+           "describe_exit"]
+
+#: Called with (worker id, stream name, line) for live worker output.
+OutputCallback = Callable[[str, str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What every worker of a session is started with.
+
+    Attributes:
+        env: environment variables of the worker command (transport spec,
+            session id, settings). Never credentials.
+        cpu: vCPUs per worker.
+        memory_mib: memory per worker in MiB.
+        image: container image (cloud backends).
+    """
+
+    env: dict[str, str]
+    cpu: float = 1.0
+    memory_mib: int = 2048
+    image: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExit:
+    """How a worker ended, as far as the backend knows.
+
+    Attributes:
+        worker: worker id (local: ``local-<n>``; Fargate: task ARN).
+        exit_code: process/container exit code, when known.
+        signal: name of the signal that ended it, when known.
+        stop_code: ECS stop code (e.g. ``EssentialContainerExited``).
+        reason: ECS stopped reason and container reason, when known.
+        started_at: epoch seconds the worker started (billing start).
+        stopped_at: epoch seconds it stopped.
+    """
+
+    worker: str
+    exit_code: int | None = None
+    signal: str | None = None
+    stop_code: str | None = None
+    reason: str | None = None
+    started_at: float | None = None
+    stopped_at: float | None = None
+    details: dict[str, str] = field(default_factory=dict)
+
+
+def describe_exit(ex: WorkerExit) -> str:
+    """A sentence on how a worker ended, honest about what is known.
+
+    Exit code 137 is SIGKILL, which is *not* proof of out-of-memory: OOM is
+    only reported when the container reason says ``OutOfMemoryError``.
+    """
+    parts: list[str] = []
+    sig = ex.signal
+    if sig is None and ex.exit_code is not None and ex.exit_code > 128:
+        try:
+            sig = _signal.Signals(ex.exit_code - 128).name
+        except ValueError:
+            sig = None
+    if sig:
+        parts.append(f"killed by {sig}")
+    if ex.exit_code is not None:
+        parts.append(f"exit code {ex.exit_code}")
+    if ex.stop_code:
+        parts.append(f"stop code {ex.stop_code}")
+    if ex.reason:
+        parts.append(f"reason: {ex.reason}")
+    text = ", ".join(parts) or "ended for an unknown reason"
+    if ex.reason and "OutOfMemoryError" in ex.reason:
+        text += " -- out of memory: raise memory= (or process less data per task)"
+    elif sig == "SIGKILL":
+        text += " (SIGKILL is not proof of out-of-memory; nothing says it was)"
+    elif sig == "SIGSEGV":
+        text += " -- a segmentation fault in native code"
+    return text
+
+
+@dataclass
+class Session:
+    """What a backend sets up for one executor session.
+
+    Attributes:
+        backend: the backend that starts this session's workers.
+        transport: the session's store and queues.
+        spec: how each worker is started (its env includes the transport
+            spec and session id; the executor adds the settings).
+        pacing: launch rate limits the scheduler must respect.
+        workers: the worker count when the user gave none.
+    """
+
+    backend: ComputeBackend
+    transport: Transport
+    spec: WorkerSpec
+    pacing: LaunchPacing
+    workers: int
+
+
+class ComputeBackend(abc.ABC):
+    """Starts, watches and stops workers. Three jobs, nothing else."""
+
+    #: Registry name (``local``, ``fargate``...).
+    name: str = ""
+    #: True when worker output reaches the client live (no need to replay
+    #: captured output with each result).
+    live_output: bool = False
+
+    @classmethod
+    @abc.abstractmethod
+    def open_session(cls, *, session: str, options: ExecutorOptions,
+                     on_output: OutputCallback | None = None) -> Session:
+        """Create (or reuse) what a session needs and return it.
+
+        Validates the backend-specific options in ``options.extra`` and
+        raises :class:`~starburst.exceptions.ConfigurationError` for bad ones.
+        """
+
+    def describe_cost(self) -> str | None:
+        """A one-line cost statement for the progress bar/summary, if any."""
+        return None
+
+    @abc.abstractmethod
+    def launch(self, count: int, spec: WorkerSpec) -> list[str]:
+        """Start up to ``count`` workers; return the ids of those started.
+
+        May start fewer (throttling, capacity); the scheduler asks again.
+        """
+
+    @abc.abstractmethod
+    def poll(self) -> list[WorkerExit]:
+        """Return the workers that stopped since the last call."""
+
+    @abc.abstractmethod
+    def stop(self, workers: Sequence[str] | None = None) -> None:
+        """Stop the given workers, or all of this backend's workers."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources once every worker has stopped."""

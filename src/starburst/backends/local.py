@@ -1,0 +1,154 @@
+"""The local backend: workers are processes on this machine.
+
+They run ``python -m starburst.worker`` with the current interpreter:
+the same entrypoint and protocol a Fargate task runs. Their output is
+read through pipes and handed to the client line by line, so it shows
+live and labelled without tearing the progress bar. Workers start in
+their own session so a Ctrl-C in the terminal reaches only the client,
+which then stops them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+import tempfile
+from typing import IO, TYPE_CHECKING
+
+from ..exceptions import BackendError, ConfigurationError
+from ..scheduler import LaunchPacing
+from ..transport.local import LocalTransport
+from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
+
+if TYPE_CHECKING:
+    from ..options import ExecutorOptions
+
+__all__ = ["LocalBackend"]
+
+# How long stop() waits after SIGTERM (workers release their chunk and
+# exit within a poll) before it sends SIGKILL.
+_TERM_GRACE = 5.0
+_ids = itertools.count(1)
+
+
+class LocalBackend(ComputeBackend):
+    """Worker processes on this machine."""
+
+    name = "local"
+    live_output = True
+
+    def __init__(self, on_output: OutputCallback | None = None) -> None:
+        self._on_output = on_output
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._started: dict[str, float] = {}
+        self._pumps: dict[str, list[threading.Thread]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open_session(cls, *, session: str, options: ExecutorOptions,
+                     on_output: OutputCallback | None = None) -> Session:
+        if options.extra:
+            raise ConfigurationError(
+                f"the local backend takes no option(s) {', '.join(sorted(options.extra))}; "
+                "they apply to backend='fargate'")
+        root = os.environ.get("STARBURST_LOCAL_DIR") or tempfile.gettempdir()
+        directory = os.path.join(root, f"starburst-{session}")
+        transport = LocalTransport(directory, max_receives=options.settings.max_receives)
+        spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,
+                               "STARBURST_SESSION": session},
+                          cpu=options.cpu, memory_mib=options.memory_mib)
+        return Session(backend=cls(on_output), transport=transport, spec=spec,
+                       pacing=LaunchPacing.unlimited(),
+                       workers=options.default_local_workers())
+
+    def launch(self, count: int, spec: WorkerSpec) -> list[str]:
+        ids: list[str] = []
+        for _ in range(count):
+            worker = f"local-{os.getpid()}-{next(_ids)}"
+            env = {**os.environ, **spec.env, "STARBURST_WORKER_ID": worker,
+                   "PYTHONUNBUFFERED": "1"}
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "starburst.worker"], env=env,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    start_new_session=True)
+            except OSError as exc:
+                if ids:
+                    break
+                raise BackendError(f"cannot start a local worker process: {exc}") from exc
+            pumps = [threading.Thread(target=self._pump, args=(worker, name, stream),
+                                      name=f"starburst-out-{worker}", daemon=True)
+                     for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))]
+            for pump in pumps:
+                pump.start()
+            with self._lock:
+                self._procs[worker] = proc
+                self._started[worker] = time.time()
+                self._pumps[worker] = pumps
+            ids.append(worker)
+        return ids
+
+    def _pump(self, worker: str, name: str, stream: IO[bytes] | None) -> None:
+        if stream is None:
+            return
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            if self._on_output is not None:
+                self._on_output(worker, name, line)
+            else:
+                target = sys.stdout if name == "stdout" else sys.stderr
+                print(line, file=target)
+        stream.close()
+
+    def poll(self) -> list[WorkerExit]:
+        exits: list[WorkerExit] = []
+        with self._lock:
+            items = list(self._procs.items())
+        for worker, proc in items:
+            code = proc.poll()
+            if code is None:
+                continue
+            for pump in self._pumps.pop(worker, []):
+                pump.join(timeout=1.0)  # deliver the last lines before the exit
+            with self._lock:
+                self._procs.pop(worker, None)
+                started = self._started.pop(worker, None)
+            sig = None
+            if code < 0:
+                try:
+                    sig = signal.Signals(-code).name
+                except ValueError:
+                    sig = f"signal {-code}"
+            exits.append(WorkerExit(worker, exit_code=code if code >= 0 else 128 - code,
+                                    signal=sig, started_at=started, stopped_at=time.time()))
+        return exits
+
+    def stop(self, workers: Sequence[str] | None = None) -> None:
+        with self._lock:
+            targets = [(w, p) for w, p in self._procs.items()
+                       if workers is None or w in workers]
+        for _, proc in targets:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + _TERM_GRACE
+        for _, proc in targets:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def pids(self) -> dict[str, int]:
+        """Process id of each live worker (for status and fault-injection tests)."""
+        with self._lock:
+            return {w: p.pid for w, p in self._procs.items() if p.poll() is None}
+
+    def close(self) -> None:
+        self.stop()
+        self.poll()

@@ -1,0 +1,617 @@
+"""The client side of a session: chunks out, notices in, workers kept alive.
+
+::
+
+    Executor.submit/map --chunks--> outbox --(loop thread) send--> tasks queue
+                                                                     |
+    futures <--deliver-- receiver thread <--notices-- results queue <-- workers
+                               |
+                        scheduler (pure) --actions--> backend.launch/stop,
+                                                      redeliver, discard, fail
+
+Two threads: the *loop* sends chunks, watches workers, launches them as
+the scheduler decides and writes the client heartbeat; the *receiver*
+long-polls result notices and resolves futures. Both feed the scheduler
+under one lock; futures are resolved outside it, so user callbacks never
+run while starburst holds a lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import protocol
+from .backends import get_backend_class
+from .backends.base import WorkerExit, WorkerSpec, describe_exit
+from .chunking import submit_group_size
+from .exceptions import (
+    ExecutorBroken,
+    ProtocolError,
+    RemoteTraceback,
+    SerializationError,
+    StarburstError,
+    WorkerLostError,
+)
+from .options import ExecutorOptions
+from .progress import ProgressDisplay
+from .scheduler import Discard, Fail, Launch, Redeliver, Scheduler
+from .serialization import checksum, dumps, loads, locate_unpicklable, sizeof
+from .worker.loop import client_heartbeat_key, shared_key
+
+__all__ = ["Client", "MapBlock", "Target"]
+
+log = logging.getLogger("starburst")
+
+# A top-level argument at least this large is stored once per session by
+# content hash and referenced from payloads, so a big array passed to a
+# thousand tasks is uploaded once (and read once per worker).
+SHARE_THRESHOLD = 1 << 20
+# Bytes reserved for the message header when deciding whether a payload
+# still fits inline.
+_HEADER_ROOM = 1024
+# A worker that exits before running anything, this many times per
+# worker slot in a row, means workers cannot start: the executor is broken.
+_FUTILE_EXITS_PER_WORKER = 3
+
+
+class MapBlock:
+    """Results of one map chunk, filled in as outcomes arrive."""
+
+    __slots__ = ("done", "outcomes", "remaining")
+
+    def __init__(self, n: int) -> None:
+        self.outcomes: list[tuple[str, Any]] = [("pending", None)] * n
+        self.remaining = n
+        self.done = threading.Event()
+
+
+Target = Future[Any] | tuple[MapBlock, int]
+TaskSpec = tuple[int, Callable[..., Any], tuple[Any, ...], dict[str, Any] | None]
+
+
+@dataclass
+class _Chunk:
+    id: int
+    tasks: list[TaskSpec]
+    targets: list[Target]
+    body: bytes = b""
+    payload_key: str = ""
+    size: int = 0
+
+
+@dataclass
+class _Counters:
+    tasks_total: int = 0
+    tasks_done: int = 0
+    tasks_failed: int = 0
+    chunks_sent: int = 0
+    workers_launched: int = 0
+    worker_exits: list[WorkerExit] = field(default_factory=list)
+
+
+def _remote(value: Any) -> BaseException:
+    exc, tb = value
+    if not isinstance(exc, BaseException):
+        return ProtocolError(f"worker returned a non-exception as an error: {exc!r}")
+    if tb:
+        exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+def deliver(target: Target, status: str, value: Any) -> None:
+    """Resolve one task's target with an outcome (``ok``, ``err``, ``timeout``, ``fail``)."""
+    if isinstance(target, Future):
+        if target.done():
+            return
+        if status == "ok":
+            target.set_result(value)
+        else:
+            target.set_exception(_remote(value) if status == "err" else value)
+        return
+    block, index = target
+    if block.outcomes[index][0] != "pending":
+        return
+    block.outcomes[index] = (status, value)
+    block.remaining -= 1
+    if block.remaining == 0:
+        block.done.set()
+
+
+def outcome_value(status: str, value: Any) -> Any:
+    """Return the value of an ``ok`` outcome or raise what the task raised."""
+    if status == "ok":
+        return value
+    if status == "err":
+        raise _remote(value)
+    raise value
+
+
+class Client:
+    """Runs one session: owns the transport, backend, scheduler and threads."""
+
+    def __init__(self, options: ExecutorOptions, session_id: str) -> None:
+        self.options = options
+        self.session_id = session_id
+        self.settings = options.settings
+        self.display = ProgressDisplay(options.progress, "starburst")
+        backend_cls = get_backend_class(options.backend)
+        self.session = backend_cls.open_session(session=session_id, options=options,
+                                                on_output=self._on_output)
+        self.backend = self.session.backend
+        self.transport = self.session.transport
+        self.workers = options.workers or self.session.workers
+        self.scheduler = Scheduler(max_workers=self.workers, max_attempts=options.max_attempts,
+                                   pacing=self.session.pacing)
+        env = {**self.session.spec.env, **self.settings.to_env()}
+        if options.detached:
+            env["STARBURST_DETACHED"] = "1"
+        self.spec = WorkerSpec(env=env, cpu=self.session.spec.cpu,
+                               memory_mib=self.session.spec.memory_mib,
+                               image=self.session.spec.image)
+        self.counters = _Counters()
+        self._lock = threading.RLock()
+        self._chunks: dict[int, _Chunk] = {}
+        self._outbox: list[_Chunk] = []
+        self._outbox_lock = threading.Lock()
+        self._submits: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...],
+                                   dict[str, Any]]] = deque()
+        self._wake = threading.Event()
+        self._chunk_ids = itertools.count()
+        self._task_ids = itertools.count()
+        self._shared: dict[int, tuple[Any, str]] = {}
+        self._shared_lock = threading.Lock()
+        self._closing = False
+        self._aborted: BaseException | None = None
+        self._broken: BaseException | None = None
+        self._futile_exits = 0
+        self._started_at = time.time()
+        self._next_beat = 0.0
+        self._beat()
+        self._receiver = threading.Thread(target=self._receive_loop, daemon=True,
+                                          name=f"starburst-receiver-{session_id}")
+        self._loop_thread = threading.Thread(target=self._loop, daemon=False,
+                                             name=f"starburst-client-{session_id}")
+        self._receiver.start()
+        self._loop_thread.start()
+
+    # -- building chunks --------------------------------------------------
+    def next_task_id(self) -> int:
+        """A session-unique task number (labels output: ``[task N]``)."""
+        return next(self._task_ids)
+
+    def _share(self, obj: Any) -> str:
+        """Store ``obj`` once by content hash; return its digest."""
+        key = id(obj)
+        with self._shared_lock:
+            hit = self._shared.get(key)
+            if hit is not None and hit[0] is obj:
+                return hit[1]
+        frame = dumps(obj)
+        digest = checksum(frame)
+        with self._shared_lock:
+            known = any(d == digest for _, d in self._shared.values())
+            # Keep a strong reference so id(obj) stays this object's.
+            self._shared[key] = (obj, digest)
+        if not known:
+            self.transport.store.put(shared_key(self.session_id, digest), frame)
+        return digest
+
+    def _persistent_id(self, obj: Any) -> Any:
+        hit = self._shared.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return ("sb", hit[1])
+        return None
+
+    def build_chunk(self, tasks: list[TaskSpec], targets: list[Target]) -> tuple[int, int] | None:
+        """Pickle tasks into a chunk and queue it for sending.
+
+        Tasks that cannot be pickled fail alone with a
+        :class:`~starburst.exceptions.SerializationError` naming the culprit.
+
+        Returns:
+            (chunk id, payload bytes), or None when no task could be pickled.
+        """
+        try:
+            chunk = self._encode_chunk(tasks, targets)
+        except SerializationError:
+            good_tasks, good_targets = [], []
+            for task, target in zip(tasks, targets, strict=True):
+                try:
+                    self._encode_chunk([task], [target])
+                except SerializationError as exc:
+                    deliver(target, "fail", exc)
+                    with self._lock:
+                        self.counters.tasks_done += 1
+                        self.counters.tasks_failed += 1
+                else:
+                    good_tasks.append(task)
+                    good_targets.append(target)
+            if not good_tasks:
+                return None
+            chunk = self._encode_chunk(good_tasks, good_targets)
+        with self._outbox_lock:
+            self._outbox.append(chunk)
+        self._wake.set()
+        return chunk.id, chunk.size
+
+    def _encode_chunk(self, tasks: list[TaskSpec], targets: list[Target]) -> _Chunk:
+        digests: dict[str, int] = {}
+        items = []
+        shares = False
+        for tid, fn, args, kwargs in tasks:
+            try:
+                digest = self._share(fn)
+            except SerializationError as exc:
+                raise SerializationError(
+                    f"task {tid}: cannot pickle the function {getattr(fn, '__qualname__', fn)!r}"
+                    f": {exc}") from exc
+            index = digests.setdefault(digest, len(digests))
+            for arg in (*args, *(kwargs or {}).values()):
+                if sizeof(arg) >= SHARE_THRESHOLD or id(arg) in self._shared:
+                    self._share(arg)
+                    shares = True
+            items.append((tid, index, args, kwargs or None))
+        payload = {"fns": list(digests), "items": items}
+        try:
+            frame = dumps(payload, persistent_id=self._persistent_id if shares else None)
+        except SerializationError as exc:
+            if len(tasks) == 1:
+                tid, fn, args, kwargs = tasks[0]
+                where = locate_unpicklable(fn, args, kwargs or {})
+                raise SerializationError(
+                    f"task {tid}: cannot pickle {where}. Pass picklable objects (create "
+                    "locks, connections and open files inside the task instead)."
+                ) from exc.__cause__
+            raise
+        chunk_id = next(self._chunk_ids)
+        key = ""
+        body = frame
+        if len(frame) > self.transport.inline_limit - _HEADER_ROOM:
+            key = f"sessions/{self.session_id}/payloads/{chunk_id}"
+            self.transport.store.put(key, frame)
+            body = b""
+        msg = protocol.TaskMessage(
+            session=self.session_id, chunk=chunk_id, n=len(tasks), checksum=checksum(frame),
+            key=key, timeout=self.options.task_timeout,
+            capture=not self.backend.live_output, body=body)
+        return _Chunk(chunk_id, tasks, targets, protocol.encode(msg), key, len(frame))
+
+    def enqueue_submit(self, future: Future[Any], fn: Callable[..., Any],
+                       args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Queue one submitted call; the loop groups backlogs into chunks."""
+        self._submits.append((future, fn, args, kwargs))
+        self._wake.set()
+
+    def _drain_submits(self) -> None:
+        batch = []
+        while self._submits:
+            batch.append(self._submits.popleft())
+        live = [item for item in batch if item[0].set_running_or_notify_cancel()]
+        if not live:
+            return
+        size = submit_group_size(len(live), self.workers)
+        for start in range(0, len(live), size):
+            group = live[start : start + size]
+            tasks: list[TaskSpec] = [(self.next_task_id(), fn, args, kwargs or None)
+                                     for _, fn, args, kwargs in group]
+            with self._lock:
+                self.counters.tasks_total += len(group)
+            self.build_chunk(tasks, [f for f, *_ in group])
+
+    def add_total(self, n: int) -> None:
+        """Count ``n`` more tasks towards the progress total (map)."""
+        with self._lock:
+            self.counters.tasks_total += n
+
+    def _flush_outbox(self) -> None:
+        with self._outbox_lock:
+            chunks, self._outbox = self._outbox, []
+        if not chunks:
+            return
+        with self._lock:
+            for chunk in chunks:
+                self._chunks[chunk.id] = chunk
+                self.scheduler.submit(chunk.id, len(chunk.tasks))
+            self.counters.chunks_sent += len(chunks)
+        self.transport.tasks.send([c.body for c in chunks])
+
+    def cancel_chunks(self, chunk_ids: Sequence[int]) -> None:
+        """Forget chunks whose results nobody will read (an abandoned map)."""
+        with self._lock:
+            for cid in chunk_ids:
+                if self.scheduler.cancel(cid):
+                    self._chunks.pop(cid, None)
+                    self.scheduler.forget(cid)
+
+    # -- results ----------------------------------------------------------
+    def _receive_loop(self) -> None:
+        results = self.transport.results
+        while True:
+            if self._broken is not None or self._aborted is not None:
+                return
+            if self._closing and self._idle():
+                return
+            try:
+                got = results.receive(max_messages=results.max_batch, wait_seconds=0.5,
+                                      visibility=60.0)
+                for msg in got:
+                    self._on_notice(msg.body)
+                if got:
+                    results.delete([m.receipt for m in got])
+                    self._wake.set()
+            except Exception as exc:  # noqa: BLE001 - anything here breaks the executor
+                self._break(exc)
+                return
+
+    def _on_notice(self, body: bytes) -> None:
+        try:
+            notice = protocol.decode(body)
+        except ProtocolError as exc:
+            log.warning("starburst: dropped a malformed result notice: %s", exc)
+            return
+        if not isinstance(notice, protocol.Notice) or notice.session != self.session_id:
+            log.warning("starburst: dropped a notice of another session or kind")
+            return
+        actions: list[Any] = []
+        chunk: _Chunk | None = None
+        with self._lock:
+            if notice.kind == "start":
+                self._futile_exits = 0
+                actions = self.scheduler.started(notice.chunk, notice.worker, notice.receipt,
+                                                 time.time())
+            elif notice.kind == "release":
+                self.scheduler.released(notice.chunk, notice.worker)
+            elif notice.kind == "bad":
+                log.warning("starburst: worker %s moved a malformed task message aside: %s",
+                            notice.worker, notice.info.get("error"))
+            elif notice.kind == "done" and self.scheduler.finished(notice.chunk):
+                chunk = self._chunks.pop(notice.chunk, None)
+                self.scheduler.forget(notice.chunk)
+        self._act(actions)
+        if chunk is not None:
+            self._complete(chunk, notice)
+
+    def _complete(self, chunk: _Chunk, notice: protocol.Notice) -> None:
+        try:
+            frame = notice.body if not notice.key else self.transport.store.get(notice.key)
+            if checksum(frame) != notice.checksum:
+                raise ProtocolError(
+                    f"result of chunk {chunk.id} ({notice.key or 'inline'}) fails its "
+                    "checksum: it is corrupt or truncated")
+            outcomes = loads(frame)
+            if not isinstance(outcomes, list) or len(outcomes) != len(chunk.targets):
+                raise ProtocolError(f"result of chunk {chunk.id} has the wrong shape")
+        except (ProtocolError, SerializationError, KeyError) as exc:
+            error = exc if isinstance(exc, StarburstError) else ProtocolError(
+                f"result {notice.key} of chunk {chunk.id} is missing from the store")
+            outcomes = [(t[0], "fail", error, "") for t in chunk.tasks]
+        rerun: list[int] = []
+        failed = 0
+        for index, ((tid, status, value, output), target) in enumerate(
+                zip(outcomes, chunk.targets, strict=True)):
+            if output:
+                for line in output.rstrip("\n").split("\n"):
+                    self.display.print(f"[task {tid}] {line}")
+            if status == "unrun":
+                rerun.append(index)
+                continue
+            if status != "ok":
+                failed += 1
+            deliver(target, status, value)
+        with self._lock:
+            self.counters.tasks_done += len(outcomes) - len(rerun)
+            self.counters.tasks_failed += failed
+        if notice.key:
+            self.transport.store.delete_prefix(f"sessions/{self.session_id}/results/{chunk.id}/")
+        if chunk.payload_key:
+            self.transport.store.delete_prefix(chunk.payload_key)
+        if rerun:
+            self.build_chunk([chunk.tasks[i] for i in rerun], [chunk.targets[i] for i in rerun])
+
+    # -- scheduler actions --------------------------------------------------
+    def _act(self, actions: Sequence[Any]) -> None:
+        for action in actions:
+            if isinstance(action, Redeliver) and action.receipt:
+                self.transport.tasks.set_visibility(action.receipt, 0)
+            elif isinstance(action, Discard) and action.receipt:
+                self.transport.tasks.delete([action.receipt])
+            elif isinstance(action, Fail):
+                self._fail_chunk(action)
+            elif isinstance(action, Launch):
+                self._launch(action.count)
+
+    def _fail_chunk(self, action: Fail) -> None:
+        with self._lock:
+            chunk = self._chunks.pop(action.chunk, None)
+            self.scheduler.forget(action.chunk)
+        if chunk is None:
+            return
+        ex = action.exit
+        for (tid, *_), target in zip(chunk.tasks, chunk.targets, strict=True):
+            deliver(target, "fail", WorkerLostError(
+                f"task {tid} lost its worker {action.attempts} time(s) "
+                f"(max_attempts={self.options.max_attempts}); the last worker {ex.worker} "
+                f"{describe_exit(ex)}. If the task crashes its process (os._exit, a native "
+                "crash, memory), fix that; otherwise raise max_attempts=",
+                worker=ex.worker, exit_code=ex.exit_code, signal=ex.signal,
+                stop_code=ex.stop_code, reason=ex.reason, attempts=action.attempts))
+        with self._lock:
+            self.counters.tasks_done += len(chunk.tasks)
+            self.counters.tasks_failed += len(chunk.tasks)
+
+    def _launch(self, count: int) -> None:
+        try:
+            ids = self.backend.launch(count, self.spec)
+        except StarburstError:
+            with self._lock:
+                self.scheduler.launched([], count)
+            raise
+        with self._lock:
+            self.scheduler.launched(ids, count)
+            self.counters.workers_launched += len(ids)
+
+    def _watch_workers(self) -> None:
+        exits = self.backend.poll()
+        if not exits:
+            return
+        actions: list[Any] = []
+        with self._lock:
+            for ex in exits:
+                self.counters.worker_exits.append(ex)
+                held = any(r.holder == ex.worker for r in self.scheduler.chunks.values())
+                actions.extend(self.scheduler.worker_exited(ex))
+                if not held and self.scheduler.outstanding and ex.exit_code not in (0, None):
+                    self._futile_exits += 1
+            futile = self._futile_exits
+        self._act(actions)
+        if futile >= _FUTILE_EXITS_PER_WORKER * self.workers:
+            last = exits[-1]
+            raise ExecutorBroken(
+                f"{futile} workers in a row exited before running anything; the last "
+                f"{describe_exit(last)}. See its output above (or `starburst logs "
+                f"{self.session_id}`) for the cause, such as a missing module or credentials")
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._next_beat = now + self.settings.client_heartbeat
+            self.transport.store.put(client_heartbeat_key(self.session_id),
+                                     f"{time.time():.3f}".encode())
+
+    # -- the loop -----------------------------------------------------------
+    def _idle(self) -> bool:
+        with self._lock:
+            return (not self._submits and not self._outbox
+                    and self.scheduler.outstanding == 0)
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                self._wake.wait(self.settings.poll)
+                self._wake.clear()
+                if self._aborted is not None or self._broken is not None:
+                    break
+                self._drain_submits()
+                self._flush_outbox()
+                self._watch_workers()
+                with self._lock:
+                    actions = self.scheduler.tick(time.monotonic())
+                self._act(actions)
+                self._beat()
+                self._show_progress()
+                if self._closing and self._idle():
+                    break
+        except Exception as exc:  # noqa: BLE001 - the executor is broken; say why
+            self._break(exc)
+        finally:
+            self._teardown()
+
+    def _show_progress(self) -> None:
+        c = self.counters
+        if c.tasks_total:
+            self.display.update(completed=c.tasks_done, total=c.tasks_total,
+                                workers=len(self.scheduler.alive),
+                                extra=self.backend.describe_cost() or "")
+
+    def _break(self, exc: BaseException) -> None:
+        if self._broken is None:
+            self._broken = exc if isinstance(exc, ExecutorBroken) else ExecutorBroken(
+                f"the executor stopped working: {type(exc).__name__}: {exc}")
+            self._broken.__cause__ = exc if exc is not self._broken else None
+            self._wake.set()
+
+    def _fail_everything(self, error: BaseException) -> None:
+        self._submits_fail(error)
+        with self._outbox_lock:
+            outbox, self._outbox = self._outbox, []
+        with self._lock:
+            chunks = list(self._chunks.values()) + outbox
+            self._chunks.clear()
+        for chunk in chunks:
+            for target in chunk.targets:
+                deliver(target, "fail", error)
+
+    def _submits_fail(self, error: BaseException) -> None:
+        while self._submits:
+            future, *_ = self._submits.popleft()
+            if future.set_running_or_notify_cancel():
+                future.set_exception(error)
+
+    def _teardown(self) -> None:
+        error = self._broken or self._aborted
+        try:
+            self.backend.stop()
+            for ex in self.backend.poll():
+                self.counters.worker_exits.append(ex)
+            self.backend.close()
+        except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
+            log.error("starburst: stopping workers of %s failed: %s", self.session_id, exc)
+        if error is not None:
+            self._fail_everything(error)
+        self._receiver.join(timeout=5.0)
+        self._show_progress()
+        self.display.close()
+        try:
+            self.transport.store.delete_prefix(f"sessions/{self.session_id}/")
+            self.transport.destroy()
+            self.transport.close()
+        except Exception as exc:  # noqa: BLE001 - report, nothing left to do
+            log.error("starburst: cleaning up session %s failed: %s", self.session_id, exc)
+
+    # -- API used by the executor -------------------------------------------
+    @property
+    def broken(self) -> BaseException | None:
+        """Why the executor broke, if it did."""
+        return self._broken
+
+    def close(self, *, wait: bool, cancel_futures: bool) -> None:
+        """Finish outstanding work (unless aborted), then stop workers and clean up."""
+        if cancel_futures:
+            while self._submits:
+                self._submits.popleft()[0].cancel()
+        self._closing = True
+        self._wake.set()
+        if wait:
+            self._loop_thread.join()
+
+    def abort(self, reason: BaseException) -> None:
+        """Stop now: cancel everything, stop every worker, clean up."""
+        self._aborted = ExecutorBroken(f"the executor was aborted ({type(reason).__name__})")
+        self._closing = True
+        self._wake.set()
+        self._loop_thread.join(timeout=30.0)
+
+    def _on_output(self, worker: str, stream: str, line: str) -> None:
+        if line.startswith("[starburst worker "):
+            log.debug("%s", line)
+            return
+        self.display.print(line, stream=stream)
+
+    def status(self) -> dict[str, Any]:
+        """Counts of workers, chunks and tasks, for ``Executor.status()``."""
+        with self._lock:
+            chunk_counts = self.scheduler.counts()
+            c = self.counters
+            return {
+                "session_id": self.session_id,
+                "backend": self.options.backend,
+                "workers": len(self.scheduler.alive),
+                "workers_launched": c.workers_launched,
+                "chunks_pending": chunk_counts["pending"] + len(self._outbox),
+                "chunks_running": chunk_counts["running"],
+                "chunks_done": c.chunks_sent - self.scheduler.outstanding,
+                "tasks_total": c.tasks_total,
+                "tasks_done": c.tasks_done - c.tasks_failed,
+                "tasks_failed": c.tasks_failed,
+                "tasks_pending": c.tasks_total - c.tasks_done,
+                "attempts": self.scheduler.total_attempts,
+                "elapsed": round(time.time() - self._started_at, 3),
+            }

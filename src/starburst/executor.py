@@ -1,0 +1,287 @@
+"""``starburst.Executor``: a :class:`concurrent.futures.Executor` that bursts.
+
+Data flow (one protocol for every backend)::
+
+    submit(fn, *args) / map(fn, items)
+        |  tasks grouped into chunks; function and large arguments stored once
+        v
+    tasks queue (SQLite | SQS)  ------------------->  worker (python -m starburst.worker)
+        ^  redeliver / discard                           |  lease chunk, run tasks,
+        |                                                |  heartbeat extends lease
+    scheduler (pure state machine)                       v
+        ^  start / done / release notices          store (dir | S3) for large
+        |                                          payloads and results
+    results queue  <-------------------------------------+
+        |
+        v
+    concurrent.futures.Future / ordered map results, progress bar
+
+Futures are the standard library's own, so ``wait``, ``as_completed``,
+callbacks and ``cancel`` behave as documented there. ``map`` consumes its
+input lazily with a bounded number of chunks in flight and yields results
+in order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor as _StdExecutor
+from concurrent.futures import Future
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .chunking import auto_chunksize, shrink_for_bytes
+from .client import Client, MapBlock, TaskSpec, Target, outcome_value
+from .exceptions import ConfigurationError, ExecutorBroken
+from .options import ExecutorOptions
+from .settings import Settings
+
+__all__ = ["Executor", "Status"]
+
+T = TypeVar("T")
+
+# Chunks a map keeps in flight per worker: enough that every worker has a
+# next chunk queued while it runs one, few enough that memory stays bounded
+# on an endless generator.
+_WINDOW_PER_WORKER = 4
+
+
+@dataclass(frozen=True)
+class Status:
+    """A snapshot of a session, from :meth:`Executor.status`."""
+
+    session_id: str
+    backend: str
+    workers: int
+    workers_launched: int
+    chunks_pending: int
+    chunks_running: int
+    chunks_done: int
+    tasks_total: int
+    tasks_done: int
+    tasks_failed: int
+    tasks_pending: int
+    attempts: int
+    elapsed: float
+
+
+def new_session_id() -> str:
+    """A sortable, unique session id: ``sb-YYYYmmdd-HHMMSS-xxxxxx``."""
+    return f"sb-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+class Executor(_StdExecutor):
+    """Run Python functions on workers: local processes or AWS Fargate tasks.
+
+    Args:
+        backend: ``"local"`` (default: processes on this machine) or
+            ``"fargate"``.
+        workers: number of workers; None means one per core locally and
+            10 on Fargate (capped by quota).
+        cpu: vCPUs per worker (Fargate sizes).
+        memory: memory per worker, e.g. ``"8GB"`` (= 8 GiB).
+        chunksize: tasks per chunk for ``map``; None chooses automatically.
+        max_attempts: how many times a task may lose its worker before it
+            fails with :class:`~starburst.WorkerLostError`.
+        task_timeout: seconds a task may run before it fails with
+            :class:`~starburst.TaskTimeoutError` (not retried).
+        idle_timeout: seconds a worker waits for work before it exits.
+        progress: show a progress bar (None: only on a terminal).
+        detached: keep working after this client exits.
+        settings: protocol intervals (tests use short ones).
+        **backend_options: options of the backend (``region``, ``image``...).
+    """
+
+    def __init__(self, backend: str = "local", *, workers: int | None = None, cpu: float = 1,
+                 memory: str | int | float = "2GB", chunksize: int | None = None,
+                 max_attempts: int = 3, task_timeout: float | None = None,
+                 idle_timeout: float | None = 60, progress: bool | None = None,
+                 detached: bool = False, settings: Settings | None = None,
+                 **backend_options: Any) -> None:
+        self._options = ExecutorOptions.build(
+            backend=backend, workers=workers, cpu=cpu, memory=memory, chunksize=chunksize,
+            max_attempts=max_attempts, task_timeout=task_timeout, idle_timeout=idle_timeout,
+            progress=progress, detached=detached, settings=settings, **backend_options)
+        self._session_id = new_session_id()
+        self._shutdown_lock = threading.Lock()
+        self._shutdown = False
+        self._client = Client(self._options, self._session_id)
+
+    # -- properties -------------------------------------------------------
+    @property
+    def session_id(self) -> str:
+        """This session's id (names its queues, store prefix, tags and logs)."""
+        return self._session_id
+
+    @property
+    def workers(self) -> int:
+        """The number of workers this executor runs at most."""
+        return self._client.workers
+
+    def status(self) -> Status:
+        """Workers running, chunks and tasks pending/running/done/failed, attempts."""
+        return Status(**self._client.status())
+
+    # -- the Executor contract ---------------------------------------------
+    def _check_open(self) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        broken = self._client.broken
+        if broken is not None:
+            raise ExecutorBroken(f"the executor is broken: {broken}") from broken
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Schedule ``fn(*args, **kwargs)``; return a standard Future."""
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
+        with self._shutdown_lock:
+            self._check_open()
+            future: Future[T] = Future()
+            self._client.enqueue_submit(future, fn, args, kwargs)
+        return future
+
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int | None = None, buffersize: int | None = None) -> Iterator[T]:
+        """Return an iterator of ``fn(*args)`` over the zipped iterables, in order.
+
+        The input is consumed lazily: at most ``buffersize`` tasks (default:
+        four chunks per worker) are in flight, so an endless generator uses
+        bounded memory. If the input raises, the exception reaches the caller
+        and the rest is cancelled.
+
+        Args:
+            fn: the function to call.
+            *iterables: argument iterables, zipped as the builtin ``map`` does.
+            timeout: seconds from this call after which iterating raises
+                :class:`TimeoutError`.
+            chunksize: tasks per chunk (default: the executor's, else automatic).
+            buffersize: most tasks in flight at once.
+        """
+        if not callable(fn):
+            raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        for name, value in (("chunksize", chunksize), ("buffersize", buffersize)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ConfigurationError(f"{name}={value!r} must be a positive integer or None")
+        with self._shutdown_lock:
+            self._check_open()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        size = chunksize or self._options.chunksize
+        length: int | None = None
+        if size is None:
+            try:
+                length = min(len(it) for it in iterables)  # type: ignore[arg-type]
+            except TypeError:
+                length = None
+            size = auto_chunksize(length, self.workers)
+        stream = _MapStream(self, fn, zip(*iterables), size, buffersize, length)
+        stream.fill()  # start work now, as the standard library's map does
+        return stream.results(deadline)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting work; finish (or cancel) what is queued; clean up.
+
+        Workers are stopped and the session's queues and data removed once
+        the outstanding work is done (at once with ``wait=True``, in the
+        background otherwise).
+        """
+        with self._shutdown_lock:
+            self._shutdown = True
+        self._client.close(wait=wait, cancel_futures=cancel_futures)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool | None:
+        if exc is not None and not isinstance(exc, Exception):
+            # KeyboardInterrupt / SystemExit: do not wait for the work; stop now.
+            with self._shutdown_lock:
+                self._shutdown = True
+            self._client.abort(exc)
+            return None
+        self.shutdown(wait=True)
+        return None
+
+
+class _MapStream:
+    """The producer/consumer of one ``map`` call: chunks out, ordered results in."""
+
+    def __init__(self, executor: Executor, fn: Callable[..., Any], args: Iterator[tuple[Any, ...]],
+                 chunksize: int, buffersize: int | None, length: int | None) -> None:
+        self.client = executor._client
+        self.fn = fn
+        self.args = args
+        self.chunksize = chunksize
+        workers = executor.workers
+        window_tasks = buffersize if buffersize is not None else None
+        self.window = (max(1, -(-window_tasks // chunksize)) if window_tasks
+                       else (_WINDOW_PER_WORKER * workers if length is None
+                             else max(_WINDOW_PER_WORKER * workers, -(-length // chunksize))))
+        self.blocks: deque[tuple[MapBlock, int]] = deque()
+        self.exhausted = False
+        self.error: BaseException | None = None
+        if length is not None:
+            self.client.add_total(length)
+        self._counted = length is not None
+
+    def fill(self) -> None:
+        """Submit chunks until the window is full or the input ends."""
+        while not self.exhausted and len(self.blocks) < self.window:
+            want = self.chunksize
+            try:
+                batch = list(itertools.islice(self.args, want))
+            except BaseException as exc:
+                self.exhausted = True
+                self.error = exc
+                return
+            if not batch:
+                self.exhausted = True
+                return
+            if not self._counted:
+                self.client.add_total(len(batch))
+            block = MapBlock(len(batch))
+            tasks: list[TaskSpec] = [(self.client.next_task_id(), self.fn, args, None)
+                                     for args in batch]
+            targets: list[Target] = [(block, i) for i in range(len(batch))]
+            built = self.client.build_chunk(tasks, targets)
+            chunk_id = -1
+            if built is not None:
+                chunk_id, payload_bytes = built
+                self.chunksize = shrink_for_bytes(self.chunksize, payload_bytes)
+            self.blocks.append((block, chunk_id))
+            if len(batch) < want:
+                self.exhausted = True
+
+    def results(self, deadline: float | None) -> Iterator[Any]:
+        try:
+            while self.blocks:
+                block, _ = self.blocks[0]
+                while not block.done.wait(0.1 if deadline is None
+                                          else max(0.0, min(0.1, deadline - time.monotonic()))):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise TimeoutError("map() results did not arrive within timeout")
+                    broken = self.client.broken
+                    if broken is not None:
+                        raise ExecutorBroken(f"the executor broke: {broken}") from broken
+                self.blocks.popleft()
+                self.fill()
+                for status, value in block.outcomes:
+                    yield outcome_value(status, value)
+                if self.error is not None and not self.blocks:
+                    raise self.error
+        finally:
+            # The consumer stopped early or an error propagates: drop the rest.
+            for block, _ in self.blocks:
+                for index in range(len(block.outcomes)):
+                    if block.outcomes[index][0] == "pending":
+                        block.outcomes[index] = ("cancelled", None)
+            self.client.cancel_chunks([cid for _, cid in self.blocks if cid >= 0])
+            self.blocks.clear()
+        if self.error is not None:
+            raise self.error

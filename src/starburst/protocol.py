@@ -1,0 +1,178 @@
+"""Queue messages between client and workers.
+
+Two kinds travel, both framed the same way so one strict parser serves
+both (and can be fuzzed): a small JSON header, then optional raw bytes
+(an inline payload or result)::
+
+    b"SBM" | version:u8 | header_len:u32 | header (JSON, utf-8) | body
+
+* :class:`TaskMessage` (client -> tasks queue): one chunk of tasks.
+* :class:`Notice` (worker -> results queue): ``start`` when a worker
+  leases a chunk (with the lease receipt, so the client can count the
+  attempt and redeliver at once if the worker dies), ``done`` with the
+  result (inline or a store key), ``release`` when a worker hands a chunk
+  back on SIGTERM (not an attempt), ``bad`` when a message could not be
+  parsed and was moved aside.
+
+Headers are JSON, never pickle: parsing a message runs no code. The
+payload a message points to is verified against its checksum before it
+is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .exceptions import ProtocolError, VersionMismatchError
+
+__all__ = ["PROTOCOL_VERSION", "Notice", "TaskMessage", "decode", "encode"]
+
+PROTOCOL_VERSION = 1
+_MAGIC = b"SBM"
+_HEAD = struct.Struct("<3sBI")
+# A header is a few hundred bytes; anything near this is corrupt or hostile.
+_MAX_HEADER = 64 * 1024
+
+NoticeKind = Literal["start", "done", "release", "bad"]
+_NOTICE_KINDS = ("start", "done", "release", "bad")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMessage:
+    """One chunk of tasks to run.
+
+    Attributes:
+        session: session id.
+        chunk: chunk id, unique in the session.
+        n: number of tasks in the chunk.
+        checksum: BLAKE2b of the payload frame.
+        key: store key of the payload, or "" when it rides in ``body``.
+        timeout: per-task timeout in seconds, or None.
+        capture: whether the worker returns what each task printed.
+        body: the inline payload frame.
+    """
+
+    session: str
+    chunk: int
+    n: int
+    checksum: str
+    key: str = ""
+    timeout: float | None = None
+    capture: bool = False
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A worker's report about a chunk.
+
+    Attributes:
+        kind: ``start``, ``done``, ``release`` or ``bad``.
+        session: session id.
+        chunk: chunk id (-1 for ``bad`` when unknown).
+        worker: worker id (local process or ECS task ARN).
+        attempt: attempt token (unique per lease), names the result key.
+        receipt: lease receipt of the task message (``start`` only).
+        key: store key of the result, or "" when it rides in ``body``.
+        checksum: BLAKE2b of the result frame (``done``).
+        info: free-form details (durations, error text of ``bad``).
+        body: inline result frame.
+    """
+
+    kind: NoticeKind
+    session: str
+    chunk: int
+    worker: str
+    attempt: str = ""
+    receipt: str = ""
+    key: str = ""
+    checksum: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+    body: bytes = b""
+
+
+def _frame(header: dict[str, Any], body: bytes) -> bytes:
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    return _HEAD.pack(_MAGIC, PROTOCOL_VERSION, len(raw)) + raw + body
+
+
+def encode(msg: TaskMessage | Notice) -> bytes:
+    """Encode a message into queue-body bytes."""
+    if isinstance(msg, TaskMessage):
+        header: dict[str, Any] = {
+            "t": "task", "s": msg.session, "c": msg.chunk, "n": msg.n, "h": msg.checksum,
+            "k": msg.key, "to": msg.timeout, "cap": msg.capture,
+        }
+    else:
+        header = {
+            "t": msg.kind, "s": msg.session, "c": msg.chunk, "w": msg.worker,
+            "a": msg.attempt, "r": msg.receipt, "k": msg.key, "h": msg.checksum,
+            "i": msg.info,
+        }
+    return _frame(header, msg.body)
+
+
+def _get(header: dict[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
+    if name not in header:
+        raise ProtocolError(f"message header lacks field {name!r}")
+    value = header[name]
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise ProtocolError(f"message field {name!r} has type bool")
+    if not isinstance(value, types):
+        raise ProtocolError(f"message field {name!r} has type {type(value).__name__}")
+    return value
+
+
+def decode(data: bytes) -> TaskMessage | Notice:
+    """Parse queue-body bytes strictly.
+
+    Raises:
+        ProtocolError: the bytes are not a well-formed starburst message.
+        VersionMismatchError: the message comes from another protocol version.
+    """
+    if len(data) < _HEAD.size:
+        raise ProtocolError(f"message truncated ({len(data)} bytes)")
+    magic, version, hlen = _HEAD.unpack_from(data)
+    if magic != _MAGIC:
+        raise ProtocolError("not a starburst message (bad magic)")
+    if version != PROTOCOL_VERSION:
+        raise VersionMismatchError(
+            f"message protocol version {version}, this starburst speaks {PROTOCOL_VERSION}: "
+            "client and worker run different starburst versions; use the same version on both"
+        )
+    if hlen > _MAX_HEADER or _HEAD.size + hlen > len(data):
+        raise ProtocolError(f"message header length {hlen} exceeds the message")
+    try:
+        header = json.loads(data[_HEAD.size : _HEAD.size + hlen])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"message header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ProtocolError("message header is not an object")
+    body = data[_HEAD.size + hlen :]
+    kind = _get(header, "t", str)
+    if kind == "task":
+        timeout = header.get("to")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+        ):
+            raise ProtocolError("message field 'to' must be a positive number or null")
+        n = _get(header, "n", int)
+        if n < 1:
+            raise ProtocolError("message field 'n' must be >= 1")
+        return TaskMessage(
+            session=_get(header, "s", str), chunk=_get(header, "c", int), n=n,
+            checksum=_get(header, "h", str), key=_get(header, "k", str),
+            timeout=None if timeout is None else float(timeout),
+            capture=_get(header, "cap", bool), body=body,
+        )
+    if kind not in _NOTICE_KINDS:
+        raise ProtocolError(f"unknown message kind {kind!r}")
+    return Notice(
+        kind=kind, session=_get(header, "s", str), chunk=_get(header, "c", int),
+        worker=_get(header, "w", str), attempt=_get(header, "a", str),
+        receipt=_get(header, "r", str), key=_get(header, "k", str),
+        checksum=_get(header, "h", str), info=_get(header, "i", dict), body=body,
+    )

@@ -1,0 +1,315 @@
+"""The scheduler: a pure state machine over chunks and workers.
+
+It has no clock, no sleeps and no I/O. The client feeds it events (with
+the time they happened) and carries out the actions it returns; the scale
+model (:mod:`starburst.simulate`) feeds it the same events from a model
+of Fargate with a simulated clock.
+
+Per chunk it keeps the record that makes retries correct: state, holder,
+lease receipt and attempts. An attempt is counted when a worker reports
+it has leased the chunk; a release on SIGTERM (or a Spot interruption)
+gives the attempt back. A chunk whose holder died is redelivered at once
+(no need to wait for its lease to lapse) until ``max_attempts`` attempts
+were lost, then it fails with the worker's exit details.
+
+Per session it decides how many workers should exist (never more than
+``max_workers`` nor more than there are chunks to run) and paces launches
+under the backend's rate limits with token buckets.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+from .backends.base import WorkerExit
+
+__all__ = [
+    "Action",
+    "ChunkRecord",
+    "ChunkState",
+    "Discard",
+    "Fail",
+    "Launch",
+    "LaunchPacing",
+    "Redeliver",
+    "Scheduler",
+]
+
+
+class ChunkState(enum.Enum):
+    """Lifecycle of a chunk."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_TERMINAL = (ChunkState.DONE, ChunkState.FAILED, ChunkState.CANCELLED)
+
+
+@dataclass(slots=True)
+class ChunkRecord:
+    """What the scheduler knows of one chunk."""
+
+    chunk: int
+    n: int
+    state: ChunkState = ChunkState.PENDING
+    attempts: int = 0
+    holder: str | None = None
+    receipt: str = ""
+    started_at: float | None = None
+    last_exit: WorkerExit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """Start ``count`` workers."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Redeliver:
+    """Make the chunk's message visible again now (its holder died)."""
+
+    chunk: int
+    receipt: str
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    """Delete a message whose chunk is already finished, failed or cancelled."""
+
+    chunk: int
+    receipt: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Fail every task of the chunk: its worker was lost ``attempts`` times."""
+
+    chunk: int
+    attempts: int
+    exit: WorkerExit
+
+
+Action = Launch | Redeliver | Discard | Fail
+
+
+@dataclass(slots=True)
+class _Bucket:
+    rate: float
+    burst: float
+    tokens: float
+    at: float | None = None
+
+    def refill(self, now: float) -> None:
+        if self.at is not None and now > self.at:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now if self.at is None else max(self.at, now)
+
+
+@dataclass(slots=True)
+class LaunchPacing:
+    """Rate limits on starting workers, as token buckets.
+
+    Fargate's defaults (DESIGN.md §4): RunTask takes at most 10 tasks per
+    call at about 20 calls/s, and Fargate launches about 20 tasks/s
+    sustained with a burst of 100 per account and region. The local
+    backend has no limits (``math.inf``).
+    """
+
+    tasks_per_call: int = 10
+    calls_per_second: float = 20.0
+    launches_per_second: float = 20.0
+    launch_burst: float = 100.0
+    _calls: _Bucket = field(init=False)
+    _launches: _Bucket = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._calls = _Bucket(self.calls_per_second, self.calls_per_second,
+                              self.calls_per_second)
+        self._launches = _Bucket(self.launches_per_second, self.launch_burst, self.launch_burst)
+
+    @classmethod
+    def unlimited(cls) -> LaunchPacing:
+        """No pacing: the local backend starts processes as fast as asked."""
+        return cls(tasks_per_call=1 << 30, calls_per_second=math.inf,
+                   launches_per_second=math.inf, launch_burst=math.inf)
+
+    def allow(self, wanted: int, now: float) -> int:
+        """How many of ``wanted`` launches may start at ``now``; consumes tokens."""
+        if wanted <= 0:
+            return 0
+        self._calls.refill(now)
+        self._launches.refill(now)
+        calls = min(self._calls.tokens // 1, math.ceil(wanted / self.tasks_per_call))
+        n = min(float(wanted), calls * self.tasks_per_call, self._launches.tokens // 1)
+        if n <= 0:
+            return 0
+        self._calls.tokens -= math.ceil(n / self.tasks_per_call)
+        self._launches.tokens -= n
+        return int(n)
+
+    def backoff(self, now: float, seconds: float) -> None:
+        """The service throttled us: take all tokens for ``seconds``."""
+        self._launches.refill(now)
+        self._launches.tokens = -seconds * self.launches_per_second
+
+
+class Scheduler:
+    """Chunk records, worker count and launch pacing. Pure: events in, actions out."""
+
+    def __init__(self, *, max_workers: int, max_attempts: int,
+                 pacing: LaunchPacing | None = None) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be >= 1")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.max_workers = max_workers
+        self.max_attempts = max_attempts
+        self.pacing = pacing or LaunchPacing.unlimited()
+        self.chunks: dict[int, ChunkRecord] = {}
+        self.alive: set[str] = set()
+        self.exited: dict[str, WorkerExit] = {}
+        self.launching = 0
+        self._outstanding = 0
+        self.stopped = False
+        #: Attempts counted over the whole session (records are forgotten).
+        self.total_attempts = 0
+
+    # -- chunks ---------------------------------------------------------
+    def submit(self, chunk: int, n: int) -> None:
+        """A chunk was queued."""
+        if chunk in self.chunks:
+            raise ValueError(f"chunk {chunk} submitted twice")
+        self.chunks[chunk] = ChunkRecord(chunk, n)
+        self._outstanding += 1
+
+    def _finish(self, rec: ChunkRecord, state: ChunkState) -> None:
+        rec.state = state
+        rec.holder = None
+        self._outstanding -= 1
+
+    def started(self, chunk: int, worker: str, receipt: str, now: float) -> list[Action]:
+        """``worker`` leased ``chunk`` (a ``start`` notice arrived)."""
+        rec = self.chunks.get(chunk)
+        if rec is None:
+            return [Discard(chunk, receipt)]
+        if rec.state in _TERMINAL:
+            return [Discard(chunk, receipt)]
+        # Another holder means the previous lease lapsed (a stalled worker):
+        # that attempt stays counted.
+        rec.attempts += 1
+        self.total_attempts += 1
+        rec.state = ChunkState.RUNNING
+        rec.holder = worker
+        rec.receipt = receipt
+        rec.started_at = now
+        if worker in self.exited:
+            # The worker died before its start notice reached us.
+            return self._lost(rec, self.exited[worker])
+        if rec.attempts > self.max_attempts:
+            ex = rec.last_exit or WorkerExit(worker, reason="lease expired")
+            self._finish(rec, ChunkState.FAILED)
+            return [Fail(chunk, rec.attempts - 1, ex), Discard(chunk, receipt)]
+        return []
+
+    def released(self, chunk: int, worker: str) -> None:
+        """``worker`` handed ``chunk`` back (SIGTERM, Spot): not an attempt."""
+        rec = self.chunks.get(chunk)
+        if rec is None or rec.state in _TERMINAL:
+            return
+        if rec.holder == worker:
+            rec.attempts = max(0, rec.attempts - 1)
+            self.total_attempts -= 1
+            rec.holder = None
+            rec.state = ChunkState.PENDING
+
+    def finished(self, chunk: int) -> bool:
+        """A result for ``chunk`` arrived; True if it is the first (it wins)."""
+        rec = self.chunks.get(chunk)
+        if rec is None or rec.state in _TERMINAL:
+            return False
+        self._finish(rec, ChunkState.DONE)
+        return True
+
+    def cancel(self, chunk: int) -> bool:
+        """The user cancelled ``chunk`` before it ran; True if it was still pending."""
+        rec = self.chunks.get(chunk)
+        if rec is None or rec.state in _TERMINAL:
+            return False
+        self._finish(rec, ChunkState.CANCELLED)
+        return True
+
+    def forget(self, chunk: int) -> None:
+        """Drop a terminal chunk's record (keeps memory bounded on long runs)."""
+        rec = self.chunks.get(chunk)
+        if rec is not None and rec.state in _TERMINAL:
+            del self.chunks[chunk]
+
+    def _lost(self, rec: ChunkRecord, ex: WorkerExit) -> list[Action]:
+        rec.last_exit = ex
+        rec.holder = None
+        if rec.attempts >= self.max_attempts:
+            self._finish(rec, ChunkState.FAILED)
+            return [Fail(rec.chunk, rec.attempts, ex), Discard(rec.chunk, rec.receipt)]
+        rec.state = ChunkState.PENDING
+        return [Redeliver(rec.chunk, rec.receipt)]
+
+    # -- workers --------------------------------------------------------
+    def launched(self, workers: list[str], requested: int) -> None:
+        """The backend started ``workers`` out of ``requested`` asked for."""
+        self.launching = max(0, self.launching - requested)
+        self.alive.update(workers)
+
+    def worker_exited(self, ex: WorkerExit) -> list[Action]:
+        """A worker stopped; its running chunk, if any, was lost."""
+        self.alive.discard(ex.worker)
+        self.exited[ex.worker] = ex
+        actions: list[Action] = []
+        for rec in self.chunks.values():
+            if rec.state is ChunkState.RUNNING and rec.holder == ex.worker:
+                actions.extend(self._lost(rec, ex))
+        return actions
+
+    def throttled(self, now: float, seconds: float, requested: int) -> None:
+        """The backend refused launches for now (throttling, capacity)."""
+        self.launching = max(0, self.launching - requested)
+        self.pacing.backoff(now, seconds)
+
+    def stop(self) -> None:
+        """No more launches (shutdown, budget)."""
+        self.stopped = True
+
+    def tick(self, now: float) -> list[Action]:
+        """Decide launches at ``now``."""
+        if self.stopped:
+            return []
+        wanted = min(self.max_workers, self._outstanding)
+        deficit = wanted - len(self.alive) - self.launching
+        n = self.pacing.allow(deficit, now)
+        if n <= 0:
+            return []
+        self.launching += n
+        return [Launch(n)]
+
+    # -- views ----------------------------------------------------------
+    @property
+    def outstanding(self) -> int:
+        """Chunks pending or running."""
+        return self._outstanding
+
+    def counts(self) -> dict[str, int]:
+        """Chunks by state, plus total attempts."""
+        out = {state.value: 0 for state in ChunkState}
+        attempts = 0
+        for rec in self.chunks.values():
+            out[rec.state.value] += 1
+            attempts += rec.attempts
+        out["attempts"] = attempts
+        return out

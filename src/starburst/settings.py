@@ -1,0 +1,89 @@
+"""Intervals and limits of the protocol, all settings so tests run in seconds.
+
+Every field can be set from the environment as ``STARBURST_<NAME>``
+(e.g. ``STARBURST_LEASE=5``); workers receive the client's settings that
+way, so both sides agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from .exceptions import ConfigurationError
+
+__all__ = ["Settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Protocol intervals, in seconds.
+
+    Attributes:
+        lease: how long a leased chunk stays invisible to other workers
+            without a heartbeat. A dead worker's chunk returns after this
+            at the latest (the client redelivers sooner when the backend
+            reports the death).
+        heartbeat: how often a worker extends its lease; a quarter of the
+            lease, so three heartbeats may be lost before the lease lapses.
+        poll: how long the client waits between housekeeping rounds when
+            nothing happens (launches, exits, heartbeat).
+        idle_timeout: a worker exits after this long without work.
+        client_heartbeat: how often the client writes its heartbeat.
+        client_stale: a worker of a non-detached session exits when the
+            client heartbeat is older than this (the client is gone).
+        timeout_grace: after ``task_timeout`` a task that ignores the
+            interrupt (stuck in C code) gets this long before the worker
+            reports the timeout and exits so a fresh worker takes over.
+        max_receives: dead-letter backstop; far above max_attempts because
+            releases and lease renewals count as receives there too.
+    """
+
+    lease: float = 60.0
+    heartbeat: float = 15.0
+    poll: float = 0.25
+    idle_timeout: float = 60.0
+    client_heartbeat: float = 30.0
+    client_stale: float = 600.0
+    timeout_grace: float = 5.0
+    max_receives: int = 100
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(
+                    f"setting {f.name}={value!r} must be a positive number of seconds"
+                )
+        if self.heartbeat >= self.lease:
+            raise ConfigurationError(
+                f"heartbeat ({self.heartbeat}s) must be shorter than lease ({self.lease}s), "
+                "or leases lapse while a chunk is still running; use heartbeat = lease / 4"
+            )
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: float) -> Settings:
+        """Read ``STARBURST_<NAME>`` variables, then apply explicit overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, float] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"STARBURST_{f.name.upper()}")
+            if raw is not None:
+                try:
+                    values[f.name] = int(raw) if f.name == "max_receives" else float(raw)
+                except ValueError:
+                    raise ConfigurationError(
+                        f"STARBURST_{f.name.upper()}={raw!r} is not a number"
+                    ) from None
+        values.update(overrides)
+        if "lease" in values and "heartbeat" not in values:
+            values["heartbeat"] = values["lease"] / 4
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings on a worker."""
+        return {
+            f"STARBURST_{f.name.upper()}": str(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }

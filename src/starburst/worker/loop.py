@@ -1,0 +1,336 @@
+"""The worker loop: pull a chunk, run it, push the result, acknowledge.
+
+One piece of code for every backend: a local process and a Fargate task
+run exactly this. Per chunk::
+
+    tasks queue --receive (lease)--> worker --"start" notice--> results queue
+    store/inline payload --verify checksum, unpickle--> run tasks
+    result --inline, or store (attempt key + conditional commit)--> "done" notice
+    delete the task message (ack)
+
+A heartbeat thread extends the lease while a chunk runs, watches for a
+task stuck past its timeout, and (unless detached) for a client that is
+gone. The worker exits after ``idle_timeout`` without work. On SIGTERM it
+stops taking work, releases its chunk (not an attempt) and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from types import FrameType
+from typing import Any
+
+from .. import protocol
+from ..exceptions import ProtocolError, SerializationError, StarburstError, TaskError
+from ..serialization import checksum, dumps, loads
+from ..settings import Settings
+from ..transport import Transport
+from ..transport.base import Message
+from .runner import ChunkRun, Outcome
+
+__all__ = ["Worker", "client_heartbeat_key", "result_commit_key", "result_key", "shared_key"]
+
+# SQS long polls for at most 20 s; the local queue accepts any wait.
+_MAX_WAIT = 20.0
+# Exit code when the worker gives up on a task stuck in native code.
+EXIT_STUCK = 70
+
+
+def shared_key(session: str, digest: str) -> str:
+    """Store key of a shared object (function, large argument) of a session."""
+    return f"sessions/{session}/objects/{digest}"
+
+
+def result_key(session: str, chunk: int, attempt: str) -> str:
+    """Store key of one attempt's result body."""
+    return f"sessions/{session}/results/{chunk}/{attempt}"
+
+
+def result_commit_key(session: str, chunk: int) -> str:
+    """Store key whose conditional creation commits a chunk's winning attempt."""
+    return f"sessions/{session}/results/{chunk}/commit"
+
+
+def client_heartbeat_key(session: str) -> str:
+    """Store key the client refreshes while it is alive."""
+    return f"sessions/{session}/heartbeat"
+
+
+class _Stop(BaseException):
+    """Raised into the running task when SIGTERM asks the worker to leave."""
+
+
+class Worker:
+    """Serves chunks of one session until idle, stopped, or orphaned."""
+
+    def __init__(self, transport: Transport, *, session: str, worker_id: str | None = None,
+                 settings: Settings | None = None, detached: bool = False) -> None:
+        self.transport = transport
+        self.session = session
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.settings = settings or Settings()
+        self.detached = detached
+        self._shared: dict[str, Any] = {}
+        self._stopping = threading.Event()
+        self._in_task = False
+        self._waiting = False
+        self._lock = threading.Lock()
+        self._lease: Message | None = None
+        self._run: ChunkRun | None = None
+        self._chunk = -1
+        self._attempt = ""
+        self._reported = False
+        self.chunks_done = 0
+
+    # -- signals --------------------------------------------------------
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping.set()
+        # Interrupt a running task or an idle wait, never a commit in progress.
+        if self._in_task or self._waiting:
+            raise _Stop
+
+    def _log(self, text: str) -> None:
+        print(f"[starburst worker {self.worker_id}] {text}", file=sys.__stderr__, flush=True)
+
+    # -- main loop ------------------------------------------------------
+    def run(self) -> int:
+        """Serve until idle or stopped; return the process exit code."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_term)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        beat = threading.Thread(target=self._heartbeat, name="starburst-heartbeat", daemon=True)
+        beat.start()
+        self._log(f"serving session {self.session}")
+        idle_since = time.monotonic()
+        next_client_check = 0.0
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if not self.detached and now >= next_client_check:
+                next_client_check = now + self.settings.client_heartbeat
+                if self._client_gone():
+                    self._log("client heartbeat is stale: the client is gone, exiting")
+                    return 0
+            idle_left = self.settings.idle_timeout - (now - idle_since)
+            if idle_left <= 0:
+                self._log(f"idle for {self.settings.idle_timeout:g}s, exiting")
+                return 0
+            wait = min(_MAX_WAIT, idle_left, self.settings.client_heartbeat)
+            try:
+                self._waiting = True
+                if self._stopping.is_set():
+                    break
+                got = self.transport.tasks.receive(
+                    max_messages=1, wait_seconds=wait, visibility=self.settings.lease)
+            except _Stop:
+                break
+            finally:
+                self._waiting = False
+            if got:
+                self._handle(got[0])
+                idle_since = time.monotonic()
+        self._log("stopping on request")
+        return 0
+
+    def _client_gone(self) -> bool:
+        try:
+            raw = self.transport.store.get(client_heartbeat_key(self.session))
+        except KeyError:
+            return False
+        try:
+            beat = float(raw.decode())
+        except ValueError:
+            return False
+        return time.time() - beat > self.settings.client_stale
+
+    # -- one chunk ------------------------------------------------------
+    def _notify(self, kind: protocol.NoticeKind, chunk: int, **kw: Any) -> None:
+        notice = protocol.Notice(kind=kind, session=self.session, chunk=chunk,
+                                 worker=self.worker_id, **kw)
+        self.transport.results.send([protocol.encode(notice)])
+
+    def _move_aside(self, msg: Message, error: Exception) -> None:
+        self._log(f"malformed task message moved to the dead-letter queue: {error}")
+        self.transport.dead.send([msg.body])
+        self.transport.tasks.delete([msg.receipt])
+        self._notify("bad", -1, info={"error": str(error)[:500]})
+
+    def _handle(self, msg: Message) -> None:
+        try:
+            task = protocol.decode(msg.body)
+            if not isinstance(task, protocol.TaskMessage):
+                raise ProtocolError(f"expected a task message, got {task.kind!r}")
+            if task.session != self.session:
+                raise ProtocolError(f"message of session {task.session!r}, not {self.session!r}")
+        except ProtocolError as exc:
+            self._move_aside(msg, exc)
+            return
+        attempt = uuid.uuid4().hex[:16]
+        with self._lock:
+            self._lease, self._chunk, self._attempt = msg, task.chunk, attempt
+            self._reported = False
+        self._notify("start", task.chunk, attempt=attempt, receipt=msg.receipt)
+        started = time.time()
+        try:
+            outcomes = self._execute(task)
+        except _Stop:
+            self._release(task.chunk)
+            return
+        with self._lock:
+            if self._reported:  # the watchdog already reported a partial result
+                return
+            self._reported = True
+        self._report(task, outcomes, attempt, msg, started)
+
+    def _execute(self, task: protocol.TaskMessage) -> list[Outcome]:
+        try:
+            body = task.body if not task.key else self.transport.store.get(task.key)
+            if checksum(body) != task.checksum:
+                raise ProtocolError(
+                    f"payload of chunk {task.chunk} fails its checksum "
+                    f"({task.key or 'inline'}): it is corrupt or truncated; not running it")
+            payload = loads(body, persistent_load=self._load_shared)
+            try:
+                fns = [self._load_shared(("sb", digest)) for digest in payload["fns"]]
+                items = [(tid, fns[fi], tuple(args), kwargs or {})
+                         for tid, fi, args, kwargs in payload["items"]]
+            except (TypeError, ValueError, IndexError, KeyError) as exc:
+                raise ProtocolError(f"payload of chunk {task.chunk} is malformed: {exc}") from exc
+            if len(items) != task.n:
+                raise ProtocolError(
+                    f"payload of chunk {task.chunk} holds {len(items)} tasks, header says {task.n}")
+        except (ProtocolError, SerializationError, KeyError) as exc:
+            error: StarburstError = (
+                exc if isinstance(exc, StarburstError) else
+                ProtocolError(f"payload {task.key!r} of chunk {task.chunk} is missing"))
+            return [(i, "err", (error, ""), "") for i in range(task.n)]
+        run = ChunkRun(items, timeout=task.timeout, capture=task.capture)
+        self._run = run
+        self._in_task = True
+        try:
+            if self._stopping.is_set():
+                raise _Stop
+            return run.run()
+        finally:
+            self._in_task = False
+            self._run = None
+
+    def _load_shared(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == "sb"):
+            raise ProtocolError(f"unknown shared-object reference {pid!r}")
+        digest = str(pid[1])
+        if digest not in self._shared:
+            key = shared_key(self.session, digest)
+            try:
+                frame = self.transport.store.get(key)
+            except KeyError:
+                raise ProtocolError(f"shared object {key} is missing from the store") from None
+            if checksum(frame) != digest:
+                raise ProtocolError(f"shared object {key} fails its checksum: corrupt")
+            self._shared[digest] = loads(frame, persistent_load=self._load_shared)
+        return self._shared[digest]
+
+    def _encode(self, outcomes: list[Outcome]) -> bytes:
+        fixed = [_fix_exit(o) for o in outcomes]
+        try:
+            return dumps(fixed)
+        except SerializationError:
+            pass
+        safe: list[Outcome] = []
+        for outcome in fixed:
+            try:
+                dumps(outcome)
+                safe.append(outcome)
+            except SerializationError as exc:
+                safe.append((outcome[0], "err", (SerializationError(
+                    f"the result of task {outcome[0]} cannot be pickled: {exc}. Return "
+                    "plain data (numbers, arrays, frames) instead."), ""), outcome[3]))
+        return dumps(safe)
+
+    def _report(self, task: protocol.TaskMessage, outcomes: list[Outcome], attempt: str,
+                msg: Message, started: float) -> None:
+        frame = self._encode(outcomes)
+        digest = checksum(frame)
+        info = {"seconds": round(time.time() - started, 6)}
+        if len(frame) <= self.transport.inline_limit:
+            self._notify("done", task.chunk, attempt=attempt, checksum=digest, info=info,
+                         body=frame)
+        else:
+            key = result_key(self.session, task.chunk, attempt)
+            self.transport.store.put(key, frame)
+            if not self.transport.store.put_if_absent(
+                    result_commit_key(self.session, task.chunk), attempt.encode()):
+                # Another attempt committed first: it wins, this one is dropped.
+                self._log(f"chunk {task.chunk}: a result was already committed; dropping")
+                self.transport.tasks.delete([msg.receipt])
+                return
+            self._notify("done", task.chunk, attempt=attempt, key=key, checksum=digest,
+                         info=info)
+        self.transport.tasks.delete([msg.receipt])
+        with self._lock:
+            self._lease = None
+        self.chunks_done += 1
+
+    def _release(self, chunk: int) -> None:
+        with self._lock:
+            lease, self._lease = self._lease, None
+        if lease is not None:
+            self.transport.tasks.set_visibility(lease.receipt, 0)
+            self._notify("release", chunk)
+            self._log(f"released chunk {chunk} on SIGTERM")
+
+    # -- heartbeat ------------------------------------------------------
+    def _heartbeat(self) -> None:
+        period = min(self.settings.heartbeat, 1.0)
+        last_extend = time.monotonic()
+        while True:
+            time.sleep(period)
+            now = time.monotonic()
+            with self._lock:
+                lease = self._lease
+            if lease is None:
+                last_extend = now
+                continue
+            if now - last_extend >= self.settings.heartbeat:
+                last_extend = now
+                try:
+                    self.transport.tasks.set_visibility(lease.receipt, self.settings.lease)
+                except Exception as exc:
+                    self._log(f"lease extension failed: {exc}")
+            run = self._run
+            if (run is not None and run.timeout is not None and run.current is not None
+                    and now - run.current_started > run.timeout + self.settings.timeout_grace):
+                self._give_up(run, lease)
+
+    def _give_up(self, run: ChunkRun, lease: Message) -> None:
+        """A task ignored its timeout (stuck in native code): report and exit."""
+        with self._lock:
+            if self._reported:
+                return
+            self._reported = True
+            chunk, attempt = self._chunk, self._attempt
+        self._log(f"task {run.current} is stuck past its timeout; reporting and exiting")
+        task = protocol.TaskMessage(session=self.session, chunk=chunk, n=len(run.tasks),
+                                    checksum="", timeout=run.timeout)
+        try:
+            self._report(task, run.partial(), attempt, lease, time.time())
+        finally:
+            os._exit(EXIT_STUCK)
+
+
+def _fix_exit(outcome: Outcome) -> Outcome:
+    """A task's ``sys.exit()`` must not exit the client when re-raised there."""
+    task_id, status, value, output = outcome
+    if status == "err" and isinstance(value[0], (SystemExit, KeyboardInterrupt)):
+        exc = value[0]
+        what = (f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit)
+                else "raised KeyboardInterrupt")
+        return (task_id, "err", (TaskError(
+            f"task {task_id} {what}; return a value or raise an exception instead"),
+            value[1]), output)
+    return outcome
