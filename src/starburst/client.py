@@ -347,7 +347,7 @@ class Client:
                 if got:
                     results.delete([m.receipt for m in got])
                     self._wake.set()
-            except Exception as exc:  # noqa: BLE001 - anything here breaks the executor
+            except Exception as exc:
                 self._break(exc)
                 return
 
@@ -509,7 +509,7 @@ class Client:
                 self._show_progress()
                 if self._closing and self._idle():
                     break
-        except Exception as exc:  # noqa: BLE001 - the executor is broken; say why
+        except Exception as exc:
             self._break(exc)
         finally:
             self._teardown()
@@ -552,7 +552,7 @@ class Client:
             for ex in self.backend.poll():
                 self.counters.worker_exits.append(ex)
             self.backend.close()
-        except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
+        except Exception as exc:
             log.error("starburst: stopping workers of %s failed: %s", self.session_id, exc)
         if error is not None:
             self._fail_everything(error)
@@ -563,7 +563,7 @@ class Client:
             self.transport.store.delete_prefix(f"sessions/{self.session_id}/")
             self.transport.destroy()
             self.transport.close()
-        except Exception as exc:  # noqa: BLE001 - report, nothing left to do
+        except Exception as exc:
             log.error("starburst: cleaning up session %s failed: %s", self.session_id, exc)
 
     # -- API used by the executor -------------------------------------------

@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .chunking import auto_chunksize, shrink_for_bytes
-from .client import Client, MapBlock, TaskSpec, Target, outcome_value
+from .client import Client, MapBlock, Target, TaskSpec, outcome_value
 from .exceptions import ConfigurationError, ExecutorBroken
 from .options import ExecutorOptions
 from .settings import Settings
@@ -182,7 +182,7 @@ class Executor(_StdExecutor):
             except TypeError:
                 length = None
             size = auto_chunksize(length, self.workers)
-        stream = _MapStream(self, fn, zip(*iterables), size, buffersize, length)
+        stream = _MapStream(self, fn, zip(*iterables, strict=False), size, buffersize, length)
         stream.fill()  # start work now, as the standard library's map does
         return stream.results(deadline)
 

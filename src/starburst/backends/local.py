@@ -15,10 +15,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
-import tempfile
 from typing import IO, TYPE_CHECKING
 
 from ..exceptions import BackendError, ConfigurationError

@@ -229,6 +229,10 @@ class LocalTransport(Transport):
     """Store and queues of one session in ``directory`` (spec ``local:<directory>``)."""
 
     inline_limit = 1 << 20
+    store: DirStore
+    tasks: SqliteQueue
+    results: SqliteQueue
+    dead: SqliteQueue
 
     def __init__(self, directory: str | os.PathLike[str], *, max_receives: int = 0) -> None:
         self.directory = Path(directory)

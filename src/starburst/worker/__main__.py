@@ -36,7 +36,7 @@ def _ecs_task_arn() -> str | None:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"{uri}/task", timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"{uri}/task", timeout=2) as resp:
             arn = json.load(resp).get("TaskARN")
     except (OSError, ValueError):
         return None
