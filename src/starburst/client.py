@@ -22,6 +22,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -60,6 +61,22 @@ _HEADER_ROOM = 1024
 # A worker that exits before running anything, this many times per
 # worker slot in a row, means workers cannot start: the executor is broken.
 _FUTILE_EXITS_PER_WORKER = 3
+
+
+_LIVE: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    for client in list(_LIVE):
+        if not client._loop_thread.is_alive():
+            continue
+        try:
+            client.close(wait=True, cancel_futures=False)
+        except KeyboardInterrupt:
+            client.abort(KeyboardInterrupt())
+
+
+threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
 
 
 class MapBlock:
@@ -177,10 +194,15 @@ class Client:
         self._beat()
         self._receiver = threading.Thread(target=self._receive_loop, daemon=True,
                                           name=f"starburst-receiver-{session_id}")
-        self._loop_thread = threading.Thread(target=self._loop, daemon=False,
+        # A daemon thread, joined by an interpreter-exit hook that runs
+        # before non-daemon threads are joined (as concurrent.futures does):
+        # work still outstanding at exit is finished, and a second Ctrl-C
+        # during that wait aborts it instead of hanging.
+        self._loop_thread = threading.Thread(target=self._loop, daemon=True,
                                              name=f"starburst-client-{session_id}")
         self._receiver.start()
         self._loop_thread.start()
+        _LIVE.add(self)
 
     # -- building chunks --------------------------------------------------
     def next_task_id(self) -> int:

@@ -72,7 +72,7 @@ class LocalBackend(ComputeBackend):
         for _ in range(count):
             worker = f"local-{os.getpid()}-{next(_ids)}"
             env = {**os.environ, **spec.env, "STARBURST_WORKER_ID": worker,
-                   "PYTHONUNBUFFERED": "1"}
+                   "STARBURST_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "starburst.worker"], env=env,

@@ -87,6 +87,8 @@ class Worker:
         self._attempt = ""
         self._reported = False
         self.chunks_done = 0
+        parent = os.environ.get("STARBURST_PARENT_PID")
+        self._parent = int(parent) if parent and parent.isdigit() else None
 
     # -- signals --------------------------------------------------------
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
@@ -116,11 +118,16 @@ class Worker:
                 if self._client_gone():
                     self._log("client heartbeat is stale: the client is gone, exiting")
                     return 0
+            if not self.detached and self._orphaned():
+                self._log("the client process is gone, exiting")
+                return 0
             idle_left = self.settings.idle_timeout - (now - idle_since)
             if idle_left <= 0:
                 self._log(f"idle for {self.settings.idle_timeout:g}s, exiting")
                 return 0
-            wait = min(_MAX_WAIT, idle_left, self.settings.client_heartbeat)
+            # A local worker also watches its parent, so it waits in short steps.
+            wait = min(_MAX_WAIT if self._parent is None else 1.0, idle_left,
+                       self.settings.client_heartbeat)
             try:
                 self._waiting = True
                 if self._stopping.is_set():
@@ -136,6 +143,10 @@ class Worker:
                 idle_since = time.monotonic()
         self._log("stopping on request")
         return 0
+
+    def _orphaned(self) -> bool:
+        """A local worker whose client process died (it was re-parented)."""
+        return self._parent is not None and os.getppid() != self._parent
 
     def _client_gone(self) -> bool:
         try:
@@ -291,6 +302,9 @@ class Worker:
         while True:
             time.sleep(period)
             now = time.monotonic()
+            if not self.detached and self._orphaned():
+                self._log("the client process is gone, exiting")
+                os._exit(0)
             with self._lock:
                 lease = self._lease
             if lease is None:
