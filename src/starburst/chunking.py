@@ -2,18 +2,22 @@
 
 Pure functions, no I/O.
 
-The rule, and why:
+The rule, and why (guided self-scheduling, as OpenMP's ``guided``):
 
-* A known number of tasks ``n`` on ``w`` workers: ``ceil(n / (4 w))``.
-  Four chunks per worker amortise the per-chunk cost (a queue round trip
-  locally, ~4 AWS requests on Fargate) over many tasks while leaving
-  enough chunks that a slow chunk at the end does not idle the other
-  workers for long (the last wave is at most a quarter of the work).
+* A known number of tasks ``n`` on ``w`` workers: each chunk takes
+  ``ceil(remaining / (2 w))`` tasks, but never fewer than
+  ``ceil(n / (32 w))``. Early chunks are large, so the per-chunk cost (a
+  queue round trip locally, about four AWS requests on Fargate) is paid
+  rarely; late chunks are small, so workers that start late (Fargate cold
+  starts spread over a minute) or tasks that run long cannot leave the
+  others idle at the end: the tail is at most one small chunk. The floor
+  keeps the chunk count near ``2 w ln(16) + 32 w``-ish at most (about 40
+  chunks per worker), which bounds requests per task.
 * An unknown number (a generator): :data:`STREAM_CHUNK` tasks, so memory
   stays bounded and the first results return quickly.
-* Never more than :data:`MAX_CHUNK` tasks, and the payload is kept to a
-  few MB: after pickling a chunk, :func:`shrink_for_bytes` scales the
-  next chunk size so its payload lands near :data:`TARGET_PAYLOAD`.
+* Never more than :data:`MAX_CHUNK` tasks, and payloads of a few MB: after
+  pickling a chunk, :meth:`ChunkSizer.observe_payload` scales later chunk
+  sizes so a payload lands near :data:`TARGET_PAYLOAD`.
 * Work submitted one task at a time (``submit``) is grouped only when a
   backlog builds up (:func:`submit_group_size`): an idle pool gets one task
   per chunk, so latency stays low; a burst of thousands is batched.
@@ -23,36 +27,67 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["MAX_CHUNK", "STREAM_CHUNK", "TARGET_PAYLOAD", "auto_chunksize",
-           "shrink_for_bytes", "submit_group_size"]
+__all__ = ["MAX_CHUNK", "STREAM_CHUNK", "TARGET_PAYLOAD", "ChunkSizer", "chunk_plan",
+           "submit_group_size"]
 
-#: Chunks per worker for a known-length input.
-CHUNKS_PER_WORKER = 4
+#: Each chunk takes remaining / (GUIDED_FACTOR * workers) tasks.
+GUIDED_FACTOR = 2
+#: The smallest chunk is n / (MIN_CHUNK_DIVISOR * workers) tasks.
+MIN_CHUNK_DIVISOR = 32
 #: Tasks per chunk for inputs of unknown length.
 STREAM_CHUNK = 1024
 #: Upper bound on tasks per chunk (keeps one chunk's result list small).
 MAX_CHUNK = 100_000
-#: Payload size a chunk aims for: small enough to ride inline in SQS after a
-#: few KB, and to be re-sent cheaply on a retry.
+#: Payload size a chunk aims for: re-sent cheaply on a retry, and quick to
+#: start on (a worker downloads the whole payload before the first task).
 TARGET_PAYLOAD = 4 << 20
 
 
-def auto_chunksize(n: int | None, workers: int) -> int:
-    """Tasks per chunk for ``n`` tasks (None: unknown) on ``workers`` workers."""
+def chunk_plan(n: int, workers: int) -> list[int]:
+    """Chunk sizes for ``n`` tasks on ``workers`` workers (guided, decreasing)."""
     if workers < 1:
         raise ValueError("workers must be >= 1")
-    if n is None:
-        return STREAM_CHUNK
-    if n <= 0:
-        return 1
-    return max(1, min(MAX_CHUNK, math.ceil(n / (CHUNKS_PER_WORKER * workers))))
+    floor = max(1, math.ceil(n / (MIN_CHUNK_DIVISOR * workers)))
+    sizes: list[int] = []
+    remaining = n
+    while remaining > 0:
+        size = min(remaining, MAX_CHUNK,
+                   max(floor, math.ceil(remaining / (GUIDED_FACTOR * workers))))
+        sizes.append(size)
+        remaining -= size
+    return sizes
 
 
-def shrink_for_bytes(chunksize: int, payload_bytes: int) -> int:
-    """Next chunk size so that a payload of this many bytes per chunk nears the target."""
-    if payload_bytes <= 2 * TARGET_PAYLOAD or chunksize <= 1:
-        return chunksize
-    return max(1, chunksize * TARGET_PAYLOAD // payload_bytes)
+class ChunkSizer:
+    """Hands out chunk sizes for one ``map`` call.
+
+    Args:
+        n: number of tasks, or None when unknown (a generator).
+        workers: number of workers.
+        fixed: a chunk size the user chose (overrides the rule).
+    """
+
+    def __init__(self, n: int | None, workers: int, fixed: int | None = None) -> None:
+        self._plan = chunk_plan(n, workers) if (n is not None and fixed is None) else None
+        self._fixed = fixed or STREAM_CHUNK
+        self._index = 0
+        self._scale = 1.0
+
+    def next_size(self) -> int:
+        """Size of the next chunk (the last one may get fewer tasks)."""
+        if self._plan is not None:
+            if self._index >= len(self._plan):
+                return max(1, self._plan[-1] if self._plan else 1)
+            size = self._plan[self._index]
+            self._index += 1
+        else:
+            size = self._fixed
+        return max(1, int(size * self._scale))
+
+    def observe_payload(self, tasks: int, payload_bytes: int) -> None:
+        """Shrink later chunks when a chunk's payload came out above twice the target."""
+        if tasks > 1 and payload_bytes > 2 * TARGET_PAYLOAD:
+            self._scale = min(self._scale, TARGET_PAYLOAD / payload_bytes)
 
 
 def submit_group_size(backlog: int, workers: int) -> int:

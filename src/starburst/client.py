@@ -43,7 +43,7 @@ from .exceptions import (
 )
 from .options import ExecutorOptions
 from .progress import ProgressDisplay
-from .scheduler import Discard, Fail, Launch, Redeliver, Scheduler
+from .scheduler import Discard, Fail, Launch, Redeliver, Retire, Scheduler
 from .serialization import checksum, dumps, loads, locate_unpicklable, sizeof
 from .worker.loop import client_heartbeat_key, shared_key
 
@@ -165,8 +165,10 @@ class Client:
         self.backend = self.session.backend
         self.transport = self.session.transport
         self.workers = options.workers or self.session.workers
-        self.scheduler = Scheduler(max_workers=self.workers, max_attempts=options.max_attempts,
-                                   pacing=self.session.pacing)
+        self.scheduler = Scheduler(
+            max_workers=self.workers, max_attempts=options.max_attempts,
+            pacing=self.session.pacing,
+            linger=self.settings.linger if self.backend.bills_idle else None)
         env = {**self.session.spec.env, **self.settings.to_env()}
         if options.detached:
             env["STARBURST_DETACHED"] = "1"
@@ -388,13 +390,14 @@ class Client:
             if notice.kind == "start":
                 self._futile_exits = 0
                 actions = self.scheduler.started(notice.chunk, notice.worker, notice.receipt,
-                                                 time.time())
+                                                 time.monotonic())
             elif notice.kind == "release":
                 self.scheduler.released(notice.chunk, notice.worker)
             elif notice.kind == "bad":
                 log.warning("starburst: worker %s moved a malformed task message aside: %s",
                             notice.worker, notice.info.get("error"))
-            elif notice.kind == "done" and self.scheduler.finished(notice.chunk):
+            elif notice.kind == "done" and self.scheduler.finished(notice.chunk,
+                                                                    time.monotonic()):
                 chunk = self._chunks.pop(notice.chunk, None)
                 self.scheduler.forget(notice.chunk)
         self._act(actions)
@@ -449,6 +452,8 @@ class Client:
                 self._fail_chunk(action)
             elif isinstance(action, Launch):
                 self._launch(action.count)
+            elif isinstance(action, Retire):
+                self.backend.stop(list(action.workers))
 
     def _fail_chunk(self, action: Fail) -> None:
         with self._lock:
@@ -477,7 +482,7 @@ class Client:
                 self.scheduler.launched([], count)
             raise
         with self._lock:
-            self.scheduler.launched(ids, count)
+            self.scheduler.launched(ids, count, time.monotonic())
             self.counters.workers_launched += len(ids)
 
     def _watch_workers(self) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .chunking import auto_chunksize, shrink_for_bytes
+from .chunking import ChunkSizer
 from .client import Client, MapBlock, Target, TaskSpec, outcome_value
 from .exceptions import ConfigurationError, ExecutorBroken
 from .options import ExecutorOptions
@@ -174,15 +174,13 @@ class Executor(_StdExecutor):
         with self._shutdown_lock:
             self._check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
-        size = chunksize or self._options.chunksize
         length: int | None = None
-        if size is None:
-            try:
-                length = min(len(it) for it in iterables)  # type: ignore[arg-type]
-            except TypeError:
-                length = None
-            size = auto_chunksize(length, self.workers)
-        stream = _MapStream(self, fn, zip(*iterables, strict=False), size, buffersize, length)
+        try:
+            length = min(len(it) for it in iterables)  # type: ignore[arg-type]
+        except TypeError:
+            length = None
+        sizer = ChunkSizer(length, self.workers, chunksize or self._options.chunksize)
+        stream = _MapStream(self, fn, zip(*iterables, strict=False), sizer, buffersize, length)
         stream.fill()  # start work now, as the standard library's map does
         return stream.results(deadline)
 
@@ -213,16 +211,21 @@ class _MapStream:
     """The producer/consumer of one ``map`` call: chunks out, ordered results in."""
 
     def __init__(self, executor: Executor, fn: Callable[..., Any], args: Iterator[tuple[Any, ...]],
-                 chunksize: int, buffersize: int | None, length: int | None) -> None:
+                 sizer: ChunkSizer, buffersize: int | None, length: int | None) -> None:
         self.client = executor._client
         self.fn = fn
         self.args = args
-        self.chunksize = chunksize
+        self.sizer = sizer
         workers = executor.workers
-        window_tasks = buffersize if buffersize is not None else None
-        self.window = (max(1, -(-window_tasks // chunksize)) if window_tasks
-                       else (_WINDOW_PER_WORKER * workers if length is None
-                             else max(_WINDOW_PER_WORKER * workers, -(-length // chunksize))))
+        # Chunks in flight: bounded for a generator (memory), all of them for
+        # a sized input (as the standard library's map submits everything).
+        if buffersize is not None:
+            self.window = max(1, buffersize)
+            self.window_tasks = True
+        else:
+            self.window = _WINDOW_PER_WORKER * workers if length is None else 1 << 62
+            self.window_tasks = False
+        self.in_flight_tasks = 0
         self.blocks: deque[tuple[MapBlock, int]] = deque()
         self.exhausted = False
         self.error: BaseException | None = None
@@ -230,10 +233,17 @@ class _MapStream:
             self.client.add_total(length)
         self._counted = length is not None
 
+    def _full(self) -> bool:
+        if self.window_tasks:
+            return self.in_flight_tasks >= self.window
+        return len(self.blocks) >= self.window
+
     def fill(self) -> None:
         """Submit chunks until the window is full or the input ends."""
-        while not self.exhausted and len(self.blocks) < self.window:
-            want = self.chunksize
+        while not self.exhausted and not self._full():
+            want = self.sizer.next_size()
+            if self.window_tasks:
+                want = max(1, min(want, self.window - self.in_flight_tasks))
             try:
                 batch = list(itertools.islice(self.args, want))
             except BaseException as exc:
@@ -253,8 +263,9 @@ class _MapStream:
             chunk_id = -1
             if built is not None:
                 chunk_id, payload_bytes = built
-                self.chunksize = shrink_for_bytes(self.chunksize, payload_bytes)
+                self.sizer.observe_payload(len(batch), payload_bytes)
             self.blocks.append((block, chunk_id))
+            self.in_flight_tasks += len(batch)
             if len(batch) < want:
                 self.exhausted = True
 
@@ -270,6 +281,7 @@ class _MapStream:
                     if broken is not None:
                         raise ExecutorBroken(f"the executor broke: {broken}") from broken
                 self.blocks.popleft()
+                self.in_flight_tasks -= len(block.outcomes)
                 self.fill()
                 for status, value in block.outcomes:
                     yield outcome_value(status, value)

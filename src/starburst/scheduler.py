@@ -13,8 +13,11 @@ gives the attempt back. A chunk whose holder died is redelivered at once
 were lost, then it fails with the worker's exit details.
 
 Per session it decides how many workers should exist (never more than
-``max_workers`` nor more than there are chunks to run) and paces launches
-under the backend's rate limits with token buckets.
+``max_workers`` nor more than there are chunks to run), paces launches
+under the backend's rate limits with token buckets, and, on backends
+that bill idle time, retires a worker that has had nothing to do for
+``linger`` seconds while no chunk waits (instead of paying for its whole
+idle timeout).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "Launch",
     "LaunchPacing",
     "Redeliver",
+    "Retire",
     "Scheduler",
 ]
 
@@ -97,7 +101,14 @@ class Fail:
     exit: WorkerExit
 
 
-Action = Launch | Redeliver | Discard | Fail
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """Stop these idle workers: no chunk waits for them."""
+
+    workers: tuple[str, ...]
+
+
+Action = Launch | Redeliver | Discard | Fail | Retire
 
 
 @dataclass(slots=True)
@@ -165,7 +176,7 @@ class Scheduler:
     """Chunk records, worker count and launch pacing. Pure: events in, actions out."""
 
     def __init__(self, *, max_workers: int, max_attempts: int,
-                 pacing: LaunchPacing | None = None) -> None:
+                 pacing: LaunchPacing | None = None, linger: float | None = None) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be >= 1")
         if max_attempts < 1:
@@ -173,6 +184,9 @@ class Scheduler:
         self.max_workers = max_workers
         self.max_attempts = max_attempts
         self.pacing = pacing or LaunchPacing.unlimited()
+        self.linger = linger
+        self.idle_since: dict[str, float] = {}
+        self._pending = 0
         self.chunks: dict[int, ChunkRecord] = {}
         self.alive: set[str] = set()
         self.exited: dict[str, WorkerExit] = {}
@@ -189,8 +203,11 @@ class Scheduler:
             raise ValueError(f"chunk {chunk} submitted twice")
         self.chunks[chunk] = ChunkRecord(chunk, n)
         self._outstanding += 1
+        self._pending += 1
 
     def _finish(self, rec: ChunkRecord, state: ChunkState) -> None:
+        if rec.state is ChunkState.PENDING:
+            self._pending -= 1
         rec.state = state
         rec.holder = None
         self._outstanding -= 1
@@ -206,7 +223,10 @@ class Scheduler:
         # that attempt stays counted.
         rec.attempts += 1
         self.total_attempts += 1
+        if rec.state is ChunkState.PENDING:
+            self._pending -= 1
         rec.state = ChunkState.RUNNING
+        self.idle_since.pop(worker, None)
         rec.holder = worker
         rec.receipt = receipt
         rec.started_at = now
@@ -229,12 +249,15 @@ class Scheduler:
             self.total_attempts -= 1
             rec.holder = None
             rec.state = ChunkState.PENDING
+            self._pending += 1
 
-    def finished(self, chunk: int) -> bool:
+    def finished(self, chunk: int, now: float | None = None) -> bool:
         """A result for ``chunk`` arrived; True if it is the first (it wins)."""
         rec = self.chunks.get(chunk)
         if rec is None or rec.state in _TERMINAL:
             return False
+        if rec.holder is not None and rec.holder in self.alive and now is not None:
+            self.idle_since[rec.holder] = now
         self._finish(rec, ChunkState.DONE)
         return True
 
@@ -259,17 +282,24 @@ class Scheduler:
             self._finish(rec, ChunkState.FAILED)
             return [Fail(rec.chunk, rec.attempts, ex), Discard(rec.chunk, rec.receipt)]
         rec.state = ChunkState.PENDING
+        self._pending += 1
         return [Redeliver(rec.chunk, rec.receipt)]
 
     # -- workers --------------------------------------------------------
-    def launched(self, workers: list[str], requested: int) -> None:
+    def launched(self, workers: list[str], requested: int, now: float | None = None) -> None:
         """The backend started ``workers`` out of ``requested`` asked for."""
         self.launching = max(0, self.launching - requested)
         self.alive.update(workers)
+        if now is not None:
+            # Idle until they lease something: if the queue drains before a
+            # worker comes up, it is retired before it costs anything more.
+            for worker in workers:
+                self.idle_since[worker] = now
 
     def worker_exited(self, ex: WorkerExit) -> list[Action]:
         """A worker stopped; its running chunk, if any, was lost."""
         self.alive.discard(ex.worker)
+        self.idle_since.pop(ex.worker, None)
         self.exited[ex.worker] = ex
         actions: list[Action] = []
         for rec in self.chunks.values():
@@ -287,22 +317,41 @@ class Scheduler:
         self.stopped = True
 
     def tick(self, now: float) -> list[Action]:
-        """Decide launches at ``now``."""
+        """Decide launches and retirements at ``now``."""
+        actions: list[Action] = []
+        if self.linger is not None and self._pending == 0:
+            idle = tuple(sorted(w for w, since in self.idle_since.items()
+                                if now - since >= self.linger and w in self.alive))
+            if idle:
+                for worker in idle:
+                    self.alive.discard(worker)
+                    self.idle_since.pop(worker, None)
+                actions.append(Retire(idle))
         if self.stopped:
-            return []
+            return actions
         wanted = min(self.max_workers, self._outstanding)
         deficit = wanted - len(self.alive) - self.launching
         n = self.pacing.allow(deficit, now)
-        if n <= 0:
-            return []
-        self.launching += n
-        return [Launch(n)]
+        if n > 0:
+            self.launching += n
+            actions.append(Launch(n))
+        return actions
+
+    def wants_workers(self) -> bool:
+        """Whether more workers are wanted than are alive or launching."""
+        return (not self.stopped and
+                min(self.max_workers, self._outstanding) > len(self.alive) + self.launching)
 
     # -- views ----------------------------------------------------------
     @property
     def outstanding(self) -> int:
         """Chunks pending or running."""
         return self._outstanding
+
+    @property
+    def pending(self) -> int:
+        """Chunks waiting for a worker."""
+        return self._pending
 
     def counts(self) -> dict[str, int]:
         """Chunks by state, plus total attempts."""

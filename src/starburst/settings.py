@@ -38,6 +38,9 @@ class Settings:
             reports the timeout and exits so a fresh worker takes over.
         max_receives: dead-letter backstop; far above max_attempts because
             releases and lease renewals count as receives there too.
+        linger: on backends that bill idle time (Fargate), a worker with
+            nothing to do while no chunk waits is stopped after this long,
+            rather than after its whole ``idle_timeout``.
     """
 
     lease: float = 60.0
@@ -48,6 +51,7 @@ class Settings:
     client_stale: float = 600.0
     timeout_grace: float = 5.0
     max_receives: int = 100
+    linger: float = 5.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

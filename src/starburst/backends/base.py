@@ -126,6 +126,9 @@ class ComputeBackend(abc.ABC):
     #: True when worker output reaches the client live (no need to replay
     #: captured output with each result).
     live_output: bool = False
+    #: True when an idle worker costs money, so the scheduler retires idle
+    #: workers after ``Settings.linger`` instead of waiting for idle_timeout.
+    bills_idle: bool = False
 
     @classmethod
     @abc.abstractmethod

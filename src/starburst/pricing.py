@@ -1,0 +1,114 @@
+"""Fargate prices and cost arithmetic. Pure functions, no I/O.
+
+The table ships with the package; every price carries its source and the
+date it was recorded, and a region without a known price is an error,
+never a guess. Fargate bills per second from ``pullStartedAt`` to
+``stoppedAt`` with a one-minute minimum, for vCPU and memory, plus
+ephemeral storage above the free 20 GiB and a public IPv4 address when
+the task has one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .exceptions import ConfigurationError
+
+__all__ = [
+    "IPV4_PER_HOUR",
+    "MINIMUM_SECONDS",
+    "PRICES",
+    "FargatePrice",
+    "billed_seconds",
+    "hourly_rate",
+    "lookup",
+    "task_cost",
+]
+
+#: Fargate bills at least one minute per task.
+MINIMUM_SECONDS = 60.0
+#: Public IPv4 address, per address-hour (AWS, since 2024-02-01).
+IPV4_PER_HOUR = 0.005
+#: Ephemeral storage included with every task.
+FREE_STORAGE_GIB = 20
+
+_SOURCE = "https://aws.amazon.com/fargate/pricing/ (Linux, On-Demand)"
+_RECORDED = "2026-11-28"
+
+
+@dataclass(frozen=True, slots=True)
+class FargatePrice:
+    """Hourly prices of one region and architecture.
+
+    Attributes:
+        region: AWS region.
+        arch: ``x86_64`` or ``arm64``.
+        vcpu_hour: dollars per vCPU-hour.
+        gib_hour: dollars per GiB-hour of memory.
+        storage_gib_hour: dollars per GiB-hour of ephemeral storage above 20 GiB.
+        source: where the figures come from.
+        recorded: when they were recorded (ISO date).
+    """
+
+    region: str
+    arch: str
+    vcpu_hour: float
+    gib_hour: float
+    storage_gib_hour: float
+    source: str = _SOURCE
+    recorded: str = _RECORDED
+
+
+def _table() -> dict[tuple[str, str], FargatePrice]:
+    rows = [
+        # region, x86 vCPU, x86 GiB, arm vCPU, arm GiB, storage GiB
+        ("us-east-1", 0.04048, 0.004445, 0.03238, 0.00356, 0.000111),
+        ("us-east-2", 0.04048, 0.004445, 0.03238, 0.00356, 0.000111),
+        ("us-west-2", 0.04048, 0.004445, 0.03238, 0.00356, 0.000111),
+        ("eu-west-1", 0.04048, 0.004445, 0.03238, 0.00356, 0.000111),
+    ]
+    out: dict[tuple[str, str], FargatePrice] = {}
+    for region, xc, xm, ac, am, st in rows:
+        out[(region, "x86_64")] = FargatePrice(region, "x86_64", xc, xm, st)
+        out[(region, "arm64")] = FargatePrice(region, "arm64", ac, am, st)
+    return out
+
+
+#: The shipped price table, keyed by (region, architecture).
+PRICES: dict[tuple[str, str], FargatePrice] = _table()
+
+
+def lookup(region: str, arch: str = "x86_64",
+           table: dict[tuple[str, str], FargatePrice] | None = None) -> FargatePrice:
+    """The price of ``region``/``arch``; a clear error when it is not known."""
+    prices = PRICES if table is None else table
+    try:
+        return prices[(region, arch)]
+    except KeyError:
+        known = sorted({r for r, _ in prices})
+        raise ConfigurationError(
+            f"no Fargate price is known for {region!r} ({arch}); known regions: "
+            f"{', '.join(known)}. Run `starburst pricing refresh` to fetch current prices "
+            "from the AWS Pricing API, or choose a known region."
+        ) from None
+
+
+def hourly_rate(price: FargatePrice, cpu: float, memory_mib: int, *, storage_gib: int = 20,
+                public_ip: bool = False) -> float:
+    """Dollars per hour for one task of this size."""
+    rate = cpu * price.vcpu_hour + memory_mib / 1024 * price.gib_hour
+    rate += max(0, storage_gib - FREE_STORAGE_GIB) * price.storage_gib_hour
+    if public_ip:
+        rate += IPV4_PER_HOUR
+    return rate
+
+
+def billed_seconds(pull_started: float, stopped: float) -> float:
+    """Seconds Fargate bills for a task: per second, at least one minute."""
+    return max(MINIMUM_SECONDS, math.ceil(max(0.0, stopped - pull_started)))
+
+
+def task_cost(rate_per_hour: float, pull_started: float, stopped: float) -> float:
+    """Dollars for one task that ran from ``pull_started`` to ``stopped`` (epoch seconds)."""
+    return rate_per_hour * billed_seconds(pull_started, stopped) / 3600.0
