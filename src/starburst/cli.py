@@ -1,0 +1,46 @@
+"""The ``starburst`` command.
+
+The group only knows each subcommand's name and where it lives; the
+module is imported when the subcommand runs, so ``starburst --version``
+stays fast and a command that needs the ``aws`` extra does not weigh on
+the others. Add a command (or a group of them) by writing a module under
+:mod:`starburst.commands` and registering it in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from ._version import __version__
+
+__all__ = ["COMMANDS", "main"]
+
+#: Subcommand name -> "module:attribute" of its click command.
+COMMANDS: dict[str, str] = {
+    "demo": "starburst.commands.demo:demo",
+}
+
+
+class _LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module_name, _, attr = COMMANDS[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{COMMANDS[cmd_name]} is not a click command")
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="starburst",
+                      message="%(prog)s %(version)s")
+def main() -> None:
+    """starburst: run a Python parallel workload on local processes or AWS Fargate."""
