@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -45,7 +45,7 @@ from .options import ExecutorOptions
 from .progress import ProgressDisplay
 from .scheduler import Discard, Fail, Launch, Redeliver, Retire, Scheduler
 from .serialization import checksum, dumps, loads, locate_unpicklable, sizeof
-from .worker.loop import client_heartbeat_key, shared_key
+from .worker.loop import EXIT_STUCK, client_heartbeat_key, shared_key
 
 __all__ = ["Client", "MapBlock", "Target"]
 
@@ -55,6 +55,11 @@ log = logging.getLogger("starburst")
 # content hash and referenced from payloads, so a big array passed to a
 # thousand tasks is uploaded once (and read once per worker).
 SHARE_THRESHOLD = 1 << 20
+# Objects (functions, large arguments) whose digest is remembered by
+# identity; beyond this the least recently used are forgotten.
+_SHARED_CACHE = 256
+# How often the client looks into the dead-letter queue (seconds).
+_DEAD_CHECK = 5.0
 # Bytes reserved for the message header when deciding whether a payload
 # still fits inline.
 _HEADER_ROOM = 1024
@@ -185,7 +190,8 @@ class Client:
         self._wake = threading.Event()
         self._chunk_ids = itertools.count()
         self._task_ids = itertools.count()
-        self._shared: dict[int, tuple[Any, str]] = {}
+        self._shared: OrderedDict[int, tuple[Any, str]] = OrderedDict()
+        self._stored: set[str] = set()
         self._shared_lock = threading.Lock()
         self._closing = False
         self._aborted: BaseException | None = None
@@ -193,6 +199,7 @@ class Client:
         self._futile_exits = 0
         self._started_at = time.time()
         self._next_beat = 0.0
+        self._next_dead_check = 0.0
         self._beat()
         self._receiver = threading.Thread(target=self._receive_loop, daemon=True,
                                           name=f"starburst-receiver-{session_id}")
@@ -212,18 +219,27 @@ class Client:
         return next(self._task_ids)
 
     def _share(self, obj: Any) -> str:
-        """Store ``obj`` once by content hash; return its digest."""
+        """Store ``obj`` once by content hash; return its digest.
+
+        The identity cache keeps a strong reference (so ``id(obj)`` stays
+        this object's) to at most :data:`_SHARED_CACHE` objects, dropping
+        the least recently used: memory stays bounded on long sessions, and
+        a dropped object that comes back is hashed again but not re-uploaded.
+        """
         key = id(obj)
         with self._shared_lock:
             hit = self._shared.get(key)
             if hit is not None and hit[0] is obj:
+                self._shared.move_to_end(key)
                 return hit[1]
         frame = dumps(obj)
         digest = checksum(frame)
         with self._shared_lock:
-            known = any(d == digest for _, d in self._shared.values())
-            # Keep a strong reference so id(obj) stays this object's.
+            known = digest in self._stored
+            self._stored.add(digest)
             self._shared[key] = (obj, digest)
+            while len(self._shared) > _SHARED_CACHE:
+                self._shared.popitem(last=False)
         if not known:
             self.transport.store.put(shared_key(self.session_id, digest), frame)
         return digest
@@ -349,6 +365,9 @@ class Client:
 
     def cancel_chunks(self, chunk_ids: Sequence[int]) -> None:
         """Forget chunks whose results nobody will read (an abandoned map)."""
+        drop = set(chunk_ids)
+        with self._outbox_lock:
+            self._outbox = [c for c in self._outbox if c.id not in drop]
         with self._lock:
             for cid in chunk_ids:
                 if self.scheduler.cancel(cid):
@@ -495,7 +514,8 @@ class Client:
                 self.counters.worker_exits.append(ex)
                 held = any(r.holder == ex.worker for r in self.scheduler.chunks.values())
                 actions.extend(self.scheduler.worker_exited(ex))
-                if not held and self.scheduler.outstanding and ex.exit_code not in (0, None):
+                if (not held and self.scheduler.outstanding
+                        and ex.exit_code not in (0, None, EXIT_STUCK)):
                     self._futile_exits += 1
             futile = self._futile_exits
         self._act(actions)
@@ -505,6 +525,42 @@ class Client:
                 f"{futile} workers in a row exited before running anything; the last "
                 f"{describe_exit(last)}. See its output above (or `starburst logs "
                 f"{self.session_id}`) for the cause, such as a missing module or credentials")
+
+    def _check_dead_letters(self) -> None:
+        """Fail chunks the queue gave up on (the backstop behind max_attempts)."""
+        now = time.monotonic()
+        if now < self._next_dead_check:
+            return
+        self._next_dead_check = now + _DEAD_CHECK
+        dead = self.transport.dead.receive(max_messages=self.transport.dead.max_batch,
+                                           wait_seconds=0.0, visibility=60.0)
+        for msg in dead:
+            try:
+                task = protocol.decode(msg.body)
+            except ProtocolError as exc:
+                log.warning("starburst: a malformed message was set aside: %s", exc)
+                continue
+            if not isinstance(task, protocol.TaskMessage) or task.session != self.session_id:
+                continue
+            with self._lock:
+                first = self.scheduler.cancel(task.chunk)
+                chunk = self._chunks.pop(task.chunk, None) if first else None
+                self.scheduler.forget(task.chunk)
+            if chunk is None:
+                continue
+            error = WorkerLostError(
+                f"chunk {task.chunk} was received {msg.receives} or more times without a "
+                f"result and the queue moved it to the dead-letter queue (session "
+                f"{self.session_id}); its workers keep failing before reporting. Check "
+                "the worker logs; raise Settings.max_receives only if leases are too short",
+                attempts=msg.receives)
+            for target in chunk.targets:
+                deliver(target, "fail", error)
+            with self._lock:
+                self.counters.tasks_done += len(chunk.targets)
+                self.counters.tasks_failed += len(chunk.targets)
+        if dead:
+            self.transport.dead.delete([m.receipt for m in dead])
 
     def _beat(self) -> None:
         now = time.monotonic()
@@ -533,6 +589,7 @@ class Client:
                     actions = self.scheduler.tick(time.monotonic())
                 self._act(actions)
                 self._beat()
+                self._check_dead_letters()
                 self._show_progress()
                 if self._closing and self._idle():
                     break

@@ -90,6 +90,10 @@ class ExecutorOptions:
                                       not isinstance(value, (int, float)) or value <= 0):
                 raise ConfigurationError(
                     f"{name}={value!r} must be a positive number of seconds or None")
+        if detached:
+            raise ConfigurationError(
+                "detached=True is not available yet: a session still ends with its client. "
+                "Keep the client running (or run it under nohup/tmux) until it returns")
         base = settings or Settings.from_env()
         if idle_timeout is not None:
             base = Settings(**{**_settings_dict(base), "idle_timeout": float(idle_timeout)})
