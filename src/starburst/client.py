@@ -34,6 +34,8 @@ from .backends import get_backend_class
 from .backends.base import WorkerExit, WorkerSpec, describe_exit
 from .chunking import submit_group_size
 from .exceptions import (
+    BudgetExceededError,
+    ConfigurationError,
     ExecutorBroken,
     ProtocolError,
     RemoteTraceback,
@@ -43,7 +45,16 @@ from .exceptions import (
 )
 from .options import ExecutorOptions
 from .progress import ProgressDisplay
-from .scheduler import Discard, Fail, Launch, Redeliver, Retire, Scheduler
+from .scheduler import (
+    Budget,
+    Discard,
+    Fail,
+    Launch,
+    OverBudget,
+    Redeliver,
+    Retire,
+    Scheduler,
+)
 from .serialization import checksum, dumps, loads, locate_unpicklable, sizeof
 from .worker.loop import EXIT_STUCK, client_heartbeat_key, shared_key
 
@@ -169,11 +180,17 @@ class Client:
                                                 on_output=self._on_output)
         self.backend = self.session.backend
         self.transport = self.session.transport
-        self.workers = options.workers or self.session.workers
+        self.workers = self._fit_workers(options.workers or self.session.workers)
+        rate = self.session.hourly_rate
+        budget = (Budget(rate / 3600.0, options.max_cost)
+                  if options.max_cost is not None and rate > 0 else None)
         self.scheduler = Scheduler(
             max_workers=self.workers, max_attempts=options.max_attempts,
             pacing=self.session.pacing,
-            linger=self.settings.linger if self.backend.bills_idle else None)
+            linger=self.settings.linger if self.backend.bills_idle else None,
+            budget=budget)
+        for note in self.session.notes:
+            self.display.print(f"starburst: {note}", stream="stderr")
         env = {**self.session.spec.env, **self.settings.to_env()}
         if options.detached:
             env["STARBURST_DETACHED"] = "1"
@@ -212,6 +229,27 @@ class Client:
         self._receiver.start()
         self._loop_thread.start()
         _LIVE.add(self)
+
+    def _fit_workers(self, requested: int) -> int:
+        """Cap the worker count by the quota and ``max_hourly_cost``."""
+        workers = requested
+        if self.session.max_workers is not None:
+            workers = min(workers, max(1, self.session.max_workers))
+        cap = self.options.max_hourly_cost
+        rate = self.session.hourly_rate
+        if cap is not None and rate > 0:
+            affordable = int(cap // rate)
+            if affordable < 1:
+                raise ConfigurationError(
+                    f"max_hourly_cost=${cap:.2f} does not pay for one worker "
+                    f"(${rate:.4f}/h each, {self.session.price_note}); raise it or choose "
+                    "a smaller cpu=/memory=")
+            if affordable < workers:
+                self.session.notes.append(
+                    f"max_hourly_cost=${cap:.2f} allows {affordable} workers at "
+                    f"${rate:.4f}/h each: running {affordable} instead of {workers}")
+                workers = affordable
+        return workers
 
     # -- building chunks --------------------------------------------------
     def next_task_id(self) -> int:
@@ -473,6 +511,8 @@ class Client:
                 self._launch(action.count)
             elif isinstance(action, Retire):
                 self.backend.stop(list(action.workers))
+            elif isinstance(action, OverBudget):
+                self._over_budget(action)
 
     def _fail_chunk(self, action: Fail) -> None:
         with self._lock:
@@ -492,6 +532,25 @@ class Client:
         with self._lock:
             self.counters.tasks_done += len(chunk.tasks)
             self.counters.tasks_failed += len(chunk.tasks)
+
+    def _over_budget(self, action: OverBudget) -> None:
+        with self._lock:
+            chunks = [self._chunks.pop(cid) for cid in action.chunks if cid in self._chunks]
+            for cid in action.chunks:
+                self.scheduler.forget(cid)
+        tasks = sum(len(c.tasks) for c in chunks)
+        error = BudgetExceededError(
+            f"max_cost=${action.limit:.2f} reached: ${action.spent:.2f} committed so far and "
+            f"${action.projected:.2f} projected for the {tasks} tasks still waiting, so "
+            f"they were not run (session {self.session_id}). Raise max_cost= or run "
+            "fewer tasks; running tasks finished normally")
+        for chunk in chunks:
+            for target in chunk.targets:
+                deliver(target, "fail", error)
+        with self._lock:
+            self.counters.tasks_done += tasks
+            self.counters.tasks_failed += tasks
+        self.display.print(f"starburst: {error}", stream="stderr")
 
     def _launch(self, count: int) -> None:
         try:

@@ -95,6 +95,11 @@ class Executor(_StdExecutor):
         progress: show a progress bar (None: only on a terminal).
         detached: keep working after this client exits.
         settings: protocol intervals (tests use short ones).
+        max_cost: hard cap in dollars for the run (billed backends): once
+            spent plus projected cost would exceed it, no worker starts,
+            running tasks finish and the rest fail with
+            :class:`~starburst.BudgetExceededError`.
+        max_hourly_cost: cap in dollars per hour: fewer workers run.
         **backend_options: options of the backend (``region``, ``image``...).
     """
 
@@ -103,11 +108,13 @@ class Executor(_StdExecutor):
                  max_attempts: int = 3, task_timeout: float | None = None,
                  idle_timeout: float | None = 60, progress: bool | None = None,
                  detached: bool = False, settings: Settings | None = None,
+                 max_cost: float | None = None, max_hourly_cost: float | None = None,
                  **backend_options: Any) -> None:
         self._options = ExecutorOptions.build(
             backend=backend, workers=workers, cpu=cpu, memory=memory, chunksize=chunksize,
             max_attempts=max_attempts, task_timeout=task_timeout, idle_timeout=idle_timeout,
-            progress=progress, detached=detached, settings=settings, **backend_options)
+            progress=progress, detached=detached, settings=settings, max_cost=max_cost,
+            max_hourly_cost=max_hourly_cost, **backend_options)
         self._session_id = new_session_id()
         self._shutdown_lock = threading.Lock()
         self._shutdown = False

@@ -58,6 +58,8 @@ class ExecutorOptions:
     task_timeout: float | None = None
     progress: bool | None = None
     detached: bool = False
+    max_cost: float | None = None
+    max_hourly_cost: float | None = None
     settings: Settings = field(default_factory=Settings)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -67,6 +69,7 @@ class ExecutorOptions:
               max_attempts: int = 3, task_timeout: float | None = None,
               idle_timeout: float | None = None, progress: bool | None = None,
               detached: bool = False, settings: Settings | None = None,
+              max_cost: float | None = None, max_hourly_cost: float | None = None,
               **extra: Any) -> ExecutorOptions:
         """Validate user-facing arguments; every error names the fix."""
         if not isinstance(backend, str):
@@ -90,6 +93,11 @@ class ExecutorOptions:
                                       not isinstance(value, (int, float)) or value <= 0):
                 raise ConfigurationError(
                     f"{name}={value!r} must be a positive number of seconds or None")
+        for name, value in (("max_cost", max_cost), ("max_hourly_cost", max_hourly_cost)):
+            if value is not None and (isinstance(value, bool) or
+                                      not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigurationError(
+                    f"{name}={value!r} must be a positive number of dollars or None")
         if detached:
             raise ConfigurationError(
                 "detached=True is not available yet: a session still ends with its client. "
@@ -101,7 +109,10 @@ class ExecutorOptions:
                    memory_mib=parse_memory(memory), chunksize=chunksize,
                    max_attempts=max_attempts,
                    task_timeout=None if task_timeout is None else float(task_timeout),
-                   progress=progress, detached=detached, settings=base, extra=extra)
+                   progress=progress, detached=detached, settings=base,
+                   max_cost=None if max_cost is None else float(max_cost),
+                   max_hourly_cost=None if max_hourly_cost is None else float(max_hourly_cost),
+                   extra=extra)
 
     def default_local_workers(self) -> int:
         """One worker per core this process may use."""

@@ -35,7 +35,9 @@ __all__ = [
     "Discard",
     "Fail",
     "Launch",
+    "Budget",
     "LaunchPacing",
+    "OverBudget",
     "Redeliver",
     "Retire",
     "Scheduler",
@@ -108,7 +110,37 @@ class Retire:
     workers: tuple[str, ...]
 
 
-Action = Launch | Redeliver | Discard | Fail | Retire
+@dataclass(frozen=True, slots=True)
+class OverBudget:
+    """Fail these pending chunks: the budget cannot pay for them."""
+
+    chunks: tuple[int, ...]
+    spent: float
+    projected: float
+    limit: float
+
+
+@dataclass(slots=True)
+class Budget:
+    """A hard cap on a run's cost (``max_cost``), in dollars.
+
+    Spending is counted conservatively from each worker's launch (Fargate
+    bills from the image pull, a little later), per second with the
+    one-minute minimum. The projection adds the remaining tasks at the
+    mean task time measured so far.
+
+    Attributes:
+        rate_per_second: dollars per worker-second.
+        max_cost: the cap.
+        min_seconds: billing minimum per worker.
+    """
+
+    rate_per_second: float
+    max_cost: float
+    min_seconds: float = 60.0
+
+
+Action = Launch | Redeliver | Discard | Fail | Retire | OverBudget
 
 
 @dataclass(slots=True)
@@ -176,7 +208,8 @@ class Scheduler:
     """Chunk records, worker count and launch pacing. Pure: events in, actions out."""
 
     def __init__(self, *, max_workers: int, max_attempts: int,
-                 pacing: LaunchPacing | None = None, linger: float | None = None) -> None:
+                 pacing: LaunchPacing | None = None, linger: float | None = None,
+                 budget: Budget | None = None) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be >= 1")
         if max_attempts < 1:
@@ -185,7 +218,13 @@ class Scheduler:
         self.max_attempts = max_attempts
         self.pacing = pacing or LaunchPacing.unlimited()
         self.linger = linger
+        self.budget = budget
+        self.draining = False
         self.idle_since: dict[str, float] = {}
+        self.worker_start: dict[str, float] = {}
+        self.worker_stop: dict[str, float] = {}
+        self._task_seconds = 0.0
+        self._tasks_timed = 0
         self._pending = 0
         self.chunks: dict[int, ChunkRecord] = {}
         self.alive: set[str] = set()
@@ -195,6 +234,7 @@ class Scheduler:
         self.stopped = False
         #: Attempts counted over the whole session (records are forgotten).
         self.total_attempts = 0
+        self.last_tick = 0.0
 
     # -- chunks ---------------------------------------------------------
     def submit(self, chunk: int, n: int) -> None:
@@ -215,9 +255,11 @@ class Scheduler:
     def started(self, chunk: int, worker: str, receipt: str, now: float) -> list[Action]:
         """``worker`` leased ``chunk`` (a ``start`` notice arrived)."""
         rec = self.chunks.get(chunk)
-        if rec is None:
-            return [Discard(chunk, receipt)]
-        if rec.state in _TERMINAL:
+        if rec is None or rec.state in _TERMINAL:
+            if self.draining and worker in self.alive:
+                # Over budget: this worker must not run anything more.
+                self.alive.discard(worker)
+                return [Discard(chunk, receipt), Retire((worker,))]
             return [Discard(chunk, receipt)]
         # Another holder means the previous lease lapsed (a stalled worker):
         # that attempt stays counted.
@@ -258,6 +300,9 @@ class Scheduler:
             return False
         if rec.holder is not None and rec.holder in self.alive and now is not None:
             self.idle_since[rec.holder] = now
+        if now is not None and rec.started_at is not None and now >= rec.started_at:
+            self._task_seconds += now - rec.started_at
+            self._tasks_timed += rec.n
         self._finish(rec, ChunkState.DONE)
         return True
 
@@ -295,12 +340,15 @@ class Scheduler:
             # worker comes up, it is retired before it costs anything more.
             for worker in workers:
                 self.idle_since[worker] = now
+                self.worker_start[worker] = now
 
     def worker_exited(self, ex: WorkerExit) -> list[Action]:
         """A worker stopped; its running chunk, if any, was lost."""
         self.alive.discard(ex.worker)
         self.idle_since.pop(ex.worker, None)
         self.exited[ex.worker] = ex
+        if ex.worker in self.worker_start and ex.worker not in self.worker_stop:
+            self.worker_stop[ex.worker] = self.last_tick
         actions: list[Action] = []
         for rec in self.chunks.values():
             if rec.state is ChunkState.RUNNING and rec.holder == ex.worker:
@@ -316,9 +364,60 @@ class Scheduler:
         """No more launches (shutdown, budget)."""
         self.stopped = True
 
+    # -- budget -------------------------------------------------------------
+    def spent(self, now: float) -> float:
+        """Dollars committed so far (conservative: from launch, one-minute minimum)."""
+        if self.budget is None:
+            return 0.0
+        seconds = 0.0
+        for worker, start in self.worker_start.items():
+            end = self.worker_stop.get(worker, now)
+            seconds += max(self.budget.min_seconds, end - start)
+        return seconds * self.budget.rate_per_second
+
+    def projected(self) -> float:
+        """Dollars the pending tasks will still cost at the mean task time so far."""
+        if self.budget is None or not self._tasks_timed:
+            return 0.0
+        pending_tasks = sum(r.n for r in self.chunks.values() if r.state is ChunkState.PENDING)
+        per_task = self._task_seconds / self._tasks_timed
+        return pending_tasks * per_task * self.budget.rate_per_second
+
+    def _check_budget(self, now: float) -> list[Action]:
+        budget = self.budget
+        if budget is None or self.draining:
+            return []
+        spent, projected = self.spent(now), self.projected()
+        if spent + projected <= budget.max_cost:
+            return []
+        self.draining = True
+        self.stopped = True
+        over = tuple(sorted(r.chunk for r in self.chunks.values()
+                            if r.state is ChunkState.PENDING))
+        for chunk in over:
+            self._finish(self.chunks[chunk], ChunkState.CANCELLED)
+        return [OverBudget(over, spent, projected, budget.max_cost)]
+
+    def _affordable(self, n: int, now: float) -> int:
+        """How many of ``n`` new workers the budget can still pay one minute each for."""
+        budget = self.budget
+        if budget is None or n <= 0:
+            return n
+        left = budget.max_cost - self.spent(now) - self.projected()
+        per_worker = budget.min_seconds * budget.rate_per_second
+        return max(0, min(n, int(left // per_worker))) if per_worker > 0 else n
+
     def tick(self, now: float) -> list[Action]:
         """Decide launches and retirements at ``now``."""
-        actions: list[Action] = []
+        self.last_tick = now
+        actions: list[Action] = self._check_budget(now)
+        if self.draining:
+            busy = {r.holder for r in self.chunks.values() if r.state is ChunkState.RUNNING}
+            idle = tuple(sorted(w for w in self.alive if w not in busy))
+            if idle:
+                self.alive.difference_update(idle)
+                actions.append(Retire(idle))
+            return actions
         if self.linger is not None and self._pending == 0:
             idle = tuple(sorted(w for w, since in self.idle_since.items()
                                 if now - since >= self.linger and w in self.alive))
@@ -330,7 +429,7 @@ class Scheduler:
         if self.stopped:
             return actions
         wanted = min(self.max_workers, self._outstanding)
-        deficit = wanted - len(self.alive) - self.launching
+        deficit = self._affordable(wanted - len(self.alive) - self.launching, now)
         n = self.pacing.allow(deficit, now)
         if n > 0:
             self.launching += n

@@ -109,6 +109,10 @@ class Session:
             spec and session id; the executor adds the settings).
         pacing: launch rate limits the scheduler must respect.
         workers: the worker count when the user gave none.
+        max_workers: the most workers that may run (quota); None: no limit.
+        hourly_rate: dollars per worker-hour (0 for local workers).
+        price_note: where the rate comes from (region, date, source).
+        notes: things the user should know before the run (quota cuts...).
     """
 
     backend: ComputeBackend
@@ -116,6 +120,10 @@ class Session:
     spec: WorkerSpec
     pacing: LaunchPacing
     workers: int
+    max_workers: int | None = None
+    hourly_rate: float = 0.0
+    price_note: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 class ComputeBackend(abc.ABC):
