@@ -69,6 +69,8 @@ SHARE_THRESHOLD = 1 << 20
 # Objects (functions, large arguments) whose digest is remembered by
 # identity; beyond this the least recently used are forgotten.
 _SHARED_CACHE = 256
+# Argument types never worth sharing (checked by type, the cheapest test).
+_SCALARS = frozenset({int, float, bool, type(None), complex})
 # How often the client looks into the dead-letter queue (seconds).
 _DEAD_CHECK = 5.0
 # Bytes reserved for the message header when deciding whether a payload
@@ -324,18 +326,28 @@ class Client:
         digests: dict[str, int] = {}
         items = []
         shares = False
+        last_fn: Any = None
+        index = 0
         for tid, fn, args, kwargs in tasks:
-            try:
-                digest = self._share(fn)
-            except SerializationError as exc:
-                raise SerializationError(
-                    f"task {tid}: cannot pickle the function {getattr(fn, '__qualname__', fn)!r}"
-                    f": {exc}") from exc
-            index = digests.setdefault(digest, len(digests))
-            for arg in (*args, *(kwargs or {}).values()):
-                if sizeof(arg) >= SHARE_THRESHOLD or id(arg) in self._shared:
+            if fn is not last_fn:  # a map's tasks share one function
+                try:
+                    digest = self._share(fn)
+                except SerializationError as exc:
+                    raise SerializationError(
+                        f"task {tid}: cannot pickle the function "
+                        f"{getattr(fn, '__qualname__', fn)!r}: {exc}") from exc
+                index = digests.setdefault(digest, len(digests))
+                last_fn = fn
+            for arg in args:
+                if type(arg) not in _SCALARS and (
+                        id(arg) in self._shared or sizeof(arg) >= SHARE_THRESHOLD):
                     self._share(arg)
                     shares = True
+            if kwargs:
+                for arg in kwargs.values():
+                    if id(arg) in self._shared or sizeof(arg) >= SHARE_THRESHOLD:
+                        self._share(arg)
+                        shares = True
             items.append((tid, index, args, kwargs or None))
         payload = {"fns": list(digests), "items": items}
         try:
@@ -366,7 +378,8 @@ class Client:
                        args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Queue one submitted call; the loop groups backlogs into chunks."""
         self._submits.append((future, fn, args, kwargs))
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _drain_submits(self) -> None:
         batch = []

@@ -91,7 +91,8 @@ class Executor(_StdExecutor):
             fails with :class:`~starburst.WorkerLostError`.
         task_timeout: seconds a task may run before it fails with
             :class:`~starburst.TaskTimeoutError` (not retried).
-        idle_timeout: seconds a worker waits for work before it exits.
+        idle_timeout: seconds a worker waits for work before it exits
+            (None: ``settings.idle_timeout``, 60 by default).
         progress: show a progress bar (None: only on a terminal).
         detached: keep working after this client exits.
         settings: protocol intervals (tests use short ones).
@@ -106,7 +107,7 @@ class Executor(_StdExecutor):
     def __init__(self, backend: str = "local", *, workers: int | None = None, cpu: float = 1,
                  memory: str | int | float = "2GB", chunksize: int | None = None,
                  max_attempts: int = 3, task_timeout: float | None = None,
-                 idle_timeout: float | None = 60, progress: bool | None = None,
+                 idle_timeout: float | None = None, progress: bool | None = None,
                  detached: bool = False, settings: Settings | None = None,
                  max_cost: float | None = None, max_hourly_cost: float | None = None,
                  **backend_options: Any) -> None:
@@ -251,12 +252,15 @@ class _MapStream:
             want = self.sizer.next_size()
             if self.window_tasks:
                 want = max(1, min(want, self.window - self.in_flight_tasks))
+            batch: list[tuple[Any, ...]] = []
             try:
-                batch = list(itertools.islice(self.args, want))
+                for item in itertools.islice(self.args, want):
+                    batch.append(item)
             except BaseException as exc:
+                # The items read before the failure still run; the error is
+                # raised after their results, where the input broke.
                 self.exhausted = True
                 self.error = exc
-                return
             if not batch:
                 self.exhausted = True
                 return
@@ -273,8 +277,9 @@ class _MapStream:
                 self.sizer.observe_payload(len(batch), payload_bytes)
             self.blocks.append((block, chunk_id))
             self.in_flight_tasks += len(batch)
-            if len(batch) < want:
+            if len(batch) < want or self.error is not None:
                 self.exhausted = True
+                return
 
     def results(self, deadline: float | None) -> Iterator[Any]:
         try:

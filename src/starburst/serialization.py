@@ -60,16 +60,17 @@ PersistentLoad = Callable[[Any], Any]
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle with an optional persistent_id table for shared objects."""
+    """cloudpickle with an optional persistent_id table for shared objects.
+
+    ``persistent_id`` is set on the instance, and only when there is a
+    table: pickle calls it for every object it saves, so a class-level
+    method would cost a Python call per int and tuple of every payload.
+    """
 
     def __init__(self, file: io.BytesIO, persistent: PersistentId | None, **kw: Any) -> None:
+        if persistent is not None:
+            self.persistent_id = persistent  # read by the C pickler in __init__
         super().__init__(file, protocol=5, **kw)
-        self._persistent = persistent
-
-    def persistent_id(self, obj: Any) -> Any:
-        if self._persistent is None:
-            return None
-        return self._persistent(obj)
 
 
 class _Unpickler(pickle.Unpickler):

@@ -37,6 +37,18 @@ _TERM_GRACE = 5.0
 _ids = itertools.count(1)
 
 
+def _client_path() -> str:
+    """The client's import path, so workers import what the client can.
+
+    Functions of importable modules travel by reference (module and name),
+    so a module the client found through a runtime ``sys.path`` entry must
+    be findable by the worker too.
+    """
+    entries = [os.path.abspath(p or os.curdir) for p in sys.path]
+    extra = os.environ.get("PYTHONPATH", "")
+    return os.pathsep.join(dict.fromkeys([*entries, *filter(None, extra.split(os.pathsep))]))
+
+
 class LocalBackend(ComputeBackend):
     """Worker processes on this machine."""
 
@@ -72,7 +84,8 @@ class LocalBackend(ComputeBackend):
         for _ in range(count):
             worker = f"local-{os.getpid()}-{next(_ids)}"
             env = {**os.environ, **spec.env, "STARBURST_WORKER_ID": worker,
-                   "STARBURST_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+                   "STARBURST_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1",
+                   "PYTHONPATH": _client_path()}
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "starburst.worker"], env=env,

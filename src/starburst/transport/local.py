@@ -30,7 +30,7 @@ _BUSY_TIMEOUT_MS = 30_000
 # Long-poll backoff: start fast so a warm worker sees work within a
 # millisecond, back off so an idle one costs ~nothing.
 _POLL_MIN = 0.0005
-_POLL_MAX = 0.02
+_POLL_MAX = 0.005
 
 
 class DirStore(Store):
@@ -155,7 +155,8 @@ class SqliteQueue(Queue):
                 conn.executemany(sql, rows)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise TransportError(f"local queue {self.name}: {fn_name} failed: {exc}") from exc
@@ -171,11 +172,19 @@ class SqliteQueue(Queue):
         conn = self._conn()
         now = time.time()
         try:
+            # A read without the write lock first: an empty poll (the common
+            # case for an idle worker) then never blocks the other processes.
+            if conn.execute(
+                    "SELECT 1 FROM messages WHERE queue = ? AND visible_at <= ? LIMIT 1",
+                    (self.name, now)).fetchone() is None:
+                return []
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = conn.execute(
+                    # visible_at first, so the (queue, visible_at, id) index serves
+                    # the ORDER BY and no temporary sort holds the write lock.
                     "SELECT id, body, receives FROM messages WHERE queue = ? AND visible_at <= ?"
-                    " ORDER BY id LIMIT ?",
+                    " ORDER BY visible_at, id LIMIT ?",
                     (self.name, now, max_messages),
                 ).fetchall()
                 out: list[Message] = []
@@ -192,7 +201,8 @@ class SqliteQueue(Queue):
                     out.append(Message(bytes(body), receipt, receives + 1))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise TransportError(f"local queue {self.name}: receive failed: {exc}") from exc

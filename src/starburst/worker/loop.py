@@ -38,6 +38,9 @@ __all__ = ["Worker", "client_heartbeat_key", "result_commit_key", "result_key", 
 
 # SQS long polls for at most 20 s; the local queue accepts any wait.
 _MAX_WAIT = 20.0
+# A local worker waits in steps this short, so it notices SIGTERM and a
+# dead parent quickly (an empty local poll costs microseconds).
+_LOCAL_WAIT = 0.25
 # Exit code when the worker gives up on a task stuck in native code.
 EXIT_STUCK = 70
 
@@ -79,7 +82,6 @@ class Worker:
         self._shared: dict[str, Any] = {}
         self._stopping = threading.Event()
         self._in_task = False
-        self._waiting = False
         self._lock = threading.Lock()
         self._lease: Message | None = None
         self._run: ChunkRun | None = None
@@ -93,8 +95,10 @@ class Worker:
     # -- signals --------------------------------------------------------
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self._stopping.set()
-        # Interrupt a running task or an idle wait, never a commit in progress.
-        if self._in_task or self._waiting:
+        # Interrupt a running task, never queue I/O: a wait ends on its own
+        # (local waits are short; an SQS long poll ends well within the
+        # 30 s ECS gives between SIGTERM and SIGKILL).
+        if self._in_task:
             raise _Stop
 
     def _log(self, text: str) -> None:
@@ -126,18 +130,14 @@ class Worker:
                 self._log(f"idle for {self.settings.idle_timeout:g}s, exiting")
                 return 0
             # A local worker also watches its parent, so it waits in short steps.
-            wait = min(_MAX_WAIT if self._parent is None else 1.0, idle_left,
+            wait = min(_MAX_WAIT if self._parent is None else _LOCAL_WAIT, idle_left,
                        self.settings.client_heartbeat)
-            try:
-                self._waiting = True
-                if self._stopping.is_set():
-                    break
-                got = self.transport.tasks.receive(
-                    max_messages=1, wait_seconds=wait, visibility=self.settings.lease)
-            except _Stop:
+            got = self.transport.tasks.receive(
+                max_messages=1, wait_seconds=wait, visibility=self.settings.lease)
+            if got and self._stopping.is_set():
+                # Asked to stop while waiting: hand the message straight back.
+                self.transport.tasks.set_visibility(got[0].receipt, 0)
                 break
-            finally:
-                self._waiting = False
             if got:
                 self._handle(got[0])
                 idle_since = time.monotonic()
@@ -247,7 +247,7 @@ class Worker:
         return self._shared[digest]
 
     def _encode(self, outcomes: list[Outcome]) -> bytes:
-        fixed = [_fix_exit(o) for o in outcomes]
+        fixed = [_portable_error(_fix_exit(o)) for o in outcomes]
         try:
             return dumps(fixed)
         except SerializationError:
@@ -335,6 +335,23 @@ class Worker:
             self._report(task, run.partial(), attempt, lease, time.time())
         finally:
             os._exit(EXIT_STUCK)
+
+
+def _portable_error(outcome: Outcome) -> Outcome:
+    """An exception that pickles but does not unpickle would fail the whole
+    chunk's result on the client; replace it with a SerializationError that
+    keeps its type name, message and traceback."""
+    task_id, status, value, output = outcome
+    if status != "err":
+        return outcome
+    exc, tb = value
+    try:
+        loads(dumps(exc))
+    except Exception as problem:  # noqa: BLE001 - any failure means not portable
+        return (task_id, "err", (SerializationError(
+            f"task {task_id} raised {type(exc).__module__}.{type(exc).__qualname__}: "
+            f"{exc} (the exception itself cannot travel back: {problem})"), tb), output)
+    return outcome
 
 
 def _fix_exit(outcome: Outcome) -> Outcome:

@@ -39,12 +39,17 @@ Task = tuple[int, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 class _LabelledStream(io.TextIOBase):
     """Writes lines to ``target`` with a ``[task N]`` label, optionally keeping a copy."""
 
-    def __init__(self, target: TextIO, label: str, keep: list[str] | None) -> None:
+    def __init__(self, target: TextIO) -> None:
         self._target = target
-        self._label = label
-        self._keep = keep
+        self._label = ""
+        self._keep: list[str] | None = None
         self._partial = ""
         self._lock = threading.Lock()
+
+    def begin(self, label: str, keep: list[str] | None) -> None:
+        """Label what follows with ``label`` (and copy it into ``keep``)."""
+        self._label = label
+        self._keep = keep
 
     def writable(self) -> bool:
         return True
@@ -66,7 +71,7 @@ class _LabelledStream(io.TextIOBase):
             if self._partial:
                 self._target.write(f"{self._label}{self._partial}\n")
                 self._partial = ""
-            self._target.flush()
+                self._target.flush()
 
 
 class _Interrupt(BaseException):
@@ -103,19 +108,30 @@ class ChunkRun:
         return out
 
     def run(self) -> list[Outcome]:
-        """Run every task; return their outcomes in order."""
-        for task_id, fn, args, kwargs in self.tasks:
-            self.outcomes.append(self._run_one(task_id, fn, args, kwargs))
+        """Run every task; return their outcomes in order.
+
+        One pair of labelled streams serves the whole chunk (only the label
+        changes per task): the per-task cost stays well under a microsecond.
+        """
+        out = _LabelledStream(sys.__stdout__ or sys.stdout)
+        err = _LabelledStream(sys.__stderr__ or sys.stderr)
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = out, err
+        try:
+            for task_id, fn, args, kwargs in self.tasks:
+                self.outcomes.append(self._run_one(task_id, fn, args, kwargs, out, err))
+        finally:
+            sys.stdout, sys.stderr = saved
         self.current = None
         return self.outcomes
 
     def _run_one(self, task_id: int, fn: Callable[..., Any], args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> Outcome:
+                 kwargs: dict[str, Any], out: _LabelledStream,
+                 err: _LabelledStream) -> Outcome:
         keep: list[str] | None = [] if self.capture else None
-        out = _LabelledStream(sys.__stdout__ or sys.stdout, f"[task {task_id}] ", keep)
-        err = _LabelledStream(sys.__stderr__ or sys.stderr, f"[task {task_id}] ", keep)
-        saved = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = out, err
+        label = f"[task {task_id}] "
+        out.begin(label, keep)
+        err.begin(label, keep)
         self.current = task_id
         self.current_started = time.monotonic()
         alarm = self.timeout is not None and threading.current_thread() is threading.main_thread()
@@ -134,7 +150,7 @@ class ChunkRun:
         except _Interrupt:
             outcome = (task_id, "timeout", _timeout_error(task_id, self.timeout), "")
         except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt,)) or type(exc).__name__ == "_Stop":
+            if type(exc).__name__ == "_Stop":  # SIGTERM: the worker releases the chunk
                 raise
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             exc.__traceback__ = None
@@ -142,7 +158,6 @@ class ChunkRun:
         finally:
             out.flush()
             err.flush()
-            sys.stdout, sys.stderr = saved
         if keep:
             outcome = (*outcome[:3], "".join(keep))
         return outcome
