@@ -30,12 +30,12 @@ from .backends.base import WorkerExit
 
 __all__ = [
     "Action",
+    "Budget",
     "ChunkRecord",
     "ChunkState",
     "Discard",
     "Fail",
     "Launch",
-    "Budget",
     "LaunchPacing",
     "OverBudget",
     "Redeliver",

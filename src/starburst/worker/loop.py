@@ -347,7 +347,7 @@ def _portable_error(outcome: Outcome) -> Outcome:
     exc, tb = value
     try:
         loads(dumps(exc))
-    except Exception as problem:  # noqa: BLE001 - any failure means not portable
+    except Exception as problem:
         return (task_id, "err", (SerializationError(
             f"task {task_id} raised {type(exc).__module__}.{type(exc).__qualname__}: "
             f"{exc} (the exception itself cannot travel back: {problem})"), tb), output)
