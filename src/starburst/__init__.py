@@ -31,6 +31,7 @@ from .exceptions import (
     WorkerLostError,
 )
 from .executor import Executor, Status
+from .seeding import task_rng
 from .settings import Settings
 
 __all__ = [
@@ -56,4 +57,5 @@ __all__ = [
     "map",
     "plan",
     "submit",
+    "task_rng",
 ]

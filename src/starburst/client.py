@@ -109,7 +109,9 @@ class MapBlock:
 
 
 Target = Future[Any] | tuple[MapBlock, int]
-TaskSpec = tuple[int, Callable[..., Any], tuple[Any, ...], dict[str, Any] | None]
+#: (task id, function, args, kwargs, position): the position seeds the
+#: task's random stream (its index in map's input, or the submit order).
+TaskSpec = tuple[int, Callable[..., Any], tuple[Any, ...], dict[str, Any] | None, int]
 
 
 @dataclass
@@ -139,6 +141,19 @@ def _remote(value: Any) -> BaseException:
     if tb:
         exc.__cause__ = RemoteTraceback(tb)
     return exc
+
+
+def _emit_logs(records: list[dict[str, Any]], task: int, worker: str) -> None:
+    """Hand a task's log records to the client's loggers, task and worker attached."""
+    for data in records:
+        name = data.get("name") or "root"
+        logger = logging.getLogger(name if name != "root" else None)
+        level = data.get("levelno")
+        if not isinstance(level, int) or not logger.isEnabledFor(level):
+            continue
+        record = logging.makeLogRecord({**data, "args": None, "exc_info": None,
+                                        "starburst_task": task, "starburst_worker": worker})
+        logger.handle(record)
 
 
 def deliver(target: Target, status: str, value: Any) -> None:
@@ -209,6 +224,7 @@ class Client:
         self._wake = threading.Event()
         self._chunk_ids = itertools.count()
         self._task_ids = itertools.count()
+        self._submit_positions = itertools.count()
         self._shared: OrderedDict[int, tuple[Any, str]] = OrderedDict()
         self._stored: set[str] = set()
         self._shared_lock = threading.Lock()
@@ -328,7 +344,7 @@ class Client:
         shares = False
         last_fn: Any = None
         index = 0
-        for tid, fn, args, kwargs in tasks:
+        for tid, fn, args, kwargs, position in tasks:
             if fn is not last_fn:  # a map's tasks share one function
                 try:
                     digest = self._share(fn)
@@ -348,13 +364,14 @@ class Client:
                     if id(arg) in self._shared or sizeof(arg) >= SHARE_THRESHOLD:
                         self._share(arg)
                         shares = True
-            items.append((tid, index, args, kwargs or None))
-        payload = {"fns": list(digests), "items": items}
+            items.append((tid, index, args, kwargs or None, position))
+        payload = {"fns": list(digests), "items": items, "seed": self.options.seed,
+                   "log_level": logging.getLogger().getEffectiveLevel()}
         try:
             frame = dumps(payload, persistent_id=self._persistent_id if shares else None)
         except SerializationError as exc:
             if len(tasks) == 1:
-                tid, fn, args, kwargs = tasks[0]
+                tid, fn, args, kwargs, _ = tasks[0]
                 where = locate_unpicklable(fn, args, kwargs or {})
                 raise SerializationError(
                     f"task {tid}: cannot pickle {where}. Pass picklable objects (create "
@@ -391,8 +408,9 @@ class Client:
         size = submit_group_size(len(live), self.workers)
         for start in range(0, len(live), size):
             group = live[start : start + size]
-            tasks: list[TaskSpec] = [(self.next_task_id(), fn, args, kwargs or None)
-                                     for _, fn, args, kwargs in group]
+            tasks: list[TaskSpec] = [
+                (self.next_task_id(), fn, args, kwargs or None, next(self._submit_positions))
+                for _, fn, args, kwargs in group]
             with self._lock:
                 self.counters.tasks_total += len(group)
             self.build_chunk(tasks, [f for f, *_ in group])
@@ -487,14 +505,16 @@ class Client:
         except (ProtocolError, SerializationError, KeyError) as exc:
             error = exc if isinstance(exc, StarburstError) else ProtocolError(
                 f"result {notice.key} of chunk {chunk.id} is missing from the store")
-            outcomes = [(t[0], "fail", error, "") for t in chunk.tasks]
+            outcomes = [(t[0], "fail", error, "", None) for t in chunk.tasks]
         rerun: list[int] = []
         failed = 0
-        for index, ((tid, status, value, output), target) in enumerate(
+        for index, ((tid, status, value, output, logs), target) in enumerate(
                 zip(outcomes, chunk.targets, strict=True)):
             if output:
                 for line in output.rstrip("\n").split("\n"):
                     self.display.print(f"[task {tid}] {line}")
+            if logs:
+                _emit_logs(logs, tid, notice.worker)
             if status == "unrun":
                 rerun.append(index)
                 continue

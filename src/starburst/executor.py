@@ -71,6 +71,14 @@ class Status:
     elapsed: float
 
 
+def _length(iterables: Iterable[Any]) -> int | None:
+    """The shortest length of sized iterables, or None when one has no len()."""
+    try:
+        return min(len(it) for it in iterables)
+    except TypeError:
+        return None
+
+
 def new_session_id() -> str:
     """A sortable, unique session id: ``sb-YYYYmmdd-HHMMSS-xxxxxx``."""
     return f"sb-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
@@ -101,6 +109,10 @@ class Executor(_StdExecutor):
             running tasks finish and the rest fail with
             :class:`~starburst.BudgetExceededError`.
         max_hourly_cost: cap in dollars per hour: fewer workers run.
+        seed: give every task an independent, reproducible random stream
+            derived from this seed and the task's position (see
+            :mod:`starburst.seeding`): results are identical across runs,
+            backends, worker counts and chunk sizes.
         **backend_options: options of the backend (``region``, ``image``...).
     """
 
@@ -110,12 +122,12 @@ class Executor(_StdExecutor):
                  idle_timeout: float | None = None, progress: bool | None = None,
                  detached: bool = False, settings: Settings | None = None,
                  max_cost: float | None = None, max_hourly_cost: float | None = None,
-                 **backend_options: Any) -> None:
+                 seed: int | None = None, **backend_options: Any) -> None:
         self._options = ExecutorOptions.build(
             backend=backend, workers=workers, cpu=cpu, memory=memory, chunksize=chunksize,
             max_attempts=max_attempts, task_timeout=task_timeout, idle_timeout=idle_timeout,
             progress=progress, detached=detached, settings=settings, max_cost=max_cost,
-            max_hourly_cost=max_hourly_cost, **backend_options)
+            max_hourly_cost=max_hourly_cost, seed=seed, **backend_options)
         self._session_id = new_session_id()
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
@@ -155,7 +167,8 @@ class Executor(_StdExecutor):
         return future
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int | None = None, buffersize: int | None = None) -> Iterator[T]:
+            chunksize: int | None = None, buffersize: int | None = None,
+            return_exceptions: bool = False) -> Iterator[T]:
         """Return an iterator of ``fn(*args)`` over the zipped iterables, in order.
 
         The input is consumed lazily: at most ``buffersize`` tasks (default:
@@ -170,11 +183,28 @@ class Executor(_StdExecutor):
                 :class:`TimeoutError`.
             chunksize: tasks per chunk (default: the executor's, else automatic).
             buffersize: most tasks in flight at once.
+            return_exceptions: yield a failed task's exception object (the
+                original, with its remote traceback as ``__cause__``) in its
+                place instead of raising it, so one bad item loses no others.
         """
-        if not callable(fn):
-            raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
         if not iterables:
             raise TypeError("map() needs at least one iterable")
+        return self._map(fn, zip(*iterables, strict=False), _length(iterables), timeout,
+                         chunksize, buffersize, return_exceptions)
+
+    def starmap(self, fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *,
+                timeout: float | None = None, chunksize: int | None = None,
+                buffersize: int | None = None,
+                return_exceptions: bool = False) -> Iterator[T]:
+        """Like :meth:`map`, but each item is the tuple of arguments: ``fn(*item)``."""
+        return self._map(fn, (tuple(item) for item in iterable), _length([iterable]),
+                         timeout, chunksize, buffersize, return_exceptions)
+
+    def _map(self, fn: Callable[..., T], args: Iterator[tuple[Any, ...]], length: int | None,
+             timeout: float | None, chunksize: int | None, buffersize: int | None,
+             return_exceptions: bool) -> Iterator[T]:
+        if not callable(fn):
+            raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
         for name, value in (("chunksize", chunksize), ("buffersize", buffersize)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
@@ -182,15 +212,10 @@ class Executor(_StdExecutor):
         with self._shutdown_lock:
             self._check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
-        length: int | None = None
-        try:
-            length = min(len(it) for it in iterables)  # type: ignore[arg-type]
-        except TypeError:
-            length = None
         sizer = ChunkSizer(length, self.workers, chunksize or self._options.chunksize)
-        stream = _MapStream(self, fn, zip(*iterables, strict=False), sizer, buffersize, length)
+        stream = _MapStream(self, fn, args, sizer, buffersize, length)
         stream.fill()  # start work now, as the standard library's map does
-        return stream.results(deadline)
+        return stream.results(deadline, return_exceptions)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; finish (or cancel) what is queued; clean up.
@@ -234,6 +259,7 @@ class _MapStream:
             self.window = _WINDOW_PER_WORKER * workers if length is None else 1 << 62
             self.window_tasks = False
         self.in_flight_tasks = 0
+        self.position = 0
         self.blocks: deque[tuple[MapBlock, int]] = deque()
         self.exhausted = False
         self.error: BaseException | None = None
@@ -267,8 +293,10 @@ class _MapStream:
             if not self._counted:
                 self.client.add_total(len(batch))
             block = MapBlock(len(batch))
-            tasks: list[TaskSpec] = [(self.client.next_task_id(), self.fn, args, None)
-                                     for args in batch]
+            first = self.position
+            self.position += len(batch)
+            tasks: list[TaskSpec] = [(self.client.next_task_id(), self.fn, args, None, first + i)
+                                     for i, args in enumerate(batch)]
             targets: list[Target] = [(block, i) for i in range(len(batch))]
             built = self.client.build_chunk(tasks, targets)
             chunk_id = -1
@@ -281,7 +309,7 @@ class _MapStream:
                 self.exhausted = True
                 return
 
-    def results(self, deadline: float | None) -> Iterator[Any]:
+    def results(self, deadline: float | None, return_exceptions: bool = False) -> Iterator[Any]:
         try:
             while self.blocks:
                 block, _ = self.blocks[0]
@@ -296,6 +324,12 @@ class _MapStream:
                 self.in_flight_tasks -= len(block.outcomes)
                 self.fill()
                 for status, value in block.outcomes:
+                    if return_exceptions and status != "ok":
+                        try:
+                            outcome_value(status, value)
+                        except Exception as exc:  # the task's own exception object
+                            yield exc
+                        continue
                     yield outcome_value(status, value)
                 if self.error is not None and not self.blocks:
                     raise self.error

@@ -60,6 +60,7 @@ class ExecutorOptions:
     detached: bool = False
     max_cost: float | None = None
     max_hourly_cost: float | None = None
+    seed: int | None = None
     settings: Settings = field(default_factory=Settings)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -70,7 +71,7 @@ class ExecutorOptions:
               idle_timeout: float | None = None, progress: bool | None = None,
               detached: bool = False, settings: Settings | None = None,
               max_cost: float | None = None, max_hourly_cost: float | None = None,
-              **extra: Any) -> ExecutorOptions:
+              seed: int | None = None, **extra: Any) -> ExecutorOptions:
         """Validate user-facing arguments; every error names the fix."""
         if not isinstance(backend, str):
             raise ConfigurationError(f"backend={backend!r} must be a name such as 'local'")
@@ -98,6 +99,9 @@ class ExecutorOptions:
                                       not isinstance(value, (int, float)) or value <= 0):
                 raise ConfigurationError(
                     f"{name}={value!r} must be a positive number of dollars or None")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                                 or seed < 0):
+            raise ConfigurationError(f"seed={seed!r} must be a non-negative integer or None")
         if detached:
             raise ConfigurationError(
                 "detached=True is not available yet: a session still ends with its client. "
@@ -112,7 +116,7 @@ class ExecutorOptions:
                    progress=progress, detached=detached, settings=base,
                    max_cost=None if max_cost is None else float(max_cost),
                    max_hourly_cost=None if max_hourly_cost is None else float(max_hourly_cost),
-                   extra=extra)
+                   seed=seed, extra=extra)
 
     def default_local_workers(self) -> int:
         """One worker per core this process may use."""

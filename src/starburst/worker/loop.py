@@ -208,8 +208,9 @@ class Worker:
             payload = loads(body, persistent_load=self._load_shared)
             try:
                 fns = [self._load_shared(("sb", digest)) for digest in payload["fns"]]
-                items = [(tid, fns[fi], tuple(args), kwargs or {})
-                         for tid, fi, args, kwargs in payload["items"]]
+                items = [(tid, fns[fi], tuple(args), kwargs or {}, pos)
+                         for tid, fi, args, kwargs, pos in payload["items"]]
+                seed, log_level = payload.get("seed"), payload.get("log_level")
             except (TypeError, ValueError, IndexError, KeyError) as exc:
                 raise ProtocolError(f"payload of chunk {task.chunk} is malformed: {exc}") from exc
             if len(items) != task.n:
@@ -219,8 +220,9 @@ class Worker:
             error: StarburstError = (
                 exc if isinstance(exc, StarburstError) else
                 ProtocolError(f"payload {task.key!r} of chunk {task.chunk} is missing"))
-            return [(i, "err", (error, ""), "") for i in range(task.n)]
-        run = ChunkRun(items, timeout=task.timeout, capture=task.capture)
+            return [(i, "err", (error, ""), "", None) for i in range(task.n)]
+        run = ChunkRun(items, timeout=task.timeout, capture=task.capture, seed=seed,
+                       log_level=log_level)
         self._run = run
         self._in_task = True
         try:
@@ -260,7 +262,7 @@ class Worker:
             except SerializationError as exc:
                 safe.append((outcome[0], "err", (SerializationError(
                     f"the result of task {outcome[0]} cannot be pickled: {exc}. Return "
-                    "plain data (numbers, arrays, frames) instead."), ""), outcome[3]))
+                    "plain data (numbers, arrays, frames) instead."), ""), outcome[3], None))
         return dumps(safe)
 
     def _report(self, task: protocol.TaskMessage, outcomes: list[Outcome], attempt: str,
@@ -341,7 +343,7 @@ def _portable_error(outcome: Outcome) -> Outcome:
     """An exception that pickles but does not unpickle would fail the whole
     chunk's result on the client; replace it with a SerializationError that
     keeps its type name, message and traceback."""
-    task_id, status, value, output = outcome
+    task_id, status, value, output, logs = outcome
     if status != "err":
         return outcome
     exc, tb = value
@@ -350,18 +352,18 @@ def _portable_error(outcome: Outcome) -> Outcome:
     except Exception as problem:
         return (task_id, "err", (SerializationError(
             f"task {task_id} raised {type(exc).__module__}.{type(exc).__qualname__}: "
-            f"{exc} (the exception itself cannot travel back: {problem})"), tb), output)
+            f"{exc} (the exception itself cannot travel back: {problem})"), tb), output, logs)
     return outcome
 
 
 def _fix_exit(outcome: Outcome) -> Outcome:
     """A task's ``sys.exit()`` must not exit the client when re-raised there."""
-    task_id, status, value, output = outcome
+    task_id, status, value, output, logs = outcome
     if status == "err" and isinstance(value[0], (SystemExit, KeyboardInterrupt)):
         exc = value[0]
         what = (f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit)
                 else "raised KeyboardInterrupt")
         return (task_id, "err", (TaskError(
             f"task {task_id} {what}; return a value or raise an exception instead"),
-            value[1]), output)
+            value[1]), output, logs)
     return outcome

@@ -1,6 +1,6 @@
 """Running the tasks of one chunk: output capture, timeouts, exceptions.
 
-Each task's outcome is a tuple ``(task_id, status, value, output)``:
+Each task's outcome is a tuple ``(task_id, status, value, output, logs)``:
 
 * ``ok``: ``value`` is the return value;
 * ``err``: ``value`` is ``(exception, formatted remote traceback)``;
@@ -12,12 +12,15 @@ Each task's outcome is a tuple ``(task_id, status, value, output)``:
 What a task prints goes to the worker's own stdout/stderr with a
 ``[task N]`` label (live in the terminal on the local backend, in the
 log stream on Fargate) and, when ``capture`` is set, also into the
-outcome so the client can show it with the result.
+outcome so the client can show it with the result. ``logging`` records a
+task emits (at the client's root level or above) travel in ``logs`` and are
+handed to the client's loggers with the task and worker attached.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import signal
 import sys
 import threading
@@ -28,12 +31,39 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TextIO
 
+from .. import seeding
 from ..exceptions import TaskTimeoutError
 
 __all__ = ["ChunkRun", "Outcome", "Task"]
 
-Outcome = tuple[int, str, Any, str]
-Task = tuple[int, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+Outcome = tuple[int, str, Any, str, list[dict[str, Any]] | None]
+Task = tuple[int, Callable[..., Any], tuple[Any, ...], dict[str, Any], int]
+
+# LogRecord fields that travel (the message is formatted on the worker, so
+# arguments that do not pickle cannot break the result).
+_RECORD_FIELDS = ("name", "levelno", "levelname", "pathname", "filename", "module",
+                  "lineno", "funcName", "created", "msecs", "thread", "threadName",
+                  "process", "processName")
+
+
+class _Collector(logging.Handler):
+    """Keeps the log records of the running task as plain dicts."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.records: list[dict[str, Any]] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.records is None:
+            return
+        data = {name: getattr(record, name, None) for name in _RECORD_FIELDS}
+        try:
+            data["msg"] = record.getMessage()
+        except Exception as exc:  # a bad format string must not fail the task
+            data["msg"] = f"{record.msg!r} (unformattable: {exc})"
+        if record.exc_info:
+            data["exc_text"] = "".join(traceback.format_exception(*record.exc_info))
+        self.records.append(data)
 
 
 class _LabelledStream(io.TextIOBase):
@@ -90,6 +120,8 @@ class ChunkRun:
     tasks: Sequence[Task]
     timeout: float | None = None
     capture: bool = False
+    seed: int | None = None
+    log_level: int | None = None
     outcomes: list[Outcome] = field(default_factory=list)
     current: int | None = None
     current_started: float = 0.0
@@ -102,9 +134,10 @@ class ChunkRun:
             if task_id in done:
                 continue
             if task_id == self.current:
-                out.append((task_id, "timeout", _timeout_error(task_id, self.timeout), ""))
+                out.append((task_id, "timeout", _timeout_error(task_id, self.timeout), "",
+                            None))
             else:
-                out.append((task_id, "unrun", None, ""))
+                out.append((task_id, "unrun", None, "", None))
         return out
 
     def run(self) -> list[Outcome]:
@@ -117,18 +150,29 @@ class ChunkRun:
         err = _LabelledStream(sys.__stderr__ or sys.stderr)
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = out, err
+        root = logging.getLogger()
+        collector = _Collector()
+        saved_level = root.level
+        root.addHandler(collector)
+        if self.log_level is not None:
+            root.setLevel(self.log_level)
         try:
-            for task_id, fn, args, kwargs in self.tasks:
-                self.outcomes.append(self._run_one(task_id, fn, args, kwargs, out, err))
+            for task in self.tasks:
+                self.outcomes.append(self._run_one(task, out, err, collector))
         finally:
             sys.stdout, sys.stderr = saved
+            root.removeHandler(collector)
+            root.setLevel(saved_level)
         self.current = None
         return self.outcomes
 
-    def _run_one(self, task_id: int, fn: Callable[..., Any], args: tuple[Any, ...],
-                 kwargs: dict[str, Any], out: _LabelledStream,
-                 err: _LabelledStream) -> Outcome:
+    def _run_one(self, task: Task, out: _LabelledStream, err: _LabelledStream,
+                 collector: _Collector) -> Outcome:
+        task_id, fn, args, kwargs, position = task
         keep: list[str] | None = [] if self.capture else None
+        records: list[dict[str, Any]] = []
+        collector.records = records
+        token = seeding.seed_task(self.seed, position) if self.seed is not None else None
         label = f"[task {task_id}] "
         out.begin(label, keep)
         err.begin(label, keep)
@@ -146,20 +190,23 @@ class ChunkRun:
                 if alarm:
                     signal.setitimer(signal.ITIMER_REAL, 0)
                     signal.signal(signal.SIGALRM, previous)
-            outcome: Outcome = (task_id, "ok", value, "")
+            outcome: Outcome = (task_id, "ok", value, "", None)
         except _Interrupt:
-            outcome = (task_id, "timeout", _timeout_error(task_id, self.timeout), "")
+            outcome = (task_id, "timeout", _timeout_error(task_id, self.timeout), "", None)
         except BaseException as exc:
             if type(exc).__name__ == "_Stop":  # SIGTERM: the worker releases the chunk
                 raise
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             exc.__traceback__ = None
-            outcome = (task_id, "err", (exc, tb), "")
+            outcome = (task_id, "err", (exc, tb), "", None)
         finally:
             out.flush()
             err.flush()
-        if keep:
-            outcome = (*outcome[:3], "".join(keep))
+            collector.records = None
+            if token is not None:
+                seeding.reset(token)
+        if keep or records:
+            outcome = (*outcome[:3], "".join(keep or ()), records or None)
         return outcome
 
 
