@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from .backends import get_backend_class
 from .executor import Executor
 from .options import ExecutorOptions
 
@@ -35,6 +36,7 @@ def plan(**options: Any) -> None:
     """
     global _default
     ExecutorOptions.build(**options)
+    get_backend_class(options.get("backend", "local"))
     with _lock:
         old, _default = _default, None
         _plan.clear()

@@ -44,7 +44,6 @@ from .exceptions import (
     WorkerLostError,
 )
 from .options import ExecutorOptions
-from .progress import ProgressDisplay
 from .scheduler import (
     Budget,
     Discard,
@@ -191,6 +190,10 @@ class Client:
         self.options = options
         self.session_id = session_id
         self.settings = options.settings
+        # Imported here: rich is the client's alone, and a worker that imports
+        # starburst should not pay for it at start-up.
+        from .progress import ProgressDisplay
+
         self.display = ProgressDisplay(options.progress, "starburst")
         backend_cls = get_backend_class(options.backend)
         self.session = backend_cls.open_session(session=session_id, options=options,

@@ -5,6 +5,7 @@ Sizes use Fargate's units: ``memory="8GB"`` means 8 GiB (8192 MiB).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ def parse_memory(value: str | int | float) -> int:
     if isinstance(value, bool):
         raise ConfigurationError(f"memory={value!r} is not a size; use e.g. memory='8GB'")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ConfigurationError(f"memory={value!r} is not a size; use e.g. memory='8GB'")
         mib = value * 1024
     else:
         match = _MEM.match(str(value))
@@ -79,7 +82,8 @@ class ExecutorOptions:
                 isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ConfigurationError(
                 f"workers={workers!r} must be a positive integer (or None for the default)")
-        if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or cpu <= 0:
+        if (isinstance(cpu, bool) or not isinstance(cpu, (int, float))
+                or not math.isfinite(cpu) or cpu <= 0):
             raise ConfigurationError(f"cpu={cpu!r} must be a positive number of vCPUs")
         if chunksize is not None and (
                 isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1):
@@ -91,12 +95,14 @@ class ExecutorOptions:
                 f"max_attempts={max_attempts!r} must be an integer >= 1 (1 = no retry)")
         for name, value in (("task_timeout", task_timeout), ("idle_timeout", idle_timeout)):
             if value is not None and (isinstance(value, bool) or
-                                      not isinstance(value, (int, float)) or value <= 0):
+                                      not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value <= 0):
                 raise ConfigurationError(
                     f"{name}={value!r} must be a positive number of seconds or None")
         for name, value in (("max_cost", max_cost), ("max_hourly_cost", max_hourly_cost)):
             if value is not None and (isinstance(value, bool) or
-                                      not isinstance(value, (int, float)) or value <= 0):
+                                      not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value <= 0):
                 raise ConfigurationError(
                     f"{name}={value!r} must be a positive number of dollars or None")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)

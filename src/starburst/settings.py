@@ -8,6 +8,7 @@ way, so both sides agree.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 
@@ -56,9 +57,15 @@ class Settings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            if f.name == "max_receives":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ConfigurationError(
+                        f"setting max_receives={value!r} must be a positive whole number")
+                continue
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or value <= 0):
                 raise ConfigurationError(
-                    f"setting {f.name}={value!r} must be a positive number of seconds"
+                    f"setting {f.name}={value!r} must be a positive, finite number of seconds"
                 )
         if self.heartbeat >= self.lease:
             raise ConfigurationError(

@@ -1,0 +1,75 @@
+"""Helpers shared by the core tests: polling with deadlines and process checks.
+
+Nothing here sleeps longer than one poll interval; every wait has a deadline
+so a broken executor fails a test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: How often the helpers look again; short, so tests end soon after the event.
+POLL = 0.02
+
+
+def wait_for(predicate: Callable[[], T], *, timeout: float, what: str) -> T:
+    """Return the first truthy value of ``predicate()``; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(POLL)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state letter follows the parenthesised command name.
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def session_processes(session_id: str) -> list[int]:
+    """Pids of live processes started for ``session_id`` (its workers).
+
+    Workers carry ``STARBURST_SESSION=<id>`` in their environment, whichever
+    backend started them on this machine.
+    """
+    needle = f"STARBURST_SESSION={session_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL every pid that is still there (cleanup of a failed test)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

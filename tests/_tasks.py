@@ -1,0 +1,116 @@
+"""Task functions the core tests run on workers.
+
+They live in a module of their own, importing only the standard library, so
+a worker that unpickles one (by reference) imports this small module and
+not a test module with pytest behind it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def double(x):
+    return 2 * x
+
+
+def add(x, y):
+    return x + y
+
+
+def add3(x, y, z=0):
+    return x + y + z
+
+
+def identity(x):
+    return x
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def write_marker(directory, name, value=None):
+    """Leave a file named ``name`` holding this worker's pid; return ``name``."""
+    Path(directory, str(name)).write_text(str(os.getpid()))
+    return name if value is None else value
+
+
+def marked_nap(directory, name, seconds):
+    """Write a start marker, then sleep: lets a test act while the task runs."""
+    Path(directory, f"start-{name}").write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return name
+
+
+def sleep_if_one(x):
+    if x == 1:
+        time.sleep(60)
+    return x
+
+
+def stuck_in_native_code(x, directory):
+    """For ``x == 0``, ignore the timeout alarm as a task stuck in C code would.
+
+    SIGALRM is blocked in the main thread, so the timeout signal goes to
+    another thread and the sleeping main thread is never interrupted.
+    """
+    Path(directory, f"start-{x}").write_text(str(os.getpid()))
+    if x == 0:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            time.sleep(30)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return x * 10
+
+
+def chatty(x):
+    print(f"hello from stdout {x}")
+    print(f"hello from stderr {x}", file=sys.stderr)
+    return x
+
+
+# -- crashes --------------------------------------------------------------------
+
+
+def exit_process(code):
+    os._exit(code)
+
+
+def kill_self(sig=signal.SIGKILL):
+    os.kill(os.getpid(), sig)
+    time.sleep(30)  # pragma: no cover - the signal ends the process first
+
+
+def segfault():
+    ctypes.string_at(0)
+
+
+def call_sys_exit(code):
+    sys.exit(code)
+
+
+def raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+def return_lock():
+    return threading.Lock()
+
+
+def return_generator():
+    return (i for i in range(3))
+
+
+def crash_if(x, bad):
+    if x == bad:
+        os._exit(3)
+    return x

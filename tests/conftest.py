@@ -1,0 +1,105 @@
+"""Fixtures of the core suite.
+
+* ``_clean_environment`` (autouse): the developer's ``AWS_*`` and
+  ``STARBURST_*`` variables never leak into a test.
+* ``fast_settings``: protocol intervals that let a crash test finish in
+  seconds.
+* ``executor_factory``: builds executors on every backend in
+  :data:`BACKENDS` and always shuts them down; the conformance suite and
+  the crash matrix run once per backend through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from _support import kill_all, session_processes, wait_for
+
+import starburst
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drop ``AWS_*`` and ``STARBURST_*`` from the developer's machine."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "STARBURST_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def fast_settings() -> starburst.Settings:
+    """Intervals short enough that lost workers and timeouts show within seconds."""
+    return starburst.Settings(lease=2.0, heartbeat=0.5, poll=0.05, idle_timeout=30,
+                              client_heartbeat=1.0, client_stale=600, timeout_grace=1.0)
+
+
+# -- backends ---------------------------------------------------------------
+
+
+@dataclass
+class BackendUnderTest:
+    """A backend the suite runs against, and the Executor options it needs."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _local() -> Iterator[dict[str, Any]]:
+    yield {}
+
+
+#: Backend name -> context manager that sets up what the backend needs (an
+#: emulated AWS, say) and yields the extra ``Executor`` options it takes.
+#: Adding a backend to every conformance and crash test is one entry here,
+#: e.g. ``"fargate": _emulated_fargate`` built on ``starburst.testing.emulated_aws()``.
+BACKENDS: dict[str, Callable[[], contextlib.AbstractContextManager[dict[str, Any]]]] = {
+    "local": _local,
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Iterator[BackendUnderTest]:
+    """Each backend of :data:`BACKENDS`, set up for one test."""
+    with BACKENDS[request.param]() as options:
+        yield BackendUnderTest(request.param, options)
+
+
+ExecutorFactory = Callable[..., starburst.Executor]
+
+
+@pytest.fixture
+def executor_factory(backend: BackendUnderTest,
+                     fast_settings: starburst.Settings) -> Iterator[ExecutorFactory]:
+    """Build ``Executor(backend=..., workers=2, settings=fast_settings, progress=False, **kw)``.
+
+    Every executor built is shut down after the test (its queued work
+    cancelled), and the test fails if any of its worker processes outlives
+    that; leftovers are killed either way.
+    """
+    made: list[starburst.Executor] = []
+
+    def make(**kw: Any) -> starburst.Executor:
+        options: dict[str, Any] = {"workers": 2, "settings": fast_settings,
+                                   "progress": False, **backend.options, **kw}
+        ex = starburst.Executor(backend=backend.name, **options)
+        made.append(ex)
+        return ex
+
+    yield make
+
+    leftovers: list[int] = []
+    for ex in made:
+        ex.shutdown(wait=True, cancel_futures=True)
+        try:
+            wait_for(lambda ex=ex: not session_processes(ex.session_id), timeout=10.0,
+                     what=f"the workers of {ex.session_id} to exit after shutdown")
+        except AssertionError:
+            leftovers.extend(session_processes(ex.session_id))
+    kill_all(leftovers)
+    assert not leftovers, f"worker processes outlived shutdown: {leftovers}"
