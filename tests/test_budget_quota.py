@@ -27,11 +27,13 @@ def test_budget_stops_launches_and_fails_what_it_cannot_pay_for() -> None:
     _run_one_chunk(s, "a", 0, 0.0, 50.0)
     actions = s.tick(50.0)
     over = [a for a in actions if isinstance(a, OverBudget)]
-    assert over and set(over[0].chunks) == set(range(1, 10))
+    assert over
+    assert set(over[0].chunks) == set(range(1, 10))
     assert over[0].spent == pytest.approx(1.2)
     assert over[0].projected == pytest.approx(90 * 5 * 0.01)
     retired = [a for a in actions if isinstance(a, Retire)]
-    assert retired and set(retired[0].workers) == {"a", "b"}
+    assert retired
+    assert set(retired[0].workers) == {"a", "b"}
     assert not s.wants_workers()
     # A worker that leased a cancelled chunk is told to stop.
     s.launched(["c"], 0, 51.0)
@@ -56,14 +58,16 @@ def test_no_budget_means_no_cap() -> None:
 
 def test_quota_message_says_workers_and_waves() -> None:
     plan = plan_workers(100, 4, quota_vcpu=100, in_use_vcpu=0)
-    assert plan.workers == 25 and plan.waves == 4
+    assert plan.workers == 25
+    assert plan.waves == 4
     assert plan.message() == (
         "Quota allows 25 workers of 4 vCPU (100 vCPU, 0 in use); 100 workers requested: "
         "the work runs on 25 workers (about 4 waves of your tasks).")
     assert plan_workers(10, 4, quota_vcpu=100).message() == ""
     assert "could not be read" in plan_workers(10, 4, quota_vcpu=None).message()
     full = plan_workers(5, 4, quota_vcpu=6, in_use_vcpu=4)
-    assert full.workers == 0 and "quota increase" in full.message()
+    assert full.workers == 0
+    assert "quota increase" in full.message()
     assert suggest_quota(100, 4, in_use_vcpu=12) == 450
 
 

@@ -36,8 +36,10 @@ def test_starmap_and_return_exceptions(executor_factory) -> None:
     with executor_factory() as ex:
         assert list(ex.starmap(pow, [(2, 3), (3, 2), (10, 0)])) == [8, 9, 1]
         out = list(ex.map(tasks.fail_on_two, range(4), return_exceptions=True))
-    assert out[:2] == [0, 10] and out[3] == 30
-    assert type(out[2]) is KeyError and "bad item 2" in str(out[2])
+    assert out[:2] == [0, 10]
+    assert out[3] == 30
+    assert type(out[2]) is KeyError
+    assert "bad item 2" in str(out[2])
     assert isinstance(out[2].__cause__, starburst.RemoteTraceback)
 
 

@@ -79,7 +79,8 @@ def test_billing_has_a_one_minute_minimum(start: float, length: float) -> None:
 
 def test_prices_have_source_and_date_and_unknown_regions_fail() -> None:
     price = lookup("us-east-1")
-    assert price.source.startswith("https://") and price.recorded
+    assert price.source.startswith("https://")
+    assert price.recorded
     rate = hourly_rate(price, 4, 8192)
     assert rate == pytest.approx(4 * 0.04048 + 8 * 0.004445)
     assert task_cost(rate, 0, 30) == pytest.approx(rate / 60)
