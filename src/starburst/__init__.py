@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._version import __version__
 from .api import current_plan, map, plan, submit
+from .cost import CostReport
 from .exceptions import (
     BackendError,
     BudgetExceededError,
@@ -39,6 +40,7 @@ __all__ = [
     "BudgetExceededError",
     "CloudError",
     "ConfigurationError",
+    "CostReport",
     "Executor",
     "ExecutorBroken",
     "ProtocolError",

@@ -33,6 +33,7 @@ from . import protocol
 from .backends import get_backend_class
 from .backends.base import WorkerExit, WorkerSpec, describe_exit
 from .chunking import submit_group_size
+from .cost import CostReport, computed_cost
 from .exceptions import (
     BudgetExceededError,
     ConfigurationError,
@@ -209,6 +210,10 @@ class Client:
             pacing=self.session.pacing,
             linger=self.settings.linger if self.backend.bills_idle else None,
             budget=budget)
+        if rate > 0:
+            self.session.notes.append(
+                f"{self.workers} workers x ${rate:.4f}/h = ${self.workers * rate:.4f}/h "
+                f"at most ({self.session.price_note})")
         for note in self.session.notes:
             self.display.print(f"starburst: {note}", stream="stderr")
         env = {**self.session.spec.env, **self.settings.to_env()}
@@ -235,6 +240,7 @@ class Client:
         self._aborted: BaseException | None = None
         self._broken: BaseException | None = None
         self._futile_exits = 0
+        self._ended = False
         self._started_at = time.time()
         self._next_beat = 0.0
         self._next_dead_check = 0.0
@@ -696,9 +702,24 @@ class Client:
     def _show_progress(self) -> None:
         c = self.counters
         if c.tasks_total:
+            extra = ""
+            if self.session.hourly_rate > 0:
+                extra = f"${self.cost().spent:,.4f} so far"
             self.display.update(completed=c.tasks_done, total=c.tasks_total,
-                                workers=len(self.scheduler.alive),
-                                extra=self.backend.describe_cost() or "")
+                                workers=len(self.scheduler.alive), extra=extra)
+
+    def cost(self) -> CostReport:
+        """The session's cost so far, or final once it has ended."""
+        rate = self.session.hourly_rate
+        with self._lock:
+            live = self.scheduler.worker_seconds(time.monotonic()) * rate / 3600.0
+            computed, seconds = computed_cost(self.counters.worker_exits, rate)
+        finished = self._ended
+        return CostReport(backend=self.options.backend, workers=self.workers, hourly_rate=rate,
+                          estimated_hourly=self.workers * rate,
+                          spent=computed if finished else max(live, computed),
+                          computed=computed, worker_seconds=seconds, finished=finished,
+                          price_note=self.session.price_note)
 
     def _break(self, exc: BaseException) -> None:
         if self._broken is None:
@@ -736,8 +757,12 @@ class Client:
         if error is not None:
             self._fail_everything(error)
         self._receiver.join(timeout=5.0)
+        self._ended = True
         self._show_progress()
         self.display.close()
+        if self.session.hourly_rate > 0:
+            self.display.print(f"starburst: session {self.session_id}: {self.cost()}",
+                               stream="stderr")
         try:
             self.transport.store.delete_prefix(f"sessions/{self.session_id}/")
             self.transport.destroy()

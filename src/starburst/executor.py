@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from .chunking import ChunkSizer
 from .client import Client, MapBlock, Target, TaskSpec, outcome_value
+from .cost import CostReport
 from .exceptions import ConfigurationError, ExecutorBroken
 from .options import ExecutorOptions
 from .settings import Settings
@@ -143,6 +144,15 @@ class Executor(_StdExecutor):
     def workers(self) -> int:
         """The number of workers this executor runs at most."""
         return self._client.workers
+
+    def cost(self) -> CostReport:
+        """What the session costs: the rate before, spend so far, computed cost after.
+
+        After shutdown, ``computed`` comes from each worker's start and stop
+        times (per second, one-minute minimum): computed from task runtimes,
+        not read from your bill.
+        """
+        return self._client.cost()
 
     def status(self) -> Status:
         """Workers running, chunks and tasks pending/running/done/failed, attempts."""

@@ -365,15 +365,19 @@ class Scheduler:
         self.stopped = True
 
     # -- budget -------------------------------------------------------------
+    def worker_seconds(self, now: float, min_seconds: float = 60.0) -> float:
+        """Billable worker-seconds so far: from each launch, one-minute minimum."""
+        seconds = 0.0
+        for worker, start in self.worker_start.items():
+            end = self.worker_stop.get(worker, now)
+            seconds += max(min_seconds, end - start)
+        return seconds
+
     def spent(self, now: float) -> float:
         """Dollars committed so far (conservative: from launch, one-minute minimum)."""
         if self.budget is None:
             return 0.0
-        seconds = 0.0
-        for worker, start in self.worker_start.items():
-            end = self.worker_stop.get(worker, now)
-            seconds += max(self.budget.min_seconds, end - start)
-        return seconds * self.budget.rate_per_second
+        return self.worker_seconds(now, self.budget.min_seconds) * self.budget.rate_per_second
 
     def projected(self) -> float:
         """Dollars the pending tasks will still cost at the mean task time so far."""

@@ -148,10 +148,6 @@ class ComputeBackend(abc.ABC):
         raises :class:`~starburst.exceptions.ConfigurationError` for bad ones.
         """
 
-    def describe_cost(self) -> str | None:
-        """A one-line cost statement for the progress bar/summary, if any."""
-        return None
-
     @abc.abstractmethod
     def launch(self, count: int, spec: WorkerSpec) -> list[str]:
         """Start up to ``count`` workers; return the ids of those started.

@@ -1,0 +1,68 @@
+"""What a session costs: the rate before, the spend during, the computed cost after.
+
+The figure after the run is computed from each worker's own timestamps
+(Fargate: ``pullStartedAt`` to ``stoppedAt``, per second, one-minute
+minimum), which is what Fargate bills for compute, but it is computed
+from task runtimes, not read from your bill: taxes, credits, data
+transfer and request charges are not in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .backends.base import WorkerExit
+from .pricing import task_cost
+
+__all__ = ["LABEL", "CostReport", "computed_cost"]
+
+LABEL = "computed from task runtimes, not your bill"
+
+
+def computed_cost(exits: Iterable[WorkerExit], hourly_rate: float) -> tuple[float, float]:
+    """(dollars, billed worker-seconds) of the workers that have stopped."""
+    dollars = seconds = 0.0
+    for ex in exits:
+        if ex.started_at is None or ex.stopped_at is None:
+            continue
+        cost = task_cost(hourly_rate, ex.started_at, ex.stopped_at)
+        dollars += cost
+        seconds += cost / hourly_rate * 3600 if hourly_rate else 0.0
+    return dollars, seconds
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """Cost of one session, from :meth:`starburst.Executor.cost`.
+
+    Attributes:
+        backend: backend name.
+        workers: the most workers the session runs at once.
+        hourly_rate: dollars per worker-hour (0 for local workers).
+        estimated_hourly: the rate shown before the run (workers x hourly_rate).
+        spent: dollars so far (conservative, from each launch) while running.
+        computed: dollars computed from the stopped workers' timestamps.
+        worker_seconds: billed worker-seconds behind ``computed``.
+        finished: whether the session has ended (``computed`` is final).
+        price_note: where the rate comes from.
+    """
+
+    backend: str
+    workers: int
+    hourly_rate: float
+    estimated_hourly: float
+    spent: float
+    computed: float
+    worker_seconds: float
+    finished: bool
+    price_note: str = ""
+
+    def __str__(self) -> str:
+        if self.hourly_rate <= 0:
+            return f"{self.backend}: local workers, no cloud cost"
+        state = "final" if self.finished else "so far"
+        return (f"${self.computed:,.4f} {state} ({LABEL}; {self.worker_seconds:,.0f} "
+                f"worker-seconds); estimate before the run: ${self.estimated_hourly:,.4f}/h "
+                f"for {self.workers} workers at ${self.hourly_rate:,.4f}/h each"
+                + (f" ({self.price_note})" if self.price_note else ""))
