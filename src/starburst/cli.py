@@ -20,6 +20,9 @@ __all__ = ["COMMANDS", "main"]
 #: Subcommand name -> "module:attribute" of its click command.
 COMMANDS: dict[str, str] = {
     "demo": "starburst.commands.demo:demo",
+    "estimate": "starburst.commands.estimate:estimate_command",
+    "pricing": "starburst.commands.pricing:pricing",
+    "quota": "starburst.commands.quota:quota",
 }
 
 

@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["DEFAULT_SAMPLES", "Engine", "PiEstimate", "combine", "count_inside", "pick_engine",
-           "task_for"]
+__all__ = ["DEFAULT_SAMPLES", "Engine", "PiEstimate", "combine", "count_inside",
+           "fargate_estimate", "pick_engine", "task_for"]
 
 Engine = Literal["numpy", "random"]
 
@@ -120,3 +120,21 @@ def combine(results: list[tuple[int, float]], samples_per_task: int) -> PiEstima
     return PiEstimate(value=4.0 * p, stderr=4.0 * math.sqrt(p * (1.0 - p) / total),
                       inside=inside, samples=total,
                       task_seconds=sum(seconds for _, seconds in results))
+
+
+def fargate_estimate(tasks: int, task_seconds: float) -> str:
+    """What the run's work would take and cost on Fargate, in one line.
+
+    ``task_seconds`` is the measured mean time of one task. The figures
+    come from :func:`starburst.estimate.demo_line` (scale model, price
+    table in use: fetched prices when cached, else the shipped table);
+    the line never stops the demo.
+    """
+    from .estimate import demo_line
+    from .exceptions import StarburstError
+    from .pricing_cache import table_in_use
+
+    try:
+        return demo_line(tasks, task_seconds, table=table_in_use())
+    except StarburstError as exc:
+        return f"On Fargate: no estimate ({exc})"

@@ -6,12 +6,23 @@ never a guess. Fargate bills per second from ``pullStartedAt`` to
 ``stoppedAt`` with a one-minute minimum, for vCPU and memory, plus
 ephemeral storage above the free 20 GiB and a public IPv4 address when
 the task has one.
+
+The table in use is :data:`PRICES` overlaid with the prices fetched by
+``starburst pricing refresh`` (:func:`starburst.pricing_cache.table_in_use`
+reads that cache; this module never touches the disk): pass it as
+``table=`` to :func:`lookup`.
+
+Fargate Spot has no fixed price: AWS sets it by region and changes it
+over time, and the Price List may not carry it. Unless the cache holds a
+Spot rate or the caller names one, :func:`spot_price` applies
+:data:`SPOT_DISCOUNT`, the discount AWS advertises for Fargate Spot ("up
+to 70%" off On-Demand), and says so in the price's ``source``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .exceptions import ConfigurationError
 
@@ -19,10 +30,15 @@ __all__ = [
     "IPV4_PER_HOUR",
     "MINIMUM_SECONDS",
     "PRICES",
+    "SPOT_DISCOUNT",
+    "SPOT_DISCOUNT_SOURCE",
     "FargatePrice",
+    "PriceTable",
     "billed_seconds",
     "hourly_rate",
     "lookup",
+    "merge_tables",
+    "spot_price",
     "task_cost",
 ]
 
@@ -35,6 +51,15 @@ FREE_STORAGE_GIB = 20
 
 _SOURCE = "https://aws.amazon.com/fargate/pricing/ (Linux, On-Demand)"
 _RECORDED = "2026-11-28"
+
+#: Fargate Spot's discount below On-Demand assumed when no Spot rate is known:
+#: the figure AWS advertises ("up to 70%"). Real Spot prices vary by region
+#: and over time and are often a little above that floor.
+SPOT_DISCOUNT = 0.70
+#: Where :data:`SPOT_DISCOUNT` comes from.
+SPOT_DISCOUNT_SOURCE = ("assumed 70% below On-Demand, the discount AWS advertises for "
+                        "Fargate Spot (https://aws.amazon.com/fargate/pricing/); real Spot "
+                        "prices vary by region and over time")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,23 +100,60 @@ def _table() -> dict[tuple[str, str], FargatePrice]:
     return out
 
 
+#: A price table: (region, architecture) -> price.
+PriceTable = dict[tuple[str, str], FargatePrice]
+
 #: The shipped price table, keyed by (region, architecture).
-PRICES: dict[tuple[str, str], FargatePrice] = _table()
+PRICES: PriceTable = _table()
 
 
 def lookup(region: str, arch: str = "x86_64",
-           table: dict[tuple[str, str], FargatePrice] | None = None) -> FargatePrice:
-    """The price of ``region``/``arch``; a clear error when it is not known."""
+           table: PriceTable | None = None) -> FargatePrice:
+    """The price of ``region``/``arch`` in ``table`` (default: the shipped table).
+
+    Pass :func:`starburst.pricing_cache.table_in_use` as ``table`` to prefer
+    prices fetched with ``starburst pricing refresh``.
+
+    Raises:
+        ConfigurationError: the table has no price for ``region``/``arch``.
+    """
     prices = PRICES if table is None else table
     try:
         return prices[(region, arch)]
     except KeyError:
-        known = sorted({r for r, _ in prices})
+        known = sorted({r for r, a in prices if a == arch})
         raise ConfigurationError(
             f"no Fargate price is known for {region!r} ({arch}); known regions: "
-            f"{', '.join(known)}. Run `starburst pricing refresh` to fetch current prices "
-            "from the AWS Pricing API, or choose a known region."
+            f"{', '.join(known) or 'none'}. Run `starburst pricing refresh --region {region}` "
+            "to fetch current prices from the AWS Pricing API, or choose a known region."
         ) from None
+
+
+def merge_tables(base: PriceTable, overlay: PriceTable) -> PriceTable:
+    """``base`` with every row of ``overlay`` replacing or adding its own."""
+    return {**base, **overlay}
+
+
+def spot_price(on_demand: FargatePrice, discount: float = SPOT_DISCOUNT, *,
+               source: str | None = None) -> FargatePrice:
+    """A Fargate Spot price: ``on_demand``'s vCPU and memory rates less ``discount``.
+
+    Ephemeral storage keeps its On-Demand rate. ``source`` (default: a note
+    naming the discount and the On-Demand source) travels with the price.
+
+    Raises:
+        ConfigurationError: ``discount`` is not in [0, 1).
+    """
+    if not 0.0 <= discount < 1.0:
+        raise ConfigurationError(
+            f"spot discount {discount!r} must be a fraction in [0, 1), e.g. 0.7 for 70% off")
+    factor = 1.0 - discount
+    if source is None:
+        source = (SPOT_DISCOUNT_SOURCE if discount == SPOT_DISCOUNT else
+                  f"assumed {discount:.0%} below On-Demand (your figure)")
+        source = f"{source}; On-Demand: {on_demand.source}"
+    return replace(on_demand, vcpu_hour=on_demand.vcpu_hour * factor,
+                   gib_hour=on_demand.gib_hour * factor, source=source)
 
 
 def hourly_rate(price: FargatePrice, cpu: float, memory_mib: int, *, storage_gib: int = 20,

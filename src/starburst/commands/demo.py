@@ -6,7 +6,7 @@ import time
 
 import click
 
-from ..demo import DEFAULT_SAMPLES, combine, pick_engine, task_for
+from ..demo import DEFAULT_SAMPLES, combine, fargate_estimate, pick_engine, task_for
 from ..exceptions import StarburstError
 from ..executor import Executor
 
@@ -29,8 +29,10 @@ def demo(tasks: int, samples: int | None, workers: int | None, seed: int) -> Non
     Runs TASKS independent tasks through starburst.Executor(...).map with
     a progress bar; each task counts how many of SAMPLES random points
     fall inside the quarter circle. Prints the estimate, the wall time,
-    the throughput, and how long the same tasks took in total (what one
-    core would need without starburst).
+    the throughput, how long the same tasks took in total (what one
+    core would need without starburst), and what the same work would take
+    and cost on Fargate (from the scale model; `starburst estimate`
+    compares more options).
     """
     engine = pick_engine()
     samples = samples or DEFAULT_SAMPLES[engine]
@@ -57,3 +59,4 @@ def demo(tasks: int, samples: int | None, workers: int | None, seed: int) -> Non
     click.echo(f"serial     {est.task_seconds:8.2f} s  sum of the tasks' own run times "
                "(one core, no starburst)")
     click.echo(f"speed-up   {est.task_seconds / wall:8.2f} x")
+    click.echo(fargate_estimate(tasks, est.task_seconds / tasks))

@@ -1,0 +1,288 @@
+"""The Fargate vCPU quota, live: what the account may run, what already runs, increases.
+
+* :func:`read_quota`: Service Quotas ``fargate`` / ``L-3032A538``
+  (On-Demand vCPU) or ``L-36FBB829`` (Spot vCPU). The applied value,
+  else AWS's default. ``None`` when the identity may not read Service
+  Quotas: the caller says so and proceeds (RunTask then decides).
+* :func:`vcpus_in_use`: the vCPUs of Fargate tasks not yet stopped in
+  every cluster of the region (ListClusters, ListTasks, DescribeTasks,
+  all paginated), On-Demand or Spot (``capacityProviderName``
+  ``FARGATE_SPOT``).
+* :func:`request_increase` and :func:`quota_requests`:
+  RequestServiceQuotaIncrease and ListRequestedServiceQuotaChangeHistory.
+
+The pure arithmetic (how many workers fit, how many waves) is
+:func:`starburst.quota.plan_workers`; :func:`read_plan` joins the two, and
+the Fargate backend can call it (or :func:`read_quota` alone) before a
+launch.
+
+Every function takes its clients from ``source``: a :class:`QuotaClients`
+(tests and callers that already hold clients), a ``boto3.session.Session``,
+or None for starburst's client factory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import boto3.session
+from botocore.exceptions import ClientError
+
+from ..exceptions import CloudError
+from ..quota import QuotaPlan, plan_workers
+from .errors import error_code, translate_errors
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs.client import ECSClient
+    from mypy_boto3_service_quotas.client import ServiceQuotasClient
+
+__all__ = ["OPEN_STATUSES", "QUOTA_CODES", "SERVICE_CODE", "QuotaClients", "QuotaRequest",
+           "QuotaStatus", "quota_code", "quota_requests", "read_plan", "read_quota",
+           "request_increase", "vcpus_in_use"]
+
+log = logging.getLogger("starburst")
+
+#: Service Quotas service code of Fargate.
+SERVICE_CODE = "fargate"
+#: Quota codes: False -> On-Demand vCPU, True -> Spot vCPU.
+QUOTA_CODES = {False: "L-3032A538", True: "L-36FBB829"}
+#: Statuses of a quota increase request still being decided.
+OPEN_STATUSES = frozenset({"PENDING", "CASE_OPENED"})
+#: Task states that hold vCPUs against the quota (everything before STOPPED
+#: that has capacity: provisioning, pending, activating, running, stopping).
+_HOLDING = frozenset({"PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING",
+                      "STOPPING", "DEPROVISIONING"})
+_DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
+                     "NoAuthorization"})
+_DESCRIBE_BATCH = 100
+
+
+def quota_code(spot: bool = False) -> str:
+    """The Service Quotas code of Fargate's On-Demand (or Spot) vCPU quota."""
+    return QUOTA_CODES[spot]
+
+
+@dataclass(frozen=True)
+class QuotaClients:
+    """The clients quota reading uses."""
+
+    quotas: ServiceQuotasClient
+    ecs: ECSClient
+
+    @classmethod
+    def create(cls, source: QuotaClients | boto3.session.Session | None = None,
+               region: str | None = None) -> QuotaClients:
+        """Clients from ``source`` (see the module docstring) for ``region``."""
+        if isinstance(source, QuotaClients):
+            return source
+        if isinstance(source, boto3.session.Session):
+            with translate_errors("creating the Service Quotas and ECS clients"):
+                return cls(quotas=source.client("service-quotas", region_name=region),
+                           ecs=source.client("ecs", region_name=region))
+        from .clients import client
+
+        make: Callable[..., Any] = client  # the factory's overloads omit service-quotas
+        return cls(quotas=make("service-quotas", region=region),
+                   ecs=client("ecs", region=region))
+
+
+Source = QuotaClients | boto3.session.Session | None
+
+
+def _denied(exc: ClientError) -> bool:
+    return error_code(exc) in _DENIED
+
+
+def read_quota(source: Source = None, region: str | None = None, *,
+               spot: bool = False) -> float | None:
+    """Fargate's vCPU quota in ``region``; None when Service Quotas may not be read.
+
+    The applied value (GetServiceQuota), else AWS's default
+    (GetAWSDefaultServiceQuota) when none is applied. Access denied is
+    logged and answered with None: the run proceeds and RunTask decides.
+
+    Raises:
+        CloudError: any other failure (the message says what to do).
+    """
+    clients = QuotaClients.create(source, region)
+    code = quota_code(spot)
+    action = f"Service Quotas GetServiceQuota ({SERVICE_CODE} {code})"
+    with translate_errors(action):
+        try:
+            return float(clients.quotas.get_service_quota(
+                ServiceCode=SERVICE_CODE, QuotaCode=code)["Quota"]["Value"])
+        except ClientError as exc:
+            if _denied(exc):
+                log.warning("cannot read the Fargate vCPU quota (%s: no permission "
+                            "servicequotas:GetServiceQuota); proceeding without it",
+                            error_code(exc))
+                return None
+            if error_code(exc) != "NoSuchResourceException":
+                raise
+        try:
+            return float(clients.quotas.get_aws_default_service_quota(
+                ServiceCode=SERVICE_CODE, QuotaCode=code)["Quota"]["Value"])
+        except ClientError as exc:
+            if _denied(exc):
+                log.warning("cannot read the Fargate vCPU quota (%s); proceeding without it",
+                            error_code(exc))
+                return None
+            raise
+
+
+def _task_arns(ecs: ECSClient) -> Iterator[tuple[str, list[str]]]:
+    """(cluster ARN, task ARNs whose desired status is RUNNING), per page."""
+    for clusters in ecs.get_paginator("list_clusters").paginate():
+        for cluster in clusters.get("clusterArns", []):
+            pages = ecs.get_paginator("list_tasks").paginate(cluster=cluster,
+                                                             desiredStatus="RUNNING")
+            for page in pages:
+                arns = page.get("taskArns", [])
+                if arns:
+                    yield cluster, arns
+
+
+def _task_vcpus(ecs: ECSClient, task: Any, definitions: dict[str, float]) -> float:
+    """vCPUs of a task: its ``cpu`` (CPU units), else its task definition's."""
+    units = task.get("cpu")
+    if units:
+        return float(units) / 1024
+    arn = task.get("taskDefinitionArn", "")
+    if arn not in definitions:
+        definition = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+        definitions[arn] = float(definition.get("cpu") or 0) / 1024
+    return definitions[arn]
+
+
+def _is_fargate(task: Any) -> tuple[bool, bool]:
+    """(is a Fargate task, is a Fargate Spot task)."""
+    provider = task.get("capacityProviderName") or ""
+    spot = provider == "FARGATE_SPOT"
+    return task.get("launchType") == "FARGATE" or provider in ("FARGATE", "FARGATE_SPOT"), spot
+
+
+def vcpus_in_use(source: Source = None, region: str | None = None, *,
+                 spot: bool = False) -> float:
+    """vCPUs of the Fargate On-Demand (or Spot) tasks not yet stopped in ``region``.
+
+    Counts every cluster, every task whose desired status is RUNNING and
+    whose last status still holds capacity.
+
+    Raises:
+        CloudError: an ECS call failed (the message says what to do).
+    """
+    clients = QuotaClients.create(source, region)
+    ecs = clients.ecs
+    total = 0.0
+    definitions: dict[str, float] = {}
+    with translate_errors("counting the vCPUs of running Fargate tasks "
+                          "(ECS ListClusters/ListTasks/DescribeTasks)"):
+        for cluster, arns in _task_arns(ecs):
+            for at in range(0, len(arns), _DESCRIBE_BATCH):
+                tasks = ecs.describe_tasks(cluster=cluster,
+                                           tasks=arns[at : at + _DESCRIBE_BATCH])["tasks"]
+                for task in tasks:
+                    fargate, is_spot = _is_fargate(task)
+                    if (fargate and is_spot == spot
+                            and task.get("lastStatus", "RUNNING") in _HOLDING):
+                        total += _task_vcpus(ecs, task, definitions)
+    return total
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    """The quota, what runs, and the plan for ``workers`` workers of ``cpu`` vCPUs."""
+
+    region: str | None
+    spot: bool
+    quota_vcpu: float | None
+    in_use_vcpu: float
+    plan: QuotaPlan
+    in_use_note: str = ""
+
+
+def read_plan(workers: int, cpu: float, source: Source = None, region: str | None = None, *,
+              spot: bool = False) -> QuotaStatus:
+    """Read the quota and the vCPUs in use; fit ``workers`` workers of ``cpu`` vCPUs.
+
+    When ECS may not be listed, the vCPUs in use count as 0 and
+    ``in_use_note`` says so.
+    """
+    clients = QuotaClients.create(source, region)
+    quota = read_quota(clients, region, spot=spot)
+    note = ""
+    try:
+        in_use = vcpus_in_use(clients, region, spot=spot)
+    except CloudError as exc:
+        cause = exc.__cause__
+        if not (isinstance(cause, ClientError) and _denied(cause)):
+            raise
+        in_use = 0.0
+        note = ("vCPUs in use could not be counted (no permission to list ECS tasks); "
+                "counted as 0")
+    return QuotaStatus(region=region, spot=spot, quota_vcpu=quota, in_use_vcpu=in_use,
+                       plan=plan_workers(workers, cpu, quota, in_use), in_use_note=note)
+
+
+@dataclass(frozen=True)
+class QuotaRequest:
+    """One quota increase request and where it stands."""
+
+    id: str
+    quota_code: str
+    desired: float
+    status: str
+    created: datetime | None = None
+    case_id: str = ""
+
+    @property
+    def open(self) -> bool:
+        """Whether AWS is still deciding."""
+        return self.status in OPEN_STATUSES
+
+
+def _request(item: Any) -> QuotaRequest:
+    return QuotaRequest(id=str(item.get("Id", "")), quota_code=str(item.get("QuotaCode", "")),
+                        desired=float(item.get("DesiredValue", 0.0)),
+                        status=str(item.get("Status", "")), created=item.get("Created"),
+                        case_id=str(item.get("CaseId", "") or ""))
+
+
+def request_increase(desired: float, source: Source = None, region: str | None = None, *,
+                     spot: bool = False) -> QuotaRequest:
+    """Ask AWS to raise the Fargate vCPU quota to ``desired`` (RequestServiceQuotaIncrease).
+
+    Raises:
+        CloudError: the request failed; a request already open for this
+            quota is ``ResourceAlreadyExistsException``, named in the message.
+    """
+    clients = QuotaClients.create(source, region)
+    code = quota_code(spot)
+    with translate_errors(f"Service Quotas RequestServiceQuotaIncrease ({SERVICE_CODE} {code} "
+                          f"to {desired:g} vCPU)"):
+        answer = clients.quotas.request_service_quota_increase(
+            ServiceCode=SERVICE_CODE, QuotaCode=code, DesiredValue=float(desired))
+    return _request(answer["RequestedQuota"])
+
+
+def quota_requests(source: Source = None, region: str | None = None, *,
+                   spot: bool = False) -> list[QuotaRequest]:
+    """Increase requests for the Fargate vCPU quota, newest first."""
+    clients = QuotaClients.create(source, region)
+    code = quota_code(spot)
+    found: list[QuotaRequest] = []
+    with translate_errors(f"Service Quotas ListRequestedServiceQuotaChangeHistory "
+                          f"({SERVICE_CODE})"):
+        pages = clients.quotas.get_paginator(
+            "list_requested_service_quota_change_history").paginate(ServiceCode=SERVICE_CODE)
+        for page in pages:
+            found.extend(_request(r) for r in page.get("RequestedQuotas", [])
+                         if r.get("QuotaCode") == code)
+    epoch = datetime.min
+    found.sort(key=lambda r: (r.created.replace(tzinfo=None) if r.created else epoch),
+               reverse=True)
+    return found

@@ -1,0 +1,114 @@
+"""``starburst quota``: the Fargate vCPU quota, what runs, how many workers fit; increases."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from ..aws.sizes import FARGATE_SIZES
+from ..exceptions import StarburstError
+from ..quota import suggest_quota
+
+__all__ = ["quota"]
+
+
+@click.command(short_help="Fargate vCPU quota, vCPUs in use, workers that fit; increases.")
+@click.option("--region", default=None,
+              help="AWS region.  [default: STARBURST_REGION, AWS_REGION, the AWS profile's]")
+@click.option("--cpu", type=float, default=1.0, show_default=True,
+              help="vCPUs per worker (0.25, 0.5, 1, 2, 4, 8, 16).")
+@click.option("--workers", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Workers you want to run at once.")
+@click.option("--spot", is_flag=True, help="The Fargate Spot quota (L-36FBB829) instead of "
+                                           "On-Demand (L-3032A538).")
+@click.option("--request", "request", type=float, is_flag=False, flag_value=0.0, default=None,
+              metavar="[VCPUS]",
+              help="Ask AWS to raise the quota to VCPUS (alone: enough for --workers x --cpu "
+                   "plus what runs, rounded up to 50).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def quota(region: str | None, cpu: float, workers: int, spot: bool, request: float | None,
+          as_json: bool) -> None:
+    """Read the Fargate vCPU quota and the vCPUs in use; say how many workers fit.
+
+    The quota comes from Service Quotas (service fargate, L-3032A538
+    On-Demand, L-36FBB829 Spot), the vCPUs in use from the Fargate tasks
+    running in every ECS cluster of the region. With --request, submits a
+    quota increase (RequestServiceQuotaIncrease). Open increase requests
+    are listed with their status either way.
+    """
+    if cpu not in FARGATE_SIZES:
+        raise click.BadParameter(
+            f"{cpu:g} is not a Fargate size; choose one of "
+            f"{', '.join(f'{c:g}' for c in FARGATE_SIZES)}", param_hint="--cpu")
+    try:
+        from ..aws import quota as aws_quota
+        from ..aws.clients import resolve_region
+    except ImportError as exc:
+        raise click.ClickException(f"`starburst quota` needs the aws extra ({exc}): "
+                                   "pip install 'starburst-cloud[aws]'") from exc
+    out: dict[str, Any] = {}
+    lines: list[str] = []
+    try:
+        region = resolve_region(region)
+        clients = aws_quota.QuotaClients.create(None, region)
+        status = aws_quota.read_plan(workers, cpu, clients, region, spot=spot)
+        kind = "Spot" if spot else "On-Demand"
+        code = aws_quota.quota_code(spot)
+        plan = status.plan
+        out.update(region=region, capacity=kind, quota_code=code,
+                   quota_vcpu=status.quota_vcpu, in_use_vcpu=status.in_use_vcpu,
+                   workers_requested=workers, cpu=cpu, workers_fit=plan.workers,
+                   waves=plan.waves, message=plan.message())
+        if status.quota_vcpu is None:
+            lines.append(f"Fargate {kind} vCPU quota in {region} ({code}): unknown (no "
+                         "permission to read Service Quotas).")
+        else:
+            lines.append(f"Fargate {kind} vCPU quota in {region} ({code}): "
+                         f"{status.quota_vcpu:g} vCPU; in use: {status.in_use_vcpu:g} vCPU.")
+        if status.in_use_note:
+            lines.append(status.in_use_note)
+            out["in_use_note"] = status.in_use_note
+        lines.append(plan.message() or
+                     f"{workers} workers of {cpu:g} vCPU fit ({workers * cpu:g} vCPU of "
+                     f"{max(0.0, (status.quota_vcpu or 0) - status.in_use_vcpu):g} free).")
+        wanted = suggest_quota(workers, cpu, status.in_use_vcpu)
+        out["suggested_quota_vcpu"] = wanted
+        if request is None and plan.limited:
+            lines.append(f"To run {workers} workers at once, ask for {wanted} vCPU: "
+                         f"starburst quota --region {region} --cpu {cpu:g} --workers {workers}"
+                         f"{' --spot' if spot else ''} --request")
+        if request is not None:
+            desired = request or float(wanted)
+            if status.quota_vcpu is not None and desired <= status.quota_vcpu:
+                raise click.ClickException(
+                    f"the quota is already {status.quota_vcpu:g} vCPU; ask for more than that")
+            made = aws_quota.request_increase(desired, clients, region, spot=spot)
+            lines.append(f"Requested {kind} vCPU quota {made.desired:g} (request {made.id}): "
+                         f"{made.status}.")
+            out["request"] = {"id": made.id, "desired": made.desired, "status": made.status}
+        try:
+            requests = aws_quota.quota_requests(clients, region, spot=spot)
+        except StarburstError as exc:
+            requests = []
+            lines.append(f"Increase requests could not be listed: {exc}")
+        shown = [r for r in requests if r.open] or requests[:1]
+        out["requests"] = [{"id": r.id, "desired": r.desired, "status": r.status,
+                            "open": r.open, "case_id": r.case_id,
+                            "created": r.created.isoformat() if r.created else None}
+                           for r in requests]
+        for r in shown:
+            when = f", {r.created:%Y-%m-%d}" if r.created else ""
+            case = f", support case {r.case_id}" if r.case_id else ""
+            lines.append(f"{'Open' if r.open else 'Latest'} increase request {r.id}: "
+                         f"{r.desired:g} vCPU, {r.status}{when}{case}.")
+        if not requests:
+            lines.append("No increase requests for this quota.")
+    except StarburstError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+    else:
+        for line in lines:
+            click.echo(line)

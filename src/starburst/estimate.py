@@ -1,0 +1,512 @@
+"""How long and how much a job would take on Fargate, before it runs, beside local.
+
+Pure, apart from :func:`time_sample` (which times the user's function in
+this process). The inputs are a per-task duration (measured with
+:func:`time_sample`, or given) and the number of tasks; for each option
+(worker count, size, x86_64/arm64, On-Demand/Spot) the wall time comes
+from the scale model (:func:`starburst.simulate.simulate`: the real
+scheduler on :class:`~starburst.simulate.FargateModel`, cold starts and
+launch pacing included) and the cost from the price table, billed per
+second with Fargate's one-minute minimum. Local time is
+``tasks x seconds / local cores``.
+
+The recommendation follows one rule (:data:`RULE`): the cheapest Fargate
+option that finishes at least :data:`MIN_SPEEDUP` times sooner than the
+local cores; if none does, stay local. Short jobs stay local (a worker
+needs 30-90 s before its first task), long ones go to Fargate: the
+seed's crossover.
+
+Dollars always come with the price source and the date it was recorded;
+a Spot price without a known rate is an assumed discount, and says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .aws.sizes import FARGATE_SIZES, valid_memory
+from .exceptions import ConfigurationError
+from .pricing import (
+    IPV4_PER_HOUR,
+    SPOT_DISCOUNT,
+    FargatePrice,
+    PriceTable,
+    hourly_rate,
+    lookup,
+    spot_price,
+)
+from .simulate import FargateModel, Workload, simulate
+
+__all__ = ["DEFAULT_WORKERS", "MIN_SPEEDUP", "RULE", "Estimate", "Option", "OptionEstimate",
+           "Recommendation", "SampleTiming", "default_memory", "demo_line", "estimate",
+           "format_dollars", "format_duration", "format_size", "format_speedup",
+           "local_seconds", "options_grid", "recommend", "summarize_sample", "time_sample"]
+
+#: Worker counts compared when none are given.
+DEFAULT_WORKERS = (10, 50, 100)
+#: How many times sooner than local a Fargate option must finish to be recommended.
+MIN_SPEEDUP = 2.0
+#: The recommendation rule, in words.
+RULE = (f"the cheapest Fargate option that finishes at least {MIN_SPEEDUP:g}x sooner than "
+        "the local cores; if none does, stay local")
+#: Above this many tasks the model simulates this many longer tasks (same total work).
+SIMULATED_TASKS_MAX = 1_000_000
+_SPOT_ARCHS = ("x86_64",)
+_SPOT_ARCH_NOTE = ("Fargate Spot runs x86_64 Linux tasks only (Amazon ECS developer guide, "
+                   "'Fargate capacity providers'): arm64 Spot options left out")
+
+
+# -- timing a sample --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleTiming:
+    """Seconds each sampled call took, and what the estimate uses.
+
+    Attributes:
+        seconds: one duration per call, in call order.
+        per_task: seconds per task the estimate uses (the mean; without
+            the first call when that one was a warm-up outlier).
+        note: how the figure was obtained, for the user.
+    """
+
+    seconds: tuple[float, ...]
+    per_task: float
+    note: str
+
+    @property
+    def mean(self) -> float:
+        """Mean of all calls."""
+        return statistics.fmean(self.seconds)
+
+    @property
+    def median(self) -> float:
+        """Median of all calls."""
+        return statistics.median(self.seconds)
+
+
+def summarize_sample(seconds: Sequence[float]) -> SampleTiming:
+    """The :class:`SampleTiming` of measured ``seconds`` (pure).
+
+    The first call of a function often pays for imports and caches. When
+    at least three calls ran and the first took longer than any other, over
+    3x their median and 50 ms more, it is left out of ``per_task``.
+    """
+    if not seconds:
+        raise ValueError("no calls were timed")
+    durations = tuple(max(0.0, float(s)) for s in seconds)
+    n = len(durations)
+    what = f"timed {n} call{'s' if n != 1 else ''} in this process"
+    per_task = statistics.fmean(durations)
+    note = f"{what}: mean {format_duration(per_task)}, median " \
+           f"{format_duration(statistics.median(durations))}"
+    if n >= 3:
+        rest = durations[1:]
+        typical = statistics.median(rest)
+        if (durations[0] > max(rest) and durations[0] > 3 * typical
+                and durations[0] - typical > 0.05):
+            per_task = statistics.fmean(rest)
+            note = (f"{what}: the first took {format_duration(durations[0])} (warm-up: "
+                    f"imports, caches) and is left out; mean of the others "
+                    f"{format_duration(per_task)}, median {format_duration(typical)}")
+    return SampleTiming(seconds=durations, per_task=per_task, note=note)
+
+
+def time_sample(fn: Callable[[Any], object], items: Iterable[Any], k: int = 5, *,
+                clock: Callable[[], float] = time.perf_counter) -> SampleTiming:
+    """Run ``fn`` on the first ``k`` of ``items`` here, one at a time, and time each call.
+
+    Exceptions from ``fn`` propagate. The calls run in this process, on
+    one core, as a Fargate worker runs one task at a time.
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    seconds: list[float] = []
+    for item in itertools.islice(items, k):
+        started = clock()
+        fn(item)
+        seconds.append(clock() - started)
+    if not seconds:
+        raise ValueError("no items to time: the sample is empty")
+    return summarize_sample(seconds)
+
+
+# -- formatting -------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """``0.006 s``, ``4.2 s``, ``95 s``, ``12.5 min``, ``3.1 h``."""
+    if seconds < 0.1:
+        return f"{seconds:.3f} s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_dollars(amount: float) -> str:
+    """``$0.0072``, ``$1.42``, ``$1,234``."""
+    if amount < 0.1:
+        return f"${amount:.4f}"
+    if amount < 1000:
+        return f"${amount:,.2f}"
+    return f"${amount:,.0f}"
+
+
+def format_speedup(speedup: float) -> str:
+    """``4.6x sooner`` or ``6.0x later`` than local."""
+    if speedup >= 1:
+        return f"{speedup:.1f}x sooner"
+    return f"{1 / speedup:.1f}x later" if speedup > 0 else "never"
+
+
+def format_size(cpu: float, memory_mib: int) -> str:
+    """``1 vCPU/2 GiB``."""
+    return f"{cpu:g} vCPU/{memory_mib / 1024:g} GiB"
+
+
+# -- options ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to run the job on Fargate."""
+
+    workers: int
+    cpu: float = 1.0
+    memory_mib: int = 2048
+    arch: str = "x86_64"
+    spot: bool = False
+
+    @property
+    def capacity(self) -> str:
+        """``On-Demand`` or ``Spot``."""
+        return "Spot" if self.spot else "On-Demand"
+
+    @property
+    def label(self) -> str:
+        """``x86_64 On-Demand``."""
+        return f"{self.arch} {self.capacity}"
+
+    @property
+    def size(self) -> str:
+        """``1 vCPU/2 GiB``."""
+        return format_size(self.cpu, self.memory_mib)
+
+
+def default_memory(cpu: float) -> int:
+    """The smallest memory Fargate pairs with ``cpu`` (2 GiB per vCPU; 0.5 GiB for 0.25)."""
+    sizes = valid_memory(cpu)
+    if not sizes:
+        choices = ", ".join(f"{c:g}" for c in FARGATE_SIZES)
+        raise ConfigurationError(f"cpu={cpu:g} is not a Fargate size; choose one of {choices}")
+    return sizes[0]
+
+
+def options_grid(workers: Sequence[int], cpus: Sequence[float],
+                 memories_mib: Sequence[int] | None = None, *,
+                 archs: Sequence[str] = ("x86_64",), spot: bool = False,
+                 ) -> tuple[list[Option], list[str]]:
+    """Every valid combination, and notes on what was left out.
+
+    Memory sizes a CPU size does not take are skipped (noted); without
+    ``memories_mib`` each CPU size gets its smallest memory. ``spot`` adds
+    a Spot twin to each On-Demand option (x86_64 only: Fargate Spot does
+    not run arm64).
+
+    Raises:
+        ConfigurationError: a worker count below 1, an unknown CPU size or
+            architecture, or no valid combination at all.
+    """
+    if not workers or min(workers) < 1:
+        raise ConfigurationError("worker counts must be whole numbers >= 1")
+    for arch in archs:
+        if arch not in ("x86_64", "arm64"):
+            raise ConfigurationError(f"architecture {arch!r} is not x86_64 or arm64")
+    notes: list[str] = []
+    sizes: list[tuple[float, int]] = []
+    for cpu in cpus:
+        mems = [default_memory(cpu)] if not memories_mib else list(memories_mib)
+        for mem in mems:
+            if mem in valid_memory(cpu):
+                sizes.append((float(cpu), int(mem)))
+            else:
+                low, high, _ = FARGATE_SIZES[cpu]
+                notes.append(f"{format_size(cpu, mem)} is not a Fargate size (with {cpu:g} "
+                             f"vCPU: {low / 1024:g}-{high / 1024:g} GiB): left out")
+    if not sizes:
+        raise ConfigurationError("no valid Fargate size among the cpu and memory given: "
+                                 + "; ".join(notes))
+    options: list[Option] = []
+    for arch, (cpu, mem), count in itertools.product(archs, dict.fromkeys(sizes),
+                                                     dict.fromkeys(workers)):
+        options.append(Option(count, cpu, mem, arch))
+        if spot and arch in _SPOT_ARCHS:
+            options.append(Option(count, cpu, mem, arch, spot=True))
+    if spot and any(a not in _SPOT_ARCHS for a in archs):
+        notes.append(_SPOT_ARCH_NOTE)
+    return options, notes
+
+
+# -- the estimate -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionEstimate:
+    """What one option would take.
+
+    Attributes:
+        option: the option.
+        workers_running: workers that run at once (the quota may cut them).
+        wall_seconds: from submitting the work to the last result (scale model).
+        cost: dollars billed for the workers (per second, one-minute minimum).
+        worker_hourly: dollars per worker-hour (public IPv4 included when used).
+        speedup: local time over ``wall_seconds`` (above 1: Fargate is sooner).
+        price: the price used, with its source and date.
+        lower_bound_seconds: the soonest any scheduler could finish.
+    """
+
+    option: Option
+    workers_running: int
+    wall_seconds: float
+    cost: float
+    worker_hourly: float
+    speedup: float
+    price: FargatePrice
+    lower_bound_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        o = self.option
+        return {"label": o.label, "arch": o.arch, "capacity": o.capacity,
+                "workers": o.workers, "workers_running": self.workers_running, "cpu": o.cpu,
+                "memory_mib": o.memory_mib, "wall_seconds": round(self.wall_seconds, 3),
+                "cost_usd": round(self.cost, 6), "worker_hourly_usd": round(self.worker_hourly, 6),
+                "speedup_vs_local": round(self.speedup, 4),
+                "lower_bound_seconds": round(self.lower_bound_seconds, 3),
+                "price": {"region": self.price.region, "vcpu_hour": self.price.vcpu_hour,
+                          "gib_hour": self.price.gib_hour, "source": self.price.source,
+                          "recorded": self.price.recorded}}
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The option :data:`RULE` picks (None: stay local), and why, in words."""
+
+    choice: OptionEstimate | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Every option's wall time and cost beside local, and the recommendation."""
+
+    tasks: int
+    task_seconds: float
+    region: str
+    local_cores: int
+    local_seconds: float
+    options: tuple[OptionEstimate, ...]
+    recommendation: Recommendation
+    notes: tuple[str, ...] = ()
+    model: FargateModel = field(default_factory=FargateModel)
+    public_ip: bool = True
+
+    def sources(self) -> list[str]:
+        """Each distinct price source used, with its date."""
+        seen = dict.fromkeys(f"{o.price.source}, recorded {o.price.recorded}"
+                             for o in self.options)
+        return list(seen)
+
+    def assumptions(self) -> list[str]:
+        """What the scale model assumes, in words."""
+        m = self.model
+        lines = [
+            f"scale model: each worker starts {m.cold_start_min:.0f}-{m.cold_start_max:.0f} s "
+            f"after RunTask ({m.pull_fraction:.0%} of it image pull, billed); RunTask "
+            f"{m.tasks_per_call} tasks/call, launches {m.launches_per_second:g}/s (burst "
+            f"{m.launch_burst:g}); {m.chunk_overhead:g} s of queue traffic per chunk",
+            "each worker runs one task at a time, as fast as the local core that was timed "
+            "(more vCPU helps only a function that uses several cores itself)",
+            f"local: {self.tasks:,} x {format_duration(self.task_seconds)} / "
+            f"{self.local_cores} cores, no overhead",
+            "not included: building and uploading the environment image on a first run, "
+            "data transfer, S3/SQS requests, Spot interruptions",
+        ]
+        if self.public_ip:
+            lines.append(f"each worker's public IPv4 address (${IPV4_PER_HOUR}/h) is included")
+        if math.isfinite(m.quota_vcpu):
+            lines.append(f"vCPU quota: {m.quota_vcpu:g} (workers beyond it run in waves)")
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        """One JSON-ready object: inputs, local, options, recommendation, sources, notes."""
+        choice = self.recommendation.choice
+        return {
+            "tasks": self.tasks, "task_seconds": self.task_seconds, "region": self.region,
+            "local": {"cores": self.local_cores, "seconds": round(self.local_seconds, 3)},
+            "options": [o.to_json() for o in self.options],
+            "recommendation": {
+                "option": None if choice is None else self.options.index(choice),
+                "stay_local": choice is None, "text": self.recommendation.text,
+                "rule": RULE},
+            "price_sources": self.sources(), "assumptions": self.assumptions(),
+            "notes": list(self.notes), "currency": "USD",
+        }
+
+
+def local_seconds(tasks: int, task_seconds: float, cores: int) -> float:
+    """Ideal local wall time: every core busy, no overhead."""
+    if cores < 1:
+        raise ValueError("cores must be >= 1")
+    return tasks * task_seconds / cores
+
+
+def recommend(options: Sequence[OptionEstimate], local: float, *,
+              min_speedup: float = MIN_SPEEDUP, local_cores: int | None = None
+              ) -> Recommendation:
+    """Apply :data:`RULE`: the cheapest option at least ``min_speedup`` x faster, else local."""
+    here = f"{local_cores} local cores" if local_cores else "local"
+    if not options:
+        return Recommendation(None, "Stay local: no Fargate option to compare.")
+    good = [o for o in options if o.speedup >= min_speedup]
+    fastest = min(options, key=lambda o: (o.wall_seconds, o.cost))
+    f = fastest.option
+    if good:
+        best = min(good, key=lambda o: (o.cost, o.wall_seconds))
+        o = best.option
+        also = "" if fastest.wall_seconds >= best.wall_seconds else (
+            f" The fastest option, {f.workers} workers of {f.size} ({f.label}), needs ~"
+            f"{format_duration(fastest.wall_seconds)} for ~{format_dollars(fastest.cost)}.")
+        return Recommendation(best, (
+            f"Fargate: {o.workers} workers of {o.size} ({o.label}), ~"
+            f"{format_duration(best.wall_seconds)} instead of ~{format_duration(local)} on "
+            f"{here} ({format_speedup(best.speedup)}) for ~{format_dollars(best.cost)}: the "
+            f"cheapest option at least {min_speedup:g}x sooner than local.{also}"))
+    return Recommendation(None, (
+        f"Stay local: no Fargate option finishes {min_speedup:g}x sooner than {here} "
+        f"(~{format_duration(local)}); the fastest, {f.workers} workers of {f.size} "
+        f"({f.label}), needs ~{format_duration(fastest.wall_seconds)} "
+        f"({format_speedup(fastest.speedup)}) for ~{format_dollars(fastest.cost)}. A Fargate "
+        "worker needs 30-90 s before its first task, so short jobs finish sooner here."))
+
+
+@dataclass(frozen=True)
+class _PricedWorkload(Workload):
+    """A workload whose rate is given (the price in use, Spot, public IPv4), not looked up."""
+
+    dollars_per_second: float = 0.0
+
+    def rate_per_second(self) -> float:
+        return self.dollars_per_second
+
+
+def _price_for(option: Option, region: str, table: PriceTable | None,
+               spot_table: PriceTable | None, spot_discount: float,
+               spot_rates: tuple[float, float] | None) -> FargatePrice:
+    on_demand = lookup(region, option.arch, table)
+    if not option.spot:
+        return on_demand
+    if spot_rates is not None:
+        vcpu, gib = spot_rates
+        if vcpu < 0 or gib < 0:
+            raise ConfigurationError("Spot rates must be >= 0 dollars per hour")
+        return FargatePrice(region, option.arch, vcpu, gib, on_demand.storage_gib_hour,
+                            source="Spot rates you gave", recorded=time.strftime("%Y-%m-%d"))
+    known = (spot_table or {}).get((region, option.arch))
+    return known if known is not None else spot_price(on_demand, spot_discount)
+
+
+def estimate(tasks: int, task_seconds: float, *, workers: Sequence[int] = DEFAULT_WORKERS,
+             cpus: Sequence[float] = (1.0,), memories_mib: Sequence[int] | None = None,
+             region: str = "us-east-1", archs: Sequence[str] = ("x86_64",),
+             spot: bool = False, spot_discount: float = SPOT_DISCOUNT,
+             spot_rates: tuple[float, float] | None = None,
+             table: PriceTable | None = None, spot_table: PriceTable | None = None,
+             local_cores: int | None = None, model: FargateModel | None = None,
+             public_ip: bool = True, min_speedup: float = MIN_SPEEDUP,
+             options: Sequence[Option] | None = None, seed: int = 0) -> Estimate:
+    """Wall time and cost of each option on Fargate, beside local, and a recommendation.
+
+    Args:
+        tasks: number of tasks.
+        task_seconds: seconds one task takes on one core (e.g. from :func:`time_sample`).
+        workers, cpus, memories_mib, archs, spot: the options compared
+            (:func:`options_grid`); or ``options`` directly.
+        region: the AWS region whose prices apply.
+        spot_discount: Spot's discount below On-Demand, used when neither
+            ``spot_rates`` (dollars per vCPU-hour, per GiB-hour) nor
+            ``spot_table`` has a Spot rate for the region.
+        table: the On-Demand price table (default: the shipped one; pass
+            :func:`starburst.pricing_cache.table_in_use` to prefer fetched prices).
+        local_cores: cores here (default: ``os.cpu_count()``).
+        model: the Fargate model (default :class:`FargateModel`; ``quota_vcpu``
+            caps concurrent workers).
+        public_ip: count a public IPv4 address per worker (starburst's default).
+        min_speedup: how much sooner than local an option must finish.
+        seed: the scale model's seed (cold starts).
+
+    Raises:
+        ConfigurationError: a bad input, or no price for ``region``.
+    """
+    if tasks < 1:
+        raise ConfigurationError("tasks must be >= 1")
+    if not (math.isfinite(task_seconds) and task_seconds >= 0):
+        raise ConfigurationError("task seconds must be a finite number >= 0")
+    model = model or FargateModel()
+    cores = local_cores or os.cpu_count() or 1
+    notes: list[str] = []
+    if options is None:
+        grid, notes = options_grid(workers, cpus, memories_mib, archs=archs, spot=spot)
+    else:
+        grid = list(options)
+    local = local_seconds(tasks, task_seconds, cores)
+    sim_tasks, sim_seconds = tasks, task_seconds
+    if tasks > SIMULATED_TASKS_MAX:
+        sim_tasks = SIMULATED_TASKS_MAX
+        sim_seconds = task_seconds * tasks / SIMULATED_TASKS_MAX
+        notes.append(f"simulated as {sim_tasks:,} tasks of {format_duration(sim_seconds)} "
+                     "(the same total work)")
+    results: list[OptionEstimate] = []
+    for option in grid:
+        price = _price_for(option, region, table, spot_table, spot_discount, spot_rates)
+        rate = hourly_rate(price, option.cpu, option.memory_mib, public_ip=public_ip)
+        workload = _PricedWorkload(tasks=sim_tasks, task_seconds=sim_seconds,
+                                   workers=option.workers, cpu=option.cpu,
+                                   memory_mib=option.memory_mib, region=region,
+                                   arch=option.arch, dollars_per_second=rate / 3600)
+        sim = simulate(workload, model, seed=seed)
+        wall = sim.makespan
+        speedup = local / wall if wall > 0 else math.inf
+        results.append(OptionEstimate(
+            option=option, workers_running=workload.effective_workers(model),
+            wall_seconds=wall, cost=sim.cost, worker_hourly=rate, speedup=speedup,
+            price=price, lower_bound_seconds=sim.lower_bound_makespan))
+    rec = recommend(results, local, min_speedup=min_speedup, local_cores=cores)
+    return Estimate(tasks=tasks, task_seconds=task_seconds, region=region, local_cores=cores,
+                    local_seconds=local, options=tuple(results), recommendation=rec,
+                    notes=tuple(notes), model=model, public_ip=public_ip)
+
+
+def demo_line(tasks: int, task_seconds: float, *, region: str = "us-east-1",
+              workers: int = 10, cpu: float = 1.0, memory_mib: int = 2048,
+              table: PriceTable | None = None, local_cores: int | None = None) -> str:
+    """One line: what the same work would take on Fargate (``starburst demo`` prints it)."""
+    est = estimate(tasks, task_seconds, options=[Option(workers, cpu, memory_mib)],
+                   region=region, table=table, local_cores=local_cores)
+    (only,) = est.options
+    return (f"On Fargate ({region}, {format_size(cpu, memory_mib)}, {workers} workers): "
+            f"~{format_duration(only.wall_seconds)}, ~{format_dollars(only.cost)} (estimate "
+            f"from the scale model; prices recorded {only.price.recorded} from "
+            f"{only.price.source}). `starburst estimate --tasks {tasks} --task-seconds "
+            f"{task_seconds:.3g}` compares more options.")
