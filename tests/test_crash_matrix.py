@@ -8,6 +8,7 @@ one task never breaks the executor, and no process outlives its test.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import signal
 import subprocess
@@ -84,7 +85,8 @@ def test_all_workers_killed_are_replaced(executor_factory, tmp_path):
 
 
 def test_stalled_worker_loses_its_lease_and_the_first_result_wins(executor_factory,
-                                                                  tmp_path):
+                                                                  tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="starburst")
     ex = executor_factory()
     notices = []
     on_notice = ex._client._on_notice
@@ -105,9 +107,12 @@ def test_stalled_worker_loses_its_lease_and_the_first_result_wins(executor_facto
         assert int((tmp_path / "start-slow").read_text()) != stalled
     finally:
         os.kill(stalled, signal.SIGCONT)
-    # The stalled worker finishes too; its late result must be dropped.
-    wait_for(lambda: any(n.kind == "done" and n.worker == stalled_id for n in notices),
-             timeout=30, what="the stalled worker's late result")
+    # The stalled worker finishes too; its conditional commit fails, so its late
+    # result is dropped at the source and never reaches the client.
+    wait_for(lambda: any(stalled_id in r.getMessage() and "already committed" in r.getMessage()
+                         for r in caplog.records),
+             timeout=30, what="the stalled worker to drop its late result")
+    assert not any(n.kind == "done" and n.worker == stalled_id for n in notices)
     assert future.result() == "slow"
     status = ex.status()
     assert status.attempts == 3  # slow twice, other once

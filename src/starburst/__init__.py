@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._version import __version__
 from .api import current_plan, map, plan, submit
+from .attach import Attached, attach
 from .cost import CostReport
 from .exceptions import (
     BackendError,
@@ -36,6 +37,7 @@ from .seeding import task_rng
 from .settings import Settings
 
 __all__ = [
+    "Attached",
     "BackendError",
     "BudgetExceededError",
     "CloudError",
@@ -55,6 +57,7 @@ __all__ = [
     "VersionMismatchError",
     "WorkerLostError",
     "__version__",
+    "attach",
     "current_plan",
     "map",
     "plan",

@@ -19,6 +19,7 @@ run while starburst holds a lock.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 import time
@@ -42,6 +43,7 @@ from .exceptions import (
     RemoteTraceback,
     SerializationError,
     StarburstError,
+    TaskError,
     WorkerLostError,
 )
 from .options import ExecutorOptions
@@ -56,7 +58,14 @@ from .scheduler import (
     Scheduler,
 )
 from .serialization import checksum, dumps, loads, locate_unpicklable, sizeof
-from .worker.loop import EXIT_STUCK, client_heartbeat_key, shared_key
+from .session import (
+    SessionRecord,
+    chunk_manifest_key,
+    load_manifests,
+    record_key,
+    write_manifest,
+)
+from .worker.loop import EXIT_STUCK, client_heartbeat_key, result_commit_key, shared_key
 
 __all__ = ["Client", "MapBlock", "Target"]
 
@@ -143,6 +152,18 @@ def _remote(value: Any) -> BaseException:
     return exc
 
 
+def _json_safe(options: dict[str, Any]) -> dict[str, Any]:
+    """The backend options that survive JSON (what an attaching client re-opens with)."""
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        out[name] = value
+    return out
+
+
 def _emit_logs(records: list[dict[str, Any]], task: int, worker: str) -> None:
     """Hand a task's log records to the client's loggers, task and worker attached."""
     for data in records:
@@ -187,7 +208,8 @@ def outcome_value(status: str, value: Any) -> Any:
 class Client:
     """Runs one session: owns the transport, backend, scheduler and threads."""
 
-    def __init__(self, options: ExecutorOptions, session_id: str) -> None:
+    def __init__(self, options: ExecutorOptions, session_id: str, *,
+                 attach: bool = False) -> None:
         self.options = options
         self.session_id = session_id
         self.settings = options.settings
@@ -197,8 +219,13 @@ class Client:
 
         self.display = ProgressDisplay(options.progress, "starburst")
         backend_cls = get_backend_class(options.backend)
-        self.session = backend_cls.open_session(session=session_id, options=options,
-                                                on_output=self._on_output)
+        record: SessionRecord | None = None
+        if not attach:
+            self.session = backend_cls.open_session(session=session_id, options=options,
+                                                    on_output=self._on_output)
+        else:
+            self.session, record = backend_cls.attach_session(
+                session=session_id, options=options, on_output=self._on_output)
         self.backend = self.session.backend
         self.transport = self.session.transport
         self.workers = self._fit_workers(options.workers or self.session.workers)
@@ -217,8 +244,11 @@ class Client:
         for note in self.session.notes:
             self.display.print(f"starburst: {note}", stream="stderr")
         env = {**self.session.spec.env, **self.settings.to_env()}
-        if options.detached:
+        self.deadline = record.deadline if record is not None else (
+            time.time() + options.session_timeout if options.detached else 0.0)
+        if options.detached or (record is not None and record.detached):
             env["STARBURST_DETACHED"] = "1"
+            env["STARBURST_SESSION_DEADLINE"] = f"{self.deadline:.0f}"
         self.spec = WorkerSpec(env=env, cpu=self.session.spec.cpu,
                                memory_mib=self.session.spec.memory_mib,
                                image=self.session.spec.image)
@@ -244,6 +274,17 @@ class Client:
         self._started_at = time.time()
         self._next_beat = 0.0
         self._next_dead_check = 0.0
+        self._manifests = 0
+        self._detaching = False
+        self.record = record or SessionRecord(
+            session=session_id, backend=options.backend, transport=self.transport.spec,
+            detached=options.detached, deadline=self.deadline, workers=self.workers,
+            max_attempts=options.max_attempts, options=_json_safe(options.extra))
+        self.attached_futures: dict[int, Future[Any]] = {}
+        if record is None:
+            self._write_record("running")
+        else:
+            self._manifests = self._adopt()
         self._beat()
         self._receiver = threading.Thread(target=self._receive_loop, daemon=True,
                                           name=f"starburst-receiver-{session_id}")
@@ -440,6 +481,9 @@ class Client:
                 self.scheduler.submit(chunk.id, len(chunk.tasks))
             self.counters.chunks_sent += len(chunks)
         self.transport.tasks.send([c.body for c in chunks])
+        write_manifest(self.transport.store, self.session_id, self._manifests,
+                       [(c.id, [t[0] for t in c.tasks]) for c in chunks])
+        self._manifests += 1
 
     def cancel_chunks(self, chunk_ids: Sequence[int]) -> None:
         """Forget chunks whose results nobody will read (an abandoned map)."""
@@ -533,11 +577,18 @@ class Client:
         with self._lock:
             self.counters.tasks_done += len(outcomes) - len(rerun)
             self.counters.tasks_failed += failed
-        if notice.key:
-            self.transport.store.delete_prefix(f"sessions/{self.session_id}/results/{chunk.id}/")
+        # Results stay in the store until the session ends (an attaching
+        # client finds them there); the payload is no longer needed.
         if chunk.payload_key:
             self.transport.store.delete_prefix(chunk.payload_key)
-        if rerun:
+        if rerun and not chunk.tasks:
+            lost = TaskError(
+                f"{len(rerun)} task(s) of chunk {chunk.id} were not run (their worker gave up "
+                "on a task stuck past its timeout) and an attached client cannot queue them "
+                "again: it does not have their arguments; submit them anew")
+            for i in rerun:
+                deliver(chunk.targets[i], "fail", lost)
+        elif rerun:
             self.build_chunk([chunk.tasks[i] for i in rerun], [chunk.targets[i] for i in rerun])
 
     # -- scheduler actions --------------------------------------------------
@@ -692,6 +743,8 @@ class Client:
                 self._beat()
                 self._check_dead_letters()
                 self._show_progress()
+                if self._detaching and not self._submits and not self._outbox:
+                    break
                 if self._closing and self._idle():
                     break
         except Exception as exc:
@@ -745,7 +798,62 @@ class Client:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
 
+    def _write_record(self, state: str) -> None:
+        self.record.state = state
+        self.transport.store.put(record_key(self.session_id), self.record.to_bytes())
+
+    def _adopt(self) -> int:
+        """Take a session over: one future per recorded task; committed results first.
+
+        Returns the number of manifests read (new chunks continue after them).
+        """
+        manifests = load_manifests(self.transport.store, self.session_id)
+        index = 0
+        while True:
+            try:
+                self.transport.store.get(chunk_manifest_key(self.session_id, index))
+            except KeyError:
+                break
+            index += 1
+        for cid in sorted(manifests):
+            futures: list[Future[Any]] = []
+            for tid in manifests[cid]:
+                future: Future[Any] = Future()
+                future.set_running_or_notify_cancel()
+                self.attached_futures[tid] = future
+                futures.append(future)
+            chunk = _Chunk(cid, [], list(futures))
+            self._chunks[cid] = chunk
+            self.scheduler.submit(cid, len(futures))
+            self.counters.tasks_total += len(futures)
+        next_id = max(manifests, default=-1) + 1
+        self._chunk_ids = itertools.count(next_id)
+        self._task_ids = itertools.count(max(self.attached_futures, default=-1) + 1)
+        for cid in sorted(manifests):
+            try:
+                committed = self.transport.store.get(result_commit_key(self.session_id, cid))
+            except KeyError:
+                continue
+            self._on_notice(committed)
+        self._write_record("running")
+        return index
+
+    def detach(self) -> None:
+        """Send everything queued, record the session as submitted, leave the rest running."""
+        self._detaching = True
+        self._wake.set()
+        self._loop_thread.join()
+
     def _teardown(self) -> None:
+        if self._detaching and self._broken is None:
+            self._write_record("submitted")
+            self._ended = True
+            self.display.close()
+            self.display.print(
+                f"starburst: session {self.session_id} runs on without this client; "
+                f"collect its results with starburst.attach({self.session_id!r})",
+                stream="stderr")
+            return
         error = self._broken or self._aborted
         try:
             self.backend.stop()

@@ -103,7 +103,11 @@ class Executor(_StdExecutor):
         idle_timeout: seconds a worker waits for work before it exits
             (None: ``settings.idle_timeout``, 60 by default).
         progress: show a progress bar (None: only on a terminal).
-        detached: keep working after this client exits.
+        detached: keep working after this client exits: ``shutdown()``
+            (or leaving the ``with`` block) sends what is queued and returns;
+            workers go on until the work is done or ``session_timeout``;
+            :func:`starburst.attach` collects the results from any process.
+        session_timeout: seconds a detached session may run (default 24 h).
         settings: protocol intervals (tests use short ones).
         max_cost: hard cap in dollars for the run (billed backends): once
             spent plus projected cost would exceed it, no worker starts,
@@ -123,12 +127,14 @@ class Executor(_StdExecutor):
                  idle_timeout: float | None = None, progress: bool | None = None,
                  detached: bool = False, settings: Settings | None = None,
                  max_cost: float | None = None, max_hourly_cost: float | None = None,
-                 seed: int | None = None, **backend_options: Any) -> None:
+                 seed: int | None = None, session_timeout: float = 24 * 3600.0,
+                 **backend_options: Any) -> None:
         self._options = ExecutorOptions.build(
             backend=backend, workers=workers, cpu=cpu, memory=memory, chunksize=chunksize,
             max_attempts=max_attempts, task_timeout=task_timeout, idle_timeout=idle_timeout,
             progress=progress, detached=detached, settings=settings, max_cost=max_cost,
-            max_hourly_cost=max_hourly_cost, seed=seed, **backend_options)
+            max_hourly_cost=max_hourly_cost, seed=seed, session_timeout=session_timeout,
+            **backend_options)
         self._session_id = new_session_id()
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
@@ -236,6 +242,10 @@ class Executor(_StdExecutor):
         """
         with self._shutdown_lock:
             self._shutdown = True
+        if self._options.detached and not cancel_futures:
+            # Send what is queued and leave: the workers go on without us.
+            self._client.detach()
+            return
         self._client.close(wait=wait, cancel_futures=cancel_futures)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

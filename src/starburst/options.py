@@ -64,6 +64,7 @@ class ExecutorOptions:
     max_cost: float | None = None
     max_hourly_cost: float | None = None
     seed: int | None = None
+    session_timeout: float = 24 * 3600.0
     settings: Settings = field(default_factory=Settings)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -74,7 +75,8 @@ class ExecutorOptions:
               idle_timeout: float | None = None, progress: bool | None = None,
               detached: bool = False, settings: Settings | None = None,
               max_cost: float | None = None, max_hourly_cost: float | None = None,
-              seed: int | None = None, **extra: Any) -> ExecutorOptions:
+              seed: int | None = None, session_timeout: float = 24 * 3600.0,
+              **extra: Any) -> ExecutorOptions:
         """Validate user-facing arguments; every error names the fix."""
         if not isinstance(backend, str):
             raise ConfigurationError(f"backend={backend!r} must be a name such as 'local'")
@@ -108,10 +110,10 @@ class ExecutorOptions:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
                                  or seed < 0):
             raise ConfigurationError(f"seed={seed!r} must be a non-negative integer or None")
-        if detached:
+        if (isinstance(session_timeout, bool) or not isinstance(session_timeout, (int, float))
+                or not math.isfinite(session_timeout) or session_timeout <= 0):
             raise ConfigurationError(
-                "detached=True is not available yet: a session still ends with its client. "
-                "Keep the client running (or run it under nohup/tmux) until it returns")
+                f"session_timeout={session_timeout!r} must be a positive number of seconds")
         base = settings or Settings.from_env()
         if idle_timeout is not None:
             base = Settings(**{**_settings_dict(base), "idle_timeout": float(idle_timeout)})
@@ -122,7 +124,7 @@ class ExecutorOptions:
                    progress=progress, detached=detached, settings=base,
                    max_cost=None if max_cost is None else float(max_cost),
                    max_hourly_cost=None if max_hourly_cost is None else float(max_hourly_cost),
-                   seed=seed, extra=extra)
+                   seed=seed, session_timeout=float(session_timeout), extra=extra)
 
     def default_local_workers(self) -> int:
         """One worker per core this process may use."""

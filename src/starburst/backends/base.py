@@ -13,9 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..exceptions import ConfigurationError
+
 if TYPE_CHECKING:
     from ..options import ExecutorOptions
     from ..scheduler import LaunchPacing
+    from ..session import SessionRecord
     from ..transport import Transport
 
 __all__ = ["ComputeBackend", "OutputCallback", "Session", "WorkerExit", "WorkerSpec",
@@ -147,6 +150,16 @@ class ComputeBackend(abc.ABC):
         Validates the backend-specific options in ``options.extra`` and
         raises :class:`~starburst.exceptions.ConfigurationError` for bad ones.
         """
+
+    @classmethod
+    def attach_session(cls, *, session: str, options: ExecutorOptions,
+                       on_output: OutputCallback | None = None,
+                       ) -> tuple[Session, SessionRecord]:
+        """Re-open an existing session (``starburst.attach``) and read its record.
+
+        Creates nothing: the session's transport is rebuilt from its record.
+        """
+        raise ConfigurationError(f"backend {cls.name!r} cannot attach to session {session} yet")
 
     @abc.abstractmethod
     def launch(self, count: int, spec: WorkerSpec) -> list[str]:

@@ -23,6 +23,8 @@ from typing import IO, TYPE_CHECKING
 
 from ..exceptions import BackendError, ConfigurationError
 from ..scheduler import LaunchPacing
+from ..session import SessionRecord, record_key
+from ..transport import open_transport
 from ..transport.local import LocalTransport
 from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
 
@@ -35,6 +37,12 @@ __all__ = ["LocalBackend"]
 # exit within a poll) before it sends SIGKILL.
 _TERM_GRACE = 5.0
 _ids = itertools.count(1)
+
+
+def _session_dir(session: str) -> str:
+    """Where a local session keeps its store and queues."""
+    root = os.environ.get("STARBURST_LOCAL_DIR") or tempfile.gettempdir()
+    return os.path.join(root, f"starburst-{session}")
 
 
 def _client_path() -> str:
@@ -69,8 +77,7 @@ class LocalBackend(ComputeBackend):
             raise ConfigurationError(
                 f"the local backend takes no option(s) {', '.join(sorted(options.extra))}; "
                 "they apply to backend='fargate'")
-        root = os.environ.get("STARBURST_LOCAL_DIR") or tempfile.gettempdir()
-        directory = os.path.join(root, f"starburst-{session}")
+        directory = _session_dir(session)
         transport = LocalTransport(directory, max_receives=options.settings.max_receives)
         spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,
                                "STARBURST_SESSION": session},
@@ -79,6 +86,28 @@ class LocalBackend(ComputeBackend):
                        pacing=LaunchPacing.unlimited(),
                        workers=options.default_local_workers())
 
+    @classmethod
+    def attach_session(cls, *, session: str, options: ExecutorOptions,
+                       on_output: OutputCallback | None = None,
+                       ) -> tuple[Session, SessionRecord]:
+        directory = _session_dir(session)
+        if not os.path.isfile(os.path.join(directory, "store", record_key(session))):
+            raise ConfigurationError(
+                f"no local session {session} in {os.path.dirname(directory)}: it ended (its "
+                "data is deleted when it ends) or ran with another STARBURST_LOCAL_DIR")
+        transport = open_transport(f"local:{directory}?max_receives="
+                                   f"{options.settings.max_receives}")
+        try:
+            record = SessionRecord.from_bytes(transport.store.get(record_key(session)))
+        except KeyError:
+            raise ConfigurationError(f"session {session} has no record to attach to") from None
+        transport = open_transport(record.transport)
+        spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,
+                               "STARBURST_SESSION": session},
+                          cpu=options.cpu, memory_mib=options.memory_mib)
+        return Session(backend=cls(on_output), transport=transport, spec=spec,
+                       pacing=LaunchPacing.unlimited(), workers=record.workers), record
+
     def launch(self, count: int, spec: WorkerSpec) -> list[str]:
         ids: list[str] = []
         for _ in range(count):
@@ -86,18 +115,32 @@ class LocalBackend(ComputeBackend):
             env = {**os.environ, **spec.env, "STARBURST_WORKER_ID": worker,
                    "STARBURST_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1",
                    "PYTHONPATH": _client_path()}
+            detached = spec.env.get("STARBURST_DETACHED") == "1"
+            log_file = None
+            if detached:
+                # It outlives this client: its output goes to a file, not a pipe.
+                log_dir = os.path.join(spec.env["STARBURST_TRANSPORT"].partition(":")[2]
+                                       .partition("?")[0], "logs")
+                os.makedirs(log_dir, exist_ok=True)
+                log_file = open(os.path.join(log_dir, f"{worker}.log"), "ab")  # noqa: SIM115
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "starburst.worker"], env=env,
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file or subprocess.PIPE,
+                    stderr=log_file or subprocess.PIPE,
                     start_new_session=True)
             except OSError as exc:
                 if ids:
                     break
                 raise BackendError(f"cannot start a local worker process: {exc}") from exc
+            finally:
+                if log_file is not None:
+                    log_file.close()
             pumps = [threading.Thread(target=self._pump, args=(worker, name, stream),
                                       name=f"starburst-out-{worker}", daemon=True)
-                     for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))]
+                     for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))
+                     if stream is not None]
             for pump in pumps:
                 pump.start()
             with self._lock:

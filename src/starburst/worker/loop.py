@@ -89,6 +89,8 @@ class Worker:
         self._attempt = ""
         self._reported = False
         self.chunks_done = 0
+        deadline = os.environ.get("STARBURST_SESSION_DEADLINE", "")
+        self.deadline = float(deadline) if deadline.replace(".", "", 1).isdigit() else 0.0
         parent = os.environ.get("STARBURST_PARENT_PID")
         self._parent = int(parent) if parent and parent.isdigit() else None
 
@@ -124,6 +126,9 @@ class Worker:
                     return 0
             if not self.detached and self._orphaned():
                 self._log("the client process is gone, exiting")
+                return 0
+            if self.deadline and time.time() > self.deadline:
+                self._log("the session reached its session_timeout, exiting")
                 return 0
             idle_left = self.settings.idle_timeout - (now - idle_since)
             if idle_left <= 0:
@@ -267,23 +272,33 @@ class Worker:
 
     def _report(self, task: protocol.TaskMessage, outcomes: list[Outcome], attempt: str,
                 msg: Message, started: float) -> None:
+        """Commit the result (first attempt wins), notify the client, acknowledge.
+
+        The commit is the ``done`` notice itself, written with a conditional
+        put to ``results/<chunk>/commit``: with the body inside when it is
+        small, else pointing at the attempt's own key. It stays in the store
+        until the session ends, so a client that attaches later finds every
+        result even if another client consumed (and lost) the notice.
+        """
         frame = self._encode(outcomes)
         digest = checksum(frame)
         info = {"seconds": round(time.time() - started, 6)}
-        if len(frame) <= self.transport.inline_limit:
-            self._notify("done", task.chunk, attempt=attempt, checksum=digest, info=info,
-                         body=frame)
-        else:
-            key = result_key(self.session, task.chunk, attempt)
+        small = len(frame) <= self.transport.inline_limit
+        key = "" if small else result_key(self.session, task.chunk, attempt)
+        notice = protocol.Notice(kind="done", session=self.session, chunk=task.chunk,
+                                 worker=self.worker_id, attempt=attempt, key=key,
+                                 checksum=digest, info=info, body=frame if small else b"")
+        encoded = protocol.encode(notice)
+        if key:
             self.transport.store.put(key, frame)
-            if not self.transport.store.put_if_absent(
-                    result_commit_key(self.session, task.chunk), attempt.encode()):
-                # Another attempt committed first: it wins, this one is dropped.
-                self._log(f"chunk {task.chunk}: a result was already committed; dropping")
-                self.transport.tasks.delete([msg.receipt])
-                return
-            self._notify("done", task.chunk, attempt=attempt, key=key, checksum=digest,
-                         info=info)
+        if not self.transport.store.put_if_absent(
+                result_commit_key(self.session, task.chunk), encoded):
+            # Another attempt committed first: it wins, this one is dropped.
+            self._log(f"chunk {task.chunk}: a result was already committed; dropping")
+            if key:
+                self.transport.store.delete_prefix(key)
+        else:
+            self.transport.results.send([encoded])
         self.transport.tasks.delete([msg.receipt])
         with self._lock:
             self._lease = None

@@ -1,0 +1,104 @@
+"""Detached sessions and attach: the client may exit (or die); results are not lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from _support import session_processes, wait_for
+
+import starburst
+
+SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    import starburst
+    from _tasks import nap
+
+    settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=5,
+                                  client_heartbeat=1.0, client_stale=600, timeout_grace=1.0)
+    ex = starburst.Executor(workers=2, detached={detached}, settings=settings, progress=False)
+    futures = [ex.submit(nap, 0.2 + 0.01 * i) for i in range(20)]
+    print(json.dumps({{"session": ex.session_id}}), flush=True)
+    futures[0].result()              # work is under way
+    {after}
+""")
+
+
+def _start(tmp_path: Path, *, detached: bool, after: str) -> tuple[subprocess.Popen[str], str]:
+    script = tmp_path / "client.py"
+    script.write_text(SCRIPT.format(detached=detached, after=after))
+    env = {**os.environ, "STARBURST_LOCAL_DIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError(f"the client printed no session id: {err}")
+    return proc, json.loads(line)["session"]
+
+
+@pytest.mark.parametrize("detached", [True, False])
+def test_client_killed_mid_run_then_attach_gets_every_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, detached: bool) -> None:
+    proc, session = _start(tmp_path, detached=detached, after="time.sleep(60)")
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    with starburst.attach(session, progress=False) as handle:
+        results = handle.results(timeout=120)
+        assert results == [0.2 + 0.01 * i for i in range(20)]
+        assert handle.status().tasks_total == 20
+    # The attached client ended the session: its data is gone.
+    assert not (tmp_path / f"starburst-{session}").exists()
+    with pytest.raises(starburst.ConfigurationError, match="no local session"):
+        starburst.attach(session)
+
+
+def test_detached_client_exits_and_workers_go_on(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    proc, session = _start(tmp_path, detached=True, after="ex.shutdown()")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0  # shutdown of a detached executor returns at once
+    assert "runs on without this client" in err
+    record = json.loads((tmp_path / f"starburst-{session}" / "store" / "sessions" / session
+                         / "record.json").read_text())
+    assert record["state"] == "submitted"
+    assert record["detached"] is True
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    with starburst.attach(session, progress=False) as handle:
+        done = [f.result(timeout=120) for f in handle.as_completed(timeout=120)]
+    assert sorted(done) == [0.2 + 0.01 * i for i in range(20)]
+
+
+def test_attach_to_an_unknown_session_names_the_cause(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    with pytest.raises(starburst.ConfigurationError, match="no local session sb-nope"):
+        starburst.attach("sb-nope")
+
+
+def test_session_timeout_must_be_positive() -> None:
+    with pytest.raises(starburst.ConfigurationError, match="session_timeout"):
+        starburst.Executor(detached=True, session_timeout=0)
+
+
+def test_worker_processes_of_a_detached_session_end(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    proc, session = _start(tmp_path, detached=True, after="ex.shutdown()")
+    proc.communicate(timeout=30)
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    with starburst.attach(session, progress=False) as handle:
+        handle.results(timeout=120)
+
+    wait_for(lambda: not session_processes(session), timeout=60,
+             what="the detached session's workers to exit")
