@@ -49,6 +49,7 @@ from .exceptions import (
 from .options import ExecutorOptions
 from .scheduler import (
     Budget,
+    ChunkState,
     Discard,
     Fail,
     Launch,
@@ -65,7 +66,13 @@ from .session import (
     record_key,
     write_manifest,
 )
-from .worker.loop import EXIT_STUCK, client_heartbeat_key, result_commit_key, shared_key
+from .worker.loop import (
+    EXIT_STUCK,
+    cancel_key,
+    client_heartbeat_key,
+    result_commit_key,
+    shared_key,
+)
 
 __all__ = ["Client", "MapBlock", "Target"]
 
@@ -138,6 +145,7 @@ class _Counters:
     tasks_total: int = 0
     tasks_done: int = 0
     tasks_failed: int = 0
+    tasks_cancelled: int = 0
     chunks_sent: int = 0
     workers_launched: int = 0
     worker_exits: list[WorkerExit] = field(default_factory=list)
@@ -276,6 +284,8 @@ class Client:
         self._next_dead_check = 0.0
         self._manifests = 0
         self._detaching = False
+        self._future_chunk: dict[Future[Any], int] = {}
+        self._maybe_cancelled: set[int] = set()
         self.record = record or SessionRecord(
             session=session_id, backend=options.backend, transport=self.transport.spec,
             detached=options.detached, deadline=self.deadline, workers=self.workers,
@@ -383,10 +393,52 @@ class Client:
             if not good_tasks:
                 return None
             chunk = self._encode_chunk(good_tasks, good_targets)
+        futures = [t for t in chunk.targets if isinstance(t, Future)]
+        if futures:
+            with self._lock:
+                for future in futures:
+                    self._future_chunk[future] = chunk.id
+            for future in futures:
+                future.add_done_callback(self._on_future_done)
         with self._outbox_lock:
             self._outbox.append(chunk)
         self._wake.set()
         return chunk.id, chunk.size
+
+    def _on_future_done(self, future: Future[Any]) -> None:
+        """A submitted future finished or was cancelled by the user."""
+        with self._lock:
+            chunk_id = self._future_chunk.pop(future, None)
+        if chunk_id is None or not future.cancelled():
+            return
+        future.set_running_or_notify_cancel()  # wake wait()/as_completed() waiters
+        with self._lock:
+            self._maybe_cancelled.add(chunk_id)
+        self._wake.set()
+
+    def _cancel_abandoned(self) -> None:
+        """Cancel chunks whose every future was cancelled before a worker started them."""
+        with self._lock:
+            candidates, self._maybe_cancelled = self._maybe_cancelled, set()
+        if not candidates:
+            return
+        with self._outbox_lock:
+            pending = {c.id: c for c in self._outbox if c.id in candidates}
+        with self._lock:
+            for cid in candidates:
+                chunk = self._chunks.get(cid) or pending.get(cid)
+                if chunk is not None and all(
+                        isinstance(t, Future) and t.cancelled() for t in chunk.targets):
+                    pending[cid] = chunk
+                else:
+                    pending.pop(cid, None)
+        if pending:
+            for cid in pending:
+                # Workers check this before running a cancellable chunk.
+                self.transport.store.put(cancel_key(self.session_id, cid), b"")
+            self.cancel_chunks(list(pending))
+            with self._lock:
+                self.counters.tasks_cancelled += sum(len(c.targets) for c in pending.values())
 
     def _encode_chunk(self, tasks: list[TaskSpec], targets: list[Target]) -> _Chunk:
         digests: dict[str, int] = {}
@@ -438,7 +490,8 @@ class Client:
         msg = protocol.TaskMessage(
             session=self.session_id, chunk=chunk_id, n=len(tasks), checksum=checksum(frame),
             key=key, timeout=self.options.task_timeout,
-            capture=not self.backend.live_output, body=body)
+            capture=not self.backend.live_output,
+            cancellable=any(isinstance(t, Future) for t in targets), body=body)
         return _Chunk(chunk_id, tasks, targets, protocol.encode(msg), key, len(frame))
 
     def enqueue_submit(self, future: Future[Any], fn: Callable[..., Any],
@@ -452,7 +505,14 @@ class Client:
         batch = []
         while self._submits:
             batch.append(self._submits.popleft())
-        live = [item for item in batch if item[0].set_running_or_notify_cancel()]
+        # Futures stay PENDING (cancellable, as concurrent.futures documents)
+        # until a worker starts their chunk; a cancelled one is just notified.
+        live = []
+        for item in batch:
+            if item[0].cancelled():
+                item[0].set_running_or_notify_cancel()
+            else:
+                live.append(item)
         if not live:
             return
         size = submit_group_size(len(live), self.workers)
@@ -492,7 +552,7 @@ class Client:
             self._outbox = [c for c in self._outbox if c.id not in drop]
         with self._lock:
             for cid in chunk_ids:
-                if self.scheduler.cancel(cid):
+                if self.scheduler.cancel(cid) or cid in drop:
                     self._chunks.pop(cid, None)
                     self.scheduler.forget(cid)
 
@@ -532,6 +592,12 @@ class Client:
                 self._futile_exits = 0
                 actions = self.scheduler.started(notice.chunk, notice.worker, notice.receipt,
                                                  time.monotonic())
+                started = self._chunks.get(notice.chunk)
+                if started is not None:
+                    for target in started.targets:
+                        if isinstance(target, Future) and not (target.running()
+                                                               or target.done()):
+                            target.set_running_or_notify_cancel()
             elif notice.kind == "release":
                 self.scheduler.released(notice.chunk, notice.worker)
             elif notice.kind == "bad":
@@ -735,6 +801,7 @@ class Client:
                 if self._aborted is not None or self._broken is not None:
                     break
                 self._drain_submits()
+                self._cancel_abandoned()
                 self._flush_outbox()
                 self._watch_workers()
                 with self._lock:
@@ -888,7 +955,19 @@ class Client:
         """Finish outstanding work (unless aborted), then stop workers and clean up."""
         if cancel_futures:
             while self._submits:
-                self._submits.popleft()[0].cancel()
+                future = self._submits.popleft()[0]
+                future.cancel()
+                future.set_running_or_notify_cancel()
+            with self._outbox_lock:
+                queued = list(self._outbox)
+            with self._lock:
+                queued += [c for c in self._chunks.values()
+                           if (rec := self.scheduler.chunks.get(c.id)) is not None
+                           and rec.state is ChunkState.PENDING]
+            for chunk in queued:
+                for target in chunk.targets:
+                    if isinstance(target, Future):
+                        target.cancel()  # succeeds only while it has not started
         self._closing = True
         self._wake.set()
         if wait:
@@ -923,7 +1002,8 @@ class Client:
                 "tasks_total": c.tasks_total,
                 "tasks_done": c.tasks_done - c.tasks_failed,
                 "tasks_failed": c.tasks_failed,
-                "tasks_pending": c.tasks_total - c.tasks_done,
+                "tasks_pending": c.tasks_total - c.tasks_done - c.tasks_cancelled,
+                "tasks_cancelled": c.tasks_cancelled,
                 "attempts": self.scheduler.total_attempts,
                 "elapsed": round(time.time() - self._started_at, 3),
             }

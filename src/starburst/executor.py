@@ -70,6 +70,7 @@ class Status:
     tasks_pending: int
     attempts: int
     elapsed: float
+    tasks_cancelled: int = 0
 
 
 def _length(iterables: Iterable[Any]) -> int | None:

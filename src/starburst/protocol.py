@@ -52,6 +52,8 @@ class TaskMessage:
         key: store key of the payload, or "" when it rides in ``body``.
         timeout: per-task timeout in seconds, or None.
         capture: whether the worker returns what each task printed.
+        cancellable: the tasks are futures the user may cancel while queued;
+            the worker checks for a cancel marker before running them.
         body: the inline payload frame.
     """
 
@@ -62,6 +64,7 @@ class TaskMessage:
     key: str = ""
     timeout: float | None = None
     capture: bool = False
+    cancellable: bool = False
     body: bytes = b""
 
 
@@ -104,7 +107,7 @@ def encode(msg: TaskMessage | Notice) -> bytes:
     if isinstance(msg, TaskMessage):
         header: dict[str, Any] = {
             "t": "task", "s": msg.session, "c": msg.chunk, "n": msg.n, "h": msg.checksum,
-            "k": msg.key, "to": msg.timeout, "cap": msg.capture,
+            "k": msg.key, "to": msg.timeout, "cap": msg.capture, "x": msg.cancellable,
         }
     else:
         header = {
@@ -166,7 +169,8 @@ def decode(data: bytes) -> TaskMessage | Notice:
             session=_get(header, "s", str), chunk=_get(header, "c", int), n=n,
             checksum=_get(header, "h", str), key=_get(header, "k", str),
             timeout=None if timeout is None else float(timeout),
-            capture=_get(header, "cap", bool), body=body,
+            capture=_get(header, "cap", bool),
+            cancellable=_get(header, "x", bool) if "x" in header else False, body=body,
         )
     if kind not in _NOTICE_KINDS:
         raise ProtocolError(f"unknown message kind {kind!r}")

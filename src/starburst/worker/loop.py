@@ -34,7 +34,8 @@ from ..transport import Transport
 from ..transport.base import Message
 from .runner import ChunkRun, Outcome
 
-__all__ = ["Worker", "client_heartbeat_key", "result_commit_key", "result_key", "shared_key"]
+__all__ = ["Worker", "cancel_key", "client_heartbeat_key", "result_commit_key", "result_key",
+           "shared_key"]
 
 # SQS long polls for at most 20 s; the local queue accepts any wait.
 _MAX_WAIT = 20.0
@@ -58,6 +59,11 @@ def result_key(session: str, chunk: int, attempt: str) -> str:
 def result_commit_key(session: str, chunk: int) -> str:
     """Store key whose conditional creation commits a chunk's winning attempt."""
     return f"sessions/{session}/results/{chunk}/commit"
+
+
+def cancel_key(session: str, chunk: int) -> str:
+    """Store key whose presence says the user cancelled a queued chunk."""
+    return f"sessions/{session}/cancelled/{chunk}"
 
 
 def client_heartbeat_key(session: str) -> str:
@@ -185,6 +191,11 @@ class Worker:
                 raise ProtocolError(f"message of session {task.session!r}, not {self.session!r}")
         except ProtocolError as exc:
             self._move_aside(msg, exc)
+            return
+        if task.cancellable and self.transport.store.exists(cancel_key(self.session,
+                                                                        task.chunk)):
+            self._log(f"chunk {task.chunk} was cancelled before it started; skipping it")
+            self.transport.tasks.delete([msg.receipt])
             return
         attempt = uuid.uuid4().hex[:16]
         with self._lock:
