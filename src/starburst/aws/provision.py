@@ -1,0 +1,407 @@
+"""Idempotent creation of what a Fargate run needs.
+
+Each ``ensure_*`` function looks first and creates only what is missing,
+so calling it on every session start costs a few read requests and a
+locked-down account (resources made by an administrator, named in the
+config) needs no create permissions at all.
+
+Tags (DESIGN.md §2): shared resources (bucket, cluster, log group, roles,
+security group, task definitions) carry ``starburst:managed=true`` and are
+reused across sessions; per-session resources (queues, tasks) carry
+``starburst:session=<id>`` and are removed when the session ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from ..exceptions import CloudError, ConfigurationError
+from ..transport.aws import QueueUrls
+from ..transport.sqs import MAX_MESSAGE_BYTES
+from .clients import account_id, client, partition, resolve_region
+from .config import AwsConfig
+from .errors import error_code, translate_errors
+from .sizes import cpu_units, validate_size
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import FilterTypeDef, TagSpecificationTypeDef
+    from mypy_boto3_ecs.type_defs import NetworkConfigurationTypeDef
+    from mypy_boto3_s3.type_defs import TagTypeDef
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
+
+__all__ = [
+    "CONTAINER_NAME", "LOG_STREAM_PREFIX", "MANAGED_TAG", "SESSION_TAG", "Network", "Roles",
+    "Shared", "create_session_queues", "default_bucket", "delete_session_queues",
+    "ensure_bucket", "ensure_cluster", "ensure_log_group", "ensure_network", "ensure_roles",
+    "ensure_shared", "ensure_task_definition", "queue_names",
+]
+
+MANAGED_TAG = "starburst:managed"
+SESSION_TAG = "starburst:session"
+#: The worker container of every starburst task definition.
+CONTAINER_NAME = "worker"
+#: awslogs stream names are <prefix>/<container>/<task id>.
+LOG_STREAM_PREFIX = "starburst"
+EXECUTION_ROLE = "starburst-execution"
+TASK_ROLE = "starburst-task"
+SECURITY_GROUP = "starburst-workers"
+#: Worker logs and session records are kept a month: long enough to read
+#: `starburst logs`/`cost` of last week's run, short enough to cost nothing.
+_LOG_RETENTION_DAYS = 30
+_RECORD_EXPIRY_DAYS = 30
+#: Parts of an interrupted multipart upload are billed until aborted.
+_ABORT_UPLOADS_DAYS = 1
+#: SQS's maximum retention (14 days), so a detached run of many days keeps its work.
+_QUEUE_RETENTION_S = 14 * 24 * 3600
+_NOT_FOUND_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+_ARCHES = {"x86_64": "X86_64", "amd64": "X86_64", "arm64": "ARM64", "aarch64": "ARM64"}
+_TRUST_ECS_TASKS = json.dumps({"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+    "Action": "sts:AssumeRole"}]})
+# What AmazonECSTaskExecutionRolePolicy grants, inline so that nothing
+# depends on an AWS-managed policy being attachable.
+_EXECUTION_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Resource": "*", "Action": [
+        "ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability",
+        "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage",
+        "logs:CreateLogStream", "logs:PutLogEvents"]}]})
+
+
+def _managed_tags() -> list[TagTypeDef]:
+    return [{"Key": MANAGED_TAG, "Value": "true"}]
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """awsvpc networking of the workers."""
+
+    subnets: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    assign_public_ip: bool
+
+    def awsvpc(self) -> NetworkConfigurationTypeDef:
+        """The ``networkConfiguration`` of RunTask."""
+        return {"awsvpcConfiguration": {
+            "subnets": list(self.subnets), "securityGroups": list(self.security_groups),
+            "assignPublicIp": "ENABLED" if self.assign_public_ip else "DISABLED"}}
+
+
+@dataclass(frozen=True, slots=True)
+class Roles:
+    """IAM roles of the task definition."""
+
+    execution: str
+    task: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """The shared resources of a region, resolved and present."""
+
+    region: str
+    bucket: str
+    prefix: str
+    cluster: str
+    log_group: str
+    roles: Roles
+    network: Network
+
+
+def default_bucket(region: str) -> str:
+    """``starburst-<account>-<region>``: unique per account and region, as S3 needs."""
+    return f"starburst-{account_id(region)}-{region}"
+
+
+def ensure_bucket(bucket: str, *, region: str, prefix: str = "") -> None:
+    """Create the bucket if missing (private, tagged, expiring old records)."""
+    s3 = client("s3", region=region)
+    with translate_errors(f"S3 HeadBucket {bucket}"):
+        try:
+            s3.head_bucket(Bucket=bucket)
+            return
+        except ClientError as exc:
+            if error_code(exc) in ("403", "AccessDenied"):
+                raise CloudError(
+                    f"the S3 bucket {bucket!r} exists but this identity cannot use it (another "
+                    "account's, or missing permissions); set bucket = \"...\" in the starburst "
+                    "config to a bucket you own") from exc
+            if error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+    with translate_errors(f"S3 CreateBucket {bucket}"):
+        try:
+            if region == "us-east-1":
+                s3.create_bucket(Bucket=bucket)
+            else:
+                s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={
+                    "LocationConstraint": region})  # type: ignore[typeddict-item]
+        except ClientError as exc:
+            if error_code(exc) == "BucketAlreadyExists":
+                raise CloudError(
+                    f"the S3 bucket name {bucket!r} is taken by another account; set "
+                    "bucket = \"...\" in the starburst config to a unique name") from exc
+            if error_code(exc) != "BucketAlreadyOwnedByYou":
+                raise
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True})
+        s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": _managed_tags()})
+        rule_prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [{
+            "ID": "starburst-expiry", "Status": "Enabled", "Filter": {"Prefix": rule_prefix},
+            "Expiration": {"Days": _RECORD_EXPIRY_DAYS},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": _ABORT_UPLOADS_DAYS}}]})
+
+
+def ensure_cluster(name: str, *, region: str) -> str:
+    """Return the ARN of the ECS cluster ``name``, creating it if missing."""
+    ecs = client("ecs", region=region)
+    with translate_errors(f"ECS cluster {name}"):
+        for found in ecs.describe_clusters(clusters=[name]).get("clusters", []):
+            if found.get("status") == "ACTIVE":
+                return found["clusterArn"]
+        created = ecs.create_cluster(clusterName=name,
+                                     tags=[{"key": MANAGED_TAG, "value": "true"}])
+    return created["cluster"]["clusterArn"]
+
+
+def ensure_log_group(name: str, *, region: str) -> None:
+    """Create the CloudWatch log group if missing, with a retention period."""
+    logs = client("logs", region=region)
+    with translate_errors(f"CloudWatch log group {name}"):
+        pages = logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=name)
+        if any(g.get("logGroupName") == name for page in pages for g in page["logGroups"]):
+            return
+        try:
+            logs.create_log_group(logGroupName=name, tags={MANAGED_TAG: "true"})
+        except ClientError as exc:
+            if error_code(exc) != "ResourceAlreadyExistsException":
+                raise
+        logs.put_retention_policy(logGroupName=name, retentionInDays=_LOG_RETENTION_DAYS)
+
+
+def _ensure_role(name: str, description: str, policy_name: str, policy: str, *,
+                 region: str) -> str:
+    iam = client("iam", region=region)
+    with translate_errors(f"IAM role {name}"):
+        try:
+            arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchEntity":
+                raise
+            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=_TRUST_ECS_TASKS,
+                                  Description=description, Tags=_managed_tags())["Role"]["Arn"]
+        # Idempotent; it also updates a policy an older starburst wrote.
+        iam.put_role_policy(RoleName=name, PolicyName=policy_name, PolicyDocument=policy)
+    return arn
+
+
+def ensure_roles(*, region: str, bucket: str, prefix: str, execution_role_arn: str | None = None,
+                 task_role_arn: str | None = None) -> Roles:
+    """Return the task definition's roles, creating starburst's own when none are configured.
+
+    The task role may touch only the bucket's prefix and starburst queues;
+    the execution role only pulls images and writes logs.
+    """
+    execution = execution_role_arn or _ensure_role(
+        EXECUTION_ROLE, "starburst: lets ECS pull worker images and write their logs",
+        "starburst-execution", _EXECUTION_POLICY, region=region)
+    if task_role_arn:
+        return Roles(execution, task_role_arn)
+    part, account = partition(region), account_id(region)
+    key_prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Resource": f"arn:{part}:s3:::{bucket}/{key_prefix}*", "Action": [
+            "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]},
+        {"Effect": "Allow", "Resource": f"arn:{part}:s3:::{bucket}", "Action": "s3:ListBucket",
+         "Condition": {"StringLike": {"s3:prefix": f"{key_prefix}*"}}},
+        {"Effect": "Allow", "Resource": f"arn:{part}:sqs:*:{account}:starburst-*", "Action": [
+            "sqs:ReceiveMessage", "sqs:SendMessage", "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]}]})
+    # One inline policy per bucket: IAM is global, buckets are per region.
+    task = _ensure_role(TASK_ROLE, "starburst: what worker code may touch",
+                        f"starburst-data-{bucket}"[:128], policy, region=region)
+    return Roles(execution, task)
+
+
+def ensure_network(*, region: str, subnets: tuple[str, ...] = (),
+                   security_groups: tuple[str, ...] = (),
+                   assign_public_ip: bool = True) -> Network:
+    """Return the workers' networking: configured, or the default VPC's subnets plus a
+    ``starburst-workers`` security group with no ingress (workers only call out)."""
+    ec2 = client("ec2", region=region)
+    with translate_errors("EC2 networking for the workers"):
+        if subnets:
+            found = ec2.describe_subnets(SubnetIds=list(subnets))["Subnets"]
+            vpc = found[0]["VpcId"]
+        else:
+            vpcs = ec2.describe_vpcs(
+                Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+            if not vpcs:
+                raise ConfigurationError(
+                    f"region {region} has no default VPC: set subnets = [\"subnet-...\"] and "
+                    "security_groups = [\"sg-...\"] in the starburst config (subnets with a "
+                    "route to the internet or to VPC endpoints for ECR, S3, SQS and Logs)")
+            vpc = vpcs[0]["VpcId"]
+            in_vpc: list[FilterTypeDef] = [{"Name": "vpc-id", "Values": [vpc]}]
+            found = ec2.describe_subnets(
+                Filters=[*in_vpc, {"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+            found = found or ec2.describe_subnets(Filters=in_vpc)["Subnets"]
+            subnets = tuple(sorted(s["SubnetId"] for s in found))
+        if not security_groups:
+            security_groups = (_ensure_security_group(vpc, region=region),)
+    return Network(subnets, security_groups, assign_public_ip)
+
+
+def _ensure_security_group(vpc: str, *, region: str) -> str:
+    ec2 = client("ec2", region=region)
+    groups = ec2.describe_security_groups(Filters=[
+        {"Name": "vpc-id", "Values": [vpc]},
+        {"Name": "group-name", "Values": [SECURITY_GROUP]}])["SecurityGroups"]
+    if groups:
+        return groups[0]["GroupId"]
+    tagging: TagSpecificationTypeDef = {"ResourceType": "security-group",
+                                        "Tags": [{"Key": MANAGED_TAG, "Value": "true"}]}
+    created = ec2.create_security_group(
+        GroupName=SECURITY_GROUP, VpcId=vpc,
+        Description="starburst workers: no ingress, egress to AWS APIs only",
+        TagSpecifications=[tagging])
+    return created["GroupId"]
+
+
+def _arch(arch: str) -> str:
+    try:
+        return _ARCHES[arch.lower()]
+    except KeyError:
+        raise ConfigurationError(
+            f"arch={arch!r} is not a Fargate architecture; use 'x86_64' or 'arm64'") from None
+
+
+def ensure_task_definition(*, image: str, cpu: float, memory_mib: int, arch: str = "x86_64",
+                           region: str, roles: Roles, log_group: str) -> str:
+    """Return the ARN of a task definition for this image and size, reusing a matching one.
+
+    The family name encodes size and architecture plus a digest of the
+    rest, so the latest ACTIVE revision of the family is the candidate;
+    it is reused when image, size, roles and logging all match.
+    """
+    validate_size(cpu, memory_mib)
+    platform = _arch(arch)
+    units = cpu_units(cpu)
+    digest = hashlib.sha256("|".join(
+        (image, roles.execution, roles.task, log_group, region)).encode()).hexdigest()[:12]
+    family = f"starburst-{platform.lower()}-{units}cpu-{memory_mib}mb-{digest}"
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME, "image": image, "essential": True,
+        "command": ["python", "-m", "starburst.worker"],
+        # Fargate caps memory at the task level; the reservation (equal to
+        # it) is also what moto needs to place the task.
+        "memoryReservation": memory_mib,
+        "environment": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "logConfiguration": {"logDriver": "awslogs", "options": {
+            "awslogs-group": log_group, "awslogs-region": region,
+            "awslogs-stream-prefix": LOG_STREAM_PREFIX}},
+    }
+    wanted = {"cpu": str(units), "memory": str(memory_mib), "image": image,
+              "executionRoleArn": roles.execution, "taskRoleArn": roles.task,
+              "arch": platform}
+    ecs = client("ecs", region=region)
+    with translate_errors(f"ECS task definition {family}"):
+        try:
+            current = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
+        except ClientError as exc:
+            if error_code(exc) not in ("ClientException", "InvalidParameterException"):
+                raise
+        else:
+            have = {"cpu": current.get("cpu"), "memory": current.get("memory"),
+                    "image": current["containerDefinitions"][0].get("image"),
+                    "executionRoleArn": current.get("executionRoleArn"),
+                    "taskRoleArn": current.get("taskRoleArn"),
+                    "arch": current.get("runtimePlatform", {}).get("cpuArchitecture")}
+            if current.get("status") == "ACTIVE" and have == wanted:
+                return current["taskDefinitionArn"]
+        registered = ecs.register_task_definition(
+            family=family, taskRoleArn=roles.task, executionRoleArn=roles.execution,
+            networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu=str(units),
+            memory=str(memory_mib),
+            runtimePlatform={"cpuArchitecture": platform,  # type: ignore[typeddict-item]
+                             "operatingSystemFamily": "LINUX"},
+            containerDefinitions=[container],  # type: ignore[list-item]
+            tags=[{"key": MANAGED_TAG, "value": "true"}])
+    return registered["taskDefinition"]["taskDefinitionArn"]
+
+
+def ensure_shared(config: AwsConfig) -> Shared:
+    """Resolve and ensure every shared resource the configuration names."""
+    region = resolve_region(None, config.region)
+    bucket = config.bucket or default_bucket(region)
+    ensure_bucket(bucket, region=region, prefix=config.prefix)
+    ensure_cluster(config.cluster, region=region)
+    ensure_log_group(config.log_group, region=region)
+    roles = ensure_roles(region=region, bucket=bucket, prefix=config.prefix,
+                         execution_role_arn=config.execution_role_arn,
+                         task_role_arn=config.task_role_arn)
+    network = ensure_network(region=region, subnets=config.subnets,
+                             security_groups=config.security_groups,
+                             assign_public_ip=config.assign_public_ip)
+    return Shared(region=region, bucket=bucket, prefix=config.prefix, cluster=config.cluster,
+                  log_group=config.log_group, roles=roles, network=network)
+
+
+def queue_names(session: str) -> QueueUrls:
+    """The queue *names* of a session (``starburst-<session>-tasks`` ...)."""
+    base = f"starburst-{session}"
+    if len(base) + len("-results") > 80 or not base.replace("-", "").replace("_", "").isalnum():
+        raise ConfigurationError(
+            f"session id {session!r} cannot name SQS queues (letters, digits, - and _; "
+            "at most 62 characters)")
+    return QueueUrls(f"{base}-tasks", f"{base}-results", f"{base}-dead")
+
+
+def create_session_queues(session: str, *, region: str, max_receives: int) -> QueueUrls:
+    """Create the session's task, result and dead-letter queues; return their URLs.
+
+    The task queue redrives to the dead-letter queue after ``max_receives``
+    receives: a backstop far above ``max_attempts`` (releases and lease
+    renewals count as receives too).
+    """
+    names = queue_names(session)
+    sqs = client("sqs", region=region)
+    tags = {SESSION_TAG: session}
+    common: dict[QueueAttributeNameType, str] = {
+              "MaximumMessageSize": str(MAX_MESSAGE_BYTES),
+              "MessageRetentionPeriod": str(_QUEUE_RETENTION_S)}
+    with translate_errors(f"SQS queues of session {session}"):
+        dead = sqs.create_queue(QueueName=names.dead, Attributes=common,
+                                tags=tags)["QueueUrl"]
+        dead_arn = sqs.get_queue_attributes(
+            QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = json.dumps({"deadLetterTargetArn": dead_arn,
+                              "maxReceiveCount": str(max_receives)})
+        tasks = sqs.create_queue(QueueName=names.tasks, tags=tags,
+                                 Attributes={**common, "RedrivePolicy": redrive})["QueueUrl"]
+        results = sqs.create_queue(QueueName=names.results, Attributes=common,
+                                   tags=tags)["QueueUrl"]
+    return QueueUrls(tasks, results, dead)
+
+
+def delete_session_queues(session: str, *, region: str) -> int:
+    """Delete whatever queues of ``session`` still exist; return how many went."""
+    sqs = client("sqs", region=region)
+    deleted = 0
+    with translate_errors(f"deleting the SQS queues of session {session}"):
+        names = queue_names(session)
+        for name in (names.tasks, names.results, names.dead):
+            try:
+                url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                sqs.delete_queue(QueueUrl=url)
+            except ClientError as exc:
+                if error_code(exc) not in _NOT_FOUND_QUEUE:
+                    raise
+            else:
+                deleted += 1
+    return deleted

@@ -1,0 +1,304 @@
+"""The Fargate backend: workers are ECS Fargate tasks.
+
+It starts, watches and stops tasks; nothing else (the S3/SQS transport
+carries the work). Per session::
+
+    open_session: config -> ensure shared resources (bucket, cluster, log
+                  group, roles, network, task definition) -> session queues
+    launch:  RunTask, <= 10 tasks per call, awsvpc, env in container overrides
+    poll:    DescribeTasks (<= 100 per call, at most once a second)
+             -> STOPPED tasks as WorkerExit(exit code, stop code, reasons, times)
+    stop:    StopTask
+
+Credentials never travel in the overrides: a task takes them from its
+task role. Throttling is retried by botocore (adaptive mode); capacity
+and quota refusals make ``launch`` return fewer workers, and the
+scheduler asks again later. Anything else is an error at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from ..aws import provision
+from ..aws.clients import client as make_client
+from ..aws.config import FIELDS, AwsConfig, load_config
+from ..aws.errors import error_code, is_throttling, translate_errors
+from ..aws.sizes import validate_size
+from ..exceptions import BackendError, ConfigurationError
+from ..scheduler import LaunchPacing
+from ..transport.aws import AwsTransport
+from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs.client import ECSClient
+    from mypy_boto3_ecs.type_defs import ContainerTypeDef, KeyValuePairTypeDef, TaskTypeDef
+
+    from ..options import ExecutorOptions
+
+__all__ = ["FargateBackend", "task_exit"]
+
+log = logging.getLogger("starburst")
+
+#: RunTask starts at most 10 tasks per call.
+_PER_CALL = 10
+#: DescribeTasks takes at most 100 tasks per call.
+_DESCRIBE_BATCH = 100
+#: Task states change on a scale of seconds; describing them more often
+#: than once a second only spends the account's ECS API rate.
+_POLL_INTERVAL = 1.0
+#: A refused RunTask (capacity) is retried a few times within one launch,
+#: then left to the scheduler's next round.
+_LAUNCH_RETRIES = 3
+#: The default worker count on Fargate (DESIGN.md §1), capped by quota above.
+DEFAULT_WORKERS = 10
+#: ECS rejects container overrides larger than 8 KiB.
+_OVERRIDES_LIMIT = 8192
+#: StopTask calls in flight at once: stopping 100 workers takes a second,
+#: not ten, and stays well under ECS's API rate.
+_STOP_THREADS = 8
+#: Backend options beyond the config fields: the CPU architecture.
+_EXTRA = ("arch",)
+_CREDENTIAL_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                              "AWS_SECURITY_TOKEN", "AWS_PROFILE",
+                              "AWS_CONTAINER_CREDENTIALS_FULL_URI"})
+# Failure reasons of RunTask that mean "not now" rather than "never".
+_TRANSIENT_REASONS = ("capacity", "resource:", "throttl", "rate exceeded", "limit",
+                      "try again")
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def task_exit(task: TaskTypeDef) -> WorkerExit:
+    """How a STOPPED task ended, from its DescribeTasks entry.
+
+    The exit code and reason come from the worker container (exit code
+    137 is SIGKILL; only a container reason with ``OutOfMemoryError``
+    means out of memory). Billing runs from ``pullStartedAt`` (else
+    ``startedAt``) to ``stoppedAt``.
+    """
+    containers = task.get("containers", [])
+    empty: ContainerTypeDef = {}
+    container = next((c for c in containers if c.get("name") == provision.CONTAINER_NAME),
+                     containers[0] if containers else empty)
+    stopped_reason = task.get("stoppedReason") or ""
+    container_reason = container.get("reason") or ""
+    reason = "; ".join(filter(None, [
+        stopped_reason, f"container: {container_reason}" if container_reason else ""]))
+    details = {
+        "task_arn": task.get("taskArn", ""), "stop_code": task.get("stopCode", ""),
+        "stopped_reason": stopped_reason, "container_reason": container_reason,
+        "last_status": task.get("lastStatus", ""), "cpu": task.get("cpu", ""),
+        "memory": task.get("memory", ""), "availability_zone": task.get("availabilityZone", ""),
+        "launch_type": task.get("launchType", ""),
+    }
+    return WorkerExit(
+        worker=task.get("taskArn", ""), exit_code=container.get("exitCode"),
+        stop_code=task.get("stopCode") or None, reason=reason or None,
+        started_at=_epoch(task.get("pullStartedAt") or task.get("startedAt")),
+        stopped_at=_epoch(task.get("stoppedAt") or task.get("executionStoppedAt")),
+        details={k: str(v) for k, v in details.items() if v})
+
+
+class FargateBackend(ComputeBackend):
+    """Workers as ECS Fargate tasks of one session."""
+
+    name = "fargate"
+    live_output = False
+
+    def __init__(self, *, session: str, shared: provision.Shared, arch: str,
+                 task_definition: str, spec: WorkerSpec, ecs: ECSClient | None = None) -> None:
+        self.session = session
+        self.shared = shared
+        self.arch = arch
+        self.ecs = ecs or make_client("ecs", region=shared.region)
+        self._definitions = {(spec.image, spec.cpu, spec.memory_mib): task_definition}
+        self._tasks: dict[str, float] = {}  # task ARN -> launch time; not yet seen STOPPED
+        self._stop_sent: set[str] = set()
+        self._next_poll = 0.0
+
+    # -- session --------------------------------------------------------
+    @classmethod
+    def open_session(cls, *, session: str, options: ExecutorOptions,
+                     on_output: OutputCallback | None = None) -> Session:
+        extra = dict(options.extra)
+        unknown = sorted(set(extra) - set(FIELDS) - set(_EXTRA))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) {', '.join(unknown)} for backend='fargate'; valid: "
+                f"{', '.join((*FIELDS, *_EXTRA))}")
+        arch = str(extra.pop("arch", None) or "x86_64")
+        validate_size(options.cpu, options.memory_mib)
+        config = load_config(extra)
+        image = _require_image(config)
+        shared = provision.ensure_shared(config)
+        definition = provision.ensure_task_definition(
+            image=image, cpu=options.cpu, memory_mib=options.memory_mib, arch=arch,
+            region=shared.region, roles=shared.roles, log_group=shared.log_group)
+        queues = provision.create_session_queues(
+            session, region=shared.region, max_receives=options.settings.max_receives)
+        try:
+            transport = AwsTransport(bucket=shared.bucket, prefix=shared.prefix, queues=queues,
+                                     region=shared.region)
+            spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,
+                                   "STARBURST_SESSION": session},
+                              cpu=options.cpu, memory_mib=options.memory_mib, image=image)
+            backend = cls(session=session, shared=shared, arch=arch,
+                          task_definition=definition, spec=spec)
+        except BaseException:
+            provision.delete_session_queues(session, region=shared.region)
+            raise
+        return Session(backend=backend, transport=transport, spec=spec, pacing=LaunchPacing(),
+                       workers=DEFAULT_WORKERS)
+
+    def _definition(self, spec: WorkerSpec) -> str:
+        key = (spec.image, spec.cpu, spec.memory_mib)
+        if key not in self._definitions:
+            self._definitions[key] = provision.ensure_task_definition(
+                image=spec.image, cpu=spec.cpu, memory_mib=spec.memory_mib, arch=self.arch,
+                region=self.shared.region, roles=self.shared.roles,
+                log_group=self.shared.log_group)
+        return self._definitions[key]
+
+    # -- launch ---------------------------------------------------------
+    def launch(self, count: int, spec: WorkerSpec) -> list[str]:
+        leaked = sorted(_CREDENTIAL_VARS & set(spec.env))
+        if leaked:
+            raise BackendError(
+                f"refusing to put {', '.join(leaked)} in task overrides: workers take "
+                "credentials from their task role, never from the environment starburst sends")
+        definition = self._definition(spec)
+        env: list[KeyValuePairTypeDef] = [{"name": k, "value": v}
+                                          for k, v in sorted(spec.env.items())]
+        overrides: Any = {"containerOverrides": [
+            {"name": provision.CONTAINER_NAME, "environment": env}]}
+        if len(json.dumps(overrides)) > _OVERRIDES_LIMIT:
+            raise BackendError(
+                f"the worker environment is {len(json.dumps(overrides))} bytes, above ECS's "
+                f"{_OVERRIDES_LIMIT}-byte limit on task overrides; pass less through it")
+        started: list[str] = []
+        while len(started) < count:
+            arns = self._run_task(definition, min(_PER_CALL, count - len(started)), overrides)
+            started.extend(arns)
+            if not arns:
+                break
+        return started
+
+    def _run_task(self, definition: str, n: int, overrides: Any) -> list[str]:
+        """One RunTask call, retried on capacity refusals; return the started ARNs."""
+        for attempt in range(_LAUNCH_RETRIES):
+            with translate_errors(f"ECS RunTask in cluster {self.shared.cluster}",
+                                  kind=BackendError):
+                try:
+                    response = self.ecs.run_task(
+                        cluster=self.shared.cluster, taskDefinition=definition, count=n,
+                        launchType="FARGATE", platformVersion="LATEST",
+                        networkConfiguration=self.shared.network.awsvpc(),
+                        overrides=overrides, startedBy="starburst",
+                        tags=[{"key": provision.SESSION_TAG, "value": self.session}])
+                except ClientError as exc:
+                    if not is_throttling(exc):
+                        raise
+                    # botocore already retried it: leave it to the next round.
+                    log.info("starburst: RunTask throttled; launching fewer for now")
+                    return []
+            arns = [t["taskArn"] for t in response.get("tasks", [])]
+            now = time.time()
+            for arn in arns:
+                self._tasks[arn] = now
+            failures = response.get("failures", [])
+            if not failures:
+                return arns
+            text = "; ".join(f"{f.get('reason', '?')} {f.get('detail', '')}".strip()
+                             for f in failures)
+            if not all(any(r in f.get("reason", "").lower() for r in _TRANSIENT_REASONS)
+                       for f in failures):
+                raise BackendError(f"ECS RunTask could not start workers: {text}")
+            if arns or attempt == _LAUNCH_RETRIES - 1:
+                log.info("starburst: Fargate started %d of %d workers (%s)", len(arns), n, text)
+                return arns
+            time.sleep(min(2.0, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.0))
+        return []  # pragma: no cover - the loop always returns
+
+    # -- watch ----------------------------------------------------------
+    def poll(self) -> list[WorkerExit]:
+        now = time.monotonic()
+        if not self._tasks or now < self._next_poll:
+            return []
+        self._next_poll = now + _POLL_INTERVAL
+        arns = list(self._tasks)
+        exits: list[WorkerExit] = []
+        for start in range(0, len(arns), _DESCRIBE_BATCH):
+            batch = arns[start:start + _DESCRIBE_BATCH]
+            with translate_errors(f"ECS DescribeTasks in cluster {self.shared.cluster}",
+                                  kind=BackendError):
+                try:
+                    response = self.ecs.describe_tasks(cluster=self.shared.cluster,
+                                                       tasks=batch)
+                except ClientError as exc:
+                    if is_throttling(exc):
+                        return exits  # look again next round
+                    raise
+            for task in response.get("tasks", []):
+                if task.get("lastStatus") == "STOPPED" and task["taskArn"] in self._tasks:
+                    del self._tasks[task["taskArn"]]
+                    exits.append(task_exit(task))
+            for failure in response.get("failures", []):
+                arn = failure.get("arn", "")
+                if failure.get("reason") == "MISSING" and arn in self._tasks:
+                    del self._tasks[arn]
+                    exits.append(WorkerExit(arn, reason="ECS no longer knows this task "
+                                                        "(it stopped long ago)"))
+        return exits
+
+    def running(self) -> list[str]:
+        """ARNs of launched tasks not yet seen STOPPED."""
+        return list(self._tasks)
+
+    # -- stop -----------------------------------------------------------
+    def stop(self, workers: Sequence[str] | None = None) -> None:
+        targets = [arn for arn in (list(self._tasks) if workers is None else workers)
+                   if arn not in self._stop_sent]
+        if not targets:
+            return
+        with ThreadPoolExecutor(max_workers=min(_STOP_THREADS, len(targets)),
+                                thread_name_prefix="starburst-stop") as pool:
+            for arn in pool.map(self._stop_one, targets):
+                self._stop_sent.add(arn)
+
+    def _stop_one(self, arn: str) -> str:
+        with translate_errors(f"ECS StopTask {arn}", kind=BackendError):
+            try:
+                self.ecs.stop_task(cluster=self.shared.cluster, task=arn,
+                                   reason=f"stopped by starburst (session {self.session})")
+            except ClientError as exc:
+                # Already stopped or unknown: nothing to stop.
+                if error_code(exc) not in ("InvalidParameterException", "ClientException"):
+                    raise
+        return arn
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            self.ecs.close()
+
+
+def _require_image(config: AwsConfig) -> str:
+    if not config.image:
+        raise ConfigurationError(
+            "backend='fargate' needs a container image: pass image='...' to the Executor, set "
+            "STARBURST_IMAGE, or add image = \"...\" to the starburst config (an image with "
+            "the same Python and packages as here, and starburst installed)")
+    return config.image

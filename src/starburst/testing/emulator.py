@@ -1,0 +1,169 @@
+"""``emulated_aws()``: the whole Fargate path on this machine, no AWS account.
+
+::
+
+    with starburst.testing.emulated_aws() as aws:
+        with starburst.Executor(backend="fargate", workers=2) as ex:
+            print(list(ex.map(abs, range(-5, 5))))
+
+Inside the block:
+
+* a moto server (S3, SQS, ECS, ECR, Logs, IAM, EC2, STS and the rest of
+  moto) listens on 127.0.0.1 and a free port, in this process;
+* the environment points every AWS client at it: ``AWS_ENDPOINT_URL``,
+  fake credentials, ``AWS_REGION``; the developer's profile, config files
+  and per-service endpoints are hidden; ``STARBURST_CONFIG`` names a
+  config file that sets ``image`` (the emulated runner uses the host
+  interpreter whatever the image says);
+* moto's ECS tasks are set to manual state progression with a huge step
+  count, so only the task runner moves them;
+* the shared resources of a run are provisioned (:mod:`starburst.aws.provision`);
+* an :class:`~starburst.testing.task_runner.EcsTaskRunner` runs every
+  RunTask'd task as a local worker process.
+
+On exit, worker processes are killed, moto's state is reset, the server
+stops and the environment is restored. ``aws.reset()`` gives a test a
+clean slate (moto reset, then provisioning again) without a new server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from moto.server import ThreadedMotoServer
+
+from ..aws.config import load_config
+from ..aws.provision import Shared, ensure_shared
+from .task_runner import DEFAULT_STOP_TIMEOUT, EcsTaskRunner
+
+__all__ = ["EmulatedAws", "emulated_aws"]
+
+#: moto's ECS tasks advance one state per this many DescribeTasks calls
+#: (manual progression); a million means never, leaving it to the runner.
+_NEVER = 1_000_000
+#: The image named in the emulator's config file. The runner runs the host
+#: interpreter; this names what a real image would have to match.
+EMULATED_IMAGE = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
+_FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+class EmulatedAws:
+    """A running emulated AWS: its endpoint, task runner and provisioned resources.
+
+    Attributes:
+        endpoint: the moto server URL (``http://127.0.0.1:<port>``).
+        region: the emulated region.
+        runner: the ECS task runner (``pids()``, ``kill()``, ``wait_stopped()``).
+        shared: the provisioned shared resources (bucket, cluster, network...).
+        config_path: the starburst config file the environment points to.
+    """
+
+    def __init__(self, *, endpoint: str, region: str, runner: EcsTaskRunner,
+                 config_path: Path) -> None:
+        self.endpoint = endpoint
+        self.region = region
+        self.runner = runner
+        self.config_path = config_path
+        self.shared = self.provision()
+
+    def _post(self, path: str, body: dict[str, object] | None = None) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        request = urllib.request.Request(f"{self.endpoint}{path}", data=data, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+
+    def configure_tasks(self) -> None:
+        """Let only the task runner move ECS tasks between states."""
+        self._post("/moto-api/state-manager/set-transition", {
+            "model_name": "ecs::task",
+            "transition": {"progression": "manual", "times": _NEVER}})
+
+    def provision(self) -> Shared:
+        """Create what a run needs (idempotent) and return it."""
+        self.configure_tasks()
+        self.shared = ensure_shared(load_config())
+        return self.shared
+
+    def reset(self) -> None:
+        """Kill every task, wipe moto's state, provision again."""
+        self.runner.kill_all()
+        self._post("/moto-api/reset")
+        self.provision()
+
+
+def _swap_environment(updates: dict[str, str | None]) -> dict[str, str | None]:
+    """Apply ``updates`` (None removes); return what restores the previous state."""
+    previous = {name: os.environ.get(name) for name in updates}
+    for name, value in updates.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return previous
+
+
+@contextmanager
+def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | None = None,
+                 stop_timeout: float = DEFAULT_STOP_TIMEOUT) -> Iterator[EmulatedAws]:
+    """Run an emulated AWS (moto server + ECS task runner) for the duration of the block.
+
+    Args:
+        region: the region the environment names.
+        echo: receives every line worker processes print (default: discarded;
+            it is in the emulated CloudWatch Logs either way).
+        stop_timeout: seconds a stopped task gets between SIGTERM and SIGKILL.
+
+    Yields:
+        The :class:`EmulatedAws`, for resets and fault injection.
+    """
+    home = Path(tempfile.mkdtemp(prefix="starburst-emulated-aws-"))
+    werkzeug = logging.getLogger("werkzeug")
+    werkzeug_level = werkzeug.level
+    werkzeug.setLevel(logging.WARNING)  # no line per request on the console
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    config_path = home / "config.toml"
+    config_path.write_text(f'image = "{EMULATED_IMAGE}"\n', encoding="utf-8")
+    updates: dict[str, str | None] = {
+        name: None for name in os.environ
+        if name.startswith("AWS_ENDPOINT_URL_") or name in (
+            "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN")}
+    updates.update({
+        **_FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region, "STARBURST_REGION": None,
+        "AWS_CONFIG_FILE": str(home / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
+        "STARBURST_CONFIG": str(config_path)})
+    previous = _swap_environment(updates)
+    runner: EcsTaskRunner | None = None
+    try:
+        runner = EcsTaskRunner(region=region, endpoint_url=endpoint, echo=echo,
+                               stop_timeout=stop_timeout)
+        runner.start()
+        yield EmulatedAws(endpoint=endpoint, region=region, runner=runner,
+                          config_path=config_path)
+    finally:
+        try:
+            if runner is not None:
+                runner.close()
+            request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+            with urllib.request.urlopen(request, timeout=30) as response:
+                response.read()
+        finally:
+            server.stop()
+            _swap_environment(previous)
+            werkzeug.setLevel(werkzeug_level)
+            shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,122 @@
+"""Configuration: arguments > STARBURST_* environment > config file > defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+import pytest
+
+from starburst.aws.clients import resolve_region
+from starburst.aws.config import FIELDS, AwsConfig, config_path, load_config
+from starburst.exceptions import ConfigurationError
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file_or_environment(tmp_path):
+    config = load_config(path=tmp_path / "absent.toml", environ={})
+    assert config == AwsConfig()
+    assert config.prefix == "starburst"
+    assert config.cluster == "starburst"
+    assert config.assign_public_ip is True
+    assert set(config.sources.values()) == {"default"}
+
+
+def test_each_level_overrides_the_one_below(tmp_path):
+    path = _write(tmp_path, 'region = "eu-west-1"\nbucket = "from-file"\ncluster = "file"\n'
+                            'subnets = ["subnet-a", "subnet-b"]\nassign_public_ip = false\n')
+    env = {"STARBURST_BUCKET": "from-env", "STARBURST_CLUSTER": "env",
+           "STARBURST_SECURITY_GROUPS": "sg-1, sg-2"}
+    config = load_config({"cluster": "arg", "image": None}, path=path, environ=env)
+    assert config.region == "eu-west-1"
+    assert config.bucket == "from-env"
+    assert config.cluster == "arg"
+    assert config.subnets == ("subnet-a", "subnet-b")
+    assert config.security_groups == ("sg-1", "sg-2")
+    assert config.assign_public_ip is False
+    assert config.image is None  # None means "not given", not "unset it"
+    assert config.sources["region"] == str(path)
+    assert config.sources["bucket"] == "environment"
+    assert config.sources["cluster"] == "argument"
+    assert config.sources["image"] == "default"
+
+
+def test_booleans_and_lists_from_the_environment(tmp_path):
+    config = load_config(path=tmp_path / "absent.toml",
+                         environ={"STARBURST_ASSIGN_PUBLIC_IP": "No",
+                                  "STARBURST_SUBNETS": "subnet-1,subnet-2,"})
+    assert config.assign_public_ip is False
+    assert config.subnets == ("subnet-1", "subnet-2")
+    with pytest.raises(ConfigurationError, match=r"STARBURST_ASSIGN_PUBLIC_IP.*true or false"):
+        load_config(path=tmp_path / "absent.toml", environ={"STARBURST_ASSIGN_PUBLIC_IP": "?"})
+
+
+def test_malformed_file_names_the_file_and_line(tmp_path):
+    path = _write(tmp_path, 'region = "eu-west-1"\n\nbucket = my-bucket\n')
+    with pytest.raises(ConfigurationError) as info:
+        load_config(path=path, environ={})
+    assert f"{path}, line 3" in str(info.value)
+    assert "not valid TOML" in str(info.value)
+
+
+def test_unknown_key_in_file_names_the_file_line_and_valid_keys(tmp_path):
+    path = _write(tmp_path, 'region = "eu-west-1"\nbuckett = "typo"\n')
+    with pytest.raises(ConfigurationError) as info:
+        load_config(path=path, environ={})
+    message = str(info.value)
+    assert f"{path}, line 2" in message
+    assert "'buckett'" in message
+    assert all(name in message for name in FIELDS)
+
+
+def test_wrong_type_in_file_names_the_line(tmp_path):
+    path = _write(tmp_path, 'region = "eu-west-1"\nsubnets = 5\n')
+    with pytest.raises(ConfigurationError, match=r"line 2: subnets must be a list of strings"):
+        load_config(path=path, environ={})
+
+
+def test_unknown_argument_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"unknown option.*regoin.*valid: region"):
+        load_config({"regoin": "x"}, path=tmp_path / "absent.toml", environ={})
+
+
+def test_config_path_honours_starburst_config():
+    assert config_path({"STARBURST_CONFIG": "/etc/sb.toml"}) == Path("/etc/sb.toml")
+    default = Path(platformdirs.user_config_dir("starburst")) / "config.toml"
+    assert config_path({}) == default
+
+
+def test_the_default_file_is_read_when_no_path_is_given(tmp_path, monkeypatch):
+    path = _write(tmp_path, 'cluster = "from-default-file"\n')
+    monkeypatch.setenv("STARBURST_CONFIG", str(path))
+    assert load_config().cluster == "from-default-file"
+
+
+def test_region_resolution_order(tmp_path, monkeypatch):
+    for name in ("STARBURST_REGION", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    with pytest.raises(ConfigurationError, match=r"no AWS region is set.*STARBURST_REGION"):
+        resolve_region()
+    assert resolve_region(None, "from-file") == "from-file"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "default-var")
+    assert resolve_region(None, "from-file") == "default-var"
+    monkeypatch.setenv("AWS_REGION", "aws-var")
+    assert resolve_region() == "aws-var"
+    monkeypatch.setenv("STARBURST_REGION", "starburst-var")
+    assert resolve_region() == "starburst-var"
+    assert resolve_region("explicit") == "explicit"
+
+
+def test_region_from_the_aws_profile(tmp_path, monkeypatch):
+    for name in ("STARBURST_REGION", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    aws_config = tmp_path / "aws-config"
+    aws_config.write_text("[default]\nregion = ap-south-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(aws_config))
+    assert resolve_region() == "ap-south-1"
