@@ -249,6 +249,16 @@ class Executor(_StdExecutor):
             return
         self._client.close(wait=wait, cancel_futures=cancel_futures)
 
+    def abort(self) -> None:
+        """Stop now: stop every worker, fail what is outstanding, delete the session's data.
+
+        For a failed run whose remaining work is not wanted (what Ctrl-C in a
+        ``with`` block does); ``shutdown()`` would wait for it instead.
+        """
+        with self._shutdown_lock:
+            self._shutdown = True
+        self._client.abort(KeyboardInterrupt())
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool | None:
         if exc is not None and not isinstance(exc, Exception):

@@ -85,5 +85,8 @@ class ProgressDisplay:
         """Stop the bar, leaving its last state on screen."""
         with self._lock:
             if self._progress is not None and self._started:
+                # In Jupyter, Live.stop() skips its last refresh: draw the final
+                # count first, or the bar keeps whatever was last drawn.
+                self._progress.refresh()
                 self._progress.stop()
                 self._started = False
