@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-import pytest
 from jupyter_client import KernelManager
 from nbclient import NotebookClient
 
