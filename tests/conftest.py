@@ -54,12 +54,66 @@ def _local() -> Iterator[dict[str, Any]]:
     yield {}
 
 
+class _Emulator:
+    """One emulated AWS for the whole test session, started on first use."""
+
+    aws: Any = None
+    env: dict[str, str] = {}
+    _cm: Any = None
+
+    @classmethod
+    def get(cls) -> Any:
+        if cls.aws is None:
+            from starburst.testing import emulated_aws
+
+            saved = dict(os.environ)
+            cls._cm = emulated_aws()
+            cls.aws = cls._cm.__enter__()
+            cls.env = {k: v for k, v in os.environ.items()
+                       if k.startswith(("AWS_", "STARBURST_")) and saved.get(k) != v}
+        return cls.aws
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls._cm is not None:
+            cls._cm.__exit__(None, None, None)
+            cls._cm = cls.aws = None
+
+
+@contextlib.contextmanager
+def _emulated_fargate() -> Iterator[dict[str, Any]]:
+    """``backend="fargate"`` on the session's emulated AWS, reset for this test."""
+    aws = _Emulator.get()
+    saved = {k: os.environ.get(k) for k in _Emulator.env}
+    os.environ.update(_Emulator.env)
+    aws.reset()
+    try:
+        yield {}
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_emulator() -> Iterator[None]:
+    yield
+    _Emulator.stop()
+
+
+def emulated_pids() -> dict[str, int]:
+    """Task ARN -> pid of the emulated Fargate tasks (for fault injection)."""
+    return dict(_Emulator.get().runner.pids())
+
+
 #: Backend name -> context manager that sets up what the backend needs (an
 #: emulated AWS, say) and yields the extra ``Executor`` options it takes.
-#: Adding a backend to every conformance and crash test is one entry here,
-#: e.g. ``"fargate": _emulated_fargate`` built on ``starburst.testing.emulated_aws()``.
+#: Adding a backend to every conformance and crash test is one entry here.
 BACKENDS: dict[str, Callable[[], contextlib.AbstractContextManager[dict[str, Any]]]] = {
     "local": _local,
+    "fargate": _emulated_fargate,
 }
 
 
@@ -91,6 +145,7 @@ def executor_factory(backend: BackendUnderTest,
         made.append(ex)
         return ex
 
+    make.backend = backend.name  # type: ignore[attr-defined]
     yield make
 
     leftovers: list[int] = []

@@ -41,6 +41,10 @@ TESTS_DIR = Path(__file__).resolve().parent
 
 def worker_pids(ex: starburst.Executor) -> dict[str, int]:
     """Worker id -> pid, for backends that run workers as local processes."""
+    if ex._options.backend == "fargate":
+        from conftest import emulated_pids
+
+        return emulated_pids()  # the emulated task runner's processes
     pids = getattr(ex._client.backend, "pids", None)
     if pids is None:
         pytest.skip(f"backend {ex._options.backend!r} does not expose worker pids")
@@ -108,10 +112,16 @@ def test_stalled_worker_loses_its_lease_and_the_first_result_wins(executor_facto
     finally:
         os.kill(stalled, signal.SIGCONT)
     # The stalled worker finishes too; its conditional commit fails, so its late
-    # result is dropped at the source and never reaches the client.
-    wait_for(lambda: any(stalled_id in r.getMessage() and "already committed" in r.getMessage()
-                         for r in caplog.records),
-             timeout=30, what="the stalled worker to drop its late result")
+    # result is dropped at the source and never reaches the client. (Worker log
+    # lines reach the client's logger only on the local backend; on Fargate
+    # they go to CloudWatch, and the committed winner is checked instead.)
+    if ex._options.backend == "local":
+        wait_for(lambda: any(stalled_id in r.getMessage()
+                             and "already committed" in r.getMessage()
+                             for r in caplog.records),
+                 timeout=30, what="the stalled worker to drop its late result")
+    winners = [n for n in notices if n.kind == "done"]
+    assert stalled_id not in {n.worker for n in winners}
     assert not any(n.kind == "done" and n.worker == stalled_id for n in notices)
     assert future.result() == "slow"
     status = ex.status()
@@ -146,7 +156,9 @@ def test_task_killing_itself_reports_sigkill_without_claiming_oom(executor_facto
     assert "SIGKILL" in message
     assert "out of memory" not in message.lower()
     assert "raise memory=" not in message
-    assert info.value.reason is None
+    # Fargate reports ECS's stopped reason ("Essential container in task exited");
+    # nothing may claim the container ran out of memory.
+    assert "OutOfMemory" not in (info.value.reason or "")
 
 
 def test_segfault_reports_sigsegv(executor_factory):
@@ -386,6 +398,9 @@ def test_workers_that_cannot_start_break_the_executor(executor_factory, monkeypa
                                                      tmp_path):
     # A broken starburst in the working directory shadows the real one for
     # `python -m starburst.worker`: every worker exits before running anything.
+    # (Local workers only: a Fargate task runs in its image, not this directory.)
+    if executor_factory.backend == "fargate":
+        pytest.skip("a Fargate worker does not start in the client's directory")
     (tmp_path / "starburst").mkdir()
     (tmp_path / "starburst" / "__init__.py").write_text(
         "raise ImportError('a broken starburst install')\n")

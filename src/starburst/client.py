@@ -32,7 +32,7 @@ from typing import Any
 
 from . import protocol
 from .backends import get_backend_class
-from .backends.base import WorkerExit, WorkerSpec, describe_exit
+from .backends.base import WorkerExit, WorkerSpec, describe_exit, exit_signal
 from .chunking import submit_group_size
 from .cost import CostReport, computed_cost
 from .exceptions import (
@@ -630,8 +630,10 @@ class Client:
         for index, ((tid, status, value, output, logs), target) in enumerate(
                 zip(outcomes, chunk.targets, strict=True)):
             if output:
-                for line in output.rstrip("\n").split("\n"):
-                    self.display.print(f"[task {tid}] {line}")
+                for stream, text in zip(("stdout", "stderr"), output.split("\0", 1),
+                                        strict=False):
+                    for line in text.splitlines():
+                        self.display.print(f"[task {tid}] {line}", stream=stream)
             if logs:
                 _emit_logs(logs, tid, notice.worker)
             if status == "unrun":
@@ -686,7 +688,7 @@ class Client:
                 f"(max_attempts={self.options.max_attempts}); the last worker {ex.worker} "
                 f"{describe_exit(ex)}. If the task crashes its process (os._exit, a native "
                 "crash, memory), fix that; otherwise raise max_attempts=",
-                worker=ex.worker, exit_code=ex.exit_code, signal=ex.signal,
+                worker=ex.worker, exit_code=ex.exit_code, signal=exit_signal(ex),
                 stop_code=ex.stop_code, reason=ex.reason, attempts=action.attempts))
         with self._lock:
             self.counters.tasks_done += len(chunk.tasks)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..transport import Transport
 
 __all__ = ["ComputeBackend", "OutputCallback", "Session", "WorkerExit", "WorkerSpec",
-           "describe_exit"]
+           "describe_exit", "exit_signal"]
 
 #: Called with (worker id, stream name, line) for live worker output.
 OutputCallback = Callable[[str, str, str], None]
@@ -70,6 +70,18 @@ class WorkerExit:
     details: dict[str, str] = field(default_factory=dict)
 
 
+def exit_signal(ex: WorkerExit) -> str | None:
+    """The signal that ended a worker: as reported, or read off an exit code above 128."""
+    if ex.signal is not None:
+        return ex.signal
+    if ex.exit_code is not None and ex.exit_code > 128:
+        try:
+            return _signal.Signals(ex.exit_code - 128).name
+        except ValueError:
+            return None
+    return None
+
+
 def describe_exit(ex: WorkerExit) -> str:
     """A sentence on how a worker ended, honest about what is known.
 
@@ -77,12 +89,7 @@ def describe_exit(ex: WorkerExit) -> str:
     only reported when the container reason says ``OutOfMemoryError``.
     """
     parts: list[str] = []
-    sig = ex.signal
-    if sig is None and ex.exit_code is not None and ex.exit_code > 128:
-        try:
-            sig = _signal.Signals(ex.exit_code - 128).name
-        except ValueError:
-            sig = None
+    sig = exit_signal(ex)
     if sig:
         parts.append(f"killed by {sig}")
     if ex.exit_code is not None:

@@ -1,6 +1,8 @@
 """Running the tasks of one chunk: output capture, timeouts, exceptions.
 
-Each task's outcome is a tuple ``(task_id, status, value, output, logs)``:
+Each task's outcome is a tuple ``(task_id, status, value, output, logs)``
+(``output``: what the task printed, stdout and stderr joined by a NUL,
+when captured):
 
 * ``ok``: ``value`` is the return value;
 * ``err``: ``value`` is ``(exception, formatted remote traceback)``;
@@ -169,13 +171,14 @@ class ChunkRun:
     def _run_one(self, task: Task, out: _LabelledStream, err: _LabelledStream,
                  collector: _Collector) -> Outcome:
         task_id, fn, args, kwargs, position = task
-        keep: list[str] | None = [] if self.capture else None
+        keep_out: list[str] | None = [] if self.capture else None
+        keep_err: list[str] | None = [] if self.capture else None
         records: list[dict[str, Any]] = []
         collector.records = records
         token = seeding.seed_task(self.seed, position) if self.seed is not None else None
         label = f"[task {task_id}] "
-        out.begin(label, keep)
-        err.begin(label, keep)
+        out.begin(label, keep_out)
+        err.begin(label, keep_err)
         self.current = task_id
         self.current_started = time.monotonic()
         alarm = self.timeout is not None and threading.current_thread() is threading.main_thread()
@@ -205,8 +208,9 @@ class ChunkRun:
             collector.records = None
             if token is not None:
                 seeding.reset(token)
-        if keep or records:
-            outcome = (*outcome[:3], "".join(keep or ()), records or None)
+        if keep_out or keep_err or records:
+            printed = "".join(keep_out or ()) + "\0" + "".join(keep_err or ())
+            outcome = (*outcome[:3], printed if printed != "\0" else "", records or None)
         return outcome
 
 
