@@ -87,6 +87,9 @@ SHARE_THRESHOLD = 1 << 20
 _SHARED_CACHE = 256
 # Argument types never worth sharing (checked by type, the cheapest test).
 _SCALARS = frozenset({int, float, bool, type(None), complex})
+# How long shutdown waits for a billed backend to report its workers'
+# stop times (Fargate: StopTask to STOPPED takes a few seconds to ~30 s).
+_EXIT_WAIT = 30.0
 # How often the client looks into the dead-letter queue (seconds).
 _DEAD_CHECK = 5.0
 # Bytes reserved for the message header when deciding whether a payload
@@ -867,6 +870,27 @@ class Client:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
 
+    def _collect_exits(self) -> None:
+        """Gather the stopped workers' exits (their timestamps make the cost).
+
+        A billed backend reports a stop with a delay (Fargate: StopTask to
+        STOPPED takes seconds), so it is polled until every launched worker
+        is accounted for, for at most :data:`_EXIT_WAIT` seconds.
+        """
+        deadline = time.monotonic() + (_EXIT_WAIT if self.session.hourly_rate > 0 else 0.0)
+        while True:
+            for ex in self.backend.poll():
+                self.counters.worker_exits.append(ex)
+            seen = {ex.worker for ex in self.counters.worker_exits}
+            if len(seen) >= self.counters.workers_launched or time.monotonic() >= deadline:
+                missing = self.counters.workers_launched - len(seen)
+                if missing > 0 and self.session.hourly_rate > 0:
+                    self.display.print(
+                        f"starburst: {missing} workers had not reported their stop time "
+                        "yet; their cost is missing from the figure below", stream="stderr")
+                return
+            time.sleep(0.25)
+
     def _write_record(self, state: str) -> None:
         self.record.state = state
         self.transport.store.put(record_key(self.session_id), self.record.to_bytes())
@@ -926,8 +950,7 @@ class Client:
         error = self._broken or self._aborted
         try:
             self.backend.stop()
-            for ex in self.backend.poll():
-                self.counters.worker_exits.append(ex)
+            self._collect_exits()
             self.backend.close()
         except Exception as exc:
             log.error("starburst: stopping workers of %s failed: %s", self.session_id, exc)

@@ -61,8 +61,11 @@ class CostReport:
     def __str__(self) -> str:
         if self.hourly_rate <= 0:
             return f"{self.backend}: local workers, no cloud cost"
-        state = "final" if self.finished else "so far"
-        return (f"${self.computed:,.4f} {state} ({LABEL}; {self.worker_seconds:,.0f} "
-                f"worker-seconds); estimate before the run: ${self.estimated_hourly:,.4f}/h "
+        if self.finished:
+            figure = (f"${self.computed:,.4f} final ({LABEL}; {self.worker_seconds:,.0f} "
+                      "worker-seconds)")
+        else:
+            figure = f"${self.spent:,.4f} so far (counted from each launch, one-minute minimum)"
+        return (f"{figure}; estimate before the run: ${self.estimated_hourly:,.4f}/h "
                 f"for {self.workers} workers at ${self.hourly_rate:,.4f}/h each"
                 + (f" ({self.price_note})" if self.price_note else ""))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -33,8 +34,12 @@ from ..aws import provision
 from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, AwsConfig, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
+from ..aws.quota import QuotaStatus, read_plan, vcpus_in_use
 from ..aws.sizes import validate_size
-from ..exceptions import BackendError, ConfigurationError
+from ..exceptions import BackendError, CloudError, ConfigurationError
+from ..pricing import hourly_rate, lookup
+from ..pricing_cache import table_in_use
+from ..quota import plan_workers
 from ..scheduler import LaunchPacing
 from ..transport.aws import AwsTransport
 from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
@@ -116,6 +121,7 @@ class FargateBackend(ComputeBackend):
 
     name = "fargate"
     live_output = False
+    bills_idle = True
 
     def __init__(self, *, session: str, shared: provision.Shared, arch: str,
                  task_definition: str, spec: WorkerSpec, ecs: ECSClient | None = None) -> None:
@@ -159,8 +165,31 @@ class FargateBackend(ComputeBackend):
         except BaseException:
             provision.delete_session_queues(session, region=shared.region)
             raise
+        price = lookup(shared.region, arch, table=table_in_use())
+        rate = hourly_rate(price, options.cpu, options.memory_mib,
+                           public_ip=config.assign_public_ip)
+        requested = options.workers or DEFAULT_WORKERS
+        notes: list[str] = []
+        max_workers: int | None = None
+        try:
+            status = _quota_status(requested, options.cpu, shared.region)
+        except CloudError as exc:
+            notes.append(f"the Fargate vCPU quota could not be read ({exc}); starting "
+                         f"{requested} workers and letting RunTask decide")
+        else:
+            plan = status.plan
+            if plan.quota_vcpu is not None and plan.workers == 0:
+                provision.delete_session_queues(session, region=shared.region)
+                raise ConfigurationError(plan.message())
+            if plan.message():
+                notes.append(plan.message())
+            if status.in_use_note:
+                notes.append(status.in_use_note)
+            max_workers = plan.workers
         return Session(backend=backend, transport=transport, spec=spec, pacing=LaunchPacing(),
-                       workers=DEFAULT_WORKERS)
+                       workers=DEFAULT_WORKERS, max_workers=max_workers, hourly_rate=rate,
+                       price_note=f"{price.region} {price.arch}, {price.source}, recorded "
+                                  f"{price.recorded}", notes=notes)
 
     def _definition(self, spec: WorkerSpec) -> str:
         key = (spec.image, spec.cpu, spec.memory_mib)
@@ -293,6 +322,22 @@ class FargateBackend(ComputeBackend):
             self.stop()
         finally:
             self.ecs.close()
+
+
+def _quota_status(workers: int, cpu: float, region: str) -> QuotaStatus:
+    """The quota plan; ``STARBURST_VCPU_QUOTA`` injects the quota (emulators, or a
+    user who knows it and may not read Service Quotas)."""
+    injected = os.environ.get("STARBURST_VCPU_QUOTA")
+    if not injected:
+        return read_plan(workers, cpu, region=region)
+    try:
+        quota = float(injected)
+    except ValueError:
+        raise ConfigurationError(
+            f"STARBURST_VCPU_QUOTA={injected!r} is not a number of vCPUs") from None
+    in_use = vcpus_in_use(region=region)
+    return QuotaStatus(region=region, spot=False, quota_vcpu=quota, in_use_vcpu=in_use,
+                       plan=plan_workers(workers, cpu, quota, in_use))
 
 
 def _require_image(config: AwsConfig) -> str:

@@ -100,6 +100,10 @@ class EmulatedAws:
         self.provision()
 
 
+#: The Fargate On-Demand vCPU quota the emulated account has.
+EMULATED_VCPU_QUOTA = 1000
+
+
 def _swap_environment(updates: dict[str, str | None]) -> dict[str, str | None]:
     """Apply ``updates`` (None removes); return what restores the previous state."""
     previous = {name: os.environ.get(name) for name in updates}
@@ -146,7 +150,10 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
         "AWS_DEFAULT_REGION": region, "STARBURST_REGION": None,
         "AWS_CONFIG_FILE": str(home / "aws-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
-        "STARBURST_CONFIG": str(config_path)})
+        "STARBURST_CONFIG": str(config_path),
+        # moto's Service Quotas knows only `vpc`: the Fargate quota is injected
+        # (a generous one; tests of quota cuts set their own value).
+        "STARBURST_VCPU_QUOTA": str(EMULATED_VCPU_QUOTA)})
     previous = _swap_environment(updates)
     runner: EcsTaskRunner | None = None
     try:
