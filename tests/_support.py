@@ -12,7 +12,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -73,3 +73,36 @@ def kill_all(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+class SharedEmulator:
+    """The one emulated AWS of a test session, started on first use.
+
+    moto keeps its state in process-wide backends, so two emulators in one
+    process would share it (and both task runners would start every task):
+    every fixture that needs the emulated AWS takes this one.
+    """
+
+    aws: Any = None
+    env: dict[str, str] = {}
+    _cm: Any = None
+
+    @classmethod
+    def get(cls) -> Any:
+        if cls.aws is None:
+            from starburst.envsync.localregistry import registry_binary
+            from starburst.testing import emulated_aws
+
+            saved = dict(os.environ)
+            # With Debian's registry installed, the emulator also plays ECR.
+            cls._cm = emulated_aws(registry=registry_binary() is not None)
+            cls.aws = cls._cm.__enter__()
+            cls.env = {k: v for k, v in os.environ.items()
+                       if k.startswith(("AWS_", "STARBURST_")) and saved.get(k) != v}
+        return cls.aws
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls._cm is not None:
+            cls._cm.__exit__(None, None, None)
+            cls._cm = cls.aws = None

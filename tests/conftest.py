@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from _support import kill_all, session_processes, wait_for
+from _support import SharedEmulator, kill_all, session_processes, wait_for
 
 import starburst
 
@@ -54,38 +54,12 @@ def _local() -> Iterator[dict[str, Any]]:
     yield {}
 
 
-class _Emulator:
-    """One emulated AWS for the whole test session, started on first use."""
-
-    aws: Any = None
-    env: dict[str, str] = {}
-    _cm: Any = None
-
-    @classmethod
-    def get(cls) -> Any:
-        if cls.aws is None:
-            from starburst.testing import emulated_aws
-
-            saved = dict(os.environ)
-            cls._cm = emulated_aws()
-            cls.aws = cls._cm.__enter__()
-            cls.env = {k: v for k, v in os.environ.items()
-                       if k.startswith(("AWS_", "STARBURST_")) and saved.get(k) != v}
-        return cls.aws
-
-    @classmethod
-    def stop(cls) -> None:
-        if cls._cm is not None:
-            cls._cm.__exit__(None, None, None)
-            cls._cm = cls.aws = None
-
-
 @contextlib.contextmanager
 def _emulated_fargate() -> Iterator[dict[str, Any]]:
     """``backend="fargate"`` on the session's emulated AWS, reset for this test."""
-    aws = _Emulator.get()
-    saved = {k: os.environ.get(k) for k in _Emulator.env}
-    os.environ.update(_Emulator.env)
+    aws = SharedEmulator.get()
+    saved = {k: os.environ.get(k) for k in SharedEmulator.env}
+    os.environ.update(SharedEmulator.env)
     aws.reset()
     try:
         yield {}
@@ -100,12 +74,12 @@ def _emulated_fargate() -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="session", autouse=True)
 def _stop_emulator() -> Iterator[None]:
     yield
-    _Emulator.stop()
+    SharedEmulator.stop()
 
 
 def emulated_pids() -> dict[str, int]:
     """Task ARN -> pid of the emulated Fargate tasks (for fault injection)."""
-    return dict(_Emulator.get().runner.pids())
+    return dict(SharedEmulator.get().runner.pids())
 
 
 #: Backend name -> context manager that sets up what the backend needs (an
