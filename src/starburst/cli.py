@@ -19,10 +19,18 @@ __all__ = ["COMMANDS", "main"]
 
 #: Subcommand name -> "module:attribute" of its click command.
 COMMANDS: dict[str, str] = {
+    "cleanup": "starburst.commands.ops:cleanup",
+    "cost": "starburst.commands.ops:cost",
     "demo": "starburst.commands.demo:demo",
+    "doctor": "starburst.commands.doctor:doctor",
     "estimate": "starburst.commands.estimate:estimate_command",
+    "logs": "starburst.commands.ops:logs",
     "pricing": "starburst.commands.pricing:pricing",
     "quota": "starburst.commands.quota:quota",
+    "sessions": "starburst.commands.ops:sessions",
+    "setup": "starburst.commands.setup:setup",
+    "status": "starburst.commands.ops:status",
+    "teardown": "starburst.commands.setup:teardown",
 }
 
 

@@ -1,0 +1,223 @@
+"""`starburst doctor`: each thing a Fargate run needs, checked, with the fix when it fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..exceptions import StarburstError
+from . import policies, provision
+from .clients import client, resolve_region
+from .config import AwsConfig, config_path, load_config
+from .errors import explain
+
+__all__ = ["Check", "run_checks"]
+
+_SETUP = "run `starburst setup`"
+#: Clock skew beyond this breaks SigV4 signing (AWS allows 5 minutes).
+_MAX_SKEW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: its name, whether it passed, what was found, and the fix."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _guard(name: str, fix: str, fn: Callable[[], str]) -> Check:
+    try:
+        return Check(name, True, fn())
+    except _Failed as exc:
+        return Check(name, False, exc.detail, exc.fix or fix)
+    except (ClientError, BotoCoreError) as exc:
+        return Check(name, False, explain(exc), fix)
+    except StarburstError as exc:
+        return Check(name, False, str(exc), fix)
+
+
+class _Failed(Exception):
+    def __init__(self, detail: str, fix: str = "") -> None:
+        super().__init__(detail)
+        self.detail, self.fix = detail, fix
+
+
+def _bucket(region: str, bucket: str) -> str:
+    s3 = client("s3", region=region)
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        raise _Failed(f"S3 bucket {bucket} is missing or not readable ({exc})") from exc
+    missing = []
+    for what, call in (("encryption", s3.get_bucket_encryption),
+                       ("public access block", s3.get_public_access_block),
+                       ("bucket policy", s3.get_bucket_policy),
+                       ("lifecycle rules", s3.get_bucket_lifecycle_configuration)):
+        try:
+            call(Bucket=bucket)
+        except ClientError:
+            missing.append(what)
+    if not s3.get_bucket_logging(Bucket=bucket).get("LoggingEnabled"):
+        missing.append("access logging")
+    if missing:
+        raise _Failed(f"S3 bucket {bucket} lacks {', '.join(missing)}")
+    return f"S3 bucket {bucket}: encrypted, private, TLS only, lifecycle, access logs"
+
+
+def _roles(region: str, config: AwsConfig) -> str:
+    iam = client("iam", region=region)
+    found = []
+    for name, arn in ((provision.EXECUTION_ROLE, config.execution_role_arn),
+                      (provision.TASK_ROLE, config.task_role_arn)):
+        role = (arn or name).rsplit("/", 1)[-1]
+        try:
+            iam.get_role(RoleName=role)
+        except ClientError as exc:
+            raise _Failed(f"IAM role {role} is missing ({exc})") from exc
+        for pname in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+            doc: Any = iam.get_role_policy(RoleName=role, PolicyName=pname)["PolicyDocument"]
+            problems = policies.wildcard_writes(doc if isinstance(doc, dict) else json.loads(doc))
+            if problems:
+                raise _Failed(f"IAM role {role}, policy {pname}: {'; '.join(problems)}")
+        for att in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+            if "FullAccess" in att.get("PolicyName", ""):
+                raise _Failed(f"IAM role {role} has {att['PolicyName']} attached",
+                              f"detach it: aws iam detach-role-policy --role-name {role} "
+                              f"--policy-arn {att['PolicyArn']}")
+        found.append(role)
+    return f"IAM roles {', '.join(found)}: scoped policies"
+
+
+def run_checks(region: str | None = None) -> list[Check]:
+    """Every check, in order; later ones are skipped when credentials fail."""
+    checks: list[Check] = []
+    try:
+        config = load_config({"region": region})
+    except StarburstError as exc:
+        return [Check("config file", False, str(exc), f"fix or delete {config_path()}")]
+    checks.append(Check("config file", True, f"{config_path()} "
+                        f"({'found' if config_path().exists() else 'not written yet'})"))
+    try:
+        name = resolve_region(region, config.region)
+    except StarburstError as exc:
+        return [*checks, Check("region", False, str(exc), "set STARBURST_REGION or "
+                                                          "`starburst setup --region R`")]
+    checks.append(Check("region", True, name))
+    sts = client("sts", region=name)
+    skew: list[float] = []
+
+    def who() -> str:
+        response = sts.get_caller_identity()
+        date = response["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        if date:
+            skew.append(time.time() - parsedate_to_datetime(date).timestamp())
+        return f"{response['Arn']} (account {response['Account']})"
+    checks.append(_guard("credentials", "configure credentials: `aws configure`, "
+                                        "`aws sso login` or AWS_PROFILE", who))
+    if not checks[-1].ok:
+        return checks
+    if skew:
+        off = skew[0]
+        checks.append(Check("clock skew", abs(off) <= _MAX_SKEW_S, f"{off:+.1f} s from AWS",
+                            "" if abs(off) <= _MAX_SKEW_S else
+                            "synchronize the clock (NTP); requests fail beyond 5 minutes"))
+    bucket = config.bucket or provision.default_bucket(name)
+    checks.append(_guard("bucket", _SETUP, lambda: _bucket(name, bucket)))
+    checks.append(_guard("log bucket", _SETUP, lambda: _bucket_exists(name, f"{bucket}-logs")))
+
+    def repo() -> str:
+        ecr = client("ecr", region=name)
+        found = ecr.describe_repositories(repositoryNames=[config.ecr_repository])
+        scan = found["repositories"][0].get("imageScanningConfiguration", {}).get("scanOnPush")
+        if not scan:
+            raise _Failed(f"ECR repository {config.ecr_repository} does not scan on push")
+        return f"ECR repository {config.ecr_repository} (scan on push)"
+    checks.append(_guard("ecr repository", _SETUP, repo))
+
+    def cluster() -> str:
+        ecs = client("ecs", region=name)
+        found = [c for c in ecs.describe_clusters(clusters=[config.cluster]).get("clusters", [])
+                 if c.get("status") == "ACTIVE"]
+        if not found:
+            raise _Failed(f"ECS cluster {config.cluster} does not exist")
+        providers = sorted(found[0].get("capacityProviders", []))
+        if providers != ["FARGATE", "FARGATE_SPOT"]:
+            raise _Failed(f"ECS cluster {config.cluster} has capacity providers {providers}")
+        return f"ECS cluster {config.cluster} (FARGATE, FARGATE_SPOT)"
+    checks.append(_guard("ecs cluster", _SETUP, cluster))
+
+    def log_group() -> str:
+        logs = client("logs", region=name)
+        groups = [g for g in logs.describe_log_groups(
+            logGroupNamePrefix=config.log_group)["logGroups"]
+            if g.get("logGroupName") == config.log_group]
+        if not groups:
+            raise _Failed(f"log group {config.log_group} does not exist")
+        if not groups[0].get("retentionInDays"):
+            raise _Failed(f"log group {config.log_group} keeps logs forever")
+        return f"log group {config.log_group} ({groups[0]['retentionInDays']} days)"
+    checks.append(_guard("log group", _SETUP, log_group))
+    checks.append(_guard("iam roles", _SETUP, lambda: _roles(name, config)))
+
+    def network() -> str:
+        ec2 = client("ec2", region=name)
+        if config.security_groups:
+            groups = ec2.describe_security_groups(
+                GroupIds=list(config.security_groups))["SecurityGroups"]
+        else:
+            groups = ec2.describe_security_groups(Filters=[
+                {"Name": "group-name", "Values": [provision.SECURITY_GROUP]}])["SecurityGroups"]
+            if not groups:
+                raise _Failed(f"security group {provision.SECURITY_GROUP} does not exist")
+        if config.subnets:
+            ec2.describe_subnets(SubnetIds=list(config.subnets))
+        elif not ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]:
+            raise _Failed(f"region {name} has no default VPC and no subnets are configured",
+                          "set subnets = [...] and security_groups = [...] in the config")
+        open_ = [g["GroupId"] for g in groups if g.get("IpPermissions")]
+        if open_:
+            raise _Failed(f"security groups {open_} allow ingress",
+                          "remove their inbound rules: workers only call out")
+        subnets = ", ".join(config.subnets) or "default VPC"
+        return f"subnets: {subnets}; security groups {', '.join(g['GroupId'] for g in groups)}"
+    checks.append(_guard("network", "set subnets/security_groups in the config, or "
+                                    "`starburst setup`", network))
+
+    def quota() -> str:
+        injected = os.environ.get("STARBURST_VCPU_QUOTA")
+        if injected:
+            return f"{injected} vCPU (STARBURST_VCPU_QUOTA)"
+        from .quota import read_plan
+        status = read_plan(1, 1.0, region=name)
+        if status.quota_vcpu is None:
+            raise _Failed("the Fargate vCPU quota could not be read",
+                          "grant servicequotas:GetServiceQuota, or see `starburst quota`")
+        return f"{status.quota_vcpu:g} vCPU, {status.in_use_vcpu:g} in use"
+    checks.append(_guard("fargate quota", "see `starburst quota`", quota))
+    uv = shutil.which("uv")
+    checks.append(Check("uv", uv is not None, uv or "uv is not on PATH",
+                        "" if uv else "install uv (https://docs.astral.sh/uv/): environment "
+                                      "sync uses it to build worker images"))
+    return checks
+
+
+def _bucket_exists(region: str, bucket: str) -> str:
+    try:
+        client("s3", region=region).head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        raise _Failed(f"S3 access-log bucket {bucket} is missing ({exc})") from exc
+    return f"S3 access-log bucket {bucket}"

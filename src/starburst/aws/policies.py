@@ -1,0 +1,189 @@
+"""The IAM and bucket policies `starburst setup` writes, and a check that they stay narrow.
+
+Every statement names the resources it may touch. The few actions AWS
+cannot scope to a resource (``Resource: "*"`` is the only value IAM
+accepts for them) are listed in :data:`UNSCOPABLE_ACTIONS` with the
+reason; :func:`wildcard_writes` finds any other write action granted on
+``*`` so a test (and ``starburst doctor``) can hold the line.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = [
+    "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "bucket_policy", "execution_policy",
+    "log_bucket_policy", "principal_arn", "task_policy", "user_policy", "wildcard_writes",
+]
+
+#: Actions IAM only accepts with ``Resource: "*"``, and why each is needed.
+UNSCOPABLE_ACTIONS: dict[str, str] = {
+    "ecr:GetAuthorizationToken": "the registry login token is account-wide; the pulls "
+                                 "themselves are scoped to the starburst repository",
+    "ecs:RegisterTaskDefinition": "task definitions have no ARN before they exist; the role "
+                                  "they may name is limited by iam:PassRole",
+    "ecs:DeregisterTaskDefinition": "no resource-level permissions in ECS",
+    "ec2:CreateSecurityGroup": "creates the no-ingress worker group once (setup only)",
+    "servicequotas:RequestServiceQuotaIncrease": "quota requests have no resource ARN "
+                                                 "(`starburst quota --request` only)",
+}
+#: Verbs that only read; anything else counts as a write for the check.
+READ_PREFIXES = ("Get", "List", "Describe", "Head", "Filter", "BatchGet", "Lookup")
+
+
+def principal_arn(caller_arn: str) -> str:
+    """The IAM ARN a bucket policy matches for ``caller_arn`` (an STS assumed-role ARN
+    becomes its role's ARN, as ``aws:PrincipalArn`` sees it)."""
+    if ":assumed-role/" in caller_arn:
+        head, _, rest = caller_arn.partition(":assumed-role/")
+        role = rest.split("/", 1)[0]
+        return f"{head.replace(':sts:', ':iam:')}:role/{role}"
+    return caller_arn
+
+
+def _doc(*statements: dict[str, Any]) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def _key_prefix(prefix: str) -> str:
+    return f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+
+
+def bucket_policy(bucket: str, prefix: str, *, part: str, writers: list[str]) -> dict[str, Any]:
+    """TLS only; under the run prefix, writes only from ``writers`` (principal ARNs)."""
+    arn = f"arn:{part}:s3:::{bucket}"
+    return _doc(
+        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": "*"},
+         "Action": "s3:*",
+         "Resource": [arn, f"{arn}/*"],
+         "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+        {"Sid": "RunPrefixWritersOnly", "Effect": "Deny", "Principal": {"AWS": "*"},
+         "Action": ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+         "Resource": f"{arn}/{_key_prefix(prefix)}*",
+         "Condition": {"StringNotLike": {"aws:PrincipalArn": sorted(set(writers))}}})
+
+
+def log_bucket_policy(log_bucket: str, source_bucket: str, *, part: str,
+                      account: str) -> dict[str, Any]:
+    """Lets S3 server access logging of ``source_bucket`` deliver into ``log_bucket``."""
+    arn = f"arn:{part}:s3:::{log_bucket}"
+    return _doc(
+        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": "*"},
+         "Action": "s3:*",
+         "Resource": [arn, f"{arn}/*"],
+         "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+        {"Sid": "S3ServerAccessLogs", "Effect": "Allow",
+         "Principal": {"Service": "logging.s3.amazonaws.com"}, "Action": "s3:PutObject",
+         "Resource": f"{arn}/access/{source_bucket}/*",
+         "Condition": {"ArnLike": {"aws:SourceArn": f"arn:{part}:s3:::{source_bucket}"},
+                       "StringEquals": {"aws:SourceAccount": account}}})
+
+
+def execution_policy(*, part: str, region: str, account: str, repository: str,
+                     log_group: str) -> dict[str, Any]:
+    """ECS's role for the task: pull from the starburst repository, write its log group."""
+    return _doc(
+        {"Sid": "RegistryLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken",
+         "Resource": "*"},
+        {"Sid": "PullWorkerImage", "Effect": "Allow",
+         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchGetImage"],
+         "Resource": f"arn:{part}:ecr:{region}:{account}:repository/{repository}"},
+        {"Sid": "WriteWorkerLogs", "Effect": "Allow",
+         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": f"arn:{part}:logs:{region}:{account}:log-group:{log_group}:*"})
+
+
+def task_policy(*, part: str, account: str, bucket: str, prefix: str) -> dict[str, Any]:
+    """What worker code runs as: this bucket's prefix and this account's starburst queues."""
+    key_prefix = _key_prefix(prefix)
+    return _doc(
+        {"Sid": "RunData", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                    "s3:AbortMultipartUpload"],
+         "Resource": f"arn:{part}:s3:::{bucket}/{key_prefix}*"},
+        {"Sid": "ListRunData", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"arn:{part}:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": f"{key_prefix}*"}}},
+        {"Sid": "SessionQueues", "Effect": "Allow",
+         "Action": ["sqs:ReceiveMessage", "sqs:SendMessage", "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
+         "Resource": f"arn:{part}:sqs:*:{account}:starburst-*"})
+
+
+def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: str,
+                cluster: str, repository: str, log_group: str) -> dict[str, Any]:
+    """The least the user's own identity needs to run sessions (after `starburst setup`)."""
+    key_prefix = _key_prefix(prefix)
+    ecs = f"arn:{part}:ecs:{region}:{account}"
+    return _doc(
+        {"Sid": "Unscopable", "Effect": "Allow", "Resource": "*",
+         "Action": ["ecr:GetAuthorizationToken", "ecs:RegisterTaskDefinition",
+                    "ecs:DeregisterTaskDefinition", "ecs:DescribeTaskDefinition",
+                    "ecs:ListTasks", "ec2:DescribeVpcs", "ec2:DescribeSubnets",
+                    "ec2:DescribeSecurityGroups", "logs:DescribeLogGroups",
+                    "servicequotas:GetServiceQuota",
+                    "servicequotas:ListRequestedServiceQuotaChangeHistoryByQuota",
+                    "pricing:GetProducts", "sts:GetCallerIdentity"]},
+        {"Sid": "RunWorkers", "Effect": "Allow",
+         "Action": ["ecs:RunTask", "ecs:StopTask", "ecs:DescribeTasks", "ecs:TagResource"],
+         "Resource": [f"{ecs}:task-definition/starburst-*", f"{ecs}:task/{cluster}/*"]},
+        {"Sid": "Cluster", "Effect": "Allow", "Action": ["ecs:DescribeClusters"],
+         "Resource": f"{ecs}:cluster/{cluster}"},
+        {"Sid": "PassRoles", "Effect": "Allow", "Action": "iam:PassRole",
+         "Resource": [f"arn:{part}:iam::{account}:role/starburst-execution",
+                      f"arn:{part}:iam::{account}:role/starburst-task"],
+         "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}},
+        {"Sid": "ReadRoles", "Effect": "Allow", "Action": ["iam:GetRole"],
+         "Resource": f"arn:{part}:iam::{account}:role/starburst-*"},
+        {"Sid": "RunData", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                    "s3:AbortMultipartUpload"],
+         "Resource": f"arn:{part}:s3:::{bucket}/{key_prefix}*"},
+        {"Sid": "Bucket", "Effect": "Allow",
+         "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+         "Resource": f"arn:{part}:s3:::{bucket}"},
+        {"Sid": "SessionQueues", "Effect": "Allow",
+         "Action": ["sqs:CreateQueue", "sqs:DeleteQueue", "sqs:GetQueueUrl",
+                    "sqs:GetQueueAttributes", "sqs:SendMessage", "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:TagQueue",
+                    "sqs:ListQueueTags", "sqs:ListQueues"],
+         "Resource": f"arn:{part}:sqs:{region}:{account}:starburst-*"},
+        {"Sid": "WorkerLogs", "Effect": "Allow",
+         "Action": ["logs:GetLogEvents", "logs:FilterLogEvents", "logs:DescribeLogStreams"],
+         "Resource": f"arn:{part}:logs:{region}:{account}:log-group:{log_group}:*"},
+        {"Sid": "WorkerImage", "Effect": "Allow",
+         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload",
+                    "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
+                    "ecr:BatchGetImage", "ecr:DescribeImages", "ecr:DescribeRepositories"],
+         "Resource": f"arn:{part}:ecr:{region}:{account}:repository/{repository}"})
+
+
+def _listed(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def wildcard_writes(policy: dict[str, Any] | str) -> list[str]:
+    """Problems in an identity policy: ``*`` actions, and write actions on ``Resource: "*"``
+    (or a service-wide ARN) outside :data:`UNSCOPABLE_ACTIONS`."""
+    doc = json.loads(policy) if isinstance(policy, str) else policy
+    problems: list[str] = []
+    for st in _listed(doc.get("Statement")) if isinstance(doc.get("Statement"), list) else \
+            [doc.get("Statement")]:
+        if not isinstance(st, dict) or st.get("Effect") != "Allow":
+            continue
+        actions = _listed(st.get("Action"))
+        resources = _listed(st.get("Resource"))
+        for action in actions:
+            if action == "*" or action.endswith(":*"):
+                problems.append(f"{st.get('Sid', '?')}: action {action!r} grants everything")
+        wide = [r for r in resources if r == "*" or r.split(":", 5)[-1] in ("*", "")]
+        if not wide:
+            continue
+        for action in actions:
+            verb = action.partition(":")[2]
+            if verb.startswith(READ_PREFIXES) or action in UNSCOPABLE_ACTIONS:
+                continue
+            problems.append(f"{st.get('Sid', '?')}: write action {action!r} on {wide[0]!r}")
+    return problems

@@ -1,0 +1,89 @@
+"""``starburst setup`` and ``starburst teardown``: the one-time, locked-down provisioning."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ._common import aws_errors, echo_json, json_option, region_option
+
+__all__ = ["setup", "teardown"]
+
+
+def _report(plan: object, verb: str, as_json: bool) -> None:
+    from ..aws.setup import SetupPlan
+    assert isinstance(plan, SetupPlan)
+    if as_json:
+        echo_json({"region": plan.region, "dry_run": plan.dry_run, "changes": plan.changes,
+                   "resources": plan.resources})
+        return
+    if not plan.changes:
+        click.echo(f"starburst {verb}: no changes ({plan.region}, bucket {plan.bucket}).")
+        return
+    head = "would make" if plan.dry_run else "made"
+    click.echo(f"starburst {verb} {head} {len(plan.changes)} change(s) in {plan.region}:")
+    for change in plan.changes:
+        click.echo(f"  - {change}")
+
+
+@click.command(short_help="Create the AWS resources starburst needs, locked down (once).")
+@region_option
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--kms-key", default=None, help="Encrypt the bucket with this KMS key "
+                                              "(default: SSE-S3).")
+@click.option("--print-policy", is_flag=True,
+              help="Print the minimal IAM policy your own identity needs, and exit.")
+@json_option
+def setup(region: str | None, dry_run: bool, yes: bool, kms_key: str | None,
+          print_policy: bool, as_json: bool) -> None:
+    """Create (or bring up to date) the bucket, access-log bucket, ECR repository,
+    ECS cluster, IAM roles, log group and security group, all tagged
+    starburst:managed, and write the config file. Safe to run again: a
+    second run reports no changes. See docs/security.md."""
+    with aws_errors():
+        from ..aws import policies
+        from ..aws.clients import resolve_region
+        from ..aws.setup import new_plan, run_setup
+        name = resolve_region(region)
+        plan = new_plan(region=name, kms_key=kms_key, dry_run=True)
+        if print_policy:
+            click.echo(json.dumps(policies.user_policy(
+                part=plan.part, region=name, account=plan.account, bucket=plan.bucket,
+                prefix=plan.prefix, cluster=plan.cluster, repository=plan.repository,
+                log_group=plan.log_group), indent=2))
+            return
+        run_setup(plan)
+        if dry_run or not plan.changes:
+            _report(plan, "setup", as_json)
+            return
+        if not yes and not as_json:
+            _report(plan, "setup", False)
+            click.confirm("Apply these changes?", abort=True)
+        applied = run_setup(new_plan(region=name, kms_key=kms_key))
+        _report(applied, "setup", as_json)
+
+
+@click.command(short_help="Delete what `starburst setup` created.")
+@region_option
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def teardown(region: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Stop starburst tasks; delete the buckets (with their data), ECR repository,
+    cluster, log group, roles and security group; remove their keys from the
+    config file."""
+    with aws_errors():
+        from ..aws.clients import resolve_region
+        from ..aws.setup import new_plan
+        from ..aws.teardown import run_teardown
+        name = resolve_region(region)
+        plan = run_teardown(new_plan(region=name, dry_run=True))
+        if dry_run or not plan.changes:
+            _report(plan, "teardown", as_json)
+            return
+        if not yes:
+            _report(plan, "teardown", False)
+            click.confirm("Delete all of this (run data included)?", abort=True)
+        _report(run_teardown(new_plan(region=name)), "teardown", as_json)

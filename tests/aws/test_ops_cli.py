@@ -1,0 +1,140 @@
+"""`starburst status | sessions | cost | logs | cleanup` against the emulated AWS."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _support import wait_for
+from click.testing import CliRunner
+
+import starburst
+from starburst.aws import provision
+from starburst.aws.clients import client
+from starburst.cli import main
+from starburst.session import SessionRecord, record_key
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def _put_record(aws, session: str, state: str, **extra: object) -> None:
+    record = SessionRecord(session=session, backend="fargate", transport="aws:...",
+                           state=state, **extra)  # type: ignore[arg-type]
+    s3 = client("s3")
+    s3.put_object(Bucket=aws.shared.bucket, Key=f"starburst/{record_key(session)}",
+                  Body=record.to_bytes())
+    s3.put_object(Bucket=aws.shared.bucket, Key=f"starburst/sessions/{session}/payloads/0",
+                  Body=b"payload")
+
+
+def _greet(x: int) -> int:
+    print(f"hello from task {x}", flush=True)
+    return x + 1
+
+
+@pytest.fixture
+def finished_session(aws) -> str:
+    """A fargate session whose worker printed, run to its end."""
+    settings = starburst.Settings(poll=0.05, idle_timeout=30)
+    with starburst.Executor(backend="fargate", workers=1, settings=settings,
+                            progress=False) as ex:
+        assert ex.submit(_greet, 41).result(timeout=60) == 42
+        sid = ex.session_id
+    wait_for(lambda: not aws.runner.pids(), timeout=20, what="the task to exit")
+    return sid
+
+
+def test_logs_show_what_a_task_printed(finished_session):
+    def printed() -> str | None:
+        code, out = _run("logs", finished_session)
+        return out if code == 0 and "hello from task 41" in out else None
+    out = wait_for(printed, timeout=20, what="the task's output in CloudWatch Logs")
+    assert "hello from task 41" in out
+    code, out = _run("logs", finished_session, "--json", "--since", "10m")
+    assert code == 0, out
+    assert "hello from task 41" in out
+    code, out = _run("logs", finished_session, "--since", "soon")
+    assert code != 0
+    assert "duration" in out
+
+
+def test_cost_compares_estimate_and_computed(finished_session):
+    code, out = _run("cost", finished_session, "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["tasks"] == 1
+    assert report["computed"] > 0  # at least Fargate's one-minute minimum
+    assert report["estimated"] >= 0
+    assert report["state"] == "gone"  # a clean end removes the record
+    code, out = _run("cost", finished_session)
+    assert "computed" in out
+    assert "estimated" in out
+
+
+def test_sessions_and_status_read_the_store(aws):
+    _put_record(aws, "live1", "running", workers=3)
+    _put_record(aws, "old1", "ended")
+    code, out = _run("sessions", "--json")
+    assert code == 0, out
+    assert {r["session"]: r["state"] for r in json.loads(out)} == {"live1": "running",
+                                                                  "old1": "ended"}
+    code, out = _run("sessions")
+    assert "live1" in out
+    provision.create_session_queues("live1", region=aws.region, max_receives=10)
+    code, out = _run("status", "live1", "--json")
+    assert code == 0, out
+    status = json.loads(out)
+    assert status["state"] == "running"
+    assert status["queues"] == 3
+    assert status["workers"] == 3
+    code, out = _run("status")
+    assert "live1" in out
+    assert "old1" in out
+
+
+def _tagged_with(session: str) -> list[str]:
+    """Every queue and object still carrying ``session``."""
+    left = []
+    sqs = client("sqs")
+    for url in sqs.list_queues(QueueNamePrefix="starburst-").get("QueueUrls", []):
+        if sqs.list_queue_tags(QueueUrl=url).get("Tags", {}).get(provision.SESSION_TAG) == \
+                session:
+            left.append(url)
+    objects = client("s3").list_objects_v2(Bucket="starburst-123456789012-us-east-1",
+                                           Prefix=f"starburst/sessions/{session}/")
+    left.extend(o["Key"] for o in objects.get("Contents", []))
+    return left
+
+
+def test_cleanup_orphans_leaves_nothing_of_finished_sessions(aws):
+    for sid, state in (("done1", "ended"), ("live2", "running")):
+        _put_record(aws, sid, state)
+        provision.create_session_queues(sid, region=aws.region, max_receives=10)
+    provision.create_session_queues("norecord", region=aws.region, max_receives=10)
+    assert _tagged_with("done1")
+    code, out = _run("cleanup", "--orphans", "--dry-run", "--min-age", "0")
+    assert code == 0, out
+    assert "would delete" in out
+    assert _tagged_with("done1")
+    code, out = _run("cleanup", "--orphans", "--min-age", "0", "--json")
+    assert code == 0, out
+    assert json.loads(out)["actions"]
+    assert _tagged_with("done1") == []
+    assert _tagged_with("norecord") == []
+    assert len(_tagged_with("live2")) == 5  # a live session keeps 3 queues + 2 objects
+    code, out = _run("cleanup", "--orphans", "--min-age", "0")
+    assert "Nothing to clean up" in out
+
+
+def test_cleanup_of_one_session_and_young_queues(aws):
+    provision.create_session_queues("young", region=aws.region, max_receives=10)
+    code, out = _run("cleanup", "--orphans")  # default min-age keeps a starting session
+    assert "Nothing to clean up" in out
+    code, out = _run("cleanup", "young")
+    assert code == 0, out
+    assert _tagged_with("young") == []
+    code, out = _run("cleanup")
+    assert code != 0
