@@ -120,6 +120,12 @@ class Executor(_StdExecutor):
             :mod:`starburst.seeding`): results are identical across runs,
             backends, worker counts and chunk sizes.
         **backend_options: options of the backend (``region``, ``image``...).
+            Fargate's environment: ``env="auto"`` (the default when no image
+            is configured: the image of this environment is built without
+            Docker and pushed to ECR, once per environment), ``env="off"``
+            (run ``image=`` as is), ``base_image=``, ``packages=["name==1.0"]``
+            (extra pins), ``platform="x86_64"|"arm64"``. The user's own code
+            travels with each session either way.
     """
 
     def __init__(self, backend: str = "local", *, workers: int | None = None, cpu: float = 1,

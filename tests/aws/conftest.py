@@ -17,8 +17,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from _support import SharedEmulator
 
-from starburst.testing import EmulatedAws, emulated_aws
+from starburst.testing import EmulatedAws
 
 _PREFIXES = ("AWS_", "STARBURST_")
 #: The AWS_*/STARBURST_* variables the session's emulator set.
@@ -38,12 +39,18 @@ def _no_developer_environment() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def emulated(_no_developer_environment: None) -> Iterator[EmulatedAws]:
     """One emulated AWS (moto server + ECS task runner) for the whole session."""
-    with emulated_aws() as aws:
-        _EMULATOR_ENV.update({k: v for k, v in os.environ.items() if k.startswith(_PREFIXES)})
-        try:
-            yield aws
-        finally:
-            _EMULATOR_ENV.clear()
+    # With the distribution registry installed, the emulator also plays ECR
+    # (env="auto" images are built, pushed and run from); without it, env="auto"
+    # tests skip and everything else runs as before.
+    # One emulator per test session, shared with the core suite's fargate
+    # backend (moto's state is process-wide; see _support.SharedEmulator).
+    aws = SharedEmulator.get()
+    _EMULATOR_ENV.update(SharedEmulator.env)
+    os.environ.update(SharedEmulator.env)
+    try:
+        yield aws
+    finally:
+        _EMULATOR_ENV.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -276,9 +276,11 @@ def test_open_session_needs_an_image_and_a_fargate_size(aws, monkeypatch, tmp_pa
         FargateBackend.open_session(session="sb-bad", options=bad_size)
     (tmp_path / "empty.toml").write_text("")
     monkeypatch.setenv("STARBURST_CONFIG", str(tmp_path / "empty.toml"))
-    with pytest.raises(ConfigurationError, match="needs a container image: pass image="):
+    # Without an image the default is env="auto" (build one); env="off" needs one.
+    with pytest.raises(ConfigurationError, match="env='off' needs a container image: pass "
+                                                 "image="):
         FargateBackend.open_session(session="sb-bad",
-                                    options=ExecutorOptions.build(backend="fargate"))
+                                    options=ExecutorOptions.build(backend="fargate", env="off"))
     assert "QueueUrls" not in client("sqs").list_queues(QueueNamePrefix="starburst-sb-bad")
 
 

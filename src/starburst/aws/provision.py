@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTAINER_NAME", "LOG_STREAM_PREFIX", "MANAGED_TAG", "SESSION_TAG", "Network", "Roles",
     "Shared", "create_session_queues", "default_bucket", "delete_session_queues",
-    "ensure_bucket", "ensure_cluster", "ensure_log_group", "ensure_network", "ensure_roles",
-    "ensure_shared", "ensure_task_definition", "queue_names",
+    "ensure_bucket", "ensure_cluster", "ensure_log_group", "ensure_network",
+    "ensure_repository", "ensure_roles", "ensure_shared", "ensure_task_definition", "queue_names",
 ]
 
 MANAGED_TAG = "starburst:managed"
@@ -167,6 +167,29 @@ def ensure_cluster(name: str, *, region: str) -> str:
         created = ecs.create_cluster(clusterName=name,
                                      tags=[{"key": MANAGED_TAG, "value": "true"}])
     return created["cluster"]["clusterArn"]
+
+
+def ensure_repository(name: str, *, region: str) -> str:
+    """Return the URI of the ECR repository ``name``, creating it (tagged) if missing."""
+    ecr = client("ecr", region=region)
+    with translate_errors(f"ECR repository {name}"):
+        try:
+            found = ecr.describe_repositories(repositoryNames=[name])["repositories"]
+        except ClientError as exc:
+            if error_code(exc) != "RepositoryNotFoundException":
+                raise
+        else:
+            if found:
+                return found[0]["repositoryUri"]
+        try:
+            created = ecr.create_repository(repositoryName=name,
+                                            tags=[{"Key": MANAGED_TAG, "Value": "true"}])
+        except ClientError as exc:
+            if error_code(exc) != "RepositoryAlreadyExistsException":
+                raise
+            return ecr.describe_repositories(
+                repositoryNames=[name])["repositories"][0]["repositoryUri"]
+    return created["repository"]["repositoryUri"]
 
 
 def ensure_log_group(name: str, *, region: str) -> None:

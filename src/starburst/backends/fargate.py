@@ -42,6 +42,7 @@ from ..pricing_cache import table_in_use
 from ..quota import plan_workers
 from ..scheduler import LaunchPacing
 from ..transport.aws import AwsTransport
+from . import _environment
 from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
 
 if TYPE_CHECKING:
@@ -139,16 +140,29 @@ class FargateBackend(ComputeBackend):
     def open_session(cls, *, session: str, options: ExecutorOptions,
                      on_output: OutputCallback | None = None) -> Session:
         extra = dict(options.extra)
-        unknown = sorted(set(extra) - set(FIELDS) - set(_EXTRA))
+        valid = (*FIELDS, *_EXTRA, *_environment.OPTION_NAMES)
+        unknown = sorted(set(extra) - set(valid))
         if unknown:
             raise ConfigurationError(
                 f"unknown option(s) {', '.join(unknown)} for backend='fargate'; valid: "
-                f"{', '.join((*FIELDS, *_EXTRA))}")
-        arch = str(extra.pop("arch", None) or "x86_64")
+                f"{', '.join(valid)}")
+        env_mode, env_options = _environment.pop_env_options(
+            extra, arch=extra.pop("arch", None))
+        arch = env_options.platform
         validate_size(options.cpu, options.memory_mib)
         config = load_config(extra)
-        image = _require_image(config)
+        env_options = _environment.settle_mode(env_mode, env_options, config.image)
         shared = provision.ensure_shared(config)
+        snapshot = None
+        expected_hash: str | None = None
+        if env_options.mode == "auto":
+            snapshot = _environment.snapshot_of(env_options)
+            report = _environment.ensure_environment(
+                env_options, snapshot, region=shared.region, repository=config.ecr_repository)
+            image = report.image.reference
+            expected_hash = report.image.env_hash
+        else:
+            image = _require_image(config)
         definition = provision.ensure_task_definition(
             image=image, cpu=options.cpu, memory_mib=options.memory_mib, arch=arch,
             region=shared.region, roles=shared.roles, log_group=shared.log_group)
@@ -157,8 +171,16 @@ class FargateBackend(ComputeBackend):
         try:
             transport = AwsTransport(bucket=shared.bucket, prefix=shared.prefix, queues=queues,
                                      region=shared.region)
-            spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,
-                                   "STARBURST_SESSION": session},
+            worker_env = {"STARBURST_TRANSPORT": transport.spec, "STARBURST_SESSION": session}
+            if expected_hash is not None:
+                worker_env[_environment.EXPECTED_HASH_ENV] = expected_hash
+            if env_options.code:
+                if snapshot is None:
+                    snapshot = _environment.snapshot_of(env_options)
+                key = _environment.upload_code(transport, session, snapshot)
+                if key is not None:
+                    worker_env[_environment.CODE_ENV] = key
+            spec = WorkerSpec(env=worker_env,
                               cpu=options.cpu, memory_mib=options.memory_mib, image=image)
             backend = cls(session=session, shared=shared, arch=arch,
                           task_definition=definition, spec=spec)

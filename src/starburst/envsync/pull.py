@@ -26,7 +26,7 @@ from .oci import DOCKER_MANIFEST_LIST, OCI_INDEX, Descriptor, select_platform
 from .registry import Registry
 from .target import Target
 
-__all__ = ["extract_image", "split_reference"]
+__all__ = ["extract_image", "image_config", "split_reference"]
 
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
@@ -73,17 +73,7 @@ def extract_image(registry: Registry, ref: str, dest: Path, *, platform: str = "
             or a layer holds an unsafe path.
         RegistryError: the registry failed.
     """
-    target = Target.of(platform)
-    repo, reference = split_reference(registry, ref)
-    manifest = registry.get_manifest(repo, reference)
-    body = manifest.json()
-    if manifest.media_type in (OCI_INDEX, DOCKER_MANIFEST_LIST) or "manifests" in body:
-        try:
-            chosen = select_platform(body, arch=target.oci_arch)
-        except LookupError as exc:
-            raise EnvironmentBuildError(f"image {ref}: {exc}") from exc
-        body = registry.get_manifest(repo, chosen.digest).json()
-    config = json.loads(registry.get_blob(repo, Descriptor.from_json(body["config"]).digest))
+    repo, body, config = _resolve(registry, ref, platform)
     dest.mkdir(parents=True, exist_ok=True)
     prefix = PurePosixPath(only.strip("/")) if only else None
     with tempfile.TemporaryDirectory(prefix="starburst-pull-") as tmp:
@@ -96,6 +86,28 @@ def extract_image(registry: Registry, ref: str, dest: Path, *, platform: str = "
     site = _site_packages(config, dest)
     site.mkdir(parents=True, exist_ok=True)
     return site
+
+
+def image_config(registry: Registry, ref: str, *, platform: str = "x86_64") -> dict[str, Any]:
+    """The config blob (``config.Env``, labels...) of image ``ref`` for ``platform``."""
+    return _resolve(registry, ref, platform)[2]
+
+
+def _resolve(registry: Registry, ref: str,
+             platform: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(repository, manifest, config)`` of ``ref``, a platform's manifest of an index."""
+    target = Target.of(platform)
+    repo, reference = split_reference(registry, ref)
+    manifest = registry.get_manifest(repo, reference)
+    body = manifest.json()
+    if manifest.media_type in (OCI_INDEX, DOCKER_MANIFEST_LIST) or "manifests" in body:
+        try:
+            chosen = select_platform(body, arch=target.oci_arch)
+        except LookupError as exc:
+            raise EnvironmentBuildError(f"image {ref}: {exc}") from exc
+        body = registry.get_manifest(repo, chosen.digest).json()
+    config = json.loads(registry.get_blob(repo, Descriptor.from_json(body["config"]).digest))
+    return repo, body, config
 
 
 def _site_packages(config: dict[str, object], dest: Path) -> Path:

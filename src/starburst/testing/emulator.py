@@ -28,6 +28,8 @@ clean slate (moto reset, then provisioning again) without a new server.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import logging
 import os
@@ -115,9 +117,42 @@ def _swap_environment(updates: dict[str, str | None]) -> dict[str, str | None]:
     return previous
 
 
+def _start_registries(home: Path, stack: contextlib.ExitStack) -> dict[str, str]:
+    """Start the emulated ECR and a public registry holding a synthetic base image.
+
+    The ECR stand-in is a distribution registry behind Basic auth with user
+    ``AWS`` and the password moto's ``GetAuthorizationToken`` decodes to,
+    so starburst's ECR auth works unchanged; the synthetic
+    ``python:3.X-slim`` lives in a second, anonymous registry (nothing is
+    downloaded). Returns the environment that points starburst at them.
+    """
+    from ..aws.clients import client
+    from ..envsync.localregistry import LocalRegistry, push_synthetic_base, registry_binary
+    from ..envsync.registry import Registry
+
+    if registry_binary() is None:
+        raise RuntimeError("emulated_aws(registry=True) needs the distribution registry: "
+                           "apt-get install docker-registry")
+    ecr = client("ecr")
+    try:
+        token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    finally:
+        ecr.close()
+    user, _, password = base64.b64decode(token).decode().partition(":")
+    server = stack.enter_context(LocalRegistry(home / "ecr-registry", user=user,
+                                               password=password))
+    public = stack.enter_context(LocalRegistry(home / "public-registry"))
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    with Registry(public.url) as source:
+        push_synthetic_base(source, python=python)
+    return {"STARBURST_REGISTRY_URL": server.url,
+            "STARBURST_BASE_IMAGE": f"{public.host}/library/python:{python}-slim"}
+
+
 @contextmanager
 def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | None = None,
-                 stop_timeout: float = DEFAULT_STOP_TIMEOUT) -> Iterator[EmulatedAws]:
+                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, registry: bool = False,
+                 isolate: bool = False) -> Iterator[EmulatedAws]:
     """Run an emulated AWS (moto server + ECS task runner) for the duration of the block.
 
     Args:
@@ -125,6 +160,12 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
         echo: receives every line worker processes print (default: discarded;
             it is in the emulated CloudWatch Logs either way).
         stop_timeout: seconds a stopped task gets between SIGTERM and SIGKILL.
+        registry: also run a local distribution registry (``docker-registry``)
+            as the account's ECR (``STARBURST_REGISTRY_URL``) and a public one
+            with a synthetic ``python:3.X-slim`` (``STARBURST_BASE_IMAGE``), so
+            ``env="auto"`` builds and pushes images and tasks run from them.
+        isolate: tasks run from an image see only the image and the standard
+            library (see :class:`~starburst.testing.task_runner.EcsTaskRunner`).
 
     Yields:
         The :class:`EmulatedAws`, for resets and fault injection.
@@ -156,9 +197,17 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
         "STARBURST_VCPU_QUOTA": str(EMULATED_VCPU_QUOTA)})
     previous = _swap_environment(updates)
     runner: EcsTaskRunner | None = None
+    registries = contextlib.ExitStack()
     try:
+        registry_url: str | None = None
+        if registry:
+            extra = _start_registries(home, registries)
+            registry_url = extra["STARBURST_REGISTRY_URL"]
+            for name, value in _swap_environment(dict(extra)).items():
+                previous.setdefault(name, value)
         runner = EcsTaskRunner(region=region, endpoint_url=endpoint, echo=echo,
-                               stop_timeout=stop_timeout)
+                               stop_timeout=stop_timeout, registry_url=registry_url,
+                               isolate=isolate)
         runner.start()
         yield EmulatedAws(endpoint=endpoint, region=region, runner=runner,
                           config_path=config_path)
@@ -170,6 +219,7 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
             with urllib.request.urlopen(request, timeout=30) as response:
                 response.read()
         finally:
+            registries.close()
             server.stop()
             _swap_environment(previous)
             werkzeug.setLevel(werkzeug_level)

@@ -22,6 +22,7 @@ like a Fargate task dying: ``EssentialContainerExited``, exit code 137.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import secrets
@@ -35,7 +36,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from moto.backends import get_backend
 from moto.core.models import DEFAULT_ACCOUNT_ID
@@ -44,6 +46,9 @@ from ..aws.clients import client
 from ..aws.errors import translate_errors
 from ..exceptions import CloudError
 from .task_endpoint import TaskEndpoint, TaskIdentity
+
+if TYPE_CHECKING:
+    from ..envsync.registry import Registry
 
 __all__ = ["EcsTaskRunner"]
 
@@ -54,6 +59,26 @@ _SCAN_INTERVAL = 0.1
 #: Host variables a container would also have (locale, search path).
 _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT", "TMPDIR")
 _PYTHONS = ("python", "python3", f"python3.{sys.version_info.minor}")
+_WORKER_MODULE = "starburst.worker"
+_ARCHES = {"X86_64": "x86_64", "ARM64": "arm64"}
+# Image variables a container gets that would break the host interpreter here.
+_HOST_ONLY = frozenset({"PATH", "HOME", "PYTHONPATH", "PYTHONHOME", "LANG"})
+#: Runs ``python -m starburst.worker ARGS`` from an unpacked image: started
+#: with ``-I -S -u`` (no host site-packages, no user site, no PYTHON* variables),
+#: it adds the image's site-packages (``.pth`` files honoured) first on
+#: sys.path, then the fallback paths (empty when the runner isolates).
+#: argv: image site-packages, fallback paths (os.pathsep-joined), worker args.
+_BOOTSTRAP = """\
+import os, runpy, site, sys
+image_site, fallback = sys.argv[1], sys.argv[2]
+before = list(sys.path)
+site.addsitedir(image_site)
+added = [p for p in sys.path if p not in before]
+sys.path[:] = added + [p for p in before if p not in added] + \\
+    [p for p in fallback.split(os.pathsep) if p and p not in added]
+sys.argv = [sys.argv[0], *sys.argv[3:]]
+runpy.run_module("starburst.worker", run_name="__main__", alter_sys=True)
+"""
 
 
 def _now() -> datetime:
@@ -77,17 +102,37 @@ class _Run:
 class EcsTaskRunner:
     """Runs the tasks of moto's in-process ECS backend as local processes.
 
+    A task whose image is in ``registry_url`` (the emulated ECR) runs from
+    that image: its layers are unpacked once per manifest digest (only
+    ``usr/local/lib``), the image's config ``Env`` is applied, and the
+    worker starts with the host interpreter standing in for the image's,
+    with the image's site-packages first on ``sys.path``. With
+    ``isolate=False`` (the default) the host's import path follows as a
+    fallback, for images built from a partial snapshot (tests) that lack
+    starburst's own dependencies; with ``isolate=True`` only the standard
+    library and the image are importable. Other images run on the host's
+    environment, as before.
+
     Args:
         region: the emulated region.
         endpoint_url: the moto server URL the processes talk to.
         echo: called with each output line of each task (``[task-id] line``).
         stop_timeout: seconds between SIGTERM and SIGKILL on StopTask.
+        registry_url: the registry serving as the account's ECR (ECR-token Basic auth).
+        isolate: run image tasks without the host's site-packages.
     """
 
     def __init__(self, *, region: str, endpoint_url: str,
                  echo: Callable[[str], None] | None = None,
                  stop_timeout: float = DEFAULT_STOP_TIMEOUT,
-                 account: str = DEFAULT_ACCOUNT_ID) -> None:
+                 account: str = DEFAULT_ACCOUNT_ID, registry_url: str | None = None,
+                 isolate: bool = False) -> None:
+        self.registry_url = registry_url
+        self.isolate = isolate
+        self._registry: Registry | None = None
+        self._images = Path(tempfile.mkdtemp(prefix="starburst-images-"))
+        #: Images unpacked so far (manifest digests), for tests.
+        self.pulled: list[str] = []
         self.region = region
         self.endpoint_url = endpoint_url
         self.account = account
@@ -122,6 +167,9 @@ class EcsTaskRunner:
         self._agent.close()
         self._logs.close()
         self._sts.close()
+        if self._registry is not None:
+            self._registry.close()
+        shutil.rmtree(self._images, ignore_errors=True)
 
     def kill_all(self) -> None:
         """SIGKILL every task process and wait until each is reported STOPPED.
@@ -299,7 +347,18 @@ class EcsTaskRunner:
                 command = list(override.get("command") or command)
         if not command:
             raise CloudError(f"task definition {definition.arn} has no command to run")
-        if command[0] in _PYTHONS:
+        image = str(container.get("image") or "")
+        platform = getattr(definition, "runtime_platform", None) or {}
+        arch = _ARCHES.get(str(platform.get("cpuArchitecture") or "X86_64"), "x86_64")
+        pulled = self._pull(image, arch) if self._from_registry(image) else None
+        image_env: dict[str, str] = {}
+        if pulled is not None and command[0] in _PYTHONS and command[1:3] == ["-m",
+                                                                           _WORKER_MODULE]:
+            site_dir, image_env = pulled
+            fallback = "" if self.isolate else os.pathsep.join(self._host_path())
+            command = [sys.executable, "-I", "-S", "-u", "-c", _BOOTSTRAP, str(site_dir), fallback,
+                       *command[3:]]
+        elif command[0] in _PYTHONS:
             command[0] = sys.executable  # the host interpreter stands in for the image
         run.home = tempfile.mkdtemp(prefix=f"starburst-task-{task.id[:8]}-")
         role = task.overrides.get("taskRoleArn") or getattr(definition, "task_role_arn", None)
@@ -310,13 +369,66 @@ class EcsTaskRunner:
         agent = self._agent.register(task.id, identity)
         self._open_log_stream(run, container)
         base = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
-        host_path = [os.path.abspath(p or os.getcwd()) for p in sys.path
-                     if os.path.exists(p or ".")]
+        path_env = {} if pulled is not None else {
+            "PYTHONPATH": os.pathsep.join(self._host_path())}
         return command, {
-            **base, "HOME": run.home, "PYTHONPATH": os.pathsep.join(host_path), **env,
+            **base, **image_env, "HOME": run.home, **path_env, **env,
             "AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region,
             "AWS_EXECUTION_ENV": "AWS_ECS_FARGATE", "AWS_ENDPOINT_URL": self.endpoint_url,
             **agent}
+
+    @staticmethod
+    def _host_path() -> list[str]:
+        return [os.path.abspath(p or os.getcwd()) for p in sys.path if os.path.exists(p or ".")]
+
+    def _from_registry(self, image: str) -> bool:
+        """Whether ``image`` names the emulated ECR (by its ECR host name or its URL)."""
+        if self.registry_url is None:
+            return False
+        registry = self._ecr()
+        hosts = {registry.name, registry.url.split("://", 1)[-1]}
+        return any(image.startswith(f"{host}/") for host in hosts)
+
+    def _ecr(self) -> Registry:
+        if self._registry is None:
+            from ..envsync.ecrauth import ecr_registry
+
+            self._registry = ecr_registry(client("ecr", region=self.region),
+                                          registry_url=self.registry_url)
+        return self._registry
+
+    def _pull(self, image: str, arch: str) -> tuple[Path, dict[str, str]]:
+        """Unpack ``image`` once (per manifest digest): its site-packages and config Env.
+
+        Raises:
+            CloudError: the image cannot be pulled (``CannotPullContainerError``).
+        """
+        from ..envsync.errors import EnvironmentBuildError
+        from ..envsync.pull import extract_image, image_config, split_reference
+
+        registry = self._ecr()
+        try:
+            repo, reference = split_reference(registry, image)
+            digest = registry.manifest_digest(repo, reference)
+            if digest is None:
+                raise CloudError(f"CannotPullContainerError: {image}: not found")
+            root = self._images / f"{digest.replace(':', '-')}-{arch}"
+            done = root / ".starburst-image.json"
+            if not done.is_file():
+                shutil.rmtree(root, ignore_errors=True)
+                config = image_config(registry, image, platform=arch)
+                site_dir = extract_image(registry, image, root / "fs", platform=arch,
+                                         only="usr/local/lib")
+                inner = config.get("config") or {}
+                env = dict(e.split("=", 1) for e in inner.get("Env") or [] if "=" in e)
+                done.write_text(json.dumps({"site": str(site_dir), "env": env}),
+                                encoding="utf-8")
+                self.pulled.append(digest)
+            record = json.loads(done.read_text(encoding="utf-8"))
+        except EnvironmentBuildError as exc:
+            raise CloudError(f"CannotPullContainerError: {image}: {exc}") from exc
+        env = {k: str(v) for k, v in record["env"].items() if k not in _HOST_ONLY}
+        return Path(record["site"]), env
 
     def _credentials(self, role: str, task_id: str) -> dict[str, str]:
         """Assume the task role (in the emulator) as ECS does for a task."""

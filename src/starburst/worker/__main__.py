@@ -21,10 +21,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 
-from ..exceptions import StarburstError
+from ..exceptions import ConfigurationError, ProtocolError, StarburstError
 from ..settings import Settings
-from ..transport import open_transport
+from ..transport import Transport, open_transport
 from .loop import Worker
 
 
@@ -43,6 +44,56 @@ def _ecs_task_arn() -> str | None:
     return str(arn) if arn else None
 
 
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse to run in an image other than the one the session built.
+
+    ``STARBURST_EXPECTED_ENV_HASH`` (task env, set by the client when it built
+    the image) must equal ``STARBURST_ENV_HASH`` (the image's env). Without
+    an expectation (``env="off"``, the user's own image) there is nothing to check.
+
+    Raises:
+        ConfigurationError: the hashes differ.
+    """
+    env = os.environ if environ is None else environ
+    expected = env.get("STARBURST_EXPECTED_ENV_HASH")
+    if not expected:
+        return
+    actual = env.get("STARBURST_ENV_HASH")
+    if actual != expected:
+        found = f"{actual[:12]}..." if actual else "none (not a starburst-built image)"
+        raise ConfigurationError(
+            f"environment mismatch: this worker's image has environment hash {found}, the "
+            f"session expects {expected[:12]}...; the task runs a stale or foreign image "
+            "(a moved tag or an edited task definition). Run again to rebuild, or pass "
+            "env='off' with image='...' to run your own image unchecked")
+
+
+def load_code(transport: Transport, environ: Mapping[str, str] | None = None) -> None:
+    """Fetch the session's code archive (``STARBURST_CODE``) and put it first on sys.path."""
+    env = os.environ if environ is None else environ
+    key = env.get("STARBURST_CODE")
+    if not key:
+        return
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    from ..envsync.code import apply_code_archive
+
+    data = transport.store.get(key)
+    digest = hashlib.sha256(data).hexdigest()
+    if not key.endswith(f"{digest}.zip"):
+        raise ProtocolError(f"the code archive {key} is corrupted (its sha256 is {digest})")
+    folder = Path(tempfile.gettempdir()) / "starburst-code"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"code-{digest[:16]}.zip"
+    if not path.is_file():
+        staging = folder / f".{path.name}.{os.getpid()}.tmp"
+        staging.write_bytes(data)
+        staging.replace(path)
+    apply_code_archive(path, extract_to=folder)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a worker until it is idle, stopped or orphaned; return its exit code."""
     parser = argparse.ArgumentParser(prog="python -m starburst.worker")
@@ -56,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("STARBURST_TRANSPORT and STARBURST_SESSION (or --transport and "
                      "--session) must be set; this command is started by starburst")
     try:
+        check_environment()
         settings = Settings.from_env()
         transport = open_transport(args.transport)
+        load_code(transport)
         worker = Worker(transport, session=args.session,
                         worker_id=args.worker_id or _ecs_task_arn(),
                         settings=settings, detached=args.detached)
