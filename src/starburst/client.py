@@ -37,6 +37,7 @@ from .chunking import submit_group_size
 from .cost import CostReport, computed_cost
 from .exceptions import (
     BudgetExceededError,
+    CloudError,
     ConfigurationError,
     ExecutorBroken,
     ProtocolError,
@@ -44,6 +45,7 @@ from .exceptions import (
     SerializationError,
     StarburstError,
     TaskError,
+    TransportError,
     WorkerLostError,
 )
 from .options import ExecutorOptions
@@ -624,7 +626,9 @@ class Client:
             outcomes = loads(frame)
             if not isinstance(outcomes, list) or len(outcomes) != len(chunk.targets):
                 raise ProtocolError(f"result of chunk {chunk.id} has the wrong shape")
-        except (ProtocolError, SerializationError, KeyError) as exc:
+        except (ProtocolError, SerializationError, TransportError, CloudError, KeyError) as exc:
+            # A result that cannot be read fails its chunk's tasks with the
+            # reason; it never leaves their futures waiting.
             error = exc if isinstance(exc, StarburstError) else ProtocolError(
                 f"result {notice.key} of chunk {chunk.id} is missing from the store")
             outcomes = [(t[0], "fail", error, "", None) for t in chunk.tasks]

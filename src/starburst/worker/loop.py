@@ -327,6 +327,7 @@ class Worker:
     def _heartbeat(self) -> None:
         period = min(self.settings.heartbeat, 1.0)
         last_extend = time.monotonic()
+        last_client_check = last_extend
         while True:
             time.sleep(period)
             now = time.monotonic()
@@ -335,6 +336,19 @@ class Worker:
                 os._exit(0)
             with self._lock:
                 lease = self._lease
+            # While a chunk runs the main loop cannot look at the client's
+            # heartbeat: a client that died must not keep this task billing.
+            if (lease is not None and not self.detached
+                    and now - last_client_check >= self.settings.client_heartbeat):
+                last_client_check = now
+                try:
+                    gone = self._client_gone()
+                except Exception as exc:
+                    self._log(f"client heartbeat check failed: {exc}")
+                    gone = False
+                if gone:
+                    self._log("client heartbeat is stale while a chunk runs: exiting")
+                    os._exit(0)
             if lease is None:
                 last_extend = now
                 continue
