@@ -52,3 +52,37 @@ def test_no_free_vcpu_is_a_clear_error(aws, settings, monkeypatch) -> None:
 def test_invalid_fargate_size_lists_the_choices(aws) -> None:
     with pytest.raises(starburst.ConfigurationError, match="use memory from"):
         starburst.Executor(backend="fargate", cpu=4, memory="2GB", progress=False)
+
+
+def test_short_quota_says_how_to_ask_for_more_without_prompting(aws, settings, monkeypatch,
+                                                                capsys) -> None:
+    monkeypatch.setenv("STARBURST_VCPU_QUOTA", "2")
+    with starburst.Executor(backend="fargate", workers=4, settings=settings,
+                            progress=False) as ex:
+        assert ex.workers == 2
+    err = capsys.readouterr().err
+    assert "ask for 50 vCPU" in err
+    assert "starburst quota --region us-east-1 --cpu 1 --workers 4 --request" in err
+
+
+def test_auto_quota_request_asks_aws_for_an_increase(aws, settings, monkeypatch,
+                                                     capsys) -> None:
+    from starburst.aws.quota import QuotaRequest
+    from starburst.backends import fargate
+
+    asked: list[float] = []
+
+    def request_increase(desired: float, region: str | None = None) -> QuotaRequest:
+        asked.append(desired)
+        return QuotaRequest(id="req-1", quota_code="L-3032A538", desired=desired,
+                            status="PENDING")
+
+    monkeypatch.setattr(fargate, "request_increase", request_increase)
+    monkeypatch.setenv("STARBURST_VCPU_QUOTA", "2")
+    with starburst.Executor(backend="fargate", workers=4, settings=settings, progress=False,
+                            auto_quota_request=True) as ex:
+        assert ex.workers == 2
+    assert asked == [50]
+    assert "request req-1: PENDING" in capsys.readouterr().err
+    with pytest.raises(starburst.ConfigurationError, match="auto_quota_request"):
+        starburst.Executor(backend="fargate", auto_quota_request="yes", progress=False)

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,12 +35,12 @@ from ..aws import provision
 from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, AwsConfig, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
-from ..aws.quota import QuotaStatus, read_plan, vcpus_in_use
+from ..aws.quota import QuotaStatus, read_plan, request_increase, vcpus_in_use
 from ..aws.sizes import validate_size
 from ..exceptions import BackendError, CloudError, ConfigurationError
 from ..pricing import hourly_rate, lookup
 from ..pricing_cache import table_in_use
-from ..quota import plan_workers
+from ..quota import QuotaPlan, plan_workers, suggest_quota
 from ..scheduler import LaunchPacing
 from ..transport.aws import AwsTransport
 from . import _environment
@@ -73,7 +74,7 @@ _OVERRIDES_LIMIT = 8192
 #: not ten, and stays well under ECS's API rate.
 _STOP_THREADS = 8
 #: Backend options beyond the config fields: the CPU architecture.
-_EXTRA = ("arch",)
+_EXTRA = ("arch", "auto_quota_request")
 _CREDENTIAL_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                               "AWS_SECURITY_TOKEN", "AWS_PROFILE",
                               "AWS_CONTAINER_CREDENTIALS_FULL_URI"})
@@ -146,6 +147,11 @@ class FargateBackend(ComputeBackend):
             raise ConfigurationError(
                 f"unknown option(s) {', '.join(unknown)} for backend='fargate'; valid: "
                 f"{', '.join(valid)}")
+        auto_request = extra.pop("auto_quota_request", None)
+        if auto_request not in (None, True, False):
+            raise ConfigurationError(
+                f"auto_quota_request={auto_request!r} must be True (request an increase "
+                "when the quota is short), False (never) or None (ask when interactive)")
         env_mode, env_options = _environment.pop_env_options(
             extra, arch=extra.pop("arch", None))
         arch = env_options.platform
@@ -205,6 +211,10 @@ class FargateBackend(ComputeBackend):
                 raise ConfigurationError(plan.message())
             if plan.message():
                 notes.append(plan.message())
+            if plan.limited and plan.quota_vcpu is not None:
+                offer = _offer_increase(plan, shared.region, auto_request)
+                if offer:
+                    notes.append(offer)
             if status.in_use_note:
                 notes.append(status.in_use_note)
             max_workers = plan.workers
@@ -344,6 +354,33 @@ class FargateBackend(ComputeBackend):
             self.stop()
         finally:
             self.ecs.close()
+
+
+def _offer_increase(plan: QuotaPlan, region: str, auto: bool | None) -> str:
+    """Request a quota increase (auto=True), offer one (None, interactive only), or say how.
+
+    Never prompts when not interactive: the run goes on with the workers that fit.
+    """
+    want = suggest_quota(plan.requested, plan.cpu, plan.in_use_vcpu)
+    how = (f"to run all {plan.requested} workers at once, ask for {want} vCPU: "
+           f"`starburst quota --region {region} --cpu {plan.cpu:g} --workers {plan.requested} "
+           "--request`")
+    if auto is False:
+        return how
+    if auto is None:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            return how
+        answer = input(f"starburst: request a Fargate vCPU quota of {want} in {region} "
+                       f"(now {plan.quota_vcpu:g})? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return how
+    try:
+        request = request_increase(want, region=region)
+    except CloudError as exc:
+        return f"the quota increase request failed: {exc}"
+    return (f"requested a Fargate vCPU quota of {want} (request {request.id}: {request.status}"
+            f"); this run uses {plan.workers} workers meanwhile; `starburst quota` shows "
+            "the request")
 
 
 def _quota_status(workers: int, cpu: float, region: str) -> QuotaStatus:
