@@ -9,6 +9,7 @@ exactly the protocol the cloud runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -16,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..exceptions import TransportError
@@ -147,19 +148,25 @@ class SqliteQueue(Queue):
             self._local.conn = conn
         return conn
 
-    def _run(self, fn_name: str, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on any error), errors translated."""
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(sql, rows)
+                yield conn
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise TransportError(f"local queue {self.name}: {fn_name} failed: {exc}") from exc
+            raise TransportError(f"local queue {self.name}: {what} failed: {exc}") from exc
+
+    def _run(self, what: str, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        with self._transaction(what) as conn:
+            conn.executemany(sql, rows)
 
     def send(self, bodies: Sequence[bytes]) -> None:
         if not bodies:
@@ -171,41 +178,35 @@ class SqliteQueue(Queue):
     def _lease(self, max_messages: int, visibility: float) -> list[Message]:
         conn = self._conn()
         now = time.time()
+        # A read without the write lock first: an empty poll (the common
+        # case for an idle worker) then never blocks the other processes.
         try:
-            # A read without the write lock first: an empty poll (the common
-            # case for an idle worker) then never blocks the other processes.
             if conn.execute(
                     "SELECT 1 FROM messages WHERE queue = ? AND visible_at <= ? LIMIT 1",
                     (self.name, now)).fetchone() is None:
                 return []
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                rows = conn.execute(
-                    # visible_at first, so the (queue, visible_at, id) index serves
-                    # the ORDER BY and no temporary sort holds the write lock.
-                    "SELECT id, body, receives FROM messages WHERE queue = ? AND visible_at <= ?"
-                    " ORDER BY visible_at, id LIMIT ?",
-                    (self.name, now, max_messages),
-                ).fetchall()
-                out: list[Message] = []
-                for row_id, body, receives in rows:
-                    if self.max_receives and receives >= self.max_receives and self.dead:
-                        conn.execute(
-                            "UPDATE messages SET queue = ?, receives = 0, receipt = NULL"
-                            " WHERE id = ?", (self.dead.name, row_id))
-                        continue
-                    receipt = uuid.uuid4().hex
-                    conn.execute(
-                        "UPDATE messages SET visible_at = ?, receipt = ?, receives = ?"
-                        " WHERE id = ?", (now + visibility, receipt, receives + 1, row_id))
-                    out.append(Message(bytes(body), receipt, receives + 1))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise TransportError(f"local queue {self.name}: receive failed: {exc}") from exc
+        out: list[Message] = []
+        with self._transaction("receive") as conn:
+            rows = conn.execute(
+                # visible_at first, so the (queue, visible_at, id) index serves
+                # the ORDER BY and no temporary sort holds the write lock.
+                "SELECT id, body, receives FROM messages WHERE queue = ? AND visible_at <= ?"
+                " ORDER BY visible_at, id LIMIT ?",
+                (self.name, now, max_messages),
+            ).fetchall()
+            for row_id, body, receives in rows:
+                if self.max_receives and receives >= self.max_receives and self.dead:
+                    conn.execute(
+                        "UPDATE messages SET queue = ?, receives = 0, receipt = NULL"
+                        " WHERE id = ?", (self.dead.name, row_id))
+                    continue
+                receipt = uuid.uuid4().hex
+                conn.execute(
+                    "UPDATE messages SET visible_at = ?, receipt = ?, receives = ?"
+                    " WHERE id = ?", (now + visibility, receipt, receives + 1, row_id))
+                out.append(Message(bytes(body), receipt, receives + 1))
         return out
 
     def receive(self, *, max_messages: int = 1, wait_seconds: float = 0.0,
