@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "cleanup": "starburst.commands.ops:cleanup",
     "cost": "starburst.commands.ops:cost",
     "demo": "starburst.commands.demo:demo",
+    "env": "starburst.commands.env:env",
     "doctor": "starburst.commands.doctor:doctor",
     "estimate": "starburst.commands.estimate:estimate_command",
     "logs": "starburst.commands.ops:logs",

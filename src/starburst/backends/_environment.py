@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import ConfigurationError
 
 if TYPE_CHECKING:
-    from ..envsync.image import BuildReport
+    from ..envsync.image import BuildReport, ImagePlan
     from ..envsync.resolve import IndexOptions
     from ..envsync.snapshot import Snapshot
     from ..transport.base import Transport
 
 __all__ = ["BASE_IMAGE_ENV", "CODE_ENV", "ENV_MODES", "EXPECTED_HASH_ENV", "EnvOptions",
-           "code_key", "ensure_environment", "pop_env_options", "upload_code"]
+           "base_image_of", "code_key", "ensure_environment", "plan_environment",
+           "pop_env_options", "upload_code"]
 
 log = logging.getLogger("starburst")
 
@@ -159,7 +160,7 @@ def ensure_environment(options: EnvOptions, snapshot: Snapshot, *, region: str,
             log.info("starburst: uploading the worker image: %.0f MiB sent",
                      sent[0] / 2 ** 20)
 
-    base = options.base_image or os.environ.get(BASE_IMAGE_ENV) or None
+    base = base_image_of(options)
     start = time.perf_counter()
     log.info("starburst: checking the worker image for this environment (%s, Python %s)",
              snapshot.target.arch, snapshot.target.python)
@@ -175,7 +176,35 @@ def ensure_environment(options: EnvOptions, snapshot: Snapshot, *, region: str,
     else:
         log.info("starburst: worker image %s is up to date; nothing built or sent",
                  report.image.reference)
+    _record(snapshot, report, repository)
     return report
+
+
+def base_image_of(options: EnvOptions) -> str | None:
+    """The base image reference: ``base_image=``, ``STARBURST_BASE_IMAGE``, else None
+    (python slim, chosen by envsync)."""
+    return options.base_image or os.environ.get(BASE_IMAGE_ENV) or None
+
+
+def plan_environment(options: EnvOptions, snapshot: Snapshot) -> ImagePlan:
+    """The hash and tag :func:`ensure_environment` would push, without building or pushing."""
+    from ..envsync.image import plan_image
+
+    return plan_image(snapshot=snapshot, base_image=base_image_of(options),
+                      index=options.index)
+
+
+def _record(snapshot: Snapshot, report: BuildReport, repository: str) -> None:
+    """Note the image in the local build record (``starburst env show``); never fails."""
+    from ..envsync.history import record_build
+
+    image = report.image
+    try:
+        record_build(snapshot=snapshot, tag=image.tag, env_hash=image.env_hash,
+                     digest=image.digest, reference=image.reference, repository=repository,
+                     built=report.built, bytes_uploaded=report.bytes_uploaded)
+    except OSError as exc:
+        log.debug("starburst: could not record the environment build: %s", exc)
 
 
 def code_key(session: str, digest: str) -> str:

@@ -46,8 +46,8 @@ from .selfwheel import SelfInstall, self_identity, self_layer
 from .snapshot import Snapshot, take_snapshot
 from .target import Target
 
-__all__ = ["ENTRYPOINT", "BuildReport", "ImageRef", "compose_config", "ensure_image",
-           "env_hash"]
+__all__ = ["ENTRYPOINT", "BuildReport", "ImagePlan", "ImageRef", "compose_config",
+           "ensure_image", "env_hash", "plan_image"]
 
 #: What every worker container runs.
 ENTRYPOINT = ["python", "-m", "starburst.worker"]
@@ -197,6 +197,43 @@ def ensure_image(registry: Registry, repository: str, *, snapshot: Snapshot | No
     return BuildReport(image=ImageRef(registry.name, repository, tag, digest, full_hash),
                        built=True, bytes_uploaded=registry.bytes_uploaded - sent_before,
                        layers=tuple(layers), warnings=lock.warnings, timings=timings)
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePlan:
+    """The tag an environment's image has, computed without touching the target registry.
+
+    Attributes:
+        env_hash: the full environment hash.
+        tag: ``env-<hash>``, the tag :func:`ensure_image` pushes under.
+        lock: the resolved lock.
+        base: the resolved base image.
+    """
+
+    env_hash: str
+    tag: str
+    lock: Lock
+    base: BaseImage
+
+
+def plan_image(*, snapshot: Snapshot, base_image: str | None = None,
+               base_registry: Registry | None = None, index: IndexOptions | None = None,
+               threshold: int = DEFAULT_SPLIT_BYTES, cache_dir: Path | None = None,
+               refresh: bool = False) -> ImagePlan:
+    """The hash and tag :func:`ensure_image` would give this environment (nothing built).
+
+    The inputs are those of :func:`ensure_image` and are read the same way
+    (resolve, base image resolution, the running starburst's identity),
+    so equal arguments give the tag :func:`ensure_image` checks for.
+    """
+    root = cache_dir or default_cache_dir()
+    lock = resolve(snapshot, index=index, cache_dir=root, refresh=refresh)
+    ref = parse_reference(base_image or DEFAULT_BASE_IMAGE.format(python=snapshot.target.python))
+    with contextlib.ExitStack() as stack:
+        source = base_registry or stack.enter_context(Registry(ref.url, auth=RegistryAuth()))
+        base = resolve_base(source, ref, snapshot.target, cache_dir=root, refresh=refresh)
+    full_hash = env_hash(lock, base, self_identity(), threshold=threshold)
+    return ImagePlan(env_hash=full_hash, tag=f"env-{full_hash[:_TAG_HEX]}", lock=lock, base=base)
 
 
 def compose_config(base: BaseImage, layers: list[Layer], target: Target, full_hash: str,

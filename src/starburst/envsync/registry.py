@@ -231,6 +231,31 @@ class Registry:
         self.bytes_uploaded += len(data)
         return sha256_digest(data)
 
+    def delete_manifest(self, repo: str, digest: str) -> None:
+        """Delete manifest ``digest`` (and so every tag on it) from ``repo``.
+
+        ``DELETE /v2/<repo>/manifests/<digest>``: the distribution registry
+        needs ``storage.delete.enabled``; ECR's own API for this is
+        ``BatchDeleteImage`` (see ``starburst env prune``).
+        """
+        if not digest.startswith("sha256:"):
+            raise RegistryError(f"delete manifest {repo}@{digest}: a digest is required")
+        self._call("DELETE", f"/v2/{repo}/manifests/{digest}", ok=(202, 200),
+                   what=f"delete manifest {repo}@{digest[:19]}")
+
+    def list_tags(self, repo: str) -> list[str]:
+        """Every tag of ``repo`` (``GET /v2/<repo>/tags/list``, following ``Link`` pages)."""
+        tags: list[str] = []
+        url: str | None = f"/v2/{repo}/tags/list"
+        while url:
+            resp = self._call("GET", url, ok=(200, 404), what=f"list the tags of {repo}")
+            if resp.status_code == 404:
+                return tags
+            tags += list(resp.json().get("tags") or [])
+            link = resp.headers.get("link", "")
+            url = self._absolute(link.split(";")[0].strip(" <>")) if link else None
+        return tags
+
     # -- internals -------------------------------------------------------------
 
     def _upload(self, repo: str, digest: str, source: Path | bytes, size: int,
