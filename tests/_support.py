@@ -106,3 +106,8 @@ class SharedEmulator:
         if cls._cm is not None:
             cls._cm.__exit__(None, None, None)
             cls._cm = cls.aws = None
+
+
+def emulated_pids() -> dict[str, int]:
+    """Task ARN -> pid of the emulated Fargate tasks (for fault injection)."""
+    return dict(SharedEmulator.get().runner.pids())

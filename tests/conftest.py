@@ -77,11 +77,6 @@ def _stop_emulator() -> Iterator[None]:
     SharedEmulator.stop()
 
 
-def emulated_pids() -> dict[str, int]:
-    """Task ARN -> pid of the emulated Fargate tasks (for fault injection)."""
-    return dict(SharedEmulator.get().runner.pids())
-
-
 #: Backend name -> context manager that sets up what the backend needs (an
 #: emulated AWS, say) and yields the extra ``Executor`` options it takes.
 #: Adding a backend to every conformance and crash test is one entry here.

@@ -42,7 +42,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 def worker_pids(ex: starburst.Executor) -> dict[str, int]:
     """Worker id -> pid, for backends that run workers as local processes."""
     if ex._options.backend == "fargate":
-        from conftest import emulated_pids
+        from _support import emulated_pids
 
         return emulated_pids()  # the emulated task runner's processes
     pids = getattr(ex._client.backend, "pids", None)
