@@ -102,3 +102,54 @@ def test_worker_processes_of_a_detached_session_end(tmp_path: Path,
 
     wait_for(lambda: not session_processes(session), timeout=60,
              what="the detached session's workers to exit")
+
+
+@pytest.mark.parametrize("backend", ["fargate"], indirect=True)
+def test_fargate_detached_workers_lost_then_attach_launches_new_ones(
+        tmp_path: Path, backend: object) -> None:
+    """Detached on (emulated) Fargate, the client and every worker killed, then
+    attach: the attached client launches replacement workers from the record
+    (same task definition, image and environment) and gets every result."""
+    from _support import SharedEmulator
+
+    runner = SharedEmulator.get().runner
+    script = tmp_path / "client.py"
+    script.write_text(SCRIPT.format(detached=True, after="time.sleep(60)").replace(
+        "starburst.Executor(", "starburst.Executor(backend='fargate', "))
+    env = {**os.environ, **SharedEmulator.env,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError(f"the client printed no session id: {err}")
+    session = json.loads(line)["session"]
+    try:
+        wait_for(runner.pids, timeout=60, what="the first workers")
+        time.sleep(1.0)
+        proc.kill()
+        proc.communicate(timeout=10)
+        runner.kill_all()  # no worker is left: attach must launch new ones
+        settings = starburst.Settings(lease=3.0, heartbeat=1.0, poll=0.05, idle_timeout=20,
+                                      client_heartbeat=0.5, client_stale=600,
+                                      timeout_grace=1.0)
+        with starburst.attach(session, backend="fargate", progress=False,
+                              settings=settings) as handle:
+            assert handle.results(timeout=120) == [0.2 + 0.01 * i for i in range(20)]
+            status = handle.status()
+            assert (status.tasks_total, status.tasks_done, status.tasks_failed) == (20, 20, 0)
+            assert status.workers_launched >= 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        runner.kill_all()
+
+
+@pytest.mark.parametrize("backend", ["fargate"], indirect=True)
+def test_fargate_attach_to_an_unknown_session_names_bucket_and_prefix(backend: object) -> None:
+    with pytest.raises(starburst.ConfigurationError,
+                       match=r"no Fargate session sb-nope in bucket '[^']+' under prefix "
+                             r"'starburst'"):
+        starburst.attach("sb-nope", backend="fargate", progress=False)

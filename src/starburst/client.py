@@ -62,6 +62,7 @@ from .scheduler import (
 )
 from .serialization import checksum, dumps, loads, locate_unpicklable, sizeof
 from .session import (
+    WORKER_OPTION,
     SessionRecord,
     chunk_manifest_key,
     load_manifests,
@@ -262,6 +263,9 @@ class Client:
         if options.detached or (record is not None and record.detached):
             env["STARBURST_DETACHED"] = "1"
             env["STARBURST_SESSION_DEADLINE"] = f"{self.deadline:.0f}"
+        if options.debug:
+            env["STARBURST_DEBUG_KEEPALIVE"] = f"{options.debug_keepalive:g}"
+        self._debug_kept: set[str] = set()
         self.spec = WorkerSpec(env=env, cpu=self.session.spec.cpu,
                                memory_mib=self.session.spec.memory_mib,
                                image=self.session.spec.image)
@@ -294,7 +298,12 @@ class Client:
         self.record = record or SessionRecord(
             session=session_id, backend=options.backend, transport=self.transport.spec,
             detached=options.detached, deadline=self.deadline, workers=self.workers,
-            max_attempts=options.max_attempts, options=_json_safe(options.extra))
+            max_attempts=options.max_attempts,
+            options={**_json_safe(options.extra), WORKER_OPTION: {
+                "image": self.session.spec.image, "cpu": self.session.spec.cpu,
+                "memory_mib": self.session.spec.memory_mib,
+                "arch": str(getattr(self.backend, "arch", "")),
+                "env": dict(self.session.spec.env)}})
         self.attached_futures: dict[int, Future[Any]] = {}
         if record is None:
             self._write_record("running")
@@ -569,6 +578,8 @@ class Client:
                 return
             if self._closing and self._idle():
                 return
+            if self._detaching:
+                return  # notices stay queued for whoever attaches
             try:
                 got = results.receive(max_messages=results.max_batch, wait_seconds=0.5,
                                       visibility=60.0)
@@ -648,6 +659,8 @@ class Client:
                 continue
             if status != "ok":
                 failed += 1
+            if status == "err" and self.options.debug:
+                self._offer_debugging(notice.worker, tid)
             deliver(target, status, value)
         with self._lock:
             self.counters.tasks_done += len(outcomes) - len(rerun)
@@ -666,6 +679,23 @@ class Client:
         elif rerun:
             self.build_chunk([chunk.tasks[i] for i in rerun], [chunk.targets[i] for i in rerun])
 
+    def _offer_debugging(self, worker: str, task: int) -> None:
+        """Debug mode: the first worker whose task raised stays up; say how to get in."""
+        with self._lock:
+            if self._debug_kept:
+                return
+            self._debug_kept.add(worker)
+        how = self.backend.keep_for_debugging(worker)
+        seconds = f"{self.options.debug_keepalive:g}"
+        if how is None:
+            self.display.print(
+                f"starburst: debug: task {task} failed on worker {worker}, which stays alive "
+                f"for {seconds} s; this backend cannot say how to get into it", stream="stderr")
+        else:
+            self.display.print(
+                f"starburst: debug: task {task} failed on worker {worker}, which stays alive "
+                f"for {seconds} s; get into it with:\n    {how}", stream="stderr")
+
     # -- scheduler actions --------------------------------------------------
     def _act(self, actions: Sequence[Any]) -> None:
         for action in actions:
@@ -678,7 +708,9 @@ class Client:
             elif isinstance(action, Launch):
                 self._launch(action.count)
             elif isinstance(action, Retire):
-                self.backend.stop(list(action.workers))
+                retire = [w for w in action.workers if w not in self._debug_kept]
+                if retire:
+                    self.backend.stop(retire)
             elif isinstance(action, OverBudget):
                 self._over_budget(action)
 

@@ -119,6 +119,12 @@ class Executor(_StdExecutor):
             derived from this seed and the task's position (see
             :mod:`starburst.seeding`): results are identical across runs,
             backends, worker counts and chunk sizes.
+        debug: debug mode. The first worker whose task raises stays alive for
+            ``debug_keepalive`` seconds after reporting, and the client prints how
+            to get into it: on Fargate (tasks start with ECS Exec enabled) the
+            ``aws ecs execute-command ...`` command; locally its process id
+            (``py-spy dump --pid N``). While it waits it takes no work.
+        debug_keepalive: seconds that worker stays alive (default 600).
         **backend_options: options of the backend (``region``, ``image``...).
             Fargate's environment: ``env="auto"`` (the default when no image
             is configured: the image of this environment is built without
@@ -135,13 +141,14 @@ class Executor(_StdExecutor):
                  detached: bool = False, settings: Settings | None = None,
                  max_cost: float | None = None, max_hourly_cost: float | None = None,
                  seed: int | None = None, session_timeout: float = 24 * 3600.0,
+                 debug: bool = False, debug_keepalive: float = 600.0,
                  **backend_options: Any) -> None:
         self._options = ExecutorOptions.build(
             backend=backend, workers=workers, cpu=cpu, memory=memory, chunksize=chunksize,
             max_attempts=max_attempts, task_timeout=task_timeout, idle_timeout=idle_timeout,
             progress=progress, detached=detached, settings=settings, max_cost=max_cost,
             max_hourly_cost=max_hourly_cost, seed=seed, session_timeout=session_timeout,
-            **backend_options)
+            debug=debug, debug_keepalive=debug_keepalive, **backend_options)
         self._session_id = new_session_id()
         self._shutdown_lock = threading.Lock()
         self._shutdown = False

@@ -65,6 +65,8 @@ class ExecutorOptions:
     max_hourly_cost: float | None = None
     seed: int | None = None
     session_timeout: float = 24 * 3600.0
+    debug: bool = False
+    debug_keepalive: float = 600.0
     settings: Settings = field(default_factory=Settings)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -76,6 +78,7 @@ class ExecutorOptions:
               detached: bool = False, settings: Settings | None = None,
               max_cost: float | None = None, max_hourly_cost: float | None = None,
               seed: int | None = None, session_timeout: float = 24 * 3600.0,
+              debug: bool = False, debug_keepalive: float = 600.0,
               **extra: Any) -> ExecutorOptions:
         """Validate user-facing arguments; every error names the fix."""
         if not isinstance(backend, str):
@@ -114,6 +117,13 @@ class ExecutorOptions:
                 or not math.isfinite(session_timeout) or session_timeout <= 0):
             raise ConfigurationError(
                 f"session_timeout={session_timeout!r} must be a positive number of seconds")
+        if not isinstance(debug, bool):
+            raise ConfigurationError(f"debug={debug!r} must be True or False")
+        if (isinstance(debug_keepalive, bool) or not isinstance(debug_keepalive, (int, float))
+                or not math.isfinite(debug_keepalive) or debug_keepalive <= 0):
+            raise ConfigurationError(
+                f"debug_keepalive={debug_keepalive!r} must be a positive number of seconds "
+                "(how long a worker whose task failed stays alive with debug=True)")
         base = settings or Settings.from_env()
         if idle_timeout is not None:
             base = Settings(**{**_settings_dict(base), "idle_timeout": float(idle_timeout)})
@@ -124,7 +134,8 @@ class ExecutorOptions:
                    progress=progress, detached=detached, settings=base,
                    max_cost=None if max_cost is None else float(max_cost),
                    max_hourly_cost=None if max_hourly_cost is None else float(max_hourly_cost),
-                   seed=seed, session_timeout=float(session_timeout), extra=extra)
+                   seed=seed, session_timeout=float(session_timeout), debug=debug,
+                   debug_keepalive=float(debug_keepalive), extra=extra)
 
     def default_local_workers(self) -> int:
         """One worker per core this process may use."""

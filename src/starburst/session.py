@@ -26,10 +26,14 @@ from typing import Any
 from .exceptions import ProtocolError
 from .transport.base import Store
 
-__all__ = ["RECORD_VERSION", "SessionRecord", "chunk_manifest_key", "load_manifests",
-           "record_key", "write_manifest"]
+__all__ = ["RECORD_VERSION", "WORKER_OPTION", "SessionRecord", "chunk_manifest_key",
+           "load_manifests", "record_key", "write_manifest"]
 
 RECORD_VERSION = 1
+#: Key in a record's ``options`` holding how its workers were started
+#: (image, cpu, memory_mib, arch, env): what a cloud backend needs to launch
+#: replacement workers after ``attach``. Never credentials.
+WORKER_OPTION = "_worker"
 
 
 def record_key(session: str) -> str:

@@ -50,7 +50,7 @@ def worker_faults(tmp_path: Path):
 
 def _worker_pids(ex: starburst.Executor) -> list[int]:
     if ex._options.backend == "fargate":
-        from conftest import emulated_pids
+        from _support import emulated_pids
 
         return list(emulated_pids().values())
     return list(ex._client.backend.pids().values())
@@ -169,22 +169,32 @@ def _start_fargate_client(tmp_path: Path, *, detached: bool, seconds: float, n: 
 
 @pytest.mark.parametrize("backend", ["fargate"], indirect=True)
 def test_fargate_detached_client_killed_then_attach(backend, tmp_path):
-    """Attach on Fargate is not implemented yet: it must say so, not hang or guess.
+    """A detached Fargate client is SIGKILLed mid-run: attach gets every result.
 
-    (The local-backend version, which gets every result, is
+    (The local-backend version is
     tests/test_detached.py::test_client_killed_mid_run_then_attach_gets_every_result.)
     """
     from _support import SharedEmulator as _Emulator
 
-    proc, session = _start_fargate_client(tmp_path, detached=True, seconds=0.2, n=12)
+    n = 12
+    proc, session = _start_fargate_client(tmp_path, detached=True, seconds=0.2, n=n)
     proc.kill()
     proc.communicate(timeout=10)
     settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=20,
                                   client_heartbeat=0.5, client_stale=3.0)
     try:
-        with pytest.raises(starburst.ConfigurationError, match="cannot attach") as info:
+        with starburst.attach(session, backend="fargate", progress=False,
+                              settings=settings) as handle:
+            results = handle.results(timeout=120)
+            assert results == [0.2 + 0.01 * i for i in range(n)]  # none lost, in order
+            status = handle.status()
+            assert status.tasks_total == n
+            assert (status.tasks_done, status.tasks_failed) == (n, 0)  # none twice
+        # The attached client ended the session: its record is gone.
+        with pytest.raises(starburst.ConfigurationError, match=session) as info:
             starburst.attach(session, backend="fargate", progress=False, settings=settings)
-        assert session in str(info.value)
+        assert "bucket" in str(info.value)
+        assert "prefix" in str(info.value)
     finally:
         _Emulator.get().runner.kill_all()  # the detached workers would run on
 

@@ -183,5 +183,11 @@ class ComputeBackend(abc.ABC):
     def stop(self, workers: Sequence[str] | None = None) -> None:
         """Stop the given workers, or all of this backend's workers."""
 
+    def keep_for_debugging(self, worker: str) -> str | None:
+        """Debug mode: leave ``worker`` running when all workers are stopped (it
+        ends itself after its keep-alive) and return how to get into it, or
+        None when this backend cannot say (or no longer knows the worker)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources once every worker has stopped."""

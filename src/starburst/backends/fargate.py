@@ -33,16 +33,20 @@ from botocore.exceptions import ClientError
 
 from ..aws import provision
 from ..aws.clients import client as make_client
+from ..aws.clients import resolve_region
 from ..aws.config import FIELDS, AwsConfig, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
 from ..aws.quota import QuotaStatus, read_plan, request_increase, vcpus_in_use
 from ..aws.sizes import validate_size
-from ..exceptions import BackendError, CloudError, ConfigurationError
+from ..exceptions import BackendError, CloudError, ConfigurationError, TransportError
 from ..pricing import hourly_rate, lookup
 from ..pricing_cache import table_in_use
 from ..quota import QuotaPlan, plan_workers, suggest_quota
 from ..scheduler import LaunchPacing
+from ..session import WORKER_OPTION, SessionRecord, record_key
+from ..transport import open_transport
 from ..transport.aws import AwsTransport
+from ..transport.s3 import S3Store
 from . import _environment
 from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
 
@@ -126,14 +130,18 @@ class FargateBackend(ComputeBackend):
     bills_idle = True
 
     def __init__(self, *, session: str, shared: provision.Shared, arch: str,
-                 task_definition: str, spec: WorkerSpec, ecs: ECSClient | None = None) -> None:
+                 task_definition: str, spec: WorkerSpec, ecs: ECSClient | None = None,
+                 debug: bool = False) -> None:
         self.session = session
+        #: Debug mode: tasks start with ECS Exec enabled (``enableExecuteCommand``).
+        self.debug = debug
         self.shared = shared
         self.arch = arch
         self.ecs = ecs or make_client("ecs", region=shared.region)
         self._definitions = {(spec.image, spec.cpu, spec.memory_mib): task_definition}
         self._tasks: dict[str, float] = {}  # task ARN -> launch time; not yet seen STOPPED
         self._stop_sent: set[str] = set()
+        self._keep: set[str] = set()
         self._next_poll = 0.0
 
     # -- session --------------------------------------------------------
@@ -189,7 +197,7 @@ class FargateBackend(ComputeBackend):
             spec = WorkerSpec(env=worker_env,
                               cpu=options.cpu, memory_mib=options.memory_mib, image=image)
             backend = cls(session=session, shared=shared, arch=arch,
-                          task_definition=definition, spec=spec)
+                          task_definition=definition, spec=spec, debug=options.debug)
         except BaseException:
             provision.delete_session_queues(session, region=shared.region)
             raise
@@ -222,6 +230,92 @@ class FargateBackend(ComputeBackend):
                        workers=DEFAULT_WORKERS, max_workers=max_workers, hourly_rate=rate,
                        price_note=f"{price.region} {price.arch}, {price.source}, recorded "
                                   f"{price.recorded}", notes=notes)
+
+    @classmethod
+    def attach_session(cls, *, session: str, options: ExecutorOptions,
+                       on_output: OutputCallback | None = None,
+                       ) -> tuple[Session, SessionRecord]:
+        """Re-open a Fargate session from its record in the configured bucket and prefix.
+
+        The record is looked for where the configuration (arguments,
+        ``STARBURST_*``, config file) puts the store; the session's queues
+        come from the record's transport spec and its workers' image, size
+        and environment from the record, so replacement workers run what the
+        first client started. Shared resources are reused (created only if
+        they were deleted meanwhile); the session's queues are never created.
+        """
+        given = dict(options.extra)
+        unknown = sorted(set(given) - {*FIELDS, "arch"})
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) {', '.join(unknown)} for attaching to a Fargate session; "
+                f"valid: {', '.join((*FIELDS, 'arch'))}")
+        arch_given = given.pop("arch", None)
+        config = load_config(given)
+        region = resolve_region(None, config.region)
+        bucket = config.bucket or provision.default_bucket(region)
+        where = f"s3://{bucket}/{config.prefix}"
+        store = S3Store(bucket, config.prefix, region=region)
+        try:
+            try:
+                raw = store.get(record_key(session))
+            except KeyError:
+                raise ConfigurationError(
+                    f"no Fargate session {session} in bucket {bucket!r} under prefix "
+                    f"{config.prefix!r} ({where}/{record_key(session)} is missing): it ended "
+                    "(its data is deleted when it ends), or it ran with another bucket, "
+                    "prefix or region: pass bucket=, prefix=, region= to attach") from None
+            except TransportError as exc:
+                raise ConfigurationError(
+                    f"cannot read the record of Fargate session {session} in bucket "
+                    f"{bucket!r} under prefix {config.prefix!r}: {exc}") from exc
+        finally:
+            store.client.close()
+        record = SessionRecord.from_bytes(raw)
+        if record.backend != cls.name:
+            raise ConfigurationError(
+                f"session {session} ran on backend {record.backend!r}, not 'fargate': "
+                f"attach with backend={record.backend!r}")
+        worker = record.options.get(WORKER_OPTION)
+        if not isinstance(worker, dict):
+            raise ConfigurationError(
+                f"the record of session {session} ({where}) does not say how its workers "
+                "were started (it was written by an older starburst): attach with the "
+                "version that started it")
+        # What the first client was given, then what this one is given.
+        recorded = {k: v for k, v in record.options.items() if k in FIELDS}
+        config = load_config({**recorded, **{k: v for k, v in given.items() if v is not None}})
+        shared = provision.ensure_shared(config)
+        transport = open_transport(record.transport)
+        try:
+            image = str(worker.get("image") or config.image or "")
+            cpu = float(worker.get("cpu") or options.cpu)
+            memory_mib = int(worker.get("memory_mib") or options.memory_mib)
+            arch = str(arch_given or worker.get("arch") or record.options.get("arch")
+                       or "x86_64")
+            env_raw = worker.get("env") or {}
+            if not isinstance(env_raw, dict):
+                raise ConfigurationError(f"the record of session {session} is malformed")
+            env = {str(k): str(v) for k, v in env_raw.items()}
+            env.update({"STARBURST_TRANSPORT": transport.spec, "STARBURST_SESSION": session})
+            if not image:
+                raise ConfigurationError(
+                    f"the record of session {session} names no container image")
+            definition = provision.ensure_task_definition(
+                image=image, cpu=cpu, memory_mib=memory_mib, arch=arch,
+                region=shared.region, roles=shared.roles, log_group=shared.log_group)
+            spec = WorkerSpec(env=env, cpu=cpu, memory_mib=memory_mib, image=image)
+            backend = cls(session=session, shared=shared, arch=arch,
+                          task_definition=definition, spec=spec, debug=options.debug)
+        except BaseException:
+            transport.close()
+            raise
+        price = lookup(shared.region, arch, table=table_in_use())
+        rate = hourly_rate(price, cpu, memory_mib, public_ip=config.assign_public_ip)
+        return Session(backend=backend, transport=transport, spec=spec, pacing=LaunchPacing(),
+                       workers=record.workers, hourly_rate=rate,
+                       price_note=f"{price.region} {price.arch}, {price.source}, recorded "
+                                  f"{price.recorded}"), record
 
     def _definition(self, spec: WorkerSpec) -> str:
         key = (spec.image, spec.cpu, spec.memory_mib)
@@ -267,7 +361,8 @@ class FargateBackend(ComputeBackend):
                         launchType="FARGATE", platformVersion="LATEST",
                         networkConfiguration=self.shared.network.awsvpc(),
                         overrides=overrides, startedBy="starburst",
-                        tags=[{"key": provision.SESSION_TAG, "value": self.session}])
+                        tags=[{"key": provision.SESSION_TAG, "value": self.session}],
+                        enableExecuteCommand=self.debug)
                 except ClientError as exc:
                     if not is_throttling(exc):
                         raise
@@ -323,13 +418,22 @@ class FargateBackend(ComputeBackend):
                                                         "(it stopped long ago)"))
         return exits
 
+    def keep_for_debugging(self, worker: str) -> str | None:
+        if worker not in self._tasks:
+            return None
+        self._keep.add(worker)
+        return (f"aws ecs execute-command --cluster {self.shared.cluster} --task {worker} "
+                f'--container {provision.CONTAINER_NAME} --interactive --command "/bin/sh" '
+                f"--region {self.shared.region}")
+
     def running(self) -> list[str]:
         """ARNs of launched tasks not yet seen STOPPED."""
         return list(self._tasks)
 
     # -- stop -----------------------------------------------------------
     def stop(self, workers: Sequence[str] | None = None) -> None:
-        targets = [arn for arn in (list(self._tasks) if workers is None else workers)
+        everyone = [arn for arn in self._tasks if arn not in self._keep]
+        targets = [arn for arn in (everyone if workers is None else workers)
                    if arn not in self._stop_sent]
         if not targets:
             return

@@ -68,6 +68,7 @@ class LocalBackend(ComputeBackend):
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._started: dict[str, float] = {}
         self._pumps: dict[str, list[threading.Thread]] = {}
+        self._keep: set[str] = set()
         self._lock = threading.Lock()
 
     @classmethod
@@ -188,7 +189,8 @@ class LocalBackend(ComputeBackend):
     def stop(self, workers: Sequence[str] | None = None) -> None:
         with self._lock:
             targets = [(w, p) for w, p in self._procs.items()
-                       if workers is None or w in workers]
+                       if (workers is None and w not in self._keep)
+                       or (workers is not None and w in workers)]
         for _, proc in targets:
             if proc.poll() is None:
                 proc.terminate()
@@ -199,6 +201,14 @@ class LocalBackend(ComputeBackend):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def keep_for_debugging(self, worker: str) -> str | None:
+        with self._lock:
+            proc = self._procs.get(worker)
+            if proc is None or proc.poll() is not None:
+                return None
+            self._keep.add(worker)
+        return f"py-spy dump --pid {proc.pid}"
 
     def pids(self) -> dict[str, int]:
         """Process id of each live worker (for status and fault-injection tests)."""

@@ -99,6 +99,15 @@ class Worker:
         self.deadline = float(deadline) if deadline.replace(".", "", 1).isdigit() else 0.0
         parent = os.environ.get("STARBURST_PARENT_PID")
         self._parent = int(parent) if parent and parent.isdigit() else None
+        # Debug mode: after the first chunk with a failed task, stay alive this
+        # long (for ECS Exec / a debugger), taking no work, then exit.
+        keepalive = os.environ.get("STARBURST_DEBUG_KEEPALIVE", "")
+        try:
+            self.debug_keepalive = max(0.0, float(keepalive)) if keepalive else 0.0
+        except ValueError:
+            self.debug_keepalive = 0.0
+        self._kept_alive = False
+        self._keeping_alive = False
 
     # -- signals --------------------------------------------------------
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
@@ -152,8 +161,24 @@ class Worker:
             if got:
                 self._handle(got[0])
                 idle_since = time.monotonic()
+                if self._keeping_alive:
+                    self._keep_alive()
+                    return 0
         self._log("stopping on request")
         return 0
+
+    def _keep_alive(self) -> None:
+        """Debug mode: stay up ``debug_keepalive`` seconds (SIGTERM still ends it)."""
+        until = time.monotonic() + self.debug_keepalive
+        self._log(f"debug: a task failed; staying alive for {self.debug_keepalive:g} s "
+                  f"(pid {os.getpid()}) so it can be inspected; SIGTERM ends it")
+        while not self._stopping.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                self._log("debug: keep-alive over, exiting")
+                return
+            time.sleep(min(0.2, left))
+        self._log("debug: stopping on request")
 
     def _orphaned(self) -> bool:
         """A local worker whose client process died (it was re-parented)."""
@@ -314,6 +339,9 @@ class Worker:
         with self._lock:
             self._lease = None
         self.chunks_done += 1
+        if (self.debug_keepalive > 0 and not self._kept_alive
+                and any(o[1] == "err" for o in outcomes)):
+            self._kept_alive = self._keeping_alive = True
 
     def _release(self, chunk: int) -> None:
         with self._lock:
@@ -331,7 +359,7 @@ class Worker:
         while True:
             time.sleep(period)
             now = time.monotonic()
-            if not self.detached and self._orphaned():
+            if not self.detached and not self._keeping_alive and self._orphaned():
                 self._log("the client process is gone, exiting")
                 os._exit(0)
             with self._lock:
