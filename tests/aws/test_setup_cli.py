@@ -177,3 +177,35 @@ def test_teardown_removes_what_setup_created(config_file):
     written = tomllib.loads(config_file.read_text(encoding="utf-8"))
     assert "bucket" not in written
     assert written["image"]
+
+
+def test_private_setup_creates_endpoints_once_and_prints_the_costs(config_file, aws):
+    code, out = _run("setup", "--yes", "--private")
+    assert code == 0, out
+    for svc in ("s3 gateway", "sqs interface", "ecr.api interface", "ecr.dkr interface",
+                "logs interface", "sts interface"):
+        assert f"create the {svc} endpoint" in out, out
+    assert "NAT gateway" in out
+    assert "public IP per task" in out
+    assert "VPC endpoints (--private)" in out
+    ec2 = client("ec2", region="us-east-1")
+    endpoints = ec2.describe_vpc_endpoints()["VpcEndpoints"]
+    assert {e["ServiceName"].rsplit(".", 1)[-1] for e in endpoints} >= {"s3", "sqs", "logs",
+                                                                         "sts"}
+    written = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    assert written["assign_public_ip"] is False
+    again = _setup_json_private()
+    assert again["changes"] == []
+    assert again["network_options_hourly"]["VPC endpoints (--private)"] > 0
+    code, out = _run("teardown", "--yes")
+    assert code == 0, out
+    assert "VPC endpoint" in out
+    assert ec2.describe_vpc_endpoints()["VpcEndpoints"] == [] or all(
+        e.get("State") in ("deleted", "deleting")
+        for e in ec2.describe_vpc_endpoints()["VpcEndpoints"])
+
+
+def _setup_json_private() -> dict:
+    code, out = _run("setup", "--yes", "--json", "--private")
+    assert code == 0, out
+    return json.loads(out)

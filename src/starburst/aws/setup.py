@@ -24,6 +24,7 @@ from . import policies, provision
 from .clients import client, partition
 from .config import config_path, load_config
 from .errors import error_code, translate_errors
+from .private_network import setup_endpoints
 
 __all__ = ["LOG_RETENTION_DAYS", "RUN_DATA_DAYS", "SetupPlan", "new_plan", "run_setup",
            "write_config"]
@@ -56,6 +57,7 @@ class SetupPlan:
     repository: str
     kms_key: str | None = None
     dry_run: bool = False
+    private: bool = False
     changes: list[str] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)
 
@@ -278,7 +280,8 @@ def write_config(values: dict[str, Any], path: Path | None = None, *,
     return True
 
 
-def new_plan(*, region: str, kms_key: str | None = None, dry_run: bool = False) -> SetupPlan:
+def new_plan(*, region: str, kms_key: str | None = None, dry_run: bool = False,
+             private: bool = False) -> SetupPlan:
     """Resolve names from the config and the identity in use."""
     config = load_config({"region": region})
     sts = client("sts", region=region)
@@ -289,7 +292,8 @@ def new_plan(*, region: str, kms_key: str | None = None, dry_run: bool = False) 
     return SetupPlan(region=region, account=account, caller=str(me["Arn"]), bucket=bucket,
                      log_bucket=f"{bucket}-logs"[:63], prefix=config.prefix,
                      cluster=config.cluster, log_group=config.log_group,
-                     repository=config.ecr_repository, kms_key=kms_key, dry_run=dry_run)
+                     repository=config.ecr_repository, kms_key=kms_key, dry_run=dry_run,
+                     private=private)
 
 
 def run_setup(plan: SetupPlan) -> SetupPlan:
@@ -316,6 +320,12 @@ def run_setup(plan: SetupPlan) -> SetupPlan:
     if network is not None:
         plan.resources.update(subnets=list(network.subnets),
                               security_groups=list(network.security_groups))
+        if plan.private:
+            # No public IPs: workers reach S3, SQS, ECR, Logs and STS through
+            # VPC endpoints (no NAT gateway needed).
+            with translate_errors("starburst setup --private (VPC endpoints)"):
+                setup_endpoints(plan, list(network.subnets), network.security_groups[0])
+            plan.resources["assign_public_ip"] = False
     if plan.dry_run:
         return plan
     if write_config(plan.resources):

@@ -10,6 +10,7 @@ from ..exceptions import CloudError
 from . import provision
 from .clients import client
 from .errors import error_code, translate_errors
+from .private_network import ENDPOINT_SECURITY_GROUP
 from .setup import SetupPlan, write_config
 
 if TYPE_CHECKING:
@@ -125,6 +126,16 @@ def run_teardown(plan: SetupPlan) -> SetupPlan:
                 iam.delete_role(RoleName=role)
             plan.change(f"delete IAM role {role}", drop)
         ec2 = client("ec2", region=region)
+        endpoints = [e["VpcEndpointId"] for e in ec2.describe_vpc_endpoints(Filters=[
+            {"Name": f"tag:{provision.MANAGED_TAG}", "Values": ["true"]}])["VpcEndpoints"]]
+        if endpoints:
+            plan.change(f"delete {len(endpoints)} VPC endpoint(s) of setup --private",
+                        lambda: ec2.delete_vpc_endpoints(VpcEndpointIds=endpoints))
+        for sg in ec2.describe_security_groups(Filters=[
+                {"Name": "group-name", "Values": [ENDPOINT_SECURITY_GROUP]},
+                {"Name": f"tag:{provision.MANAGED_TAG}", "Values": ["true"]}])["SecurityGroups"]:
+            plan.change(f"delete security group {sg['GroupId']}", lambda sg=sg: _quiet(  # type: ignore[misc]
+                ec2.delete_security_group, GroupId=sg["GroupId"]))
         for sg in ec2.describe_security_groups(Filters=[
                 {"Name": "group-name", "Values": [provision.SECURITY_GROUP]},
                 {"Name": f"tag:{provision.MANAGED_TAG}", "Values": ["true"]}])["SecurityGroups"]:

@@ -14,10 +14,17 @@ __all__ = ["setup", "teardown"]
 def _report(plan: object, verb: str, as_json: bool) -> None:
     from ..aws.setup import SetupPlan
     assert isinstance(plan, SetupPlan)
+    from ..aws.private_network import network_options
+    subnets = plan.resources.get("subnets") or []
+    options = network_options(workers=10, zones=max(1, len(subnets)))
     if as_json:
         echo_json({"region": plan.region, "dry_run": plan.dry_run, "changes": plan.changes,
-                   "resources": plan.resources})
+                   "resources": plan.resources,
+                   "network_options_hourly": {o.name: round(o.hourly, 4) for o in options}})
         return
+    click.echo("How workers reach AWS, per hour (10 workers; --private picks endpoints):")
+    for option in options:
+        click.echo(f"  {option.name:<28} ${option.hourly:.3f}/h  ({option.note})")
     if not plan.changes:
         click.echo(f"starburst {verb}: no changes ({plan.region}, bucket {plan.bucket}).")
         return
@@ -35,9 +42,12 @@ def _report(plan: object, verb: str, as_json: bool) -> None:
                                               "(default: SSE-S3).")
 @click.option("--print-policy", is_flag=True,
               help="Print the minimal IAM policy your own identity needs, and exit.")
+@click.option("--private", is_flag=True,
+              help="No public IPs: create VPC endpoints (S3 gateway; SQS, ECR, Logs, STS "
+                   "interface) so workers need no NAT gateway.")
 @json_option
 def setup(region: str | None, dry_run: bool, yes: bool, kms_key: str | None,
-          print_policy: bool, as_json: bool) -> None:
+          print_policy: bool, private: bool, as_json: bool) -> None:
     """Create (or bring up to date) the bucket, access-log bucket, ECR repository,
     ECS cluster, IAM roles, log group and security group, all tagged
     starburst:managed, and write the config file. Safe to run again: a
@@ -47,7 +57,7 @@ def setup(region: str | None, dry_run: bool, yes: bool, kms_key: str | None,
         from ..aws.clients import resolve_region
         from ..aws.setup import new_plan, run_setup
         name = resolve_region(region)
-        plan = new_plan(region=name, kms_key=kms_key, dry_run=True)
+        plan = new_plan(region=name, kms_key=kms_key, dry_run=True, private=private)
         if print_policy:
             click.echo(json.dumps(policies.user_policy(
                 part=plan.part, region=name, account=plan.account, bucket=plan.bucket,
@@ -61,7 +71,7 @@ def setup(region: str | None, dry_run: bool, yes: bool, kms_key: str | None,
         if not yes and not as_json:
             _report(plan, "setup", False)
             click.confirm("Apply these changes?", abort=True)
-        applied = run_setup(new_plan(region=name, kms_key=kms_key))
+        applied = run_setup(new_plan(region=name, kms_key=kms_key, private=private))
         _report(applied, "setup", as_json)
 
 

@@ -1,0 +1,114 @@
+"""``starburst setup --private``: workers without public IPs, reaching AWS through VPC endpoints.
+
+Workers need S3, SQS, ECR (API and image layers), CloudWatch Logs and STS.
+Without a public IP they reach them either through a NAT gateway or
+through VPC endpoints; endpoints are cheaper for bursty work and keep the
+traffic inside the VPC. The S3 endpoint is a gateway endpoint (free); the
+others are interface endpoints, billed per endpoint per AZ per hour.
+
+Prices (us-east-1, recorded 2026-11-28): public IPv4 $0.005/h per address
+(https://aws.amazon.com/vpc/pricing/), NAT gateway $0.045/h per AZ plus
+$0.045/GB processed, interface endpoint $0.01/h per AZ plus $0.01/GB
+(https://aws.amazon.com/privatelink/pricing/).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import provision
+from .clients import client
+
+if TYPE_CHECKING:
+    from .setup import SetupPlan
+
+__all__ = ["ENDPOINT_SECURITY_GROUP", "SERVICES", "NetworkOption", "network_options",
+           "setup_endpoints"]
+
+#: Services workers call, and the kind of endpoint each needs.
+SERVICES: dict[str, str] = {
+    "s3": "Gateway", "sqs": "Interface", "ecr.api": "Interface", "ecr.dkr": "Interface",
+    "logs": "Interface", "sts": "Interface",
+}
+#: Interface endpoints accept HTTPS from the workers' security group only.
+ENDPOINT_SECURITY_GROUP = "starburst-endpoints"
+IPV4_HOURLY = 0.005
+NAT_HOURLY = 0.045
+ENDPOINT_HOURLY = 0.01
+
+
+@dataclass(frozen=True)
+class NetworkOption:
+    """One way for workers to reach AWS, and what it costs per hour."""
+
+    name: str
+    hourly: float
+    note: str
+
+
+def network_options(workers: int, zones: int) -> list[NetworkOption]:
+    """The three ways, priced for ``workers`` running tasks in ``zones`` AZs."""
+    interfaces = sum(1 for kind in SERVICES.values() if kind == "Interface")
+    return [
+        NetworkOption("public IP per task", workers * IPV4_HOURLY,
+                      f"{workers} tasks x ${IPV4_HOURLY}/h, only while tasks run"),
+        NetworkOption("NAT gateway", zones * NAT_HOURLY,
+                      f"{zones} AZ x ${NAT_HOURLY}/h, always on, plus $0.045/GB"),
+        NetworkOption("VPC endpoints (--private)", zones * interfaces * ENDPOINT_HOURLY,
+                      f"{interfaces} interface endpoints x {zones} AZ x ${ENDPOINT_HOURLY}/h, "
+                      "always on, plus $0.01/GB; the S3 gateway endpoint is free"),
+    ]
+
+
+def _endpoint_group(plan: SetupPlan, ec2: Any, vpc: str, workers_group: str) -> str | None:
+    found = ec2.describe_security_groups(Filters=[
+        {"Name": "group-name", "Values": [ENDPOINT_SECURITY_GROUP]},
+        {"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]
+    if found:
+        return str(found[0]["GroupId"])
+    plan.changes.append(f"create security group {ENDPOINT_SECURITY_GROUP} (HTTPS from the "
+                        "workers only)")
+    if plan.dry_run:
+        return None
+    group = ec2.create_security_group(
+        GroupName=ENDPOINT_SECURITY_GROUP, VpcId=vpc,
+        Description="starburst VPC endpoints: HTTPS from starburst workers",
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": [
+            {"Key": provision.MANAGED_TAG, "Value": "true"}]}])["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
+        "UserIdGroupPairs": [{"GroupId": workers_group}]}])
+    return str(group)
+
+
+def setup_endpoints(plan: SetupPlan, subnets: list[str], workers_group: str) -> None:
+    """Create the missing VPC endpoints of the subnets' VPC (idempotent)."""
+    ec2 = client("ec2", region=plan.region)
+    described = ec2.describe_subnets(SubnetIds=subnets)["Subnets"]
+    vpc = str(described[0]["VpcId"])
+    existing = {e["ServiceName"] for e in ec2.describe_vpc_endpoints(Filters=[
+        {"Name": "vpc-id", "Values": [vpc]}])["VpcEndpoints"]
+        if e.get("State", "available") not in ("deleted", "deleting", "failed")}
+    missing = {svc: kind for svc, kind in SERVICES.items()
+               if f"com.amazonaws.{plan.region}.{svc}" not in existing}
+    if not missing:
+        return
+    group = _endpoint_group(plan, ec2, vpc, workers_group)
+    tables = [t["RouteTableId"] for t in ec2.describe_route_tables(Filters=[
+        {"Name": "vpc-id", "Values": [vpc]}])["RouteTables"]]
+    tags: list[Any] = [{"ResourceType": "vpc-endpoint",
+                        "Tags": [{"Key": provision.MANAGED_TAG, "Value": "true"}]}]
+    for svc, kind in sorted(missing.items()):
+        name = f"com.amazonaws.{plan.region}.{svc}"
+        if kind == "Gateway":
+            plan.change(f"create the {svc} gateway endpoint in {vpc} (free)",
+                        lambda name=name: ec2.create_vpc_endpoint(  # type: ignore[misc]
+                            VpcId=vpc, ServiceName=name, VpcEndpointType="Gateway",
+                            RouteTableIds=tables, TagSpecifications=tags))
+        else:
+            plan.change(f"create the {svc} interface endpoint in {vpc}",
+                        lambda name=name: ec2.create_vpc_endpoint(  # type: ignore[misc]
+                            VpcId=vpc, ServiceName=name, VpcEndpointType="Interface",
+                            SubnetIds=subnets, SecurityGroupIds=[group] if group else [],
+                            PrivateDnsEnabled=True, TagSpecifications=tags))
