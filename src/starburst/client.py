@@ -287,6 +287,8 @@ class Client:
         self._aborted: BaseException | None = None
         self._broken: BaseException | None = None
         self._futile_exits = 0
+        # Workers that ran something: their deaths are losses, not start failures.
+        self._productive: set[str] = set()
         self._ended = False
         self._started_at = time.time()
         self._next_beat = 0.0
@@ -606,6 +608,7 @@ class Client:
         with self._lock:
             if notice.kind == "start":
                 self._futile_exits = 0
+                self._productive.add(notice.worker)
                 actions = self.scheduler.started(notice.chunk, notice.worker, notice.receipt,
                                                  time.monotonic())
                 started = self._chunks.get(notice.chunk)
@@ -773,7 +776,8 @@ class Client:
                 self.counters.worker_exits.append(ex)
                 held = any(r.holder == ex.worker for r in self.scheduler.chunks.values())
                 actions.extend(self.scheduler.worker_exited(ex))
-                if (not held and self.scheduler.outstanding
+                if (not held and ex.worker not in self._productive
+                        and self.scheduler.outstanding
                         and ex.exit_code not in (0, None, EXIT_STUCK)):
                     self._futile_exits += 1
             futile = self._futile_exits
