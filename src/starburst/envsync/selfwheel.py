@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.metadata
-import json
 import shutil
 import tempfile
 import time
@@ -32,7 +31,7 @@ from .cache import LayerCache, cache_key
 from .errors import EnvironmentBuildError
 from .layers import BuildStats, Layer, layer_from_entries
 from .layout import Entry, installed_distributions
-from .snapshot import SELF_DISTRIBUTION
+from .snapshot import SELF_DISTRIBUTION, direct_url
 from .target import Target
 
 __all__ = ["SelfInstall", "self_identity", "self_layer"]
@@ -114,15 +113,12 @@ def self_layer(cache: LayerCache, target: Target, *, stats: BuildStats | None = 
 
 
 def _editable_root(dist: importlib.metadata.Distribution) -> Path | None:
-    text = dist.read_text("direct_url.json")
-    if not text:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
+    data = direct_url(dist)
+    if data is None:
         return None
     url = urlparse(str(data.get("url", "")))
-    editable = isinstance(data.get("dir_info"), dict) and data["dir_info"].get("editable")
+    info = data.get("dir_info")
+    editable = isinstance(info, dict) and info.get("editable")
     return Path(unquote(url.path)) if editable and url.scheme == "file" else None
 
 

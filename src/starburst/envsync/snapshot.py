@@ -174,7 +174,7 @@ def take_snapshot(platform: str = "x86_64", *, python: str | None = None,
         if name == SELF_DISTRIBUTION or name in skip:
             continue
         version = dist.version
-        direct = _direct_url(dist)
+        direct = direct_url(dist)
         if direct is not None:
             local.append(_local(dist, name, version, direct))
             continue
@@ -186,7 +186,7 @@ def take_snapshot(platform: str = "x86_64", *, python: str | None = None,
                     excluded=tuple(sorted(skip)))
 
 
-def _direct_url(dist: importlib.metadata.Distribution) -> dict[str, object] | None:
+def direct_url(dist: importlib.metadata.Distribution) -> dict[str, object] | None:
     """The parsed ``direct_url.json`` when the install came from disk or a VCS.
 
     Archives downloaded over http(s) are no different from an index
