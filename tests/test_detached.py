@@ -31,11 +31,8 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _start(tmp_path: Path, *, detached: bool, after: str) -> tuple[subprocess.Popen[str], str]:
-    script = tmp_path / "client.py"
-    script.write_text(SCRIPT.format(detached=detached, after=after))
-    env = {**os.environ, "STARBURST_LOCAL_DIR": str(tmp_path),
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+def _spawn(script: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """Start a client script; return it and the session id it prints first."""
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
@@ -44,6 +41,14 @@ def _start(tmp_path: Path, *, detached: bool, after: str) -> tuple[subprocess.Po
         _, err = proc.communicate(timeout=30)
         raise AssertionError(f"the client printed no session id: {err}")
     return proc, json.loads(line)["session"]
+
+
+def _start(tmp_path: Path, *, detached: bool, after: str) -> tuple[subprocess.Popen[str], str]:
+    script = tmp_path / "client.py"
+    script.write_text(SCRIPT.format(detached=detached, after=after))
+    env = {**os.environ, "STARBURST_LOCAL_DIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    return _spawn(script, env)
 
 
 @pytest.mark.parametrize("detached", [True, False])
@@ -118,14 +123,7 @@ def test_fargate_detached_workers_lost_then_attach_launches_new_ones(
         "starburst.Executor(", "starburst.Executor(backend='fargate', "))
     env = {**os.environ, **SharedEmulator.env,
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        _, err = proc.communicate(timeout=30)
-        raise AssertionError(f"the client printed no session id: {err}")
-    session = json.loads(line)["session"]
+    proc, session = _spawn(script, env)
     try:
         wait_for(runner.pids, timeout=60, what="the first workers")
         time.sleep(1.0)
