@@ -24,11 +24,19 @@ import starburst
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Drop ``AWS_*`` and ``STARBURST_*`` from the developer's machine."""
+def _clean_environment(monkeypatch: pytest.MonkeyPatch,
+                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Drop ``AWS_*`` and ``STARBURST_*`` from the developer's machine.
+
+    The user config file is pointed at a file that does not exist, so the
+    developer's own ``config.toml`` (worker counts, regions) never changes
+    a test's defaults.
+    """
     for name in list(os.environ):
         if name.startswith(("AWS_", "STARBURST_")):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("STARBURST_CONFIG",
+                       str(tmp_path_factory.getbasetemp() / "no-user-config.toml"))
 
 
 @pytest.fixture

@@ -31,12 +31,14 @@ _default: Executor | None = None
 def plan(**options: Any) -> None:
     """Set the default executor options (those of :class:`starburst.Executor`).
 
-    ``plan()`` with no arguments returns to the local default. The options
-    are validated now, so a typo fails here rather than at first use.
+    ``plan()`` with no arguments returns to the defaults (local, unless
+    ``STARBURST_*``, ``[tool.starburst]`` or the user config file say
+    otherwise). The options are validated now, with those files, so a typo
+    fails here rather than at first use.
     """
     global _default
-    ExecutorOptions.build(**options)
-    get_backend_class(options.get("backend", "local"))
+    validated = ExecutorOptions.resolve(**options)
+    get_backend_class(validated.backend, validated.extra)
     with _lock:
         old, _default = _default, None
         _plan.clear()

@@ -232,7 +232,7 @@ class Client:
         from .progress import ProgressDisplay
 
         self.display = ProgressDisplay(options.progress, "starburst")
-        backend_cls = get_backend_class(options.backend)
+        backend_cls = get_backend_class(options.backend, options.extra)
         record: SessionRecord | None = None
         if not attach:
             self.session = backend_cls.open_session(session=session_id, options=options,

@@ -89,16 +89,23 @@ def new_session_id() -> str:
 class Executor(_StdExecutor):
     """Run Python functions on workers: local processes or AWS Fargate tasks.
 
+    Options left out (or None) come from ``STARBURST_<OPTION>``, then
+    ``[tool.starburst]`` in the project's pyproject.toml, then the user config
+    file, then the defaults below (:mod:`starburst.config_files`): backend,
+    workers, cpu, memory, max_attempts, task_timeout, max_cost,
+    max_hourly_cost, chunksize, seed, and backend options such as Fargate's
+    ``region`` or ``platform`` (those only when that backend runs).
+
     Args:
         backend: ``"local"`` (default: processes on this machine) or
             ``"fargate"``.
         workers: number of workers; None means one per core locally and
             10 on Fargate (capped by quota).
-        cpu: vCPUs per worker (Fargate sizes).
-        memory: memory per worker, e.g. ``"8GB"`` (= 8 GiB).
+        cpu: vCPUs per worker (Fargate sizes; default 1).
+        memory: memory per worker, e.g. ``"8GB"`` (= 8 GiB; default 2 GiB).
         chunksize: tasks per chunk for ``map``; None chooses automatically.
         max_attempts: how many times a task may lose its worker before it
-            fails with :class:`~starburst.WorkerLostError`.
+            fails with :class:`~starburst.WorkerLostError` (default 3).
         task_timeout: seconds a task may run before it fails with
             :class:`~starburst.TaskTimeoutError` (not retried).
         idle_timeout: seconds a worker waits for work before it exits
@@ -134,16 +141,17 @@ class Executor(_StdExecutor):
             travels with each session either way.
     """
 
-    def __init__(self, backend: str = "local", *, workers: int | None = None, cpu: float = 1,
-                 memory: str | int | float = "2GB", chunksize: int | None = None,
-                 max_attempts: int = 3, task_timeout: float | None = None,
+    def __init__(self, backend: str | None = None, *, workers: int | None = None,
+                 cpu: float | None = None, memory: str | int | float | None = None,
+                 chunksize: int | None = None,
+                 max_attempts: int | None = None, task_timeout: float | None = None,
                  idle_timeout: float | None = None, progress: bool | None = None,
                  detached: bool = False, settings: Settings | None = None,
                  max_cost: float | None = None, max_hourly_cost: float | None = None,
                  seed: int | None = None, session_timeout: float = 24 * 3600.0,
                  debug: bool = False, debug_keepalive: float = 600.0,
                  **backend_options: Any) -> None:
-        self._options = ExecutorOptions.build(
+        self._options = ExecutorOptions.resolve(
             backend=backend, workers=workers, cpu=cpu, memory=memory, chunksize=chunksize,
             max_attempts=max_attempts, task_timeout=task_timeout, idle_timeout=idle_timeout,
             progress=progress, detached=detached, settings=settings, max_cost=max_cost,

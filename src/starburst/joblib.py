@@ -151,8 +151,8 @@ class StarburstBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[
             options[_RENAMED.get(name, name)] = value
         self._options = options
         # Validate now: a typo fails in ``parallel_config``, not in a worker.
-        self._validated = ExecutorOptions.build(**options)
-        get_backend_class(self._validated.backend)
+        self._validated = ExecutorOptions.resolve(**options)
+        get_backend_class(self._validated.backend, self._validated.extra)
         self._lock = threading.Lock()
         self._executor: Executor | None = None
         # The workers= the open executor was asked for (None: its default).

@@ -1,20 +1,39 @@
 """Executor options: parsing and validation before anything starts.
 
 Sizes use Fargate's units: ``memory="8GB"`` means 8 GiB (8192 MiB).
+
+:meth:`ExecutorOptions.resolve` (what ``Executor(...)`` and
+``starburst.plan`` use) fills every option not given as an argument from,
+in this order, ``STARBURST_<OPTION>`` in the environment, ``[tool.starburst]``
+in the project's pyproject.toml and the user config file (see
+:mod:`starburst.config_files`), before the defaults. The options files and
+variables may set are :data:`FILE_OPTIONS` and the backend options of
+:func:`starburst.config_files.keys_of` (``platform``... for Fargate, given
+to that backend only). :meth:`ExecutorOptions.build` validates given values
+only (``starburst.attach`` uses it: a session keeps the options it ran with).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .config_files import keys_of, load_layers
 from .exceptions import ConfigurationError
 from .settings import Settings
 
-__all__ = ["ExecutorOptions", "parse_memory"]
+__all__ = ["FILE_OPTIONS", "ExecutorOptions", "parse_memory"]
+
+#: Executor options that ``STARBURST_<OPTION>``, ``[tool.starburst]`` and the
+#: user config file may set (``idle_timeout`` and the other protocol
+#: intervals are settings: ``STARBURST_IDLE_TIMEOUT``... in :mod:`.settings`).
+FILE_OPTIONS: tuple[str, ...] = tuple(key.name for key in keys_of("executor"))
 
 _MEM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(gib|gb|g|mib|mb|m)?\s*$", re.IGNORECASE)
 
@@ -44,12 +63,103 @@ def parse_memory(value: str | int | float) -> int:
     return int(mib)
 
 
+def _is_count(value: Any, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+
+
+def _is_positive(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value) and value > 0)
+
+
+def _check_backend(value: Any) -> None:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"backend={value!r} must be a name such as 'local'")
+
+
+def _check_workers(value: Any) -> None:
+    if value is not None and not _is_count(value, 1):
+        raise ConfigurationError(
+            f"workers={value!r} must be a positive integer (or None for the default)")
+
+
+def _check_cpu(value: Any) -> None:
+    if not _is_positive(value):
+        raise ConfigurationError(f"cpu={value!r} must be a positive number of vCPUs")
+
+
+def _check_chunksize(value: Any) -> None:
+    if value is not None and not _is_count(value, 1):
+        raise ConfigurationError(
+            f"chunksize={value!r} must be a positive integer or None (automatic)")
+
+
+def _check_max_attempts(value: Any) -> None:
+    if not _is_count(value, 1):
+        raise ConfigurationError(
+            f"max_attempts={value!r} must be an integer >= 1 (1 = no retry)")
+
+
+def _seconds(name: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if value is not None and not _is_positive(value):
+            raise ConfigurationError(
+                f"{name}={value!r} must be a positive number of seconds or None")
+    return check
+
+
+def _dollars(name: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if value is not None and not _is_positive(value):
+            raise ConfigurationError(
+                f"{name}={value!r} must be a positive number of dollars or None")
+    return check
+
+
+def _check_seed(value: Any) -> None:
+    if value is not None and not _is_count(value, 0):
+        raise ConfigurationError(f"seed={value!r} must be a non-negative integer or None")
+
+
+def _check_session_timeout(value: Any) -> None:
+    if not _is_positive(value):
+        raise ConfigurationError(
+            f"session_timeout={value!r} must be a positive number of seconds")
+
+
+def _check_debug(value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"debug={value!r} must be True or False")
+
+
+def _check_debug_keepalive(value: Any) -> None:
+    if not _is_positive(value):
+        raise ConfigurationError(
+            f"debug_keepalive={value!r} must be a positive number of seconds "
+            "(how long a worker whose task failed stays alive with debug=True)")
+
+
+#: One check per option, shared by :meth:`ExecutorOptions.build` (arguments)
+#: and :meth:`ExecutorOptions.resolve` (values from the environment and files,
+#: whose errors then name the variable or the file and line).
+_CHECKS: dict[str, Callable[[Any], object]] = {
+    "backend": _check_backend, "workers": _check_workers, "cpu": _check_cpu,
+    "chunksize": _check_chunksize, "max_attempts": _check_max_attempts,
+    "task_timeout": _seconds("task_timeout"), "idle_timeout": _seconds("idle_timeout"),
+    "max_cost": _dollars("max_cost"), "max_hourly_cost": _dollars("max_hourly_cost"),
+    "seed": _check_seed, "session_timeout": _check_session_timeout, "debug": _check_debug,
+    "debug_keepalive": _check_debug_keepalive, "memory": parse_memory,
+}
+
+
 @dataclass(frozen=True)
 class ExecutorOptions:
     """Validated options of an :class:`~starburst.Executor`.
 
     Backend-specific options (``region``, ``image``...) are in ``extra``
-    and validated by the backend.
+    and validated by the backend. ``sources`` says where each option that
+    files may set came from (``"argument"``, ``"environment"``, a file's
+    path, ``"default"``); it is empty for options made by :meth:`build`.
     """
 
     backend: str = "local"
@@ -69,6 +179,7 @@ class ExecutorOptions:
     debug_keepalive: float = 600.0
     settings: Settings = field(default_factory=Settings)
     extra: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, *, backend: str = "local", workers: int | None = None,
@@ -80,50 +191,15 @@ class ExecutorOptions:
               seed: int | None = None, session_timeout: float = 24 * 3600.0,
               debug: bool = False, debug_keepalive: float = 600.0,
               **extra: Any) -> ExecutorOptions:
-        """Validate user-facing arguments; every error names the fix."""
-        if not isinstance(backend, str):
-            raise ConfigurationError(f"backend={backend!r} must be a name such as 'local'")
-        if workers is not None and (
-                isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-            raise ConfigurationError(
-                f"workers={workers!r} must be a positive integer (or None for the default)")
-        if (isinstance(cpu, bool) or not isinstance(cpu, (int, float))
-                or not math.isfinite(cpu) or cpu <= 0):
-            raise ConfigurationError(f"cpu={cpu!r} must be a positive number of vCPUs")
-        if chunksize is not None and (
-                isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1):
-            raise ConfigurationError(
-                f"chunksize={chunksize!r} must be a positive integer or None (automatic)")
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) \
-                or max_attempts < 1:
-            raise ConfigurationError(
-                f"max_attempts={max_attempts!r} must be an integer >= 1 (1 = no retry)")
-        for name, value in (("task_timeout", task_timeout), ("idle_timeout", idle_timeout)):
-            if value is not None and (isinstance(value, bool) or
-                                      not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or value <= 0):
-                raise ConfigurationError(
-                    f"{name}={value!r} must be a positive number of seconds or None")
-        for name, value in (("max_cost", max_cost), ("max_hourly_cost", max_hourly_cost)):
-            if value is not None and (isinstance(value, bool) or
-                                      not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or value <= 0):
-                raise ConfigurationError(
-                    f"{name}={value!r} must be a positive number of dollars or None")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
-                                 or seed < 0):
-            raise ConfigurationError(f"seed={seed!r} must be a non-negative integer or None")
-        if (isinstance(session_timeout, bool) or not isinstance(session_timeout, (int, float))
-                or not math.isfinite(session_timeout) or session_timeout <= 0):
-            raise ConfigurationError(
-                f"session_timeout={session_timeout!r} must be a positive number of seconds")
-        if not isinstance(debug, bool):
-            raise ConfigurationError(f"debug={debug!r} must be True or False")
-        if (isinstance(debug_keepalive, bool) or not isinstance(debug_keepalive, (int, float))
-                or not math.isfinite(debug_keepalive) or debug_keepalive <= 0):
-            raise ConfigurationError(
-                f"debug_keepalive={debug_keepalive!r} must be a positive number of seconds "
-                "(how long a worker whose task failed stays alive with debug=True)")
+        """Validate user-facing arguments as given (no files, no environment);
+        every error names the fix."""
+        for name, value in (("backend", backend), ("workers", workers), ("cpu", cpu),
+                            ("chunksize", chunksize), ("max_attempts", max_attempts),
+                            ("task_timeout", task_timeout), ("idle_timeout", idle_timeout),
+                            ("max_cost", max_cost), ("max_hourly_cost", max_hourly_cost),
+                            ("seed", seed), ("session_timeout", session_timeout),
+                            ("debug", debug), ("debug_keepalive", debug_keepalive)):
+            _CHECKS[name](value)
         base = settings or Settings.from_env()
         if idle_timeout is not None:
             base = Settings(**{**_settings_dict(base), "idle_timeout": float(idle_timeout)})
@@ -137,6 +213,54 @@ class ExecutorOptions:
                    seed=seed, session_timeout=float(session_timeout), debug=debug,
                    debug_keepalive=float(debug_keepalive), extra=extra)
 
+    @classmethod
+    def resolve(cls, *, environ: Mapping[str, str] | None = None, cwd: Path | None = None,
+                **given: Any) -> ExecutorOptions:
+        """The options of ``Executor(**given)``: each of :data:`FILE_OPTIONS` (and
+        each backend option files may set) from the argument, else
+        ``STARBURST_<OPTION>``, else ``[tool.starburst]``, else the user config
+        file, else the default; then :meth:`build`.
+
+        An argument of None means "not given". Backend options from the
+        environment or files (``platform``...) go to the chosen backend only,
+        so a project configured for Fargate still runs the local backend.
+
+        Args:
+            environ: the environment (default: ``os.environ``).
+            cwd: where the search for pyproject.toml starts (default: the
+                working directory).
+            **given: the ``Executor`` arguments.
+
+        Raises:
+            ConfigurationError: a bad argument, or a bad value from a
+                variable or a file (naming the variable, or the file and line).
+        """
+        layers = load_layers(environ=environ, cwd=cwd)
+        values = dict(given)
+        sources: dict[str, str] = {}
+        for name in FILE_OPTIONS:
+            found = layers.lookup(name, given.get(name))
+            values.pop(name, None)
+            if found is None:
+                sources[name] = "default"
+                continue
+            if found.source != "argument":
+                _check_from(name, found.value, found.where)
+            values[name] = found.value
+            sources[name] = found.source
+        backend = values.get("backend", "local")
+        if isinstance(backend, str):
+            for key in keys_of("backend", backend):
+                if any(given.get(n) is not None for n in (key.name, *key.aliases)):
+                    sources[key.name] = "argument"
+                    continue
+                found = layers.lookup(key.name)
+                if found is not None:
+                    values[key.name] = found.value
+                    sources[key.name] = found.source
+        options = cls.build(**values)
+        return dataclasses.replace(options, sources=sources)
+
     def default_local_workers(self) -> int:
         """One worker per core this process may use."""
         try:
@@ -147,3 +271,16 @@ class ExecutorOptions:
 
 def _settings_dict(settings: Settings) -> dict[str, Any]:
     return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+
+
+def _check_from(name: str, value: Any, where: str) -> None:
+    """Check a value that came from a variable or a file; the error names ``where``."""
+    try:
+        _CHECKS[name](value)
+        if name == "backend":
+            from .backends import known_backends
+            if value not in known_backends():
+                raise ConfigurationError(
+                    f"unknown backend {value!r}; choose one of: {', '.join(known_backends())}")
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None

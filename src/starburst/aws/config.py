@@ -1,11 +1,15 @@
 """Where the Fargate path finds its AWS settings.
 
-Precedence, highest first:
+Precedence, highest first (the same for every starburst setting; see
+:mod:`starburst.config_files`, which reads and checks both files):
 
 1. explicit arguments (``Executor(backend="fargate", region=..., image=...)``);
 2. ``STARBURST_<FIELD>`` environment variables (lists comma-separated,
    booleans ``true``/``false``);
-3. the TOML file ``STARBURST_CONFIG`` names, else ``config.toml`` in
+3. ``[tool.starburst]`` in the project's ``pyproject.toml``
+   (``STARBURST_PYPROJECT``, else the nearest one above the working
+   directory, within the repository);
+4. the TOML file ``STARBURST_CONFIG`` names, else ``config.toml`` in
    ``platformdirs.user_config_dir("starburst")``, with the fields as
    top-level keys::
 
@@ -14,7 +18,7 @@ Precedence, highest first:
        subnets = ["subnet-0abc", "subnet-0def"]
        assign_public_ip = false
 
-4. defaults (below). Fields left ``None`` are resolved at run time: the
+5. defaults (below). Fields left ``None`` are resolved at run time: the
    region by :func:`starburst.aws.clients.resolve_region`, the bucket from
    the account and region, the roles and network by provisioning.
 
@@ -26,21 +30,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
+from ..config_files import KEYS, coerce, config_path, load_layers
 from ..exceptions import ConfigurationError
 
 __all__ = ["FIELDS", "AwsConfig", "config_path", "load_config"]
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,9 @@ class AwsConfig:
         log_group: CloudWatch log group of worker output.
         image: container image workers run (until environment sync builds one).
         ecr_repository: ECR repository for built images.
-        sources: where each field came from (argument, environment, file, default).
+        sources: where each field came from: ``"argument"``,
+            ``"environment"``, the path of the file (the project's
+            pyproject.toml or the user config file) or ``"default"``.
     """
 
     region: str | None = None
@@ -82,87 +82,31 @@ class AwsConfig:
     ecr_repository: str = "starburst"
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    def described_sources(self) -> str:
+        """The fields not at their default and where each came from, for ``starburst doctor``."""
+        set_here = [f"{name} from {source}" for name, source in self.sources.items()
+                    if source != "default"]
+        return "; ".join(set_here) if set_here else "every field at its default"
+
 
 #: Names accepted as arguments, environment variables (upper-cased) and file keys.
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AwsConfig)
                                 if f.name != "sources")
-_LISTS = frozenset({"subnets", "security_groups"})
-_BOOLS = frozenset({"assign_public_ip"})
-
-
-def config_path(environ: Mapping[str, str] | None = None) -> Path:
-    """The config file: ``STARBURST_CONFIG``, else the user config directory's."""
-    env = os.environ if environ is None else environ
-    explicit = env.get("STARBURST_CONFIG")
-    if explicit:
-        return Path(explicit).expanduser()
-    return Path(platformdirs.user_config_dir("starburst")) / "config.toml"
-
-
-def _coerce(name: str, value: Any, where: str) -> Any:
-    """Check and normalize one value; ``where`` names its origin for errors."""
-    if name in _LISTS:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value):
-            return tuple(value)
-        raise ConfigurationError(
-            f"{where}: {name} must be a list of strings such as [\"{name[:-1]}-0abc\"], "
-            f"got {value!r}")
-    if name in _BOOLS:
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        if isinstance(value, bool):
-            return value
-        raise ConfigurationError(f"{where}: {name} must be true or false, got {value!r}")
-    if value is None or (isinstance(value, str) and value.strip()):
-        return value.strip() if isinstance(value, str) else None
-    raise ConfigurationError(f"{where}: {name} must be a non-empty string, got {value!r}")
-
-
-def _line_of(text: str, key: str) -> int | None:
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=", re.MULTILINE)
-    match = pattern.search(text)
-    return text.count("\n", 0, match.start()) + 1 if match else None
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    """Parse the config file; every error names the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"cannot read the starburst config file {path}: {exc}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"at line (\d+), column (\d+)", str(exc))
-        where = f"{path}, line {match.group(1)}" if match else str(path)
-        raise ConfigurationError(
-            f"{where}: the starburst config file is not valid TOML ({exc}); fix or delete "
-            "that line (values need quotes: region = \"eu-west-1\")") from exc
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        line = _line_of(text, key)
-        where = f"{path}, line {line}" if line else str(path)
-        if key not in FIELDS:
-            raise ConfigurationError(
-                f"{where}: unknown key {key!r} in the starburst config file; valid keys: "
-                f"{', '.join(FIELDS)}")
-        out[key] = _coerce(key, value, where)
-    return out
 
 
 def load_config(overrides: Mapping[str, Any] | None = None, *, path: Path | None = None,
-                environ: Mapping[str, str] | None = None) -> AwsConfig:
-    """Build the configuration: arguments > ``STARBURST_*`` > config file > defaults.
+                environ: Mapping[str, str] | None = None,
+                cwd: Path | None = None) -> AwsConfig:
+    """Build the configuration: arguments > ``STARBURST_*`` > ``[tool.starburst]`` >
+    user config file > defaults.
 
     Args:
         overrides: explicit values (the Executor's backend options); a
             value of None means "not given".
-        path: the config file (default: :func:`config_path`).
+        path: the user config file (default: :func:`config_path`).
         environ: the environment (default: ``os.environ``).
+        cwd: where the search for the project's pyproject.toml starts
+            (default: the working directory).
 
     Raises:
         ConfigurationError: an unknown key, a bad value, or a malformed file.
@@ -174,21 +118,15 @@ def load_config(overrides: Mapping[str, Any] | None = None, *, path: Path | None
         raise ConfigurationError(
             f"unknown option(s) {', '.join(unknown)} for backend='fargate'; valid: "
             f"{', '.join(FIELDS)}")
-    file = path or config_path(env)
-    from_file = _read_file(file)
+    layers = load_layers(environ=env, cwd=cwd, config=path)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name in FIELDS:
-        var = f"STARBURST_{name.upper()}"
-        if given.get(name) is not None:
-            values[name] = _coerce(name, given[name], f"argument {name}=")
-            sources[name] = "argument"
-        elif env.get(var, "").strip():
-            values[name] = _coerce(name, env[var], f"environment variable {var}")
-            sources[name] = "environment"
-        elif name in from_file:
-            values[name] = from_file[name]
-            sources[name] = str(file)
-        else:
+        found = layers.lookup(name, given.get(name))
+        if found is None:
             sources[name] = "default"
+            continue
+        values[name] = (coerce(KEYS[name], found.value, found.where, "argument")
+                        if found.source == "argument" else found.value)
+        sources[name] = found.source
     return AwsConfig(**values, sources=sources)

@@ -13,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..config_files import find_pyproject
 from ..exceptions import StarburstError
 from . import policies, provision
 from .clients import client, resolve_region
@@ -108,9 +109,14 @@ def run_checks(region: str | None = None) -> list[Check]:
     try:
         config = load_config({"region": region})
     except StarburstError as exc:
-        return [Check("config file", False, str(exc), f"fix or delete {config_path()}")]
+        return [Check("config file", False, str(exc),
+                      "fix the file and line the message names (the project's pyproject.toml "
+                      f"[tool.starburst] or {config_path()})")]
+    project = find_pyproject()
     checks.append(Check("config file", True, f"{config_path()} "
-                        f"({'found' if config_path().exists() else 'not written yet'})"))
+                        f"({'found' if config_path().exists() else 'not written yet'})"
+                        + (f"; project {project}" if project else "")
+                        + f"; {config.described_sources()}"))
     try:
         name = resolve_region(region, config.region)
     except StarburstError as exc:

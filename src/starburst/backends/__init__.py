@@ -7,6 +7,7 @@ with the exact ``pip install`` to run (as fsspec's registry does).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 from ..exceptions import ConfigurationError
@@ -20,6 +21,8 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "local": ("starburst.backends.local", "LocalBackend", ""),
     "fargate": ("starburst.backends.fargate", "FargateBackend",
                 "pip install 'starburst-cloud[aws]'"),
+    "batch": ("starburst.backends.batch", "BatchBackend",
+              "pip install 'starburst-cloud[aws]'"),
 }
 
 
@@ -28,11 +31,17 @@ def known_backends() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_backend_class(name: str) -> type[ComputeBackend]:
-    """Import and return the backend class registered as ``name``."""
+def get_backend_class(name: str, extra: Mapping[str, Any] | None = None) -> type[ComputeBackend]:
+    """Import and return the backend class registered as ``name``.
+
+    ``extra`` are the backend options: ``backend="fargate"`` with ``gpu=``
+    runs on AWS Batch (Fargate has no GPUs), so it resolves to ``batch``.
+    """
     if name not in _REGISTRY:
         raise ConfigurationError(
             f"unknown backend {name!r}; choose one of: {', '.join(known_backends())}")
+    if name == "fargate" and extra is not None and extra.get("gpu") is not None:
+        name = "batch"
     module_name, attr, hint = _REGISTRY[name]
     try:
         module = importlib.import_module(module_name)

@@ -40,7 +40,7 @@ def demo(tasks: int, samples: int | None, workers: int | None, seed: int) -> Non
                f"(generator: {engine}, seed {seed})")
     started = time.perf_counter()
     try:
-        with Executor(workers=workers, progress=True) as ex:
+        with Executor(backend="local", workers=workers, progress=True) as ex:
             used = ex.workers
             results = list(ex.map(task_for(samples=samples, seed=seed, engine=engine),
                                   range(tasks)))
