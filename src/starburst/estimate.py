@@ -1,4 +1,4 @@
-"""How long and how much a job would take on Fargate, before it runs, beside local.
+"""How long and how much a job would take on Fargate (or GPUs), before it runs, beside local.
 
 Pure, apart from :func:`time_sample` (which times the user's function in
 this process). The inputs are a per-task duration (measured with
@@ -18,6 +18,15 @@ seed's crossover.
 
 Dollars always come with the price source and the date it was recorded;
 a Spot price without a known rate is an assumed discount, and says so.
+
+GPU options (``gpus=``; ``starburst estimate --gpu nvidia-t4``) sit beside
+the Fargate ones: AWS Batch on an EC2 GPU instance (:mod:`starburst.gpu`),
+one worker per GPU, billed at the instance price (per second, one-minute
+minimum) split between its GPUs. They run through the same scale model
+with :func:`batch_model`: an EC2 instance takes minutes, not seconds, to
+come up (:data:`BATCH_START_SOURCE`). starburst cannot know how much
+faster a task is on a GPU: a GPU option runs the same per-task time as
+here unless the caller gives ``gpu_speedup``, and the estimate says so.
 """
 
 from __future__ import annotations
@@ -27,12 +36,22 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .aws.sizes import FARGATE_SIZES, valid_memory
 from .exceptions import ConfigurationError
+from .gpu import (
+    GPU_SPOT_DISCOUNT,
+    GpuInstance,
+    InstancePrice,
+    given_price,
+    gpu_instance,
+    instance_price,
+    resolve_gpu,
+)
+from .gpu import spot_price as gpu_spot_price
 from .pricing import (
     IPV4_PER_HOUR,
     SPOT_DISCOUNT,
@@ -44,10 +63,12 @@ from .pricing import (
 )
 from .simulate import FargateModel, Workload, simulate
 
-__all__ = ["DEFAULT_WORKERS", "MIN_SPEEDUP", "RULE", "Estimate", "Option", "OptionEstimate",
-           "Recommendation", "SampleTiming", "default_memory", "demo_line", "estimate",
-           "format_dollars", "format_duration", "format_size", "format_speedup",
-           "local_seconds", "options_grid", "recommend", "summarize_sample", "time_sample"]
+__all__ = ["BATCH_BILLED_FRACTION", "BATCH_START_MAX", "BATCH_START_MIN", "BATCH_START_SOURCE",
+           "DEFAULT_WORKERS", "MIN_SPEEDUP", "RULE", "RULE_WITH_GPU", "Estimate", "Option",
+           "OptionEstimate", "Recommendation", "SampleTiming", "batch_model", "default_memory",
+           "demo_line", "estimate", "format_dollars", "format_duration", "format_size",
+           "format_speedup", "gpu_options", "local_seconds", "options_grid", "parse_gpus",
+           "recommend", "summarize_sample", "time_sample"]
 
 #: Worker counts compared when none are given.
 DEFAULT_WORKERS = (10, 50, 100)
@@ -56,11 +77,33 @@ MIN_SPEEDUP = 2.0
 #: The recommendation rule, in words.
 RULE = (f"the cheapest Fargate option that finishes at least {MIN_SPEEDUP:g}x sooner than "
         "the local cores; if none does, stay local")
+#: The same rule when GPU options are compared too.
+RULE_WITH_GPU = (f"the cheapest option (Fargate or GPU) that finishes at least {MIN_SPEEDUP:g}x "
+                 "sooner than the local cores; if none does, stay local")
 #: Above this many tasks the model simulates this many longer tasks (same total work).
 SIMULATED_TASKS_MAX = 1_000_000
 _SPOT_ARCHS = ("x86_64",)
 _SPOT_ARCH_NOTE = ("Fargate Spot runs x86_64 Linux tasks only (Amazon ECS developer guide, "
                    "'Fargate capacity providers'): arm64 Spot options left out")
+
+#: Seconds from submitting an AWS Batch GPU job to its worker running, when
+#: no instance is up yet: Batch scales the EC2 compute environment, the
+#: instance boots (ECS GPU-optimized AMI), registers with ECS and pulls the
+#: image. Assumed 2-4 min (see :data:`BATCH_START_SOURCE`); a large CUDA
+#: image can add more.
+BATCH_START_MIN = 120.0
+#: Upper end of :data:`BATCH_START_MIN`'s range.
+BATCH_START_MAX = 240.0
+#: Share of that start-up EC2 bills: billing starts when the instance enters
+#: the ``running`` state, after Batch's scaling decision and EC2's ``pending``.
+BATCH_BILLED_FRACTION = 0.75
+#: Where the GPU start-up figures come from.
+BATCH_START_SOURCE = (
+    f"assumed, not measured: a GPU worker starts {BATCH_START_MIN / 60:.0f}-"
+    f"{BATCH_START_MAX / 60:.0f} min after its AWS Batch job is submitted (Batch scales the "
+    "EC2 compute environment, the instance boots the ECS GPU-optimized AMI, registers with "
+    "ECS and pulls the image; AWS Batch user guide, 'Compute environments'), the last "
+    f"{BATCH_BILLED_FRACTION:.0%} of it billed (EC2 bills from the instance's 'running' state)")
 
 
 # -- timing a sample --------------------------------------------------------
@@ -180,13 +223,29 @@ def format_size(cpu: float, memory_mib: int) -> str:
 
 @dataclass(frozen=True)
 class Option:
-    """One way to run the job on Fargate."""
+    """One way to run the job: on Fargate, or on GPU instances when ``gpu`` is set.
+
+    A GPU option's ``cpu``, ``memory_mib`` and ``arch`` are one worker's share
+    of the instance (one worker per GPU); build it with :meth:`on_gpu`.
+    """
 
     workers: int
     cpu: float = 1.0
     memory_mib: int = 2048
     arch: str = "x86_64"
     spot: bool = False
+    gpu: GpuInstance | None = None
+
+    @classmethod
+    def on_gpu(cls, workers: int, instance: GpuInstance, *, spot: bool = False) -> Option:
+        """``workers`` GPU workers on ``instance`` (one per GPU)."""
+        return cls(workers, instance.vcpus / instance.gpus, instance.memory_mib // instance.gpus,
+                   instance.arch, spot, instance)
+
+    @property
+    def backend(self) -> str:
+        """``fargate``, or ``batch`` for a GPU option."""
+        return "fargate" if self.gpu is None else "batch"
 
     @property
     def capacity(self) -> str:
@@ -195,13 +254,16 @@ class Option:
 
     @property
     def label(self) -> str:
-        """``x86_64 On-Demand``."""
-        return f"{self.arch} {self.capacity}"
+        """``x86_64 On-Demand``, or ``nvidia-t4 On-Demand`` for a GPU option."""
+        return f"{self.arch if self.gpu is None else self.gpu.gpu} {self.capacity}"
 
     @property
     def size(self) -> str:
-        """``1 vCPU/2 GiB``."""
-        return format_size(self.cpu, self.memory_mib)
+        """``1 vCPU/2 GiB``, or the instance type (and the worker's GPU share)."""
+        if self.gpu is None:
+            return format_size(self.cpu, self.memory_mib)
+        share = "" if self.gpu.gpus == 1 else f", 1 of {self.gpu.gpus} GPUs"
+        return f"{self.gpu.instance_type}{share}"
 
 
 def default_memory(cpu: float) -> int:
@@ -258,6 +320,66 @@ def options_grid(workers: Sequence[int], cpus: Sequence[float],
     return options, notes
 
 
+def parse_gpus(names: Iterable[str]) -> list[GpuInstance]:
+    """GPU names (default instance) or catalogued instance types -> instances, in order.
+
+    ``["nvidia-t4", "g5.2xlarge"]`` -> g4dn.xlarge and g5.2xlarge.
+
+    Raises:
+        ConfigurationError: a name is neither a known GPU nor a GPU instance type.
+    """
+    found: list[GpuInstance] = []
+    for raw in names:
+        name = raw.strip()
+        if not name:
+            continue
+        if "." in name:
+            found.append(gpu_instance(name))
+        else:
+            found.append(resolve_gpu(name))
+    return list(dict.fromkeys(found))
+
+
+def gpu_options(workers: Sequence[int], instances: Sequence[GpuInstance], *,
+                spot: bool = False) -> tuple[list[Option], list[str]]:
+    """A GPU option per instance type and worker count (a Spot twin with ``spot``), and notes.
+
+    One worker per GPU: a worker count that leaves GPUs of the last
+    instance idle is rounded up to whole instances (noted), since the
+    instance is billed whole.
+
+    Raises:
+        ConfigurationError: a worker count below 1.
+    """
+    if not workers or min(workers) < 1:
+        raise ConfigurationError("worker counts must be whole numbers >= 1")
+    options: list[Option] = []
+    notes: list[str] = []
+    for instance in instances:
+        for count in dict.fromkeys(workers):
+            whole = math.ceil(count / instance.gpus) * instance.gpus
+            if whole != count:
+                notes.append(f"{count} workers on {instance.instance_type} ({instance.gpus} "
+                             f"GPUs each) rounded up to {whole}: the instance is billed whole")
+            options.append(Option.on_gpu(whole, instance))
+            if spot:
+                options.append(Option.on_gpu(whole, instance, spot=True))
+    return list(dict.fromkeys(options)), list(dict.fromkeys(notes))
+
+
+def batch_model(quota_vcpu: float = math.inf) -> FargateModel:
+    """The scale model's parameters for GPU workers on AWS Batch.
+
+    Start-up :data:`BATCH_START_MIN`-:data:`BATCH_START_MAX` s, the last
+    :data:`BATCH_BILLED_FRACTION` of it billed; one job per SubmitJob call at
+    the same request rates as Fargate; ``quota_vcpu`` is the EC2 GPU vCPU
+    quota (:func:`starburst.gpu.gpu_quota_code`).
+    """
+    return FargateModel(cold_start_min=BATCH_START_MIN, cold_start_max=BATCH_START_MAX,
+                        pull_fraction=BATCH_BILLED_FRACTION, tasks_per_call=1,
+                        quota_vcpu=quota_vcpu)
+
+
 # -- the estimate -----------------------------------------------------------
 
 
@@ -271,9 +393,13 @@ class OptionEstimate:
         wall_seconds: from submitting the work to the last result (scale model).
         cost: dollars billed for the workers (per second, one-minute minimum).
         worker_hourly: dollars per worker-hour (public IPv4 included when used).
-        speedup: local time over ``wall_seconds`` (above 1: Fargate is sooner).
-        price: the price used, with its source and date.
+        speedup: local time over ``wall_seconds`` (above 1: the option is sooner).
+        price: the price used, with its source and date: a Fargate price, or
+            the GPU instance's hourly price.
         lower_bound_seconds: the soonest any scheduler could finish.
+        task_seconds: seconds per task this option assumes (a GPU option's
+            is the local figure divided by the speed-up given).
+        startup_seconds: the range of seconds a worker needs before its first task.
     """
 
     option: Option
@@ -282,21 +408,40 @@ class OptionEstimate:
     cost: float
     worker_hourly: float
     speedup: float
-    price: FargatePrice
+    price: FargatePrice | InstancePrice
     lower_bound_seconds: float
+    task_seconds: float = math.nan
+    startup_seconds: tuple[float, float] = (math.nan, math.nan)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         o = self.option
-        return {"label": o.label, "arch": o.arch, "capacity": o.capacity,
-                "workers": o.workers, "workers_running": self.workers_running, "cpu": o.cpu,
-                "memory_mib": o.memory_mib, "wall_seconds": round(self.wall_seconds, 3),
+        price: dict[str, Any] = {"region": self.price.region, "source": self.price.source,
+                                 "recorded": self.price.recorded}
+        if isinstance(self.price, FargatePrice):
+            price.update(vcpu_hour=self.price.vcpu_hour, gib_hour=self.price.gib_hour)
+        else:
+            price.update(instance_type=self.price.instance_type,
+                         instance_hourly=self.price.hourly, spot=self.price.spot)
+        gpu = None if o.gpu is None else {
+            "name": o.gpu.gpu, "instance_type": o.gpu.instance_type, "gpus": o.gpu.gpus,
+            "vcpus": o.gpu.vcpus, "memory_mib": o.gpu.memory_mib,
+            "instances": math.ceil(o.workers / o.gpu.gpus)}
+        return {"label": o.label, "backend": o.backend, "arch": o.arch,
+                "capacity": o.capacity, "workers": o.workers,
+                "workers_running": self.workers_running, "cpu": o.cpu,
+                "memory_mib": o.memory_mib, "gpu": gpu,
+                "task_seconds": _finite(self.task_seconds),
+                "startup_seconds": [_finite(s) for s in self.startup_seconds],
+                "wall_seconds": round(self.wall_seconds, 3),
                 "cost_usd": round(self.cost, 6), "worker_hourly_usd": round(self.worker_hourly, 6),
                 "speedup_vs_local": round(self.speedup, 4),
                 "lower_bound_seconds": round(self.lower_bound_seconds, 3),
-                "price": {"region": self.price.region, "vcpu_hour": self.price.vcpu_hour,
-                          "gib_hour": self.price.gib_hour, "source": self.price.source,
-                          "recorded": self.price.recorded}}
+                "price": price}
+
+
+def _finite(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -321,6 +466,18 @@ class Estimate:
     notes: tuple[str, ...] = ()
     model: FargateModel = field(default_factory=FargateModel)
     public_ip: bool = True
+    gpu_speedup: float = 1.0
+    gpu_model: FargateModel = field(default_factory=batch_model)
+
+    @property
+    def has_gpu(self) -> bool:
+        """Whether GPU options are compared."""
+        return any(o.option.gpu is not None for o in self.options)
+
+    @property
+    def rule(self) -> str:
+        """The recommendation rule that applied (:data:`RULE` or :data:`RULE_WITH_GPU`)."""
+        return RULE_WITH_GPU if self.has_gpu else RULE
 
     def sources(self) -> list[str]:
         """Each distinct price source used, with its date."""
@@ -347,6 +504,26 @@ class Estimate:
             lines.append(f"each worker's public IPv4 address (${IPV4_PER_HOUR}/h) is included")
         if math.isfinite(m.quota_vcpu):
             lines.append(f"vCPU quota: {m.quota_vcpu:g} (workers beyond it run in waves)")
+        if self.has_gpu:
+            lines.extend(self._gpu_assumptions())
+        return lines
+
+    def _gpu_assumptions(self) -> list[str]:
+        lines = [
+            "GPU options: " + (
+                "assume the same task time on GPU as here; pass --gpu-speedup (gpu_speedup=) "
+                "with how many times faster your task runs on that GPU"
+                if self.gpu_speedup == 1 else
+                f"each task {self.gpu_speedup:g}x faster on the GPU than here, your figure "
+                "(--gpu-speedup), not measured"),
+            f"GPU start-up: {BATCH_START_SOURCE}",
+            "GPU billing: the instance's On-Demand or Spot price per second (one-minute "
+            "minimum), split between its GPUs (one worker per GPU); Batch's scale-down "
+            "after the last job (idle instance minutes) is not included",
+        ]
+        if math.isfinite(self.gpu_model.quota_vcpu):
+            lines.append(f"EC2 GPU vCPU quota: {self.gpu_model.quota_vcpu:g} (instances beyond "
+                         "it run in waves)")
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -359,7 +536,8 @@ class Estimate:
             "recommendation": {
                 "option": None if choice is None else self.options.index(choice),
                 "stay_local": choice is None, "text": self.recommendation.text,
-                "rule": RULE},
+                "rule": self.rule},
+            "gpu_speedup": self.gpu_speedup if self.has_gpu else None,
             "price_sources": self.sources(), "assumptions": self.assumptions(),
             "notes": list(self.notes), "currency": "USD",
         }
@@ -379,6 +557,7 @@ def recommend(options: Sequence[OptionEstimate], local: float, *,
     here = f"{local_cores} local cores" if local_cores else "local"
     if not options:
         return Recommendation(None, "Stay local: no Fargate option to compare.")
+    gpu = any(o.option.gpu is not None for o in options)
     good = [o for o in options if o.speedup >= min_speedup]
     fastest = min(options, key=lambda o: (o.wall_seconds, o.cost))
     f = fastest.option
@@ -388,17 +567,21 @@ def recommend(options: Sequence[OptionEstimate], local: float, *,
         also = "" if fastest.wall_seconds >= best.wall_seconds else (
             f" The fastest option, {f.workers} workers of {f.size} ({f.label}), needs ~"
             f"{format_duration(fastest.wall_seconds)} for ~{format_dollars(fastest.cost)}.")
+        where = "Fargate" if o.gpu is None else "GPU (AWS Batch)"
         return Recommendation(best, (
-            f"Fargate: {o.workers} workers of {o.size} ({o.label}), ~"
+            f"{where}: {o.workers} workers of {o.size} ({o.label}), ~"
             f"{format_duration(best.wall_seconds)} instead of ~{format_duration(local)} on "
             f"{here} ({format_speedup(best.speedup)}) for ~{format_dollars(best.cost)}: the "
             f"cheapest option at least {min_speedup:g}x sooner than local.{also}"))
+    kinds = "Fargate or GPU" if gpu else "Fargate"
     return Recommendation(None, (
-        f"Stay local: no Fargate option finishes {min_speedup:g}x sooner than {here} "
+        f"Stay local: no {kinds} option finishes {min_speedup:g}x sooner than {here} "
         f"(~{format_duration(local)}); the fastest, {f.workers} workers of {f.size} "
         f"({f.label}), needs ~{format_duration(fastest.wall_seconds)} "
         f"({format_speedup(fastest.speedup)}) for ~{format_dollars(fastest.cost)}. A Fargate "
-        "worker needs 30-90 s before its first task, so short jobs finish sooner here."))
+        "worker needs 30-90 s before its first task"
+        + (f" (a GPU instance {BATCH_START_MIN / 60:.0f}-{BATCH_START_MAX / 60:.0f} min)"
+           if gpu else "") + ", so short jobs finish sooner here."))
 
 
 @dataclass(frozen=True)
@@ -427,6 +610,24 @@ def _price_for(option: Option, region: str, table: PriceTable | None,
     return known if known is not None else spot_price(on_demand, spot_discount)
 
 
+def _gpu_price(instance: GpuInstance, spot: bool, region: str,
+               rates: Mapping[str, float], spot_rates: Mapping[str, float],
+               discount: float) -> InstancePrice:
+    """The hourly price of one GPU instance: the caller's rate first, else the table.
+
+    A Spot price without a Spot rate is the On-Demand price (the caller's,
+    or the table's) less ``discount``, and its source says so.
+    """
+    itype = instance.instance_type
+    today = time.strftime("%Y-%m-%d")
+    if spot and itype in spot_rates:
+        return given_price(itype, region, spot_rates[itype], spot=True, recorded=today)
+    if itype not in rates:
+        return instance_price(itype, region, spot=spot, discount=discount)
+    on_demand = given_price(itype, region, rates[itype], recorded=today)
+    return gpu_spot_price(on_demand, discount) if spot else on_demand
+
+
 def estimate(tasks: int, task_seconds: float, *, workers: Sequence[int] = DEFAULT_WORKERS,
              cpus: Sequence[float] = (1.0,), memories_mib: Sequence[int] | None = None,
              region: str = "us-east-1", archs: Sequence[str] = ("x86_64",),
@@ -435,8 +636,13 @@ def estimate(tasks: int, task_seconds: float, *, workers: Sequence[int] = DEFAUL
              table: PriceTable | None = None, spot_table: PriceTable | None = None,
              local_cores: int | None = None, model: FargateModel | None = None,
              public_ip: bool = True, min_speedup: float = MIN_SPEEDUP,
-             options: Sequence[Option] | None = None, seed: int = 0) -> Estimate:
-    """Wall time and cost of each option on Fargate, beside local, and a recommendation.
+             options: Sequence[Option] | None = None, seed: int = 0,
+             gpus: Sequence[GpuInstance | str] = (), gpu_speedup: float = 1.0,
+             gpu_rates: Mapping[str, float] | None = None,
+             gpu_spot_rates: Mapping[str, float] | None = None,
+             gpu_spot_discount: float = GPU_SPOT_DISCOUNT,
+             gpu_model: FargateModel | None = None) -> Estimate:
+    """Wall time and cost of each option on Fargate (and GPUs), beside local, and a pick.
 
     Args:
         tasks: number of tasks.
@@ -455,19 +661,37 @@ def estimate(tasks: int, task_seconds: float, *, workers: Sequence[int] = DEFAUL
         public_ip: count a public IPv4 address per worker (starburst's default).
         min_speedup: how much sooner than local an option must finish.
         seed: the scale model's seed (cold starts).
+        gpus: GPU names or GPU instance types (:func:`parse_gpus`) to compare
+            beside Fargate, each with every worker count (and Spot with ``spot``).
+        gpu_speedup: how many times faster a task runs on the GPU than the
+            ``task_seconds`` given; only the caller can know (default 1: the
+            same time, and the estimate says so).
+        gpu_rates, gpu_spot_rates: dollars per instance-hour by instance type,
+            On-Demand and Spot, overriding the table and the Spot assumption.
+        gpu_spot_discount: the discount assumed for GPU Spot without a Spot rate.
+        gpu_model: the scale model of GPU workers (default :func:`batch_model`).
 
     Raises:
-        ConfigurationError: a bad input, or no price for ``region``.
+        ConfigurationError: a bad input, or no price for ``region`` (or a GPU
+            instance type there).
     """
     if tasks < 1:
         raise ConfigurationError("tasks must be >= 1")
     if not (math.isfinite(task_seconds) and task_seconds >= 0):
         raise ConfigurationError("task seconds must be a finite number >= 0")
+    if not (math.isfinite(gpu_speedup) and gpu_speedup > 0):
+        raise ConfigurationError(f"gpu speed-up must be a positive number (how many times "
+                                 f"faster a task runs on the GPU), got {gpu_speedup!r}")
     model = model or FargateModel()
+    gpu_model = gpu_model or batch_model()
     cores = local_cores or os.cpu_count() or 1
     notes: list[str] = []
     if options is None:
         grid, notes = options_grid(workers, cpus, memories_mib, archs=archs, spot=spot)
+        instances = parse_gpus(g if isinstance(g, str) else g.instance_type for g in gpus)
+        more, gpu_notes = gpu_options(workers, instances, spot=spot)
+        grid += more
+        notes += gpu_notes
     else:
         grid = list(options)
     local = local_seconds(tasks, task_seconds, cores)
@@ -477,25 +701,39 @@ def estimate(tasks: int, task_seconds: float, *, workers: Sequence[int] = DEFAUL
         sim_seconds = task_seconds * tasks / SIMULATED_TASKS_MAX
         notes.append(f"simulated as {sim_tasks:,} tasks of {format_duration(sim_seconds)} "
                      "(the same total work)")
+    rates = {k.strip().lower(): v for k, v in (gpu_rates or {}).items()}
+    spot_rates_by_type = {k.strip().lower(): v for k, v in (gpu_spot_rates or {}).items()}
     results: list[OptionEstimate] = []
     for option in grid:
-        price = _price_for(option, region, table, spot_table, spot_discount, spot_rates)
-        rate = hourly_rate(price, option.cpu, option.memory_mib, public_ip=public_ip)
-        workload = _PricedWorkload(tasks=sim_tasks, task_seconds=sim_seconds,
+        price: FargatePrice | InstancePrice
+        if option.gpu is None:
+            price = _price_for(option, region, table, spot_table, spot_discount, spot_rates)
+            rate = hourly_rate(price, option.cpu, option.memory_mib, public_ip=public_ip)
+            used, per_task, sim_per_task = model, task_seconds, sim_seconds
+        else:
+            price = _gpu_price(option.gpu, option.spot, region, rates, spot_rates_by_type,
+                               gpu_spot_discount)
+            # One worker per GPU: each pays its share of the instance (and its IPv4).
+            rate = (price.hourly + (IPV4_PER_HOUR if public_ip else 0.0)) / option.gpu.gpus
+            used = gpu_model
+            per_task, sim_per_task = task_seconds / gpu_speedup, sim_seconds / gpu_speedup
+        workload = _PricedWorkload(tasks=sim_tasks, task_seconds=sim_per_task,
                                    workers=option.workers, cpu=option.cpu,
                                    memory_mib=option.memory_mib, region=region,
                                    arch=option.arch, dollars_per_second=rate / 3600)
-        sim = simulate(workload, model, seed=seed)
+        sim = simulate(workload, used, seed=seed)
         wall = sim.makespan
         speedup = local / wall if wall > 0 else math.inf
         results.append(OptionEstimate(
-            option=option, workers_running=workload.effective_workers(model),
+            option=option, workers_running=workload.effective_workers(used),
             wall_seconds=wall, cost=sim.cost, worker_hourly=rate, speedup=speedup,
-            price=price, lower_bound_seconds=sim.lower_bound_makespan))
+            price=price, lower_bound_seconds=sim.lower_bound_makespan,
+            task_seconds=per_task, startup_seconds=(used.cold_start_min, used.cold_start_max)))
     rec = recommend(results, local, min_speedup=min_speedup, local_cores=cores)
     return Estimate(tasks=tasks, task_seconds=task_seconds, region=region, local_cores=cores,
                     local_seconds=local, options=tuple(results), recommendation=rec,
-                    notes=tuple(notes), model=model, public_ip=public_ip)
+                    notes=tuple(notes), model=model, public_ip=public_ip,
+                    gpu_speedup=gpu_speedup, gpu_model=gpu_model)
 
 
 def demo_line(tasks: int, task_seconds: float, *, region: str = "us-east-1",

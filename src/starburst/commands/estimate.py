@@ -1,10 +1,11 @@
-"""``starburst estimate``: wall time and cost on Fargate before anything runs, beside local."""
+"""``starburst estimate``: wall time and cost on Fargate (and GPUs) before anything runs."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -17,16 +18,19 @@ from rich.table import Table
 
 from ..estimate import (
     DEFAULT_WORKERS,
-    RULE,
     Estimate,
+    OptionEstimate,
     SampleTiming,
+    batch_model,
     estimate,
     format_dollars,
     format_duration,
     format_speedup,
+    parse_gpus,
     time_sample,
 )
 from ..exceptions import ConfigurationError
+from ..gpu import GPU_SPOT_DISCOUNT, known_gpus
 from ..options import parse_memory
 from ..pricing import SPOT_DISCOUNT
 from ..pricing_cache import load, spot_table_in_use, table_in_use
@@ -113,14 +117,60 @@ def read_items(path: Path) -> list[Any]:
                                  param_hint="--args-file") from exc
 
 
+def _rates(pairs: tuple[str, ...], what: str) -> dict[str, float]:
+    """``("g4dn.xlarge=0.6", ...)`` -> {instance type: dollars per hour}."""
+    rates: dict[str, float] = {}
+    for pair in pairs:
+        itype, sep, value = pair.partition("=")
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = math.nan
+        if not sep or not itype.strip() or not rate > 0:
+            raise click.BadParameter(
+                f"{pair!r} is not INSTANCE_TYPE=DOLLARS_PER_HOUR (e.g. g4dn.xlarge=0.526)",
+                param_hint=what)
+        rates[itype.strip().lower()] = rate
+    return rates
+
+
+def _startup(o: OptionEstimate) -> str:
+    low, high = o.startup_seconds
+    if high >= 120:
+        return f"{low / 60:g}-{high / 60:g} min"
+    return f"{low:g}-{high:g} s"
+
+
+def _task_time(o: OptionEstimate, est: Estimate) -> str:
+    text = format_duration(o.task_seconds)
+    if o.option.gpu is None:
+        return text
+    if est.gpu_speedup == 1:
+        return f"{text} (same)"
+    return f"{text} ({est.gpu_speedup:g}x)"
+
+
 def _table(est: Estimate) -> Table:
-    title = (f"{est.tasks:,} tasks x {format_duration(est.task_seconds)} on Fargate "
+    gpu = est.has_gpu
+    where = "Fargate, GPU instances" if gpu else "Fargate"
+    title = (f"{est.tasks:,} tasks x {format_duration(est.task_seconds)} on {where} "
              f"({est.region}) and here")
-    table = Table(title=title, title_justify="left")
-    for name, justify in (("option", "left"), ("workers", "right"), ("size", "left"),
-                          ("wall time", "right"), ("cost", "right"), ("vs local", "right")):
+    caption = None
+    if gpu:
+        caption = ("GPU rows assume the same task time on GPU; pass --gpu-speedup"
+                   if est.gpu_speedup == 1 else
+                   f"GPU rows assume tasks {est.gpu_speedup:g}x faster on GPU (--gpu-speedup, "
+                   "your figure)")
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    columns = [("option", "left"), ("workers", "right"), ("size", "left")]
+    if gpu:
+        # GPU and Fargate rows differ in what they assume: show it on each row.
+        columns += [("task time", "right"), ("start-up", "right"), ("$/h each", "right")]
+    columns += [("wall time", "right"), ("cost", "right"), ("vs local", "right")]
+    for name, justify in columns:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    table.add_row(f"local ({est.local_cores} cores)", str(est.local_cores), "-",
+    extra = [format_duration(est.task_seconds), "-", "-"] if gpu else []
+    table.add_row(f"local ({est.local_cores} cores)", str(est.local_cores), "-", *extra,
                   format_duration(est.local_seconds), "$0", "-")
     choice = est.recommendation.choice
     for o in est.options:
@@ -129,8 +179,10 @@ def _table(est: Estimate) -> Table:
             f"{o.workers_running} of {opt.workers} (quota)"
         speed = format_speedup(o.speedup)
         mark = " *" if o is choice else ""
-        table.add_row(f"{opt.label}{mark}", workers, opt.size, format_duration(o.wall_seconds),
-                      format_dollars(o.cost), speed, style="bold" if mark else None)
+        extra = [_task_time(o, est), _startup(o), format_dollars(o.worker_hourly)] if gpu else []
+        table.add_row(f"{opt.label}{mark}", workers, opt.size, *extra,
+                      format_duration(o.wall_seconds), format_dollars(o.cost), speed,
+                      style="bold" if mark else None)
     return table
 
 
@@ -171,14 +223,37 @@ def _table(est: Estimate) -> Table:
                    "[default: no limit]")
 @click.option("--no-public-ip", is_flag=True,
               help="Workers have no public IPv4 address (private subnets with NAT).")
+@click.option("--gpu", "gpu_text", default=None, metavar="GPU[,GPU...]",
+              help="Also compare GPU workers on AWS Batch: GPU names "
+                   f"({', '.join(known_gpus())}) or GPU instance types (g5.2xlarge), "
+                   "comma-separated. With --spot, their Spot twins too.")
+@click.option("--gpu-speedup", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True,
+              help="How many times faster one task runs on the GPU than --task-seconds "
+                   "(only you can know; 1 assumes the same time).")
+@click.option("--gpu-rate", "gpu_rate_pairs", multiple=True, metavar="TYPE=DOLLARS",
+              help="On-Demand dollars per instance-hour of a GPU instance type (repeatable); "
+                   "overrides the price table.")
+@click.option("--gpu-spot-rate", "gpu_spot_pairs", multiple=True, metavar="TYPE=DOLLARS",
+              help="Spot dollars per instance-hour of a GPU instance type (repeatable); "
+                   "overrides the assumed discount.")
+@click.option("--gpu-spot-discount", type=click.FloatRange(0, 1, max_open=True),
+              default=GPU_SPOT_DISCOUNT, show_default=True,
+              help="GPU Spot's discount below On-Demand when no Spot rate is given.")
+@click.option("--gpu-quota-vcpu", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The account's EC2 GPU vCPU quota (Service Quotas, EC2: 'Running "
+                   "On-Demand G and VT instances' or 'Running On-Demand P instances').  "
+                   "[default: no limit]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def estimate_command(tasks: int | None, task_seconds: float | None, function: str | None,
                      sample: int, args_file: Path | None, workers_text: str, cpu_text: str,
                      memory_text: str | None, region: str | None, spot: bool,
                      spot_discount: float, spot_rates: str | None, arm: bool,
                      local_cores: int | None, quota_vcpu: float | None, no_public_ip: bool,
-                     as_json: bool) -> None:
-    """Estimate wall time and cost on Fargate for several options, beside local.
+                     gpu_text: str | None, gpu_speedup: float, gpu_rate_pairs: tuple[str, ...],
+                     gpu_spot_pairs: tuple[str, ...], gpu_spot_discount: float,
+                     gpu_quota_vcpu: float | None, as_json: bool) -> None:
+    """Estimate wall time and cost on Fargate (and GPUs) for several options, beside local.
 
     Give the per-task time (--task-seconds), or let starburst time your
     function on a few items here (--function module:fn --sample 5). Wall
@@ -187,6 +262,10 @@ def estimate_command(tasks: int | None, task_seconds: float | None, function: st
     table in use (`starburst pricing show`), billed per second with a
     one-minute minimum. The recommendation is the cheapest option that
     finishes at least 2x sooner than your local cores, else "stay local".
+
+    --gpu adds GPU workers on AWS Batch (one per GPU, minutes to start an
+    instance), priced from EC2 instance prices. A GPU row assumes the same
+    task time as here unless --gpu-speedup says how much faster it is.
     """
     if (task_seconds is None) == (function is None):
         raise click.UsageError("give exactly one of --task-seconds and --function")
@@ -221,7 +300,20 @@ def estimate_command(tasks: int | None, task_seconds: float | None, function: st
             raise click.BadParameter("give two numbers: VCPU_HOUR,GIB_HOUR",
                                      param_hint="--spot-rates")
         rates = (values[0], values[1])
+    gpu_rates = _rates(gpu_rate_pairs, "--gpu-rate")
+    gpu_spot_rates = _rates(gpu_spot_pairs, "--gpu-spot-rate")
+    if (gpu_rates or gpu_spot_rates or gpu_quota_vcpu) and not gpu_text:
+        raise click.UsageError("--gpu-rate, --gpu-spot-rate and --gpu-quota-vcpu go with --gpu")
     try:
+        gpus = parse_gpus(gpu_text.split(",")) if gpu_text else []
+        chosen = {g.instance_type for g in gpus}
+        for hint, given in (("--gpu-rate", gpu_rates), ("--gpu-spot-rate", gpu_spot_rates)):
+            stray = sorted(set(given) - chosen)
+            if stray:
+                raise click.BadParameter(
+                    f"{', '.join(stray)} is not among the --gpu instance types "
+                    f"({', '.join(sorted(chosen))}); add it to --gpu or fix the name",
+                    param_hint=hint)
         memories = None if memory_text is None else \
             [parse_memory(m.strip()) for m in memory_text.split(",") if m.strip()]
         cache = load()
@@ -233,7 +325,10 @@ def estimate_command(tasks: int | None, task_seconds: float | None, function: st
             spot_discount=spot_discount, spot_rates=rates,
             table=table_in_use(cache=cache), spot_table=spot_table_in_use(cache=cache),
             local_cores=local_cores, public_ip=not no_public_ip,
-            model=FargateModel(quota_vcpu=quota_vcpu) if quota_vcpu else None)
+            model=FargateModel(quota_vcpu=quota_vcpu) if quota_vcpu else None,
+            gpus=gpus, gpu_speedup=gpu_speedup, gpu_rates=gpu_rates,
+            gpu_spot_rates=gpu_spot_rates, gpu_spot_discount=gpu_spot_discount,
+            gpu_model=batch_model(gpu_quota_vcpu) if gpu_quota_vcpu else None)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -253,7 +348,7 @@ def estimate_command(tasks: int | None, task_seconds: float | None, function: st
         say(f"{function}: {timing.note}")
     console.print(_table(est))
     say(est.recommendation.text)
-    say(f"Rule: {RULE} (* marks the pick).")
+    say(f"Rule: {est.rule} (* marks the pick).")
     say("Prices (USD):")
     for line in est.sources():
         say(f"  {line}")
