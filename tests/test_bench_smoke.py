@@ -57,3 +57,28 @@ def test_local_throughput_quick_json() -> None:
     # The human-readable report came first.
     assert "starburst map" in proc.stdout
     assert "PASS" in proc.stdout or "FAIL" in proc.stdout
+
+
+def test_dataframes_bench_json() -> None:
+    """bench/dataframes.py on a frame just above the Arrow threshold, one run."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "dataframes.py"), "--rows", "120000",
+         "--repeat", "1", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert data["bench"] == "dataframes"
+    assert data["rows"] == 120_000
+    assert data["arrow_used"] is True  # the frame took the Arrow IPC path
+    for direction in ("to_worker", "to_client"):
+        figures = data["figures"][direction]
+        assert set(figures) == {"starburst", "pickle5_zstd", "pickle"}
+        assert figures["starburst"]["arrow"]
+        assert not figures["pickle5_zstd"]["arrow"]
+        for method in figures.values():
+            assert method["encode"]["median_s"] > 0
+            assert method["decode"]["median_s"] > 0
+            assert method["bytes"] > 0
+        assert data["ratios_vs_pickle"][direction]["pickle"]["round_trip"] == 1.0
+    assert "Arrow IPC" in proc.stdout
+    assert "previous frame" in proc.stdout

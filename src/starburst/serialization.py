@@ -9,6 +9,19 @@ Layout (little endian)::
     b"SBF" | version:u8 | flags:u8 | body
     body (maybe zstd) = n_buffers:u32 | pickle_len:u64 | buf_len:u64 * n | pickle | buffers
 
+Large pandas DataFrames and Arrow tables are reduced to Arrow IPC streams
+whose buffers are already zstd-compressed (:mod:`starburst.tables`). A
+frame holding such *packed* buffers has the ``PACKED`` flag and keeps them
+out of the zstd pass::
+
+    body = section_len:u64 | section (maybe zstd) | packed buffers
+    section = n_buffers:u32 | pickle_len:u64 | buf_len:u64 * n | pickle | other buffers
+
+where a ``buf_len`` with its top bit set is a packed buffer's length: its
+bytes are in the tail, in order. The checksum a message carries covers
+the whole frame, tail included. Version 2 added the flag; version 1
+frames (no flag) are still read.
+
 Functions travel by value through cloudpickle, so lambdas, closures and
 functions defined in ``__main__`` or a notebook work on any worker.
 Objects registered in a :class:`SharedObjects` table (the function, large
@@ -29,6 +42,7 @@ from typing import Any
 import cloudpickle
 import zstandard
 
+from . import tables
 from .exceptions import ProtocolError, SerializationError, VersionMismatchError
 
 __all__ = [
@@ -42,9 +56,19 @@ __all__ = [
 ]
 
 FRAME_MAGIC = b"SBF"
-FRAME_VERSION = 1
+#: Version 2 added the PACKED flag. Every frame is written as version 2,
+#: so a worker of an older starburst fails on its first payload with a
+#: clear VersionMismatchError, not only once a DataFrame shows up.
+FRAME_VERSION = 2
+_READS = (1, FRAME_VERSION)
 _FLAG_ZSTD = 1
+_FLAG_PACKED = 2
+_FLAGS_KNOWN = _FLAG_ZSTD | _FLAG_PACKED
 _HEAD = struct.Struct("<3sBB")
+_SECTION_LEN = struct.Struct("<Q")
+#: Top bit of a buffer length: the buffer is packed (already compressed)
+#: and stored in the frame's tail, outside the zstd pass.
+_PACKED_BIT = 1 << 63
 # Compressing below 64 KiB saves little in absolute bytes and costs a
 # measurable share of the per-task overhead on no-op workloads.
 COMPRESS_THRESHOLD = 64 * 1024
@@ -71,6 +95,26 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
         if persistent is not None:
             self.persistent_id = persistent  # read by the C pickler in __init__
         super().__init__(file, protocol=5, **kw)
+        #: The out-of-band buffers that hold Arrow IPC streams (compressed
+        #: already); kept alive so their ids identify them in dumps().
+        self.packed: list[pickle.PickleBuffer] = []
+
+    def reducer_override(self, obj: Any) -> Any:
+        """Reduce a large DataFrame or Arrow table to its Arrow IPC stream.
+
+        Pickle calls this for every object but a few builtin types, so the
+        test for a table is one string comparison on the type's module.
+        The IPC bytes become an out-of-band buffer: written into the frame
+        once, never copied into the pickle stream.
+        """
+        if type(obj).__module__.startswith(("pandas", "pyarrow")):
+            encoded = tables.to_ipc(obj)
+            if encoded is not None:
+                ipc, kind, extra = encoded
+                buffer = pickle.PickleBuffer(ipc)
+                self.packed.append(buffer)
+                return tables.from_ipc, (buffer, kind, extra)
+        return super().reducer_override(obj)
 
 
 class _Unpickler(pickle.Unpickler):
@@ -97,8 +141,9 @@ def dumps(obj: Any, *, persistent_id: PersistentId | None = None) -> bytes:
     """
     buffers: list[pickle.PickleBuffer] = []
     stream = io.BytesIO()
+    pickler = _Pickler(stream, persistent_id, buffer_callback=buffers.append)
     try:
-        _Pickler(stream, persistent_id, buffer_callback=buffers.append).dump(obj)
+        pickler.dump(obj)
     except Exception as exc:
         where = describe_unpicklable(obj)
         raise SerializationError(
@@ -107,22 +152,51 @@ def dumps(obj: Any, *, persistent_id: PersistentId | None = None) -> bytes:
             "inside the task instead)."
         ) from exc
     payload = stream.getbuffer()
+    if pickler.packed:
+        return _dumps_packed(payload, buffers, {id(b) for b in pickler.packed})
     raws = [b.raw() for b in buffers]
     head = struct.pack(f"<IQ{len(raws)}Q", len(raws), len(payload), *(r.nbytes for r in raws))
-    size = len(head) + len(payload) + sum(r.nbytes for r in raws)
+    flags, body = _maybe_compress([head, payload, *raws])
+    return b"".join([_HEAD.pack(FRAME_MAGIC, FRAME_VERSION, flags), *body])
+
+
+def _maybe_compress(parts: list[Any]) -> tuple[int, list[Any]]:
+    """``(flags, parts)``: zstd of the parts when they are large and it saves enough."""
+    size = sum(memoryview(p).nbytes for p in parts)
     if size >= COMPRESS_THRESHOLD:
         comp = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
-        packed = comp.compress(b"".join([head, payload, *raws]))
+        packed = comp.compress(b"".join(parts))
         if len(packed) < size * _MIN_SAVING:
-            return _HEAD.pack(FRAME_MAGIC, FRAME_VERSION, _FLAG_ZSTD) + packed
-    return b"".join([_HEAD.pack(FRAME_MAGIC, FRAME_VERSION, 0), head, payload, *raws])
+            return _FLAG_ZSTD, [packed]
+    return 0, parts
+
+
+def _dumps_packed(payload: memoryview, buffers: list[pickle.PickleBuffer],
+                  packed_ids: set[int]) -> bytes:
+    """A PACKED frame: packed buffers in the tail, the rest maybe compressed."""
+    lengths: list[int] = []
+    inline: list[memoryview] = []
+    tail: list[memoryview] = []
+    for buffer in buffers:
+        raw = buffer.raw()
+        if id(buffer) in packed_ids:
+            tail.append(raw)
+            lengths.append(raw.nbytes | _PACKED_BIT)
+        else:
+            inline.append(raw)
+            lengths.append(raw.nbytes)
+    head = struct.pack(f"<IQ{len(lengths)}Q", len(lengths), len(payload), *lengths)
+    flags, section = _maybe_compress([head, payload, *inline])
+    section_len = sum(memoryview(p).nbytes for p in section)
+    return b"".join([_HEAD.pack(FRAME_MAGIC, FRAME_VERSION, flags | _FLAG_PACKED),
+                     _SECTION_LEN.pack(section_len), *section, *tail])
 
 
 def loads(data: bytes | memoryview, *, persistent_load: PersistentLoad | None = None) -> Any:
     """Deserialise a frame produced by :func:`dumps`.
 
     Out-of-band buffers are handed to pickle as views of ``data`` (no copy)
-    when the frame is not compressed.
+    when the frame is not compressed; packed Arrow IPC buffers always are.
 
     Raises:
         ProtocolError: the frame is truncated or not a starburst frame.
@@ -135,13 +209,25 @@ def loads(data: bytes | memoryview, *, persistent_load: PersistentLoad | None = 
     magic, version, flags = _HEAD.unpack_from(view)
     if magic != FRAME_MAGIC:
         raise ProtocolError("not a starburst frame (bad magic); the payload is corrupt")
-    if version != FRAME_VERSION:
+    if version not in _READS or flags & ~_FLAGS_KNOWN:
         raise VersionMismatchError(
-            f"frame version {version} but this starburst reads version {FRAME_VERSION}: "
-            "client and workers run different starburst versions; install the same "
-            "version on both (the environment image is rebuilt when it changes)"
+            f"frame version {version} (flags {flags:#x}) but this starburst reads versions "
+            f"{', '.join(map(str, _READS))}: client and workers run different starburst "
+            "versions; install the same version on both (the environment image is "
+            "rebuilt when it changes)"
         )
     body = view[_HEAD.size :]
+    tail = body[:0]
+    if flags & _FLAG_PACKED:
+        if len(body) < _SECTION_LEN.size:
+            raise ProtocolError(f"frame truncated: {len(view)} bytes")
+        (section_len,) = _SECTION_LEN.unpack_from(body)
+        if section_len > len(body) - _SECTION_LEN.size:
+            raise ProtocolError(
+                f"frame truncated: section of {section_len} bytes, "
+                f"{len(body) - _SECTION_LEN.size} left")
+        tail = body[_SECTION_LEN.size + section_len :]
+        body = body[_SECTION_LEN.size : _SECTION_LEN.size + section_len]
     if flags & _FLAG_ZSTD:
         try:
             body = memoryview(zstandard.ZstdDecompressor().decompress(body))
@@ -155,17 +241,25 @@ def loads(data: bytes | memoryview, *, persistent_load: PersistentLoad | None = 
     except struct.error as exc:
         raise ProtocolError(f"frame header truncated: {exc}") from exc
     offset = 4 + 8 * (n + 1)
-    if offset + plen + sum(blens) != len(body):
+    packed_len = sum(b & ~_PACKED_BIT for b in blens if b & _PACKED_BIT)
+    inline_len = sum(b for b in blens if not b & _PACKED_BIT)
+    if offset + plen + inline_len != len(body) or packed_len != len(tail):
         raise ProtocolError(
-            f"frame length mismatch: header says {offset + plen + sum(blens)} bytes, "
-            f"got {len(body)}"
+            f"frame length mismatch: header says {offset + plen + inline_len} + "
+            f"{packed_len} bytes, got {len(body)} + {len(tail)}"
         )
     pickled = body[offset : offset + plen]
     offset += plen
+    tail_offset = 0
     buffers = []
     for blen in blens:
-        buffers.append(body[offset : offset + blen])
-        offset += blen
+        if blen & _PACKED_BIT:
+            size = blen & ~_PACKED_BIT
+            buffers.append(tail[tail_offset : tail_offset + size])
+            tail_offset += size
+        else:
+            buffers.append(body[offset : offset + blen])
+            offset += blen
     try:
         return _Unpickler(io.BytesIO(pickled), persistent_load, buffers=buffers).load()
     except (ProtocolError, SerializationError):
@@ -236,10 +330,17 @@ def locate_unpicklable(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -
 
 
 def sizeof(obj: Any) -> int:
-    """Cheap size estimate used to decide whether an argument is worth sharing."""
+    """Cheap size estimate used to decide whether an argument is worth sharing.
+
+    A DataFrame has no ``nbytes`` and its ``sys.getsizeof`` walks every
+    object cell (seconds for millions of strings), so tables are measured
+    by :func:`starburst.tables.nbytes` instead.
+    """
     nbytes = getattr(obj, "nbytes", None)
     if isinstance(nbytes, int):
         return nbytes
+    if tables.is_table(obj):
+        return tables.nbytes(obj)
     try:
         return sys.getsizeof(obj)
     except TypeError:
