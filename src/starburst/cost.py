@@ -21,14 +21,20 @@ LABEL = "computed from task runtimes, not your bill"
 
 
 def computed_cost(exits: Iterable[WorkerExit], hourly_rate: float) -> tuple[float, float]:
-    """(dollars, billed worker-seconds) of the workers that have stopped."""
+    """(dollars, billed worker-seconds) of the workers that have stopped.
+
+    A worker whose exit carries its own rate (``details["hourly_rate"]``:
+    Fargate Spot and On-Demand workers of one session cost differently) is
+    priced at it; the others at ``hourly_rate``.
+    """
     dollars = seconds = 0.0
     for ex in exits:
         if ex.started_at is None or ex.stopped_at is None:
             continue
-        cost = task_cost(hourly_rate, ex.started_at, ex.stopped_at)
+        rate = float(ex.details.get("hourly_rate", hourly_rate))
+        cost = task_cost(rate, ex.started_at, ex.stopped_at)
         dollars += cost
-        seconds += cost / hourly_rate * 3600 if hourly_rate else 0.0
+        seconds += cost / rate * 3600 if rate else 0.0
     return dollars, seconds
 
 

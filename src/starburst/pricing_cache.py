@@ -35,10 +35,18 @@ from typing import Any
 
 import platformdirs
 
-from .pricing import PRICES, FargatePrice, PriceTable, merge_tables
+from .pricing import (
+    PRICES,
+    SPOT_DISCOUNT,
+    FargatePrice,
+    PriceTable,
+    lookup,
+    merge_tables,
+    spot_price,
+)
 
 __all__ = ["CACHE_FORMAT", "CACHE_NAME", "PriceCache", "cache_path", "load", "save",
-           "spot_table_in_use", "table_in_use"]
+           "spot_price_in_use", "spot_table_in_use", "table_in_use"]
 
 log = logging.getLogger("starburst")
 
@@ -160,3 +168,28 @@ def spot_table_in_use(path: Path | None = None, *,
     """Fargate Spot prices from the cache (empty: none known, apply a discount)."""
     cache = cache if cache is not None else load(path)
     return {} if cache is None else dict(cache.spot)
+
+
+def spot_price_in_use(region: str, arch: str = "x86_64", *, discount: float | None = None,
+                      path: Path | None = None,
+                      cache: PriceCache | None = None) -> FargatePrice:
+    """The Fargate Spot price a session uses, with where it comes from in ``source``.
+
+    In order: the On-Demand price less ``discount`` when the caller names a
+    discount (the user's own figure); the Spot rate ``starburst pricing
+    refresh`` cached for ``region``/``arch``; else the On-Demand price in
+    use less :data:`~starburst.pricing.SPOT_DISCOUNT` (AWS's advertised
+    figure, said so in the source).
+
+    Raises:
+        ConfigurationError: no On-Demand price is known for ``region``/``arch``,
+            or ``discount`` is not in [0, 1).
+    """
+    cache = cache if cache is not None else load(path)
+    on_demand = lookup(region, arch, table=table_in_use(cache=cache))
+    if discount is not None:
+        return spot_price(on_demand, discount)
+    known = spot_table_in_use(cache=cache).get((region, arch))
+    if known is not None:
+        return known
+    return spot_price(on_demand, SPOT_DISCOUNT)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from .backends.base import WorkerExit
 
 __all__ = [
+    "SPOT_INTERRUPTION",
     "Action",
     "Budget",
     "ChunkRecord",
@@ -42,6 +43,10 @@ __all__ = [
     "Retire",
     "Scheduler",
 ]
+
+#: ECS stop code of a task Fargate Spot took back (the two-minute notice ran
+#: out or the worker left): its chunk is redone without counting an attempt.
+SPOT_INTERRUPTION = "SpotInterruption"
 
 
 class ChunkState(enum.Enum):
@@ -323,6 +328,11 @@ class Scheduler:
     def _lost(self, rec: ChunkRecord, ex: WorkerExit) -> list[Action]:
         rec.last_exit = ex
         rec.holder = None
+        if ex.stop_code == SPOT_INTERRUPTION:
+            # Fargate Spot took the worker back: not the chunk's fault, so the
+            # attempt is given back even when the worker's release notice was lost.
+            rec.attempts = max(0, rec.attempts - 1)
+            self.total_attempts -= 1
         if rec.attempts >= self.max_attempts:
             self._finish(rec, ChunkState.FAILED)
             return [Fail(rec.chunk, rec.attempts, ex), Discard(rec.chunk, rec.receipt)]

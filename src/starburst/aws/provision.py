@@ -35,10 +35,11 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.literals import QueueAttributeNameType
 
 __all__ = [
-    "CONTAINER_NAME", "LOG_STREAM_PREFIX", "MANAGED_TAG", "SESSION_TAG", "Network", "Roles",
-    "Shared", "create_session_queues", "default_bucket", "delete_session_queues",
-    "ensure_bucket", "ensure_cluster", "ensure_log_group", "ensure_network",
-    "ensure_repository", "ensure_roles", "ensure_shared", "ensure_task_definition", "queue_names",
+    "CONTAINER_NAME", "LOG_STREAM_PREFIX", "MANAGED_TAG", "SESSION_TAG", "SPOT_STOP_TIMEOUT",
+    "STOP_TIMEOUT_ENV", "Network", "Roles", "Shared", "create_session_queues",
+    "default_bucket", "delete_session_queues", "ensure_bucket", "ensure_cluster",
+    "ensure_log_group", "ensure_network", "ensure_repository", "ensure_roles",
+    "ensure_shared", "ensure_spot_provider", "ensure_task_definition", "queue_names",
 ]
 
 MANAGED_TAG = "starburst:managed"
@@ -50,6 +51,15 @@ LOG_STREAM_PREFIX = "starburst"
 EXECUTION_ROLE = "starburst-execution"
 TASK_ROLE = "starburst-task"
 SECURITY_GROUP = "starburst-workers"
+#: The container ``stopTimeout`` of Spot workers: Fargate's maximum, so the
+#: whole two-minute interruption notice lies between SIGTERM and SIGKILL.
+SPOT_STOP_TIMEOUT = 120
+#: Container env naming the seconds between SIGTERM and SIGKILL, so the
+#: worker can let a running task finish inside that window (Spot).
+STOP_TIMEOUT_ENV = "STARBURST_STOP_TIMEOUT"
+#: Fargate's capacity providers; a cluster must list a provider before
+#: RunTask may name it.
+_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
 #: Worker logs and session records are kept a month: long enough to read
 #: `starburst logs`/`cost` of last week's run, short enough to cost nothing.
 _LOG_RETENTION_DAYS = 30
@@ -167,6 +177,32 @@ def ensure_cluster(name: str, *, region: str) -> str:
         created = ecs.create_cluster(clusterName=name,
                                      tags=[{"key": MANAGED_TAG, "value": "true"}])
     return created["cluster"]["clusterArn"]
+
+
+def ensure_spot_provider(name: str, *, region: str) -> None:
+    """Give the ECS cluster ``name`` the FARGATE and FARGATE_SPOT capacity providers.
+
+    RunTask with a ``FARGATE_SPOT`` capacity provider strategy fails on a
+    cluster that does not list that provider (``starburst setup`` adds both;
+    a cluster made by :func:`ensure_cluster` or by hand may lack them). The
+    cluster's other providers and its default strategy are kept.
+    """
+    ecs = client("ecs", region=region)
+    with translate_errors(f"ECS cluster {name}: adding the FARGATE_SPOT capacity provider"):
+        found = [c for c in ecs.describe_clusters(clusters=[name]).get("clusters", [])
+                 if c.get("status") == "ACTIVE"]
+        if not found:
+            raise ConfigurationError(
+                f"ECS cluster {name} does not exist in {region}: run `starburst setup "
+                f"--region {region}` or name an existing cluster with cluster = \"...\"")
+        have = list(found[0].get("capacityProviders") or [])
+        if all(p in have for p in _PROVIDERS):
+            return
+        strategy: Any = found[0].get("defaultCapacityProviderStrategy") or [
+            {"capacityProvider": "FARGATE", "weight": 1}]
+        ecs.put_cluster_capacity_providers(
+            cluster=name, capacityProviders=sorted({*have, *_PROVIDERS}),
+            defaultCapacityProviderStrategy=strategy)
 
 
 def ensure_repository(name: str, *, region: str) -> str:
@@ -305,33 +341,50 @@ def _arch(arch: str) -> str:
 
 
 def ensure_task_definition(*, image: str, cpu: float, memory_mib: int, arch: str = "x86_64",
-                           region: str, roles: Roles, log_group: str) -> str:
+                           region: str, roles: Roles, log_group: str,
+                           stop_timeout: int | None = None) -> str:
     """Return the ARN of a task definition for this image and size, reusing a matching one.
 
     The family name encodes size and architecture plus a digest of the
     rest, so the latest ACTIVE revision of the family is the candidate;
-    it is reused when image, size, roles and logging all match.
+    it is reused when image, size, roles, logging and stop timeout all match.
+
+    ``stop_timeout`` (seconds, at most 120 on Fargate) sets the container's
+    ``stopTimeout`` and tells the worker through ``STARBURST_STOP_TIMEOUT``;
+    Spot sessions pass :data:`SPOT_STOP_TIMEOUT`. None keeps ECS's default
+    (30 s), and the family name of such a definition is the same as before
+    stop timeouts existed, so existing definitions are reused.
     """
     validate_size(cpu, memory_mib)
     platform = _arch(arch)
     units = cpu_units(cpu)
-    digest = hashlib.sha256("|".join(
-        (image, roles.execution, roles.task, log_group, region)).encode()).hexdigest()[:12]
+    if stop_timeout is not None and not 2 <= stop_timeout <= SPOT_STOP_TIMEOUT:
+        raise ConfigurationError(
+            f"stop_timeout={stop_timeout!r}: Fargate accepts 2 to {SPOT_STOP_TIMEOUT} seconds")
+    parts = [image, roles.execution, roles.task, log_group, region]
+    if stop_timeout is not None:
+        parts.append(f"stop={stop_timeout}")
+    digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
     family = f"starburst-{platform.lower()}-{units}cpu-{memory_mib}mb-{digest}"
+    environment = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
+    if stop_timeout is not None:
+        environment.append({"name": STOP_TIMEOUT_ENV, "value": str(stop_timeout)})
     container: dict[str, Any] = {
         "name": CONTAINER_NAME, "image": image, "essential": True,
         "command": ["python", "-m", "starburst.worker"],
         # Fargate caps memory at the task level; the reservation (equal to
         # it) is also what moto needs to place the task.
         "memoryReservation": memory_mib,
-        "environment": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "environment": environment,
         "logConfiguration": {"logDriver": "awslogs", "options": {
             "awslogs-group": log_group, "awslogs-region": region,
             "awslogs-stream-prefix": LOG_STREAM_PREFIX}},
     }
+    if stop_timeout is not None:
+        container["stopTimeout"] = stop_timeout
     wanted = {"cpu": str(units), "memory": str(memory_mib), "image": image,
               "executionRoleArn": roles.execution, "taskRoleArn": roles.task,
-              "arch": platform}
+              "arch": platform, "stopTimeout": stop_timeout}
     ecs = client("ecs", region=region)
     with translate_errors(f"ECS task definition {family}"):
         try:
@@ -344,7 +397,8 @@ def ensure_task_definition(*, image: str, cpu: float, memory_mib: int, arch: str
                     "image": current["containerDefinitions"][0].get("image"),
                     "executionRoleArn": current.get("executionRoleArn"),
                     "taskRoleArn": current.get("taskRoleArn"),
-                    "arch": current.get("runtimePlatform", {}).get("cpuArchitecture")}
+                    "arch": current.get("runtimePlatform", {}).get("cpuArchitecture"),
+                    "stopTimeout": current["containerDefinitions"][0].get("stopTimeout")}
             if current.get("status") == "ACTIVE" and have == wanted:
                 return current["taskDefinitionArn"]
         registered = ecs.register_task_definition(
@@ -360,7 +414,7 @@ def ensure_task_definition(*, image: str, cpu: float, memory_mib: int, arch: str
 
 def ensure_shared(config: AwsConfig) -> Shared:
     """Resolve and ensure every shared resource the configuration names."""
-    region = resolve_region(None, config.region)
+    region = resolve_region(config.region_given, config.region)
     bucket = config.bucket or default_bucket(region)
     ensure_bucket(bucket, region=region, prefix=config.prefix)
     ensure_cluster(config.cluster, region=region)

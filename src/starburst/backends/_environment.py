@@ -140,6 +140,12 @@ def snapshot_of(options: EnvOptions) -> Snapshot:
     from ..envsync.snapshot import take_snapshot
 
     snapshot = options.snapshot or take_snapshot(options.platform)
+    if snapshot.target.arch != options.platform:
+        # The image would be built for one architecture and run on another.
+        raise ConfigurationError(
+            f"snapshot= was taken for {snapshot.target.arch} but the workers run on "
+            f"platform={options.platform!r}: pass platform={snapshot.target.arch!r}, or take "
+            f"the snapshot with take_snapshot({options.platform!r})")
     return _with_packages(snapshot, options.packages)
 
 

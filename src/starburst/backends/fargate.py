@@ -5,7 +5,8 @@ carries the work). Per session::
 
     open_session: config -> ensure shared resources (bucket, cluster, log
                   group, roles, network, task definition) -> session queues
-    launch:  RunTask, <= 10 tasks per call, awsvpc, env in container overrides
+    launch:  RunTask, <= 10 tasks per call, awsvpc, env in container overrides;
+             spot=True/"prefer"/"require": capacity provider FARGATE_SPOT
     poll:    DescribeTasks (<= 100 per call, at most once a second)
              -> STOPPED tasks as WorkerExit(exit code, stop code, reasons, times)
     stop:    StopTask
@@ -14,6 +15,21 @@ Credentials never travel in the overrides: a task takes them from its
 task role. Throttling is retried by botocore (adaptive mode); capacity
 and quota refusals make ``launch`` return fewer workers, and the
 scheduler asks again later. Anything else is an error at once.
+
+Fargate Spot (``spot=``): workers run on the ``FARGATE_SPOT`` capacity
+provider, their container's ``stopTimeout`` at Fargate's maximum (120 s)
+so the two-minute interruption notice lies between SIGTERM and SIGKILL.
+When Spot capacity is short, ``"prefer"`` (or True) starts the missing
+workers On-Demand (within the On-Demand quota) and says so once; each
+later launch tries Spot first again, since Spot shortages are usually
+brief and Spot costs about 70% less. ``"require"`` starts fewer and the
+scheduler asks again later. The quota planned against is the Spot vCPU
+quota; the rate is the cached Spot rate, else On-Demand less the
+advertised discount (the price note says which), and the cost after the
+run prices each task by the capacity provider it ran on. Fargate Spot
+runs only X86_64 tasks: ``platform="arm64"`` with ``spot="require"`` is
+refused before anything starts, with True/"prefer" it runs On-Demand
+Graviton and says why.
 """
 
 from __future__ import annotations
@@ -26,6 +42,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +56,10 @@ from ..aws.errors import error_code, is_throttling, translate_errors
 from ..aws.quota import QuotaStatus, read_plan, request_increase, vcpus_in_use
 from ..aws.sizes import validate_size
 from ..exceptions import BackendError, CloudError, ConfigurationError, TransportError
-from ..pricing import hourly_rate, lookup
-from ..pricing_cache import table_in_use
+from ..pricing import FargatePrice, hourly_rate, lookup
+from ..pricing_cache import spot_price_in_use, table_in_use
 from ..quota import QuotaPlan, plan_workers, suggest_quota
-from ..scheduler import LaunchPacing
+from ..scheduler import SPOT_INTERRUPTION, LaunchPacing
 from ..session import WORKER_OPTION, SessionRecord, record_key
 from ..transport import open_transport
 from ..transport.aws import AwsTransport
@@ -52,11 +69,17 @@ from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpe
 
 if TYPE_CHECKING:
     from mypy_boto3_ecs.client import ECSClient
-    from mypy_boto3_ecs.type_defs import ContainerTypeDef, KeyValuePairTypeDef, TaskTypeDef
+    from mypy_boto3_ecs.type_defs import (
+        ContainerTypeDef,
+        FailureTypeDef,
+        KeyValuePairTypeDef,
+        TaskTypeDef,
+    )
 
     from ..options import ExecutorOptions
 
-__all__ = ["FargateBackend", "task_exit"]
+__all__ = ["ARM64_SPOT_RULE", "ON_DEMAND", "SPOT", "SPOT_INTERRUPTION", "FargateBackend",
+           "spot_mode", "task_exit"]
 
 log = logging.getLogger("starburst")
 
@@ -77,8 +100,17 @@ _OVERRIDES_LIMIT = 8192
 #: StopTask calls in flight at once: stopping 100 workers takes a second,
 #: not ten, and stays well under ECS's API rate.
 _STOP_THREADS = 8
-#: Backend options beyond the config fields: the CPU architecture.
-_EXTRA = ("arch", "auto_quota_request")
+#: Backend options beyond the config fields: CPU architecture, quota, Fargate Spot.
+_EXTRA = ("arch", "auto_quota_request", "spot", "spot_discount")
+#: The capacity providers of Fargate On-Demand and Fargate Spot.
+ON_DEMAND, SPOT = "FARGATE", "FARGATE_SPOT"
+#: ``spot=`` values: what the user may pass -> the mode (None: On-Demand).
+SPOT_MODES: dict[object, str | None] = {False: None, True: "prefer", "prefer": "prefer",
+                                        "require": "require"}
+#: AWS, "Fargate capacity providers" (Amazon ECS Developer Guide).
+ARM64_SPOT_RULE = ("Linux tasks with the ARM64 architecture don't support the Fargate Spot "
+                   "capacity provider. Fargate Spot only supports Linux tasks with the X86_64 "
+                   "architecture.")
 _CREDENTIAL_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                               "AWS_SECURITY_TOKEN", "AWS_PROFILE",
                               "AWS_CONTAINER_CREDENTIALS_FULL_URI"})
@@ -113,6 +145,7 @@ def task_exit(task: TaskTypeDef) -> WorkerExit:
         "last_status": task.get("lastStatus", ""), "cpu": task.get("cpu", ""),
         "memory": task.get("memory", ""), "availability_zone": task.get("availabilityZone", ""),
         "launch_type": task.get("launchType", ""),
+        "capacity_provider": task.get("capacityProviderName", ""),
     }
     return WorkerExit(
         worker=task.get("taskArn", ""), exit_code=container.get("exitCode"),
@@ -131,7 +164,33 @@ class FargateBackend(ComputeBackend):
 
     def __init__(self, *, session: str, shared: provision.Shared, arch: str,
                  task_definition: str, spec: WorkerSpec, ecs: ECSClient | None = None,
-                 debug: bool = False) -> None:
+                 debug: bool = False, spot: str | None = None,
+                 rates: dict[str, float] | None = None, on_demand_limit: int | None = None,
+                 max_hourly_cost: float | None = None,
+                 on_output: OutputCallback | None = None) -> None:
+        """Args (beyond the session's resources):
+            spot: None (On-Demand), ``"prefer"`` or ``"require"`` (see the module).
+            rates: dollars per worker-hour by capacity provider (``FARGATE``,
+                ``FARGATE_SPOT``); each stopped task's exit carries its own
+                (``details["hourly_rate"]``) so the computed cost is per task.
+            on_demand_limit: the most On-Demand workers the On-Demand vCPU
+                quota leaves for a Spot fallback (None: unknown, RunTask decides).
+            max_hourly_cost: the session's cap on dollars per hour; the worker
+                count was fitted to it at the Spot rate, so a Spot fallback starts
+                only the On-Demand workers the cap still pays for.
+            on_output: where notices for the user go (the client prints them).
+        """
+        if spot not in (None, "prefer", "require"):
+            raise ConfigurationError(f"spot mode {spot!r} must be None, 'prefer' or 'require'")
+        self.spot = spot
+        self.rates = dict(rates or {})
+        self.on_demand_limit = on_demand_limit
+        self.max_hourly_cost = max_hourly_cost
+        self._on_output = on_output
+        self._providers: dict[str, str] = {}  # task ARN -> capacity provider, until STOPPED
+        self._said: set[str] = set()
+        #: Workers started On-Demand because Spot capacity was short (``"prefer"``).
+        self.fallbacks = 0
         self.session = session
         #: Debug mode: tasks start with ECS Exec enabled (``enableExecuteCommand``).
         self.debug = debug
@@ -160,13 +219,25 @@ class FargateBackend(ComputeBackend):
             raise ConfigurationError(
                 f"auto_quota_request={auto_request!r} must be True (request an increase "
                 "when the quota is short), False (never) or None (ask when interactive)")
+        spot = spot_mode(extra.pop("spot", False))
+        discount = _spot_discount(extra.pop("spot_discount", None))
         env_mode, env_options = _environment.pop_env_options(
             extra, arch=extra.pop("arch", None))
         arch = env_options.platform
+        notes: list[str] = []
+        spot, arch_note = _spot_for_arch(spot, arch)
+        if arch_note:
+            notes.append(arch_note)
         validate_size(options.cpu, options.memory_mib)
         config = load_config(extra)
         env_options = _environment.settle_mode(env_mode, env_options, config.image)
         shared = provision.ensure_shared(config)
+        if spot is not None:
+            provision.ensure_spot_provider(shared.cluster, region=shared.region)
+        # Priced before anything per-session exists: an unknown region fails here.
+        rates, price_note = _rates(shared.region, arch, options.cpu, options.memory_mib,
+                                   public_ip=config.assign_public_ip, spot=spot,
+                                   discount=discount)
         snapshot = None
         expected_hash: str | None = None
         if env_options.mode == "auto":
@@ -177,9 +248,41 @@ class FargateBackend(ComputeBackend):
             expected_hash = report.image.env_hash
         else:
             image = _require_image(config)
+        stop_timeout = provision.SPOT_STOP_TIMEOUT if spot is not None else None
         definition = provision.ensure_task_definition(
             image=image, cpu=options.cpu, memory_mib=options.memory_mib, arch=arch,
-            region=shared.region, roles=shared.roles, log_group=shared.log_group)
+            region=shared.region, roles=shared.roles, log_group=shared.log_group,
+            stop_timeout=stop_timeout)
+        requested = options.workers or DEFAULT_WORKERS
+        max_workers: int | None = None
+        on_demand_limit: int | None = None
+        try:
+            status = _quota_status(requested, options.cpu, shared.region, spot=spot is not None)
+            if spot == "prefer":
+                on_demand_limit = _quota_status(requested, options.cpu, shared.region,
+                                                spot=False).plan.workers
+        except CloudError as exc:
+            notes.append(f"the Fargate {_quota_name(spot)} vCPU quota could not be read "
+                         f"({exc}); starting {requested} workers and letting RunTask decide")
+        else:
+            plan = status.plan
+            if plan.quota_vcpu is not None and plan.workers == 0:
+                raise ConfigurationError(
+                    plan.message() if spot is None else
+                    f"Fargate Spot: {plan.message()} (or pass spot=False to run On-Demand, "
+                    "whose vCPU quota is separate)")
+            if plan.message():
+                notes.append(plan.message() if spot is None
+                             else f"Fargate Spot: {plan.message()}")
+            if plan.limited and plan.quota_vcpu is not None:
+                offer = _offer_increase(plan, shared.region, auto_request, spot=spot is not None)
+                if offer:
+                    notes.append(offer)
+            if status.in_use_note:
+                notes.append(status.in_use_note)
+            max_workers = plan.workers
+        if spot is not None:
+            notes.append(_spot_note(spot, rates, shared.region))
         queues = provision.create_session_queues(
             session, region=shared.region, max_receives=options.settings.max_receives)
         try:
@@ -197,39 +300,16 @@ class FargateBackend(ComputeBackend):
             spec = WorkerSpec(env=worker_env,
                               cpu=options.cpu, memory_mib=options.memory_mib, image=image)
             backend = cls(session=session, shared=shared, arch=arch,
-                          task_definition=definition, spec=spec, debug=options.debug)
+                          task_definition=definition, spec=spec, debug=options.debug,
+                          spot=spot, rates=rates, on_demand_limit=on_demand_limit,
+                          max_hourly_cost=options.max_hourly_cost, on_output=on_output)
         except BaseException:
             provision.delete_session_queues(session, region=shared.region)
             raise
-        price = lookup(shared.region, arch, table=table_in_use())
-        rate = hourly_rate(price, options.cpu, options.memory_mib,
-                           public_ip=config.assign_public_ip)
-        requested = options.workers or DEFAULT_WORKERS
-        notes: list[str] = []
-        max_workers: int | None = None
-        try:
-            status = _quota_status(requested, options.cpu, shared.region)
-        except CloudError as exc:
-            notes.append(f"the Fargate vCPU quota could not be read ({exc}); starting "
-                         f"{requested} workers and letting RunTask decide")
-        else:
-            plan = status.plan
-            if plan.quota_vcpu is not None and plan.workers == 0:
-                provision.delete_session_queues(session, region=shared.region)
-                raise ConfigurationError(plan.message())
-            if plan.message():
-                notes.append(plan.message())
-            if plan.limited and plan.quota_vcpu is not None:
-                offer = _offer_increase(plan, shared.region, auto_request)
-                if offer:
-                    notes.append(offer)
-            if status.in_use_note:
-                notes.append(status.in_use_note)
-            max_workers = plan.workers
         return Session(backend=backend, transport=transport, spec=spec, pacing=LaunchPacing(),
-                       workers=DEFAULT_WORKERS, max_workers=max_workers, hourly_rate=rate,
-                       price_note=f"{price.region} {price.arch}, {price.source}, recorded "
-                                  f"{price.recorded}", notes=notes)
+                       workers=DEFAULT_WORKERS, max_workers=max_workers,
+                       hourly_rate=rates[SPOT if spot is not None else ON_DEMAND],
+                       price_note=price_note, notes=notes)
 
     @classmethod
     def attach_session(cls, *, session: str, options: ExecutorOptions,
@@ -245,14 +325,17 @@ class FargateBackend(ComputeBackend):
         they were deleted meanwhile); the session's queues are never created.
         """
         given = dict(options.extra)
-        unknown = sorted(set(given) - {*FIELDS, "arch"})
+        valid = (*FIELDS, "arch", "spot", "spot_discount")
+        unknown = sorted(set(given) - set(valid))
         if unknown:
             raise ConfigurationError(
                 f"unknown option(s) {', '.join(unknown)} for attaching to a Fargate session; "
-                f"valid: {', '.join((*FIELDS, 'arch'))}")
+                f"valid: {', '.join(valid)}")
         arch_given = given.pop("arch", None)
+        spot_given = given.pop("spot", None)
+        discount_given = given.pop("spot_discount", None)
         config = load_config(given)
-        region = resolve_region(None, config.region)
+        region = resolve_region(config.region_given, config.region)
         bucket = config.bucket or provision.default_bucket(region)
         where = f"s3://{bucket}/{config.prefix}"
         store = S3Store(bucket, config.prefix, region=region)
@@ -301,21 +384,33 @@ class FargateBackend(ComputeBackend):
             if not image:
                 raise ConfigurationError(
                     f"the record of session {session} names no container image")
+            # Replacement workers run on the capacity the first client chose.
+            spot, _ = _spot_for_arch(spot_mode(
+                spot_given if spot_given is not None else record.options.get("spot", False)),
+                arch)
+            discount = _spot_discount(discount_given if discount_given is not None
+                                      else record.options.get("spot_discount"))
+            if spot is not None:
+                provision.ensure_spot_provider(shared.cluster, region=shared.region)
+            rates, price_note = _rates(shared.region, arch, cpu, memory_mib,
+                                       public_ip=config.assign_public_ip, spot=spot,
+                                       discount=discount)
             definition = provision.ensure_task_definition(
                 image=image, cpu=cpu, memory_mib=memory_mib, arch=arch,
-                region=shared.region, roles=shared.roles, log_group=shared.log_group)
+                region=shared.region, roles=shared.roles, log_group=shared.log_group,
+                stop_timeout=provision.SPOT_STOP_TIMEOUT if spot is not None else None)
             spec = WorkerSpec(env=env, cpu=cpu, memory_mib=memory_mib, image=image)
             backend = cls(session=session, shared=shared, arch=arch,
-                          task_definition=definition, spec=spec, debug=options.debug)
+                          task_definition=definition, spec=spec, debug=options.debug,
+                          spot=spot, rates=rates, max_hourly_cost=options.max_hourly_cost,
+                          on_output=on_output)
         except BaseException:
             transport.close()
             raise
-        price = lookup(shared.region, arch, table=table_in_use())
-        rate = hourly_rate(price, cpu, memory_mib, public_ip=config.assign_public_ip)
         return Session(backend=backend, transport=transport, spec=spec, pacing=LaunchPacing(),
-                       workers=record.workers, hourly_rate=rate,
-                       price_note=f"{price.region} {price.arch}, {price.source}, recorded "
-                                  f"{price.recorded}"), record
+                       workers=record.workers,
+                       hourly_rate=rates[SPOT if spot is not None else ON_DEMAND],
+                       price_note=price_note), record
 
     def _definition(self, spec: WorkerSpec) -> str:
         key = (spec.image, spec.cpu, spec.memory_mib)
@@ -323,7 +418,8 @@ class FargateBackend(ComputeBackend):
             self._definitions[key] = provision.ensure_task_definition(
                 image=spec.image, cpu=spec.cpu, memory_mib=spec.memory_mib, arch=self.arch,
                 region=self.shared.region, roles=self.shared.roles,
-                log_group=self.shared.log_group)
+                log_group=self.shared.log_group,
+                stop_timeout=provision.SPOT_STOP_TIMEOUT if self.spot is not None else None)
         return self._definitions[key]
 
     # -- launch ---------------------------------------------------------
@@ -342,6 +438,8 @@ class FargateBackend(ComputeBackend):
             raise BackendError(
                 f"the worker environment is {len(json.dumps(overrides))} bytes, above ECS's "
                 f"{_OVERRIDES_LIMIT}-byte limit on task overrides; pass less through it")
+        if self.spot is not None:
+            return self._launch_spot(definition, count, overrides)
         started: list[str] = []
         while len(started) < count:
             arns = self._run_task(definition, min(_PER_CALL, count - len(started)), overrides)
@@ -350,39 +448,138 @@ class FargateBackend(ComputeBackend):
                 break
         return started
 
-    def _run_task(self, definition: str, n: int, overrides: Any) -> list[str]:
-        """One RunTask call, retried on capacity refusals; return the started ARNs."""
-        for attempt in range(_LAUNCH_RETRIES):
-            with translate_errors(f"ECS RunTask in cluster {self.shared.cluster}",
-                                  kind=BackendError):
-                try:
-                    response = self.ecs.run_task(
-                        cluster=self.shared.cluster, taskDefinition=definition, count=n,
-                        launchType="FARGATE", platformVersion="LATEST",
-                        networkConfiguration=self.shared.network.awsvpc(),
-                        overrides=overrides, startedBy="starburst",
-                        tags=[{"key": provision.SESSION_TAG, "value": self.session}],
-                        enableExecuteCommand=self.debug)
-                except ClientError as exc:
-                    if not is_throttling(exc):
-                        raise
-                    # botocore already retried it: leave it to the next round.
-                    log.info("starburst: RunTask throttled; launching fewer for now")
-                    return []
-            arns = [t["taskArn"] for t in response.get("tasks", [])]
-            now = time.time()
-            for arn in arns:
-                self._tasks[arn] = now
-            failures = response.get("failures", [])
-            if not failures:
-                return arns
+    def _launch_spot(self, definition: str, count: int, overrides: Any) -> list[str]:
+        """Launch on FARGATE_SPOT; when Spot capacity is short, fall back or wait.
+
+        ``"prefer"``: the workers Spot could not start, and the rest of this
+        launch, start On-Demand within the On-Demand quota; the next launch
+        tries Spot first again. ``"require"``: start fewer; the scheduler
+        asks again later.
+        """
+        started: list[str] = []
+        while len(started) < count:
+            n = min(_PER_CALL, count - len(started))
+            arns, failures = self._call_run_task(definition, n, overrides, provider=SPOT)
+            started.extend(arns)
+            if len(arns) == n:
+                continue
+            if not any(_is_capacity(f) for f in failures):
+                break  # throttled, or refused for now for another reason: next round
+            short = count - len(started)
+            if self.spot == "require":
+                self._say_once("require", (
+                    f"Fargate Spot capacity unavailable in {self.shared.region}: started "
+                    f"{len(started)} of {count} workers; spot='require' waits for Spot "
+                    "capacity (later launches try again)"))
+                break
+            room, why = self._fallback_room(short)
+            fallback: list[str] = []
+            while len(fallback) < room:
+                more = self._run_task(definition, min(_PER_CALL, room - len(fallback)),
+                                      overrides)
+                fallback.extend(more)
+                if not more:
+                    break
+            started.extend(fallback)
+            self.fallbacks += len(fallback)
+            text = (f"Fargate Spot capacity unavailable in {self.shared.region}: launched "
+                    f"{len(fallback)} workers On-Demand at ${self.rates.get(ON_DEMAND, 0.0):.4f}"
+                    f"/h instead (Spot: ${self.rates.get(SPOT, 0.0):.4f}/h); later launches "
+                    "try Spot first again")
+            if room < short:
+                text += f"; {short - room} not started: {why}"
+            self._say_once("prefer", text)
+            break
+        return started
+
+    def _fallback_room(self, short: int) -> tuple[int, str]:
+        """How many of ``short`` workers may start On-Demand, and why not more."""
+        room, why = short, ""
+        if self.on_demand_limit is not None:
+            quota_room = max(0, self.on_demand_limit - self._live(ON_DEMAND))
+            if quota_room < room:
+                room, why = quota_room, "the On-Demand vCPU quota has no room for them"
+        rate = self.rates.get(ON_DEMAND, 0.0)
+        if self.max_hourly_cost is not None and rate > 0:
+            now = sum(self.rates.get(self._providers.get(arn, ON_DEMAND), rate)
+                      for arn in self._tasks)
+            affordable = max(0, int((self.max_hourly_cost - now) / rate + 1e-9))
+            if affordable < room:
+                room, why = affordable, (f"max_hourly_cost=${self.max_hourly_cost:.2f} does not "
+                                         "pay for them On-Demand")
+        return room, why
+
+    def _live(self, provider: str) -> int:
+        """Launched tasks of ``provider`` not yet seen STOPPED."""
+        return sum(1 for arn in self._tasks if self._providers.get(arn) == provider)
+
+    def _say_once(self, key: str, text: str) -> None:
+        """Tell the user ``text`` the first time ``key`` comes up; log it at info after."""
+        if key in self._said:
+            log.info("starburst: %s", text)
+            return
+        self._said.add(key)
+        if self._on_output is not None:
+            self._on_output("", "stderr", f"starburst: {text}")
+        else:
+            log.warning("starburst: %s", text)
+
+    def _call_run_task(self, definition: str, n: int, overrides: Any, *,
+                       provider: str) -> tuple[list[str], list[FailureTypeDef]]:
+        """One RunTask call on ``provider``; return the started ARNs and the failures.
+
+        Throttling (already retried by botocore) starts nothing and is no
+        error; failures that mean "not now" (:data:`_TRANSIENT_REASONS`) are
+        returned; any other failure raises.
+
+        Raises:
+            BackendError: RunTask failed for good; an AWS refusal of ARM64 on
+                Fargate Spot says which rule and what to pass instead.
+        """
+        placement: dict[str, Any] = (
+            {"launchType": "FARGATE"} if provider == ON_DEMAND else
+            {"capacityProviderStrategy": [{"capacityProvider": provider, "weight": 1}]})
+        with translate_errors(f"ECS RunTask in cluster {self.shared.cluster}",
+                              kind=BackendError):
+            try:
+                response = self.ecs.run_task(
+                    cluster=self.shared.cluster, taskDefinition=definition, count=n,
+                    platformVersion="LATEST", **placement,
+                    networkConfiguration=self.shared.network.awsvpc(),
+                    overrides=overrides, startedBy="starburst",
+                    tags=[{"key": provision.SESSION_TAG, "value": self.session}],
+                    enableExecuteCommand=self.debug)
+            except ClientError as exc:
+                if provider == SPOT and _rejects_arm64(str(exc)):
+                    raise BackendError(_arm64_spot_refusal(str(exc))) from exc
+                if not is_throttling(exc):
+                    raise
+                # botocore already retried it: leave it to the next round.
+                log.info("starburst: RunTask throttled; launching fewer for now")
+                return [], []
+        arns = [t["taskArn"] for t in response.get("tasks", [])]
+        now = time.time()
+        for arn in arns:
+            self._tasks[arn] = now
+            self._providers[arn] = provider
+        failures = list(response.get("failures", []))
+        if failures:
             text = "; ".join(f"{f.get('reason', '?')} {f.get('detail', '')}".strip()
                              for f in failures)
+            if provider == SPOT and _rejects_arm64(text):
+                raise BackendError(_arm64_spot_refusal(text))
             if not all(any(r in f.get("reason", "").lower() for r in _TRANSIENT_REASONS)
                        for f in failures):
                 raise BackendError(f"ECS RunTask could not start workers: {text}")
-            if arns or attempt == _LAUNCH_RETRIES - 1:
-                log.info("starburst: Fargate started %d of %d workers (%s)", len(arns), n, text)
+            log.info("starburst: Fargate %s started %d of %d workers (%s)", provider,
+                     len(arns), n, text)
+        return arns, failures
+
+    def _run_task(self, definition: str, n: int, overrides: Any) -> list[str]:
+        """One On-Demand RunTask, retried on capacity refusals; return the started ARNs."""
+        for attempt in range(_LAUNCH_RETRIES):
+            arns, failures = self._call_run_task(definition, n, overrides, provider=ON_DEMAND)
+            if not failures or arns or attempt == _LAUNCH_RETRIES - 1:
                 return arns
             time.sleep(min(2.0, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.0))
         return []  # pragma: no cover - the loop always returns
@@ -409,14 +606,29 @@ class FargateBackend(ComputeBackend):
             for task in response.get("tasks", []):
                 if task.get("lastStatus") == "STOPPED" and task["taskArn"] in self._tasks:
                     del self._tasks[task["taskArn"]]
-                    exits.append(task_exit(task))
+                    exits.append(self._priced(task_exit(task)))
             for failure in response.get("failures", []):
                 arn = failure.get("arn", "")
                 if failure.get("reason") == "MISSING" and arn in self._tasks:
                     del self._tasks[arn]
-                    exits.append(WorkerExit(arn, reason="ECS no longer knows this task "
-                                                        "(it stopped long ago)"))
+                    exits.append(self._priced(WorkerExit(
+                        arn, reason="ECS no longer knows this task (it stopped long ago)")))
         return exits
+
+    def _priced(self, ex: WorkerExit) -> WorkerExit:
+        """``ex`` with the capacity provider it ran on and that provider's hourly rate.
+
+        The provider is what DescribeTasks says (``capacityProviderName``),
+        else what this backend launched it on; the computed cost
+        (:func:`starburst.cost.computed_cost`) prices each task at its own rate.
+        """
+        provider = (ex.details.get("capacity_provider")
+                    or self._providers.pop(ex.worker, ON_DEMAND))
+        self._providers.pop(ex.worker, None)
+        details = {**ex.details, "capacity_provider": provider}
+        if provider in self.rates:
+            details["hourly_rate"] = repr(self.rates[provider])
+        return replace(ex, details=details)
 
     def keep_for_debugging(self, worker: str) -> str | None:
         if worker not in self._tasks:
@@ -460,47 +672,150 @@ class FargateBackend(ComputeBackend):
             self.ecs.close()
 
 
-def _offer_increase(plan: QuotaPlan, region: str, auto: bool | None) -> str:
+def _offer_increase(plan: QuotaPlan, region: str, auto: bool | None, *,
+                    spot: bool = False) -> str:
     """Request a quota increase (auto=True), offer one (None, interactive only), or say how.
 
     Never prompts when not interactive: the run goes on with the workers that fit.
+    ``spot`` names the Fargate Spot vCPU quota instead of the On-Demand one.
     """
     want = suggest_quota(plan.requested, plan.cpu, plan.in_use_vcpu)
+    kind = "Fargate Spot" if spot else "Fargate"
     how = (f"to run all {plan.requested} workers at once, ask for {want} vCPU: "
            f"`starburst quota --region {region} --cpu {plan.cpu:g} --workers {plan.requested} "
-           "--request`")
+           f"{'--spot ' if spot else ''}--request`")
     if auto is False:
         return how
     if auto is None:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
             return how
-        answer = input(f"starburst: request a Fargate vCPU quota of {want} in {region} "
+        answer = input(f"starburst: request a {kind} vCPU quota of {want} in {region} "
                        f"(now {plan.quota_vcpu:g})? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             return how
     try:
-        request = request_increase(want, region=region)
+        request = (request_increase(want, region=region, spot=True) if spot
+                   else request_increase(want, region=region))
     except CloudError as exc:
         return f"the quota increase request failed: {exc}"
-    return (f"requested a Fargate vCPU quota of {want} (request {request.id}: {request.status}"
+    return (f"requested a {kind} vCPU quota of {want} (request {request.id}: {request.status}"
             f"); this run uses {plan.workers} workers meanwhile; `starburst quota` shows "
             "the request")
 
 
-def _quota_status(workers: int, cpu: float, region: str) -> QuotaStatus:
-    """The quota plan; ``STARBURST_VCPU_QUOTA`` injects the quota (emulators, or a
-    user who knows it and may not read Service Quotas)."""
-    injected = os.environ.get("STARBURST_VCPU_QUOTA")
+def _quota_status(workers: int, cpu: float, region: str, *, spot: bool = False) -> QuotaStatus:
+    """The quota plan, On-Demand or Spot; ``STARBURST_VCPU_QUOTA`` (On-Demand) and
+    ``STARBURST_SPOT_VCPU_QUOTA`` (Spot) inject the quota (emulators, or a user who
+    knows it and may not read Service Quotas)."""
+    name = "STARBURST_SPOT_VCPU_QUOTA" if spot else "STARBURST_VCPU_QUOTA"
+    injected = os.environ.get(name)
     if not injected:
-        return read_plan(workers, cpu, region=region)
+        return read_plan(workers, cpu, region=region, spot=spot)
     try:
         quota = float(injected)
     except ValueError:
-        raise ConfigurationError(
-            f"STARBURST_VCPU_QUOTA={injected!r} is not a number of vCPUs") from None
-    in_use = vcpus_in_use(region=region)
-    return QuotaStatus(region=region, spot=False, quota_vcpu=quota, in_use_vcpu=in_use,
+        raise ConfigurationError(f"{name}={injected!r} is not a number of vCPUs") from None
+    in_use = vcpus_in_use(region=region, spot=spot)
+    return QuotaStatus(region=region, spot=spot, quota_vcpu=quota, in_use_vcpu=in_use,
                        plan=plan_workers(workers, cpu, quota, in_use))
+
+
+def spot_mode(value: object) -> str | None:
+    """The Spot mode of a ``spot=`` option: None (On-Demand), ``"prefer"`` or ``"require"``.
+
+    Raises:
+        ConfigurationError: ``value`` is not one of True, False, "prefer", "require".
+    """
+    if value is None or value is False:
+        return None
+    if value is True or (isinstance(value, str) and value in SPOT_MODES):
+        return SPOT_MODES[value]
+    raise ConfigurationError(
+        f"spot={value!r} is not a choice: pass spot=False (On-Demand, the default), "
+        "spot=True or spot='prefer' (Fargate Spot, On-Demand when Spot capacity is short) "
+        "or spot='require' (Fargate Spot only; waits for Spot capacity)")
+
+
+def _spot_discount(value: object) -> float | None:
+    """A ``spot_discount=`` option: None, or a fraction in [0, 1)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigurationError(
+            f"spot_discount={value!r} must be a fraction in [0, 1), e.g. 0.65 for Spot at "
+            "65% below On-Demand (your figure for the region, used to price Spot workers)")
+    return float(value)
+
+
+def _spot_for_arch(spot: str | None, arch: str) -> tuple[str | None, str]:
+    """Fargate Spot runs X86_64 only: refuse ``"require"`` on arm64, drop ``"prefer"``.
+
+    Returns the effective mode and a note for the user ("" when nothing changed).
+
+    Raises:
+        ConfigurationError: ``spot="require"`` with ``platform="arm64"``.
+    """
+    if spot is None or arch != "arm64":
+        return spot, ""
+    if spot == "require":
+        raise ConfigurationError(
+            f"spot='require' cannot run platform='arm64' workers: AWS says \"{ARM64_SPOT_RULE}\" "
+            "Pass platform='x86_64' to run on Fargate Spot, or spot=False to run On-Demand "
+            "Graviton (arm64)")
+    return None, (f"Fargate Spot does not run arm64 tasks (AWS: \"{ARM64_SPOT_RULE}\"): "
+                  "the workers run On-Demand on Graviton (arm64) instead; pass "
+                  "platform='x86_64' to use Fargate Spot")
+
+
+def _rates(region: str, arch: str, cpu: float, memory_mib: int, *, public_ip: bool,
+           spot: str | None, discount: float | None) -> tuple[dict[str, float], str]:
+    """Hourly rate per worker by capacity provider, and the note on the session's rate.
+
+    On-Demand comes from the price table in use; Spot (when ``spot``) from
+    :func:`~starburst.pricing_cache.spot_price_in_use`, whose source says
+    whether it is the cached Spot rate, the user's discount or AWS's
+    advertised one.
+    """
+    table = table_in_use()
+    on_demand = lookup(region, arch, table=table)
+    rates = {ON_DEMAND: hourly_rate(on_demand, cpu, memory_mib, public_ip=public_ip)}
+    price: FargatePrice = on_demand
+    if spot is not None:
+        price = spot_price_in_use(region, arch, discount=discount)
+        rates[SPOT] = hourly_rate(price, cpu, memory_mib, public_ip=public_ip)
+    label = f"{price.region} {price.arch}" + (", Fargate Spot" if spot is not None else "")
+    return rates, f"{label}, {price.source}, recorded {price.recorded}"
+
+
+def _quota_name(spot: str | None) -> str:
+    return "Spot" if spot is not None else "On-Demand"
+
+
+def _spot_note(spot: str, rates: dict[str, float], region: str) -> str:
+    """What a Spot session tells the user before the run."""
+    text = (f"workers run on Fargate Spot in {region} (${rates[SPOT]:.4f}/h each, against "
+            f"${rates[ON_DEMAND]:.4f}/h On-Demand); an interrupted worker hands its chunk "
+            "back and the chunk runs elsewhere without counting as a failed attempt")
+    if spot == "prefer":
+        return text + "; when Spot capacity is short, workers start On-Demand"
+    return text + "; spot='require': when Spot capacity is short, starburst waits for it"
+
+
+def _is_capacity(failure: FailureTypeDef) -> bool:
+    """Whether a RunTask failure says that capacity is short (Spot or otherwise)."""
+    return "capacity" in failure.get("reason", "").lower()
+
+
+def _rejects_arm64(text: str) -> bool:
+    """Whether an AWS answer refuses an ARM64 task on Fargate Spot."""
+    lower = text.lower()
+    return "arm64" in lower and ("spot" in lower or "capacity provider" in lower)
+
+
+def _arm64_spot_refusal(said: str) -> str:
+    return (f"AWS refused to run arm64 workers on Fargate Spot ({said}): \"{ARM64_SPOT_RULE}\" "
+            "Pass platform='x86_64' to use Fargate Spot, or spot=False to run On-Demand "
+            "Graviton (arm64)")
 
 
 def _require_image(config: AwsConfig) -> str:

@@ -9,6 +9,7 @@ process with the host interpreter::
     process output --------------------------> CloudWatch Logs (awslogs stream naming)
     process exits / is killed ---------------> STOPPED, exit code, stop code, timestamps
     StopTask --------------------------------> DEACTIVATING, SIGTERM, SIGKILL after a grace
+    interrupt() (a Fargate Spot reclaim) ----> SpotInterruption, SIGTERM, SIGKILL after a grace
 
 A process gets what a Fargate container gets: the task definition's
 environment and the RunTask overrides; ``AWS_REGION``; its task ARN from
@@ -17,6 +18,9 @@ endpoint (:mod:`.task_endpoint`), never through the overrides; and the
 emulator's ``AWS_ENDPOINT_URL``. It does not inherit the client's
 environment. Killing the process therefore looks to starburst exactly
 like a Fargate task dying: ``EssentialContainerExited``, exit code 137.
+The grace between SIGTERM and SIGKILL is the container's ``stopTimeout``
+when the task definition sets one (Spot workers: 120 s), else the
+runner's ``stop_timeout``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 from ..aws.clients import client
 from ..aws.errors import translate_errors
 from ..exceptions import CloudError
+from ..scheduler import SPOT_INTERRUPTION
 from .task_endpoint import TaskEndpoint, TaskIdentity
 
 if TYPE_CHECKING:
@@ -54,6 +59,9 @@ __all__ = ["EcsTaskRunner"]
 
 #: ECS's default stopTimeout: SIGTERM, then SIGKILL this many seconds later.
 DEFAULT_STOP_TIMEOUT = 30.0
+#: What ECS says of a task Fargate Spot took back.
+SPOT_STOP_CODE = SPOT_INTERRUPTION
+SPOT_STOPPED_REASON = "Your Spot Task was interrupted."
 #: How often the runner re-checks its hooks, stop deadlines and stray tasks.
 _SCAN_INTERVAL = 0.1
 #: Host variables a container would also have (locale, search path).
@@ -93,6 +101,7 @@ class _Run:
     proc: subprocess.Popen[bytes] | None = None
     home: str = ""
     stop_reason: str | None = None
+    stop_code: str | None = None
     container_reason: str | None = None
     kill_at: float | None = None
     pump: threading.Thread | None = None
@@ -211,6 +220,25 @@ class EcsTaskRunner:
             run.container_reason = container_reason
         self._signal(run, sig)
 
+    def interrupt(self, task_arn: str, *, stop_timeout: float | None = None) -> None:
+        """Take a task back the way Fargate Spot does.
+
+        The task stops with stop code ``SpotInterruption`` and the reason
+        "Your Spot Task was interrupted."; its process gets SIGTERM at once
+        and SIGKILL ``stop_timeout`` seconds later (default: the container's
+        ``stopTimeout``, else the runner's ``stop_timeout``), as ECS does
+        after the two-minute Spot notice.
+
+        Raises:
+            KeyError: the runner never started ``task_arn``.
+        """
+        with self._lock:
+            run = self._runs[task_arn]
+            if run.stop_reason is not None or run.done.is_set():
+                return
+            run.stop_reason, run.stop_code = SPOT_STOPPED_REASON, SPOT_STOP_CODE
+            self._begin_stop(run, stop_timeout)
+
     def wait_stopped(self, task_arn: str, timeout: float = 30.0) -> bool:
         """Wait until a task is STOPPED; return whether it is."""
         with self._lock:
@@ -260,12 +288,27 @@ class EcsTaskRunner:
             task = run.task
             if run.stop_reason is None and not run.done.is_set():
                 run.stop_reason = why
-                task.desired_status = "STOPPED"
-                task.stopping_at = _now()
-                task.last_status = "DEACTIVATING"
-                run.kill_at = time.monotonic() + self.stop_timeout
-                self._signal(run, signal.SIGTERM)
+                self._begin_stop(run, None)
             return task
+
+    def _begin_stop(self, run: _Run, stop_timeout: float | None) -> None:
+        """DEACTIVATING, SIGTERM now, SIGKILL after the stop timeout (under the lock)."""
+        task = run.task
+        task.desired_status = "STOPPED"
+        task.stopping_at = _now()
+        task.last_status = "DEACTIVATING"
+        grace = stop_timeout if stop_timeout is not None else self._stop_timeout_of(task)
+        run.kill_at = time.monotonic() + grace
+        self._signal(run, signal.SIGTERM)
+
+    def _stop_timeout_of(self, task: Any) -> float:
+        """The container's ``stopTimeout`` when its task definition sets one, else the runner's."""
+        try:
+            definition = self._backend().describe_task_definition(task.task_definition_arn)
+            value = definition.container_definitions[0].get("stopTimeout")
+        except Exception:  # a reset removed the definition: the runner's default
+            value = None
+        return float(value) if value else self.stop_timeout
 
     # -- the watch loop ---------------------------------------------------
     def _serve(self) -> None:
@@ -482,7 +525,7 @@ class EcsTaskRunner:
             now = _now()
             if stop_code is None:
                 if run.stop_reason is not None:
-                    stop_code, reason = "UserInitiated", run.stop_reason
+                    stop_code, reason = run.stop_code or "UserInitiated", run.stop_reason
                 else:
                     stop_code, reason = "EssentialContainerExited", \
                         "Essential container in task exited"

@@ -12,6 +12,16 @@ A heartbeat thread extends the lease while a chunk runs, watches for a
 task stuck past its timeout, and (unless detached) for a client that is
 gone. The worker exits after ``idle_timeout`` without work. On SIGTERM it
 stops taking work, releases its chunk (not an attempt) and exits.
+
+When its container says how long ECS waits between SIGTERM and SIGKILL
+(``STARBURST_STOP_TIMEOUT``: Fargate Spot workers, 120 s), SIGTERM does not
+cut the running task short: the worker lets it run for up to that window
+less :data:`STOP_MARGIN`, then reports the tasks that finished and hands the
+rest back as ``unrun`` (the client queues them again, not as an attempt).
+A task still running at the deadline is interrupted and handed back too;
+a chunk with no finished task is released as before. Without that
+variable (local workers, On-Demand tasks, which starburst itself stops
+when it retires or aborts) SIGTERM interrupts the task at once.
 """
 
 from __future__ import annotations
@@ -44,6 +54,11 @@ _MAX_WAIT = 20.0
 _LOCAL_WAIT = 0.25
 # Exit code when the worker gives up on a task stuck in native code.
 EXIT_STUCK = 70
+#: Seconds of the SIGTERM-to-SIGKILL window kept for reporting and releasing
+#: (a store put and two queue calls, with retries) after the running task.
+STOP_MARGIN = 15.0
+#: How often the heartbeat thread looks at a running task while stopping.
+_DRAIN_CHECK = 0.1
 
 
 def shared_key(session: str, digest: str) -> str:
@@ -108,15 +123,35 @@ class Worker:
             self.debug_keepalive = 0.0
         self._kept_alive = False
         self._keeping_alive = False
+        stop_timeout = os.environ.get("STARBURST_STOP_TIMEOUT", "")
+        try:
+            #: Seconds a running task may go on after SIGTERM (0: interrupt it at once).
+            self.drain = max(0.0, float(stop_timeout) - STOP_MARGIN) if stop_timeout else 0.0
+        except ValueError:
+            self.drain = 0.0
+        self._drain_until: float | None = None
+        self._drain_done = 0
+        self._drain_kicked = False
 
     # -- signals --------------------------------------------------------
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        first = not self._stopping.is_set()
         self._stopping.set()
         # Interrupt a running task, never queue I/O: a wait ends on its own
         # (local waits are short; an SQS long poll ends well within the
         # 30 s ECS gives between SIGTERM and SIGKILL).
-        if self._in_task:
-            raise _Stop
+        if not self._in_task:
+            return
+        run = self._run
+        if first and self.drain > 0 and run is not None:
+            # Let the running task finish; the heartbeat thread signals again
+            # once it has (or at the deadline) and the rest is handed back.
+            self._drain_done = len(run.outcomes)
+            self._drain_until = time.monotonic() + self.drain
+            self._log(f"SIGTERM: letting task {run.current} finish (up to {self.drain:g} s), "
+                      "then handing back the rest of the chunk")
+            return
+        raise _Stop
 
     def _log(self, text: str) -> None:
         print(f"[starburst worker {self.worker_id}] {text}", file=sys.__stderr__, flush=True)
@@ -270,6 +305,15 @@ class Worker:
             if self._stopping.is_set():
                 raise _Stop
             return run.run()
+        except _Stop:
+            self._in_task = False
+            if not run.outcomes:
+                raise  # nothing finished: release the whole chunk
+            done = {o[0] for o in run.outcomes}
+            rest = [t[0] for t in run.tasks if t[0] not in done]
+            self._log(f"chunk {task.chunk}: stopping; reporting {len(done)} finished "
+                      f"task(s) and handing back {len(rest)}")
+            return [*run.outcomes, *((tid, "unrun", None, "", None) for tid in rest)]
         finally:
             self._in_task = False
             self._run = None
@@ -357,8 +401,9 @@ class Worker:
         last_extend = time.monotonic()
         last_client_check = last_extend
         while True:
-            time.sleep(period)
+            time.sleep(_DRAIN_CHECK if self._drain_until is not None else period)
             now = time.monotonic()
+            self._end_drain(now)
             if not self.detached and not self._keeping_alive and self._orphaned():
                 self._log("the client process is gone, exiting")
                 os._exit(0)
@@ -390,6 +435,18 @@ class Worker:
             if (run is not None and run.timeout is not None and run.current is not None
                     and now - run.current_started > run.timeout + self.settings.timeout_grace):
                 self._give_up(run, lease)
+
+    def _end_drain(self, now: float) -> None:
+        """While stopping: once the running task finished, or at the deadline, signal
+        the main thread again so that it reports what is done and hands back the rest."""
+        if self._drain_until is None or self._drain_kicked:
+            return
+        run = self._run
+        if run is None or not self._in_task:
+            return  # the chunk ended on its own: the main loop reports it and stops
+        if len(run.outcomes) > self._drain_done or now >= self._drain_until:
+            self._drain_kicked = True
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def _give_up(self, run: ChunkRun, lease: Message) -> None:
         """A task ignored its timeout (stuck in native code): report and exit."""
