@@ -120,3 +120,17 @@ def test_region_from_the_aws_profile(tmp_path, monkeypatch):
     aws_config.write_text("[default]\nregion = ap-south-1\n")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(aws_config))
     assert resolve_region() == "ap-south-1"
+
+
+def test_a_region_argument_beats_aws_region_but_a_file_region_does_not(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_REGION", "aws-var")
+    path = _write(tmp_path, 'region = "from-file"\n')
+    monkeypatch.setenv("STARBURST_CONFIG", str(path))
+    given = load_config({"region": "eu-west-3"})
+    assert resolve_region(given.region_given, given.region) == "eu-west-3"
+    from_file = load_config()
+    assert from_file.region_given is None
+    assert resolve_region(from_file.region_given, from_file.region) == "aws-var"
+    monkeypatch.setenv("STARBURST_REGION", "starburst-var")
+    from_env = load_config()
+    assert resolve_region(from_env.region_given, from_env.region) == "starburst-var"

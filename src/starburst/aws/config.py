@@ -82,6 +82,17 @@ class AwsConfig:
     ecr_repository: str = "starburst"
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def region_given(self) -> str | None:
+        """The region when an argument or ``STARBURST_REGION`` set it, else None.
+
+        Such a region beats ``AWS_REGION`` and the AWS profile; a region from
+        a config file comes after them (see
+        :func:`starburst.aws.clients.resolve_region`): pass this as its
+        ``explicit`` and :attr:`region` as its ``configured``.
+        """
+        return self.region if self.sources.get("region") in ("argument", "environment") else None
+
     def described_sources(self) -> str:
         """The fields not at their default and where each came from, for ``starburst doctor``."""
         set_here = [f"{name} from {source}" for name, source in self.sources.items()

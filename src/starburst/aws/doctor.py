@@ -118,7 +118,7 @@ def run_checks(region: str | None = None) -> list[Check]:
                         + (f"; project {project}" if project else "")
                         + f"; {config.described_sources()}"))
     try:
-        name = resolve_region(region, config.region)
+        name = resolve_region(region or config.region_given, config.region)
     except StarburstError as exc:
         return [*checks, Check("region", False, str(exc), "set STARBURST_REGION or "
                                                           "`starburst setup --region R`")]

@@ -47,7 +47,7 @@ class Place:
     def from_config(cls, region: str | None = None,
                     config: AwsConfig | None = None) -> Place:
         config = config or load_config({"region": region})
-        name = resolve_region(region, config.region)
+        name = resolve_region(region or config.region_given, config.region)
         bucket = config.bucket or provision.default_bucket(name)
         return cls(name, bucket, config.prefix.strip("/"), config.cluster, config.log_group)
 

@@ -97,7 +97,7 @@ def _where(region: str | None) -> tuple[str, str]:
     from ..aws.config import load_config
 
     config = load_config({"region": region})
-    return resolve_region(region, config.region), config.ecr_repository
+    return resolve_region(region or config.region_given, config.region), config.ecr_repository
 
 
 def _manifest_layers(registry: Registry, repository: str, ref: str) -> dict[str, Any]:
