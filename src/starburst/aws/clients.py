@@ -34,6 +34,7 @@ from ..exceptions import ConfigurationError
 from .errors import translate_errors
 
 if TYPE_CHECKING:
+    from mypy_boto3_batch.client import BatchClient
     from mypy_boto3_ec2.client import EC2Client
     from mypy_boto3_ecr.client import ECRClient
     from mypy_boto3_ecs.client import ECSClient
@@ -136,6 +137,8 @@ def client(service: Literal["iam"], *, region: str | None = ...) -> IAMClient: .
 def client(service: Literal["ec2"], *, region: str | None = ...) -> EC2Client: ...
 @overload
 def client(service: Literal["sts"], *, region: str | None = ...) -> STSClient: ...
+@overload
+def client(service: Literal["batch"], *, region: str | None = ...) -> BatchClient: ...
 def client(service: str, *, region: str | None = None) -> Any:
     """Create a boto3 client for ``service`` in ``region`` (resolved when None).
 

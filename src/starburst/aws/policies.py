@@ -13,7 +13,8 @@ import json
 from typing import Any
 
 __all__ = [
-    "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "bucket_policy", "execution_policy",
+    "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "bucket_policy", "execution_policy", "gpu_statements",
+    "instance_policy",
     "log_bucket_policy", "principal_arn", "task_policy", "user_policy", "wildcard_writes",
 ]
 
@@ -25,6 +26,8 @@ UNSCOPABLE_ACTIONS: dict[str, str] = {
                                   "they may name is limited by iam:PassRole",
     "ecs:DeregisterTaskDefinition": "no resource-level permissions in ECS",
     "ec2:CreateSecurityGroup": "creates the no-ingress worker group once (setup only)",
+    "ecs:DiscoverPollEndpoint": "the ECS agent on a GPU instance finds its endpoint before it "
+                                "belongs to a cluster (GPU instance role only)",
     "servicequotas:RequestServiceQuotaIncrease": "quota requests have no resource ARN "
                                                  "(`starburst quota --request` only)",
 }
@@ -95,6 +98,34 @@ def execution_policy(*, part: str, region: str, account: str, repository: str,
          "Resource": f"arn:{part}:logs:{region}:{account}:log-group:{log_group}:*"})
 
 
+def instance_policy(*, part: str, region: str, account: str, repository: str,
+                    log_group: str) -> dict[str, Any]:
+    """The GPU instances' role (what AmazonEC2ContainerServiceforEC2Role grants, scoped):
+    the ECS agent joins the Batch compute environment's cluster and reports on its
+    jobs, pulls from the starburst repository, and the awslogs driver (which runs with
+    the instance's credentials on EC2) writes the starburst log group."""
+    ecs = f"arn:{part}:ecs:{region}:{account}"
+    return _doc(
+        {"Sid": "AgentUnscopable", "Effect": "Allow", "Resource": "*",
+         "Action": ["ecs:DiscoverPollEndpoint", "ecr:GetAuthorizationToken",
+                    "ec2:DescribeTags"]},
+        {"Sid": "AgentCluster", "Effect": "Allow",
+         "Action": ["ecs:RegisterContainerInstance", "ecs:DeregisterContainerInstance",
+                    "ecs:UpdateContainerInstancesState", "ecs:Poll",
+                    "ecs:StartTelemetrySession", "ecs:SubmitContainerStateChange",
+                    "ecs:SubmitTaskStateChange", "ecs:SubmitAttachmentStateChanges"],
+         # Batch names a compute environment's cluster after it: <name>_Batch_<id>.
+         "Resource": [f"{ecs}:cluster/starburst-gpu-*",
+                      f"{ecs}:container-instance/starburst-gpu-*/*"]},
+        {"Sid": "PullWorkerImage", "Effect": "Allow",
+         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchGetImage"],
+         "Resource": f"arn:{part}:ecr:{region}:{account}:repository/{repository}"},
+        {"Sid": "WriteWorkerLogs", "Effect": "Allow",
+         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": f"arn:{part}:logs:{region}:{account}:log-group:{log_group}:*"})
+
+
 def task_policy(*, part: str, account: str, bucket: str, prefix: str) -> dict[str, Any]:
     """What worker code runs as: this bucket's prefix and this account's starburst queues."""
     key_prefix = _key_prefix(prefix)
@@ -112,12 +143,39 @@ def task_policy(*, part: str, account: str, bucket: str, prefix: str) -> dict[st
          "Resource": f"arn:{part}:sqs:*:{account}:starburst-*"})
 
 
+def gpu_statements(*, part: str, region: str, account: str) -> list[dict[str, Any]]:
+    """What running GPU sessions adds (after `starburst setup --gpu`): submit, watch and
+    stop jobs on starburst's Batch queues, register starburst job definitions (naming
+    the two starburst roles), and read the EC2 GPU quota and the instances that count
+    against it."""
+    batch = f"arn:{part}:batch:{region}:{account}"
+    roles = [f"arn:{part}:iam::{account}:role/starburst-execution",
+             f"arn:{part}:iam::{account}:role/starburst-task"]
+    return [
+        {"Sid": "GpuReads", "Effect": "Allow", "Resource": "*",
+         "Action": ["batch:DescribeJobs", "batch:DescribeJobQueues",
+                    "batch:DescribeComputeEnvironments", "batch:DescribeJobDefinitions",
+                    "ec2:DescribeInstances", "servicequotas:GetAWSDefaultServiceQuota"]},
+        {"Sid": "GpuJobs", "Effect": "Allow",
+         "Action": ["batch:SubmitJob", "batch:TerminateJob", "batch:CancelJob",
+                    "batch:TagResource", "batch:RegisterJobDefinition"],
+         "Resource": [f"{batch}:job-queue/starburst-gpu-*",
+                      f"{batch}:job-definition/starburst-gpu-*", f"{batch}:job/*"]},
+        # RegisterJobDefinition passes the job and execution roles; scoped to
+        # starburst's two roles (AWS's Batch examples use no service condition).
+        {"Sid": "GpuJobRoles", "Effect": "Allow", "Action": "iam:PassRole",
+         "Resource": roles},
+    ]
+
+
 def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: str,
-                cluster: str, repository: str, log_group: str) -> dict[str, Any]:
-    """The least the user's own identity needs to run sessions (after `starburst setup`)."""
+                cluster: str, repository: str, log_group: str,
+                gpu: bool = False) -> dict[str, Any]:
+    """The least the user's own identity needs to run sessions (after `starburst setup`);
+    with ``gpu``, GPU sessions too (:func:`gpu_statements`)."""
     key_prefix = _key_prefix(prefix)
     ecs = f"arn:{part}:ecs:{region}:{account}"
-    return _doc(
+    doc = _doc(
         {"Sid": "Unscopable", "Effect": "Allow", "Resource": "*",
          "Action": ["ecr:GetAuthorizationToken", "ecs:RegisterTaskDefinition",
                     "ecs:DeregisterTaskDefinition", "ecs:DescribeTaskDefinition",
@@ -158,6 +216,9 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
                     "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
                     "ecr:BatchGetImage", "ecr:DescribeImages", "ecr:DescribeRepositories"],
          "Resource": f"arn:{part}:ecr:{region}:{account}:repository/{repository}"})
+    if gpu:
+        doc["Statement"].extend(gpu_statements(part=part, region=region, account=account))
+    return doc
 
 
 def _listed(value: Any) -> list[str]:

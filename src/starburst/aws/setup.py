@@ -7,7 +7,11 @@ the minimum on session start) and then tightens: bucket encryption, TLS
 and writer-only policy, lifecycle, access logging; ECR scan-on-push and
 lifecycle; Fargate capacity providers; scoped role policies; log
 retention; a no-ingress security group. It writes the config file so
-sessions use exactly these resources.
+sessions use exactly these resources. With ``gpu=`` (``setup --gpu``) it
+also creates the AWS Batch resources of GPU workers (:mod:`.batch`): the
+instance profile, the compute environment (minvCpus 0: nothing runs or
+bills while no job is queued), the job queue and, when the config names
+an image, the job definition.
 """
 
 from __future__ import annotations
@@ -16,15 +20,19 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from . import policies, provision
+from ..exceptions import CloudError, ConfigurationError
+from . import batch, policies, provision
 from .clients import client, partition
-from .config import config_path, load_config
+from .config import FIELDS, config_path, load_config
 from .errors import error_code, translate_errors
 from .private_network import setup_endpoints
+
+if TYPE_CHECKING:
+    from ..gpu import GpuInstance
 
 __all__ = ["LOG_RETENTION_DAYS", "RUN_DATA_DAYS", "SetupPlan", "new_plan", "run_setup",
            "write_config"]
@@ -58,6 +66,8 @@ class SetupPlan:
     kms_key: str | None = None
     dry_run: bool = False
     private: bool = False
+    gpu: GpuInstance | None = None
+    spot: bool = False
     changes: list[str] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)
 
@@ -280,9 +290,101 @@ def write_config(values: dict[str, Any], path: Path | None = None, *,
     return True
 
 
+def _gpu_quota(instance: GpuInstance, region: str, spot: bool) -> float | None:
+    """The GPU vCPU quota (``STARBURST_GPU_VCPU_QUOTA`` first); None when unreadable."""
+    from .gpu_quota import quota_override, read_gpu_quota
+
+    injected = quota_override()
+    if injected is not None:
+        return injected
+    try:
+        return read_gpu_quota(instance.family, region=region, spot=spot)
+    except CloudError:
+        return None
+
+
+def _setup_gpu(plan: SetupPlan, network: provision.Network | None, roles: provision.Roles,
+               image: str | None) -> None:
+    """The Batch resources of GPU workers (``setup --gpu``); see :mod:`.batch`."""
+    instance = plan.gpu
+    assert instance is not None
+    region = plan.region
+    iam = client("iam", region=region)
+    name = batch.resource_name(instance.instance_type, spot=plan.spot)
+    def profile() -> None:
+        batch.ensure_instance_profile(region=region, repository=plan.repository,
+                                      log_group=plan.log_group)
+
+    if _get(lambda: iam.get_instance_profile(InstanceProfileName=batch.INSTANCE_ROLE)) is None:
+        plan.change(f"create IAM role and instance profile {batch.INSTANCE_ROLE} (GPU "
+                    "instances join their Batch cluster, pull images, write logs)", profile)
+    else:
+        have = _get(lambda: iam.get_role_policy(RoleName=batch.INSTANCE_ROLE,
+                                                PolicyName="starburst-ecs-instance"))
+        doc = have["PolicyDocument"] if have else None
+        if isinstance(doc, str):
+            doc = json.loads(doc)
+        if doc != policies.instance_policy(part=plan.part, region=region,
+                                           account=plan.account, repository=plan.repository,
+                                           log_group=plan.log_group):
+            plan.change(f"set the scoped policy of {batch.INSTANCE_ROLE}", profile)
+    if batch.find_service_role(region=region) is None:
+        plan.change("create the AWS Batch service-linked role AWSServiceRoleForBatch",
+                    lambda: batch.ensure_service_role(region=region))
+    quota = _gpu_quota(instance, region, plan.spot)
+    max_vcpus = batch.default_max_vcpus(instance, quota)
+    env = batch.find_compute_environment(name, region=region)
+    kind = "Spot" if plan.spot else "On-Demand"
+    arn: list[str] = [str(env["computeEnvironmentArn"])] if env else []
+
+    def create_env() -> None:
+        assert network is not None
+        arn.append(batch.ensure_compute_environment(
+            instance=instance, spot=plan.spot, max_vcpus=max_vcpus, network=network,
+            region=region, instance_profile=batch.ensure_instance_profile(
+                region=region, repository=plan.repository, log_group=plan.log_group),
+            service_role=batch.ensure_service_role(region=region)))
+
+    if env is None:
+        plan.change(f"create AWS Batch compute environment {name} ({instance.instance_type}, "
+                    f"{kind}, GPU AMI {batch.GPU_IMAGE_TYPE}, 0 to {max_vcpus} vCPU: min 0, "
+                    "so no instance runs or bills while no job is queued)", create_env)
+    elif env.get("state") != "ENABLED":
+        plan.change(f"enable AWS Batch compute environment {name}", create_env)
+    queue = batch.find_job_queue(name, region=region)
+    if queue is None or queue.get("state") != "ENABLED":
+        plan.change(f"{'create' if queue is None else 'enable'} AWS Batch job queue {name}",
+                    lambda: batch.ensure_job_queue(name=name, compute_environment=arn[-1],
+                                                   region=region))
+    plan.resources["gpu_job_queue"] = name
+    if not image:
+        return  # sessions register the job definition of their image on first use
+    found = None if plan.dry_run and env is None else batch.find_job_definition(
+        image=image, instance=instance, region=region, roles=roles, log_group=plan.log_group)
+    if found is None:
+        plan.change(f"register an AWS Batch job definition for {image} on "
+                    f"{instance.instance_type} (one {instance.gpu} per worker)",
+                    lambda: batch.ensure_job_definition(
+                        image=image, instance=instance, region=region, roles=roles,
+                        log_group=plan.log_group))
+
+
 def new_plan(*, region: str, kms_key: str | None = None, dry_run: bool = False,
-             private: bool = False) -> SetupPlan:
-    """Resolve names from the config and the identity in use."""
+             private: bool = False, gpu: str | None = None, instance_type: str | None = None,
+             spot: bool = False) -> SetupPlan:
+    """Resolve names from the config and the identity in use.
+
+    ``gpu`` (with ``instance_type`` and ``spot``) adds the AWS Batch
+    resources of GPU workers; an unknown GPU or type is a ConfigurationError.
+    """
+    instance = None
+    if gpu is not None:
+        from ..gpu import resolve_gpu
+
+        instance = resolve_gpu(gpu, instance_type)
+    elif instance_type is not None or spot:
+        raise ConfigurationError("--instance-type and --spot choose the GPU workers' "
+                                 "instances: pass --gpu too (e.g. --gpu nvidia-t4)")
     config = load_config({"region": region})
     sts = client("sts", region=region)
     with translate_errors("STS GetCallerIdentity (who am I?)"):
@@ -293,7 +395,7 @@ def new_plan(*, region: str, kms_key: str | None = None, dry_run: bool = False,
                      log_bucket=f"{bucket}-logs"[:63], prefix=config.prefix,
                      cluster=config.cluster, log_group=config.log_group,
                      repository=config.ecr_repository, kms_key=kms_key, dry_run=dry_run,
-                     private=private)
+                     private=private, gpu=instance, spot=spot)
 
 
 def run_setup(plan: SetupPlan) -> SetupPlan:
@@ -326,8 +428,12 @@ def run_setup(plan: SetupPlan) -> SetupPlan:
             with translate_errors("starburst setup --private (VPC endpoints)"):
                 setup_endpoints(plan, list(network.subnets), network.security_groups[0])
             plan.resources["assign_public_ip"] = False
+    if plan.gpu is not None:
+        with translate_errors("starburst setup --gpu (AWS Batch)"):
+            _setup_gpu(plan, network, provision.Roles(execution, task), config.image)
     if plan.dry_run:
         return plan
-    if write_config(plan.resources):
+    # Only config fields go to the file (the GPU queue is found by its name).
+    if write_config({k: v for k, v in plan.resources.items() if k in FIELDS}):
         plan.changes.append(f"write {config_path()}")
     return plan

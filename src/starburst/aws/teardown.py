@@ -1,4 +1,9 @@
-"""`starburst teardown`: remove what `starburst setup` created (tagged starburst:managed)."""
+"""`starburst teardown`: remove what `starburst setup` created (tagged starburst:managed).
+
+GPU workers' AWS Batch resources go first (job queues, then compute
+environments, then job definitions and the instance profile), so no Batch
+instance outlives the roles and network it uses.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from ..exceptions import CloudError
-from . import provision
+from . import batch, provision
 from .clients import client
 from .errors import error_code, translate_errors
 from .private_network import ENDPOINT_SECURITY_GROUP
@@ -77,6 +82,8 @@ def run_teardown(plan: SetupPlan) -> SetupPlan:
     """Stop starburst tasks and delete the setup's resources; ``plan.changes`` says what."""
     region = plan.region
     with translate_errors("starburst teardown"):
+        batch.delete_gpu_resources(batch.list_gpu_resources(region=region), region=region,
+                                   change=plan.change)
         ecs = client("ecs", region=region)
         clusters = ecs.describe_clusters(clusters=[plan.cluster]).get("clusters", [])
         if any(c.get("status") == "ACTIVE" for c in clusters):

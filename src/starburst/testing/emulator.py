@@ -19,7 +19,13 @@ Inside the block:
   count, so only the task runner moves them;
 * the shared resources of a run are provisioned (:mod:`starburst.aws.provision`);
 * an :class:`~starburst.testing.task_runner.EcsTaskRunner` runs every
-  RunTask'd task as a local worker process.
+  RunTask'd task as a local worker process;
+* a :class:`~starburst.testing.batch_runner.BatchJobRunner` runs every
+  submitted AWS Batch job (GPU workers) the same way, and moto's Batch jobs
+  are set to manual state progression so only it moves them;
+* the Fargate Spot and EC2 GPU vCPU quotas are injected
+  (``STARBURST_SPOT_VCPU_QUOTA``, ``STARBURST_GPU_VCPU_QUOTA``), as
+  the Fargate one is (``STARBURST_VCPU_QUOTA``).
 
 On exit, worker processes are killed, moto's state is reset, the server
 stops and the environment is restored. ``aws.reset()`` gives a test a
@@ -45,6 +51,7 @@ from moto.server import ThreadedMotoServer
 
 from ..aws.config import load_config
 from ..aws.provision import Shared, ensure_shared
+from .batch_runner import BatchJobRunner
 from .task_runner import DEFAULT_STOP_TIMEOUT, EcsTaskRunner
 
 __all__ = ["EmulatedAws", "emulated_aws"]
@@ -65,15 +72,17 @@ class EmulatedAws:
         endpoint: the moto server URL (``http://127.0.0.1:<port>``).
         region: the emulated region.
         runner: the ECS task runner (``pids()``, ``kill()``, ``wait_stopped()``).
+        batch: the Batch job runner (``pids()``, ``kill()``, ``wait_done()``).
         shared: the provisioned shared resources (bucket, cluster, network...).
         config_path: the starburst config file the environment points to.
     """
 
     def __init__(self, *, endpoint: str, region: str, runner: EcsTaskRunner,
-                 config_path: Path) -> None:
+                 config_path: Path, batch: BatchJobRunner | None = None) -> None:
         self.endpoint = endpoint
         self.region = region
         self.runner = runner
+        self.batch = batch
         self.config_path = config_path
         self.shared = self.provision()
 
@@ -84,10 +93,11 @@ class EmulatedAws:
             response.read()
 
     def configure_tasks(self) -> None:
-        """Let only the task runner move ECS tasks between states."""
-        self._post("/moto-api/state-manager/set-transition", {
-            "model_name": "ecs::task",
-            "transition": {"progression": "manual", "times": _NEVER}})
+        """Let only the runners move ECS tasks and Batch jobs between states."""
+        for model in ("ecs::task", "batch::job"):
+            self._post("/moto-api/state-manager/set-transition", {
+                "model_name": model,
+                "transition": {"progression": "manual", "times": _NEVER}})
 
     def provision(self) -> Shared:
         """Create what a run needs (idempotent) and return it."""
@@ -96,14 +106,19 @@ class EmulatedAws:
         return self.shared
 
     def reset(self) -> None:
-        """Kill every task, wipe moto's state, provision again."""
+        """Kill every task and job, wipe moto's state, provision again."""
         self.runner.kill_all()
+        if self.batch is not None:
+            self.batch.kill_all()
         self._post("/moto-api/reset")
         self.provision()
 
 
 #: The Fargate On-Demand vCPU quota the emulated account has.
 EMULATED_VCPU_QUOTA = 1000
+#: The EC2 GPU (G/P, On-Demand and Spot) vCPU quota the emulated account has:
+#: 16 g4dn.xlarge instances.
+EMULATED_GPU_VCPU_QUOTA = 64
 
 
 def _swap_environment(updates: dict[str, str | None]) -> dict[str, str | None]:
@@ -153,7 +168,7 @@ def _start_registries(home: Path, stack: contextlib.ExitStack) -> dict[str, str]
 def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | None = None,
                  stop_timeout: float = DEFAULT_STOP_TIMEOUT, registry: bool = False,
                  isolate: bool = False) -> Iterator[EmulatedAws]:
-    """Run an emulated AWS (moto server + ECS task runner) for the duration of the block.
+    """Run an emulated AWS (moto server + ECS and Batch runners) for the duration of the block.
 
     Args:
         region: the region the environment names.
@@ -194,9 +209,12 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
         "STARBURST_CONFIG": str(config_path),
         # moto's Service Quotas knows only `vpc`: the Fargate quota is injected
         # (a generous one; tests of quota cuts set their own value).
-        "STARBURST_VCPU_QUOTA": str(EMULATED_VCPU_QUOTA)})
+        "STARBURST_VCPU_QUOTA": str(EMULATED_VCPU_QUOTA),
+        "STARBURST_SPOT_VCPU_QUOTA": str(EMULATED_VCPU_QUOTA),
+        "STARBURST_GPU_VCPU_QUOTA": str(EMULATED_GPU_VCPU_QUOTA)})
     previous = _swap_environment(updates)
     runner: EcsTaskRunner | None = None
+    batch: BatchJobRunner | None = None
     registries = contextlib.ExitStack()
     try:
         registry_url: str | None = None
@@ -209,10 +227,14 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
                                stop_timeout=stop_timeout, registry_url=registry_url,
                                isolate=isolate)
         runner.start()
+        batch = BatchJobRunner(ecs=runner, region=region, echo=echo, stop_timeout=stop_timeout)
+        batch.start()
         yield EmulatedAws(endpoint=endpoint, region=region, runner=runner,
-                          config_path=config_path)
+                          config_path=config_path, batch=batch)
     finally:
         try:
+            if batch is not None:
+                batch.close()
             if runner is not None:
                 runner.close()
             request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")

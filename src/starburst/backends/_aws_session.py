@@ -1,0 +1,69 @@
+"""What every AWS-backed session opens the same way: its queues, transport and worker env.
+
+The Fargate and Batch backends differ in how workers start; the session
+around them is the same::
+
+    create_session_queues -> AwsTransport(bucket, prefix, queues)
+    worker env: STARBURST_TRANSPORT, STARBURST_SESSION,
+                STARBURST_EXPECTED_ENV_HASH (env="auto"), STARBURST_CODE (code archive)
+
+:func:`open_worker_session` does that and hands the transport and worker
+environment to ``build`` (which makes the backend); if anything fails
+before it returns, the session's queues are deleted again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from ..aws import provision
+from ..transport.aws import AwsTransport
+from . import _environment
+
+if TYPE_CHECKING:
+    from ..envsync.snapshot import Snapshot
+
+__all__ = ["open_worker_session"]
+
+T = TypeVar("T")
+
+
+def open_worker_session(
+        session: str, *, shared: provision.Shared, max_receives: int,
+        env_options: _environment.EnvOptions, snapshot: Snapshot | None,
+        expected_hash: str | None,
+        build: Callable[[AwsTransport, dict[str, str]], T]) -> tuple[AwsTransport, T]:
+    """Create the session's queues and transport, ship the code archive, build the backend.
+
+    Args:
+        session: the session id.
+        shared: the region's shared resources (bucket, prefix, region).
+        max_receives: the task queue's redrive limit (the dead-letter backstop).
+        env_options: the environment options (``code`` ships the user's code).
+        snapshot: the environment snapshot, when one was taken (else taken here
+            for the code archive).
+        expected_hash: the image's environment hash (``env="auto"``), else None.
+        build: makes the backend from the transport and the worker environment.
+
+    Returns:
+        The transport and what ``build`` returned.
+    """
+    queues = provision.create_session_queues(session, region=shared.region,
+                                             max_receives=max_receives)
+    try:
+        transport = AwsTransport(bucket=shared.bucket, prefix=shared.prefix, queues=queues,
+                                 region=shared.region)
+        worker_env = {"STARBURST_TRANSPORT": transport.spec, "STARBURST_SESSION": session}
+        if expected_hash is not None:
+            worker_env[_environment.EXPECTED_HASH_ENV] = expected_hash
+        if env_options.code:
+            if snapshot is None:
+                snapshot = _environment.snapshot_of(env_options)
+            key = _environment.upload_code(transport, session, snapshot)
+            if key is not None:
+                worker_env[_environment.CODE_ENV] = key
+        return transport, build(transport, worker_env)
+    except BaseException:
+        provision.delete_session_queues(session, region=shared.region)
+        raise

@@ -1,0 +1,434 @@
+"""GPU workers: each worker is one AWS Batch job on an EC2 GPU instance.
+
+Fargate has no GPUs, so ``Executor(backend="fargate", gpu="nvidia-t4")``
+(or ``backend="batch"``) runs the same worker, transport and scheduler on
+AWS Batch. Per session::
+
+    open_session: config -> shared resources (bucket, log group, roles, network)
+                  -> environment image (CUDA wheels swapped in) -> Batch compute
+                  environment + job queue + job definition (aws/batch.py, created on
+                  first use like Fargate's shared resources) -> session queues
+    launch:  SubmitJob, one job per worker, env in containerOverrides, worker id = job name
+    poll:    DescribeJobs (<= 100 per call, at most once a second)
+             -> SUCCEEDED/FAILED jobs as WorkerExit(exit code, reason, times)
+    stop:    TerminateJob (a job not yet running is cancelled by it too)
+
+One worker per GPU (see :func:`starburst.aws.batch.worker_share`). The
+compute environment keeps ``minvCpus`` 0: instances start for queued jobs
+(a cold start of a few minutes) and stop when idle. The hourly rate is the
+instance price (:func:`starburst.gpu.instance_price`, with source and date)
+divided among the workers an instance holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from ..aws import batch as aws_batch
+from ..aws import provision
+from ..aws.clients import client as make_client
+from ..aws.config import FIELDS, load_config
+from ..aws.errors import error_code, is_throttling, translate_errors
+from ..aws.gpu_quota import read_gpu_plan
+from ..exceptions import BackendError, ConfigurationError
+from ..gpu import GpuInstance, InstancePrice, given_price, instance_price, resolve_gpu
+from ..scheduler import SPOT_INTERRUPTION, LaunchPacing
+from ..transport.aws import AwsTransport
+from . import _environment
+from ._aws_session import open_worker_session
+from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
+
+if TYPE_CHECKING:
+    from mypy_boto3_batch.client import BatchClient
+    from mypy_boto3_batch.type_defs import JobDetailTypeDef, KeyValuePairTypeDef
+
+    from ..envsync.snapshot import Snapshot
+    from ..options import ExecutorOptions
+
+__all__ = ["DEFAULT_WORKERS", "BatchBackend", "job_exit"]
+
+log = logging.getLogger("starburst")
+
+#: DescribeJobs takes at most 100 jobs per call.
+_DESCRIBE_BATCH = 100
+#: Job states change on a scale of seconds (instances take minutes to start).
+_POLL_INTERVAL = 1.0
+#: SubmitJob calls in flight at once, and TerminateJob calls likewise.
+_API_THREADS = 8
+#: The default worker count of a GPU session (GPU quotas start small).
+DEFAULT_WORKERS = 2
+#: Backend options beyond the config fields and the environment options.
+_EXTRA = ("gpu", "instance_type", "spot", "arch", "instance_rate")
+#: Batch job states after which nothing changes.
+_DONE = ("SUCCEEDED", "FAILED")
+_CREDENTIAL_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                              "AWS_SECURITY_TOKEN", "AWS_PROFILE",
+                              "AWS_CONTAINER_CREDENTIALS_FULL_URI"})
+
+
+def _seconds(ms: int | None) -> float | None:
+    """Epoch seconds of a Batch millisecond timestamp (None when unset)."""
+    return ms / 1000.0 if ms is not None and ms > 0 else None
+
+
+def job_exit(job: JobDetailTypeDef, worker: str, *, spot: bool) -> WorkerExit:
+    """How a finished Batch job ended, from its DescribeJobs entry.
+
+    The exit code and container reason come from the job's container; a
+    job whose host went away (``Host EC2 (instance i-...) terminated``)
+    gets the stop code ``SpotInterruption`` on a Spot compute environment
+    (the scheduler redoes its chunk without counting an attempt, as for
+    Fargate Spot), ``HostTerminated`` otherwise. Billing runs from ``startedAt`` to
+    ``stoppedAt`` (the instance's own start-up is not included).
+    """
+    container: Any = job.get("container") or {}
+    status_reason = str(job.get("statusReason") or "")
+    container_reason = str(container.get("reason") or "")
+    stop_code: str | None = None
+    if "Host EC2" in status_reason and "terminated" in status_reason:
+        stop_code = SPOT_INTERRUPTION if spot else "HostTerminated"
+    reason = "; ".join(filter(None, [
+        status_reason, f"container: {container_reason}" if container_reason else ""]))
+    details = {"job_id": job.get("jobId", ""), "job_arn": job.get("jobArn", ""),
+               "status": job.get("status", ""), "status_reason": status_reason,
+               "container_reason": container_reason,
+               "log_stream": container.get("logStreamName", "")}
+    return WorkerExit(
+        worker=worker, exit_code=container.get("exitCode"), stop_code=stop_code,
+        reason=reason or None, started_at=_seconds(job.get("startedAt")),
+        stopped_at=_seconds(job.get("stoppedAt")),
+        details={k: str(v) for k, v in details.items() if v})
+
+
+class BatchBackend(ComputeBackend):
+    """Workers as AWS Batch jobs of one session, on GPU instances."""
+
+    name = "batch"
+    live_output = False
+    bills_idle = True
+
+    def __init__(self, *, session: str, region: str, queue: aws_batch.GpuQueue,
+                 instance: GpuInstance, job_definition: str, roles: provision.Roles,
+                 log_group: str, spec: WorkerSpec, batch: BatchClient | None = None) -> None:
+        self.session = session
+        self.region = region
+        self.queue = queue
+        self.instance = instance
+        self.roles = roles
+        self.log_group = log_group
+        self.batch = batch or make_client("batch", region=region)
+        #: What every worker of the session is started with.
+        self.spec = spec
+        self._definitions = {spec.image: job_definition}
+        self._jobs: dict[str, str] = {}  # worker id (job name) -> job id; not yet finished
+        self._stop_sent: set[str] = set()
+        self._launched = 0
+        self._next_poll = 0.0
+
+    # -- session --------------------------------------------------------
+    @classmethod
+    def open_session(cls, *, session: str, options: ExecutorOptions,
+                     on_output: OutputCallback | None = None) -> Session:
+        extra = dict(options.extra)
+        valid = (*FIELDS, *_EXTRA, *_environment.OPTION_NAMES)
+        unknown = sorted(set(extra) - set(valid))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) {', '.join(unknown)} for GPU workers (AWS Batch); valid: "
+                f"{', '.join(valid)}")
+        instance, spot = _instance_of(extra)
+        rate = extra.pop("instance_rate", None)
+        arch = extra.pop("arch", None)
+        if arch is not None and arch != instance.arch:
+            raise ConfigurationError(
+                f"arch={arch!r} does not match {instance.instance_type}, which is "
+                f"{instance.arch}: drop arch= (the instance type decides it), or pick an "
+                f"instance type of that architecture")
+        _check_size(instance, options.cpu, options.memory_mib)
+        env_mode, env_options = _environment.pop_env_options(extra, arch=instance.arch)
+        config = load_config(extra)
+        env_options = _environment.settle_mode(env_mode, env_options, config.image)
+        shared = provision.ensure_shared(config)
+        # The price first: a region without a recorded price fails before any
+        # queue or Batch resource exists.
+        price = _price_of(instance, shared.region, spot=spot, rate=rate)
+        notes: list[str] = []
+        requested = options.workers or DEFAULT_WORKERS
+        quota = read_gpu_plan(instance, math.ceil(requested / instance.gpus),
+                              region=shared.region, spot=spot)
+        if quota.plan.quota_vcpu is not None and quota.plan.workers == 0:
+            raise ConfigurationError(quota.message())
+        for note in (quota.message(), quota.in_use_note):
+            if note:
+                notes.append(note)
+        # The quota counts instances; each holds one worker per GPU.
+        max_workers = quota.plan.workers * instance.gpus
+        expected_hash: str | None = None
+        snapshot: Snapshot | None = None
+        if env_options.mode == "auto":
+            snapshot, swapped = _gpu_snapshot(_environment.snapshot_of(env_options))
+            if swapped:
+                notes.append(swapped)
+            report = _environment.ensure_environment(
+                env_options, snapshot, region=shared.region, repository=config.ecr_repository)
+            image = report.image.reference
+            expected_hash = report.image.env_hash
+        else:
+            image = _require_image(config.image)
+        queue = aws_batch.ensure_gpu_queue(instance=instance, spot=spot, network=shared.network,
+                                           region=shared.region,
+                                           repository=config.ecr_repository,
+                                           log_group=shared.log_group,
+                                           quota_vcpu=quota.plan.quota_vcpu)
+        definition = aws_batch.ensure_job_definition(
+            image=image, instance=instance, region=shared.region, roles=shared.roles,
+            log_group=shared.log_group)
+        vcpus, memory_mib = aws_batch.worker_share(instance)
+
+        def build(transport: AwsTransport, worker_env: dict[str, str]) -> BatchBackend:
+            spec = WorkerSpec(env=worker_env, cpu=float(vcpus), memory_mib=memory_mib,
+                              image=image)
+            return cls(session=session, region=shared.region, queue=queue, instance=instance,
+                       job_definition=definition, roles=shared.roles,
+                       log_group=shared.log_group, spec=spec)
+
+        transport, backend = open_worker_session(
+            session, shared=shared, max_receives=options.settings.max_receives,
+            env_options=env_options, snapshot=snapshot, expected_hash=expected_hash,
+            build=build)
+        spec = backend.spec
+        per_worker = "" if instance.gpus == 1 else f", shared by {instance.gpus} workers"
+        notes.append(
+            f"GPU workers run as AWS Batch jobs on {instance.instance_type} "
+            f"({'Spot' if spot else 'On-Demand'}, one {instance.gpu} per worker, {vcpus} vCPU "
+            f"and {memory_mib} MiB each) from job queue {queue.name}; instances start when "
+            "jobs are queued (minutes) and stop when idle, so the cost shown counts job "
+            "runtimes, not instance start-up")
+        return Session(
+            backend=backend, transport=transport, spec=spec,
+            pacing=LaunchPacing(tasks_per_call=1, calls_per_second=20.0,
+                                launches_per_second=20.0, launch_burst=100.0),
+            workers=DEFAULT_WORKERS, max_workers=max_workers, hourly_rate=price.hourly
+            / instance.gpus,
+            price_note=f"{instance.instance_type} {'Spot' if spot else 'On-Demand'} in "
+                       f"{price.region} at ${price.hourly:.4g}/h per instance{per_worker}, "
+                       f"{price.source}, recorded {price.recorded}",
+            notes=notes)
+
+    def _definition(self, spec: WorkerSpec) -> str:
+        if spec.image not in self._definitions:
+            self._definitions[spec.image] = aws_batch.ensure_job_definition(
+                image=spec.image, instance=self.instance, region=self.region,
+                roles=self.roles, log_group=self.log_group)
+        return self._definitions[spec.image]
+
+    # -- launch ---------------------------------------------------------
+    def launch(self, count: int, spec: WorkerSpec) -> list[str]:
+        leaked = sorted(_CREDENTIAL_VARS & set(spec.env))
+        if leaked:
+            raise BackendError(
+                f"refusing to put {', '.join(leaked)} in job overrides: workers take "
+                "credentials from their job role, never from the environment starburst sends")
+        if count <= 0:
+            return []
+        definition = self._definition(spec)
+        names = []
+        for _ in range(count):
+            self._launched += 1
+            names.append(f"{self.session}-w{self._launched}")
+        with ThreadPoolExecutor(max_workers=min(_API_THREADS, count),
+                                thread_name_prefix="starburst-submit") as pool:
+            results = list(pool.map(lambda n: self._submit(n, definition, spec), names))
+        started = [name for name, job_id in zip(names, results, strict=True) if job_id]
+        if len(started) < count:
+            log.info("starburst: AWS Batch accepted %d of %d workers (throttled); the rest "
+                     "later", len(started), count)
+        return started
+
+    def _submit(self, name: str, definition: str, spec: WorkerSpec) -> str | None:
+        """One SubmitJob; the job id, or None when throttled (botocore already retried)."""
+        # The job name is the worker id: it is known before the job exists, so the
+        # worker can carry it in its notices, and the scheduler matches both.
+        env: list[KeyValuePairTypeDef] = [
+            {"name": k, "value": v}
+            for k, v in sorted({**spec.env, "STARBURST_WORKER_ID": name}.items())]
+        with translate_errors(f"AWS Batch SubmitJob to {self.queue.name}", kind=BackendError):
+            try:
+                response = self.batch.submit_job(
+                    jobName=name, jobQueue=self.queue.queue_arn, jobDefinition=definition,
+                    containerOverrides={"environment": env}, propagateTags=True,
+                    tags={provision.SESSION_TAG: self.session})
+            except ClientError as exc:
+                if is_throttling(exc):
+                    return None
+                raise
+        job_id = response["jobId"]
+        self._jobs[name] = job_id
+        return job_id
+
+    # -- watch ----------------------------------------------------------
+    def poll(self) -> list[WorkerExit]:
+        now = time.monotonic()
+        if not self._jobs or now < self._next_poll:
+            return []
+        self._next_poll = now + _POLL_INTERVAL
+        by_id = {job_id: name for name, job_id in self._jobs.items()}
+        ids = list(by_id)
+        exits: list[WorkerExit] = []
+        for start in range(0, len(ids), _DESCRIBE_BATCH):
+            with translate_errors(f"AWS Batch DescribeJobs in {self.queue.name}",
+                                  kind=BackendError):
+                try:
+                    response = self.batch.describe_jobs(jobs=ids[start:start + _DESCRIBE_BATCH])
+                except ClientError as exc:
+                    if is_throttling(exc):
+                        return exits  # look again next round
+                    raise
+            seen = set()
+            for job in response.get("jobs", []):
+                name = by_id.get(job.get("jobId", ""))
+                if name is None:
+                    continue
+                seen.add(name)
+                if job.get("status") in _DONE:
+                    del self._jobs[name]
+                    exits.append(job_exit(job, name, spot=self.queue.spot))
+            for job_id in ids[start:start + _DESCRIBE_BATCH]:
+                name = by_id[job_id]
+                if name not in seen and name in self._jobs:
+                    del self._jobs[name]
+                    exits.append(WorkerExit(name, reason="AWS Batch no longer knows this job "
+                                                         "(it ended long ago)",
+                                            details={"job_id": job_id}))
+        return exits
+
+    def running(self) -> list[str]:
+        """Worker ids (job names) of submitted jobs not yet seen finished."""
+        return list(self._jobs)
+
+    # -- stop -----------------------------------------------------------
+    def stop(self, workers: Sequence[str] | None = None) -> None:
+        targets = [w for w in (list(self._jobs) if workers is None else workers)
+                   if w in self._jobs and w not in self._stop_sent]
+        if not targets:
+            return
+        with ThreadPoolExecutor(max_workers=min(_API_THREADS, len(targets)),
+                                thread_name_prefix="starburst-stop") as pool:
+            for name in pool.map(self._stop_one, targets):
+                self._stop_sent.add(name)
+
+    def _stop_one(self, name: str) -> str:
+        """TerminateJob: SIGTERM (then SIGKILL) a running job, cancels a queued one."""
+        job_id = self._jobs.get(name)
+        if job_id is None:
+            return name
+        with translate_errors(f"AWS Batch TerminateJob {job_id}", kind=BackendError):
+            try:
+                self.batch.terminate_job(
+                    jobId=job_id, reason=f"stopped by starburst (session {self.session})")
+            except ClientError as exc:
+                if error_code(exc) != "ClientException":  # already finished or unknown
+                    raise
+        return name
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            self.batch.close()
+
+
+def _instance_of(extra: dict[str, Any]) -> tuple[GpuInstance, bool]:
+    """Take ``gpu=``, ``instance_type=`` and ``spot=`` out of ``extra``; validate them."""
+    gpu = extra.pop("gpu", None)
+    instance_type = extra.pop("instance_type", None)
+    spot = extra.pop("spot", False)
+    if gpu is None:
+        from ..gpu import known_gpus
+
+        raise ConfigurationError(
+            "backend='batch' runs GPU workers: pass gpu=, one of "
+            f"{', '.join(known_gpus())} (e.g. gpu='nvidia-t4'); for CPU workers use "
+            "backend='fargate'")
+    if not isinstance(gpu, str):
+        raise ConfigurationError(f"gpu={gpu!r} must be a GPU name such as 'nvidia-t4'")
+    if instance_type is not None and not isinstance(instance_type, str):
+        raise ConfigurationError(
+            f"instance_type={instance_type!r} must be an EC2 type name such as 'g4dn.2xlarge'")
+    if not isinstance(spot, bool):
+        raise ConfigurationError(
+            f"spot={spot!r} must be True (an EC2 Spot compute environment: cheaper, may be "
+            "interrupted) or False (On-Demand)")
+    return resolve_gpu(gpu, instance_type), spot
+
+
+def _price_of(instance: GpuInstance, region: str, *, spot: bool,
+              rate: Any) -> InstancePrice:
+    """The instance price: ``instance_rate=`` when given, else the recorded one.
+
+    Raises:
+        ConfigurationError: no price is recorded for the type in ``region``
+            and no ``instance_rate=`` was given (the message says how to
+            pass one), or the rate is not a positive number.
+    """
+    if rate is None:
+        try:
+            return instance_price(instance.instance_type, region, spot=spot)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"{exc} For GPU workers, pass instance_rate=DOLLARS_PER_HOUR (the "
+                f"{'Spot' if spot else 'On-Demand'} price of one {instance.instance_type}) to "
+                "the Executor.") from None
+    if (isinstance(rate, bool) or not isinstance(rate, (int, float))
+            or not math.isfinite(rate) or rate <= 0):
+        raise ConfigurationError(
+            f"instance_rate={rate!r} must be the price of one {instance.instance_type} in "
+            "dollars per hour, e.g. instance_rate=0.526")
+    return given_price(instance.instance_type, region, float(rate), spot=spot)
+
+
+def _check_size(instance: GpuInstance, cpu: float, memory_mib: int) -> None:
+    """cpu= and memory= must fit one worker's share of the instance; else name one that fits.
+
+    A GPU worker gets its GPU's share of the instance (the defaults, 1 vCPU
+    and 2 GiB, always fit); asking for more than that would never be placed.
+    """
+    vcpus, memory = aws_batch.worker_share(instance)
+    if cpu <= vcpus and memory_mib <= memory:
+        return
+    from ..gpu import gpu_instances
+
+    shares = {i.instance_type: aws_batch.worker_share(i) for i in gpu_instances(instance.gpu)}
+    bigger = [t for t, (c, m) in shares.items() if c >= cpu and m >= memory_mib]
+    fix = (f"pass instance_type={bigger[0]!r} (the smallest {instance.gpu} instance that "
+           "fits)" if bigger else f"no {instance.gpu} instance is that large: ask for less")
+    raise ConfigurationError(
+        f"cpu={cpu:g} and memory={memory_mib} MiB do not fit a GPU worker on "
+        f"{instance.instance_type}, which gives each worker {vcpus} vCPU and {memory} MiB "
+        f"(one {instance.gpu}): {fix}")
+
+
+def _gpu_snapshot(snapshot: Snapshot) -> tuple[Snapshot, str]:
+    """The snapshot with CUDA builds in place of CPU-only pins, and a note on what changed."""
+    from ..envsync.cuda import cuda_swaps, gpu_pins, swap_report
+
+    report = swap_report(cuda_swaps(snapshot))
+    return gpu_pins(snapshot), (f"pins changed: {report}" if report else "")
+
+
+def _require_image(image: str | None) -> str:
+    if not image:
+        raise ConfigurationError(
+            "GPU workers need a container image: pass image='...' to the Executor, set "
+            "STARBURST_IMAGE, or add image = \"...\" to the starburst config (an image with "
+            "the same Python and packages as here, CUDA builds of them, and starburst "
+            "installed); or use env='auto' to build one")
+    return image
+
