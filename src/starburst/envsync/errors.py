@@ -32,7 +32,7 @@ class UnsupportedPackageError(EnvironmentBuildError, ConfigurationError):
     message names the package, its version and the target platform, and
     lists the fixes: a ``base_image=`` that already holds the library, a
     version that publishes a wheel for the target, another ``platform=``,
-    or leaving the package out of the snapshot (``exclude=``).
+    or leaving the package out of the snapshot (``take_snapshot(exclude=...)``).
 
     Attributes:
         package: the distribution name, normalised (``scikit-learn``).

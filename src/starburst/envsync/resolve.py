@@ -273,6 +273,12 @@ def _parse(stderr: str) -> tuple[str, str | None, str] | None:
     return None
 
 
+def _exclude(name: str, arch: str) -> str:
+    """How to leave ``name`` out of the workers' environment, as an Executor option."""
+    return (f"leave it out with snapshot=starburst.envsync.take_snapshot('{arch}', "
+            f"exclude=['{name}'])")
+
+
 def _failure(stderr: str, target: Target, *, known: dict[str, Distribution],
              action: str) -> EnvironmentBuildError:
     parsed = _parse(stderr)
@@ -287,14 +293,15 @@ def _failure(stderr: str, target: Target, *, known: dict[str, Distribution],
     if reason == "missing":
         return UnsupportedPackageError(
             f"{spec} is not on the package index, so workers cannot install it. Fix: pass "
-            f"index_url=/find_links= for the index it came from, or exclude=['{name}'] if the "
-            f"workers never import it.\nuv said:\n{detail}",
+            f"index=starburst.envsync.IndexOptions(index_url=...) (or find_links=[...]) naming "
+            f"the index it came from, or {_exclude(name, target.arch)} if the workers never "
+            f"import it.\nuv said:\n{detail}",
             package=name, version=version, platform=target.uv_platform)
     if reason == "version":
         return UnsupportedPackageError(
             f"{spec} is not available from the package index for {where}. Fix: install a "
             f"published version locally (pip install '{name}!={version}'), or "
-            f"exclude=['{name}'].\nuv said:\n{detail}",
+            f"{_exclude(name, target.arch)}.\nuv said:\n{detail}",
             package=name, version=version, platform=target.uv_platform)
     cause = ("is published only as source code that needs a compiler"
              if reason == "sdist" else "has wheels only for other platforms")
@@ -307,7 +314,7 @@ def _failure(stderr: str, target: Target, *, known: dict[str, Distribution],
         f"wheels because workers have no compiler{unknown}. Fix it with one of: "
         f"base_image= an image that already has {name} installed; a version of {name} that "
         f"publishes a {target.uv_platform} wheel (pip install '{name}==<that version>'); "
-        f"platform='{other}'; or exclude=['{name}'] if the workers never import it.\n"
+        f"platform='{other}'; or {_exclude(name, target.arch)} if the workers never import it.\n"
         f"uv said:\n{detail}",
         package=name, version=version, platform=target.uv_platform)
 
