@@ -81,7 +81,8 @@ class Notice:
         receipt: lease receipt of the task message (``start`` only).
         key: store key of the result, or "" when it rides in ``body``.
         checksum: BLAKE2b of the result frame (``done``).
-        info: free-form details (durations, error text of ``bad``).
+        info: free-form details (durations, error text of ``bad``, why tasks came
+            back ``unrun``: see :data:`starburst.worker.loop.UNRUN_STOPPED`).
         body: inline result frame.
     """
 

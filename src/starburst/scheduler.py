@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .backends.base import WorkerExit
@@ -131,18 +132,27 @@ class Budget:
 
     Spending is counted conservatively from each worker's launch (Fargate
     bills from the image pull, a little later), per second with the
-    one-minute minimum. The projection adds the remaining tasks at the
-    mean task time measured so far.
+    one-minute minimum, each worker at its own rate when the backend said
+    it (:meth:`Scheduler.launched`: a Fargate Spot session's On-Demand
+    fallbacks cost about 3.3 times its Spot workers). The projection adds
+    the remaining tasks at the mean task time measured so far, at the mean
+    rate of the workers alive.
 
     Attributes:
-        rate_per_second: dollars per worker-second.
+        rate_per_second: dollars per worker-second of a worker whose own
+            rate is not known (the session's rate).
         max_cost: the cap.
         min_seconds: billing minimum per worker.
+        launch_rate_per_second: the most a worker about to be launched may
+            cost per second (Spot ``"prefer"``: the On-Demand rate of a
+            fallback), so the budget never commits to a minute it cannot
+            pay; None: ``rate_per_second``.
     """
 
     rate_per_second: float
     max_cost: float
     min_seconds: float = 60.0
+    launch_rate_per_second: float | None = None
 
 
 Action = Launch | Redeliver | Discard | Fail | Retire | OverBudget
@@ -228,6 +238,8 @@ class Scheduler:
         self.idle_since: dict[str, float] = {}
         self.worker_start: dict[str, float] = {}
         self.worker_stop: dict[str, float] = {}
+        #: Dollars per second of the workers whose backend said their rate.
+        self.worker_rate: dict[str, float] = {}
         self._task_seconds = 0.0
         self._tasks_timed = 0
         self._pending = 0
@@ -341,10 +353,18 @@ class Scheduler:
         return [Redeliver(rec.chunk, rec.receipt)]
 
     # -- workers --------------------------------------------------------
-    def launched(self, workers: list[str], requested: int, now: float | None = None) -> None:
-        """The backend started ``workers`` out of ``requested`` asked for."""
+    def launched(self, workers: list[str], requested: int, now: float | None = None,
+                 rates: Mapping[str, float] | None = None) -> None:
+        """The backend started ``workers`` out of ``requested`` asked for.
+
+        ``rates``: dollars per worker-second of those whose rate differs
+        from the session's (a Spot session's On-Demand fallbacks); the
+        spend, the budget and :meth:`worker_cost` price each at its own.
+        """
         self.launching = max(0, self.launching - requested)
         self.alive.update(workers)
+        if rates:
+            self.worker_rate.update((w, rates[w]) for w in workers if w in rates)
         if now is not None:
             # Idle until they lease something: if the queue drains before a
             # worker comes up, it is retired before it costs anything more.
@@ -383,19 +403,38 @@ class Scheduler:
             seconds += max(min_seconds, end - start)
         return seconds
 
+    def worker_cost(self, now: float, rate_per_second: float,
+                    min_seconds: float = 60.0) -> float:
+        """Dollars of billable worker time so far: from each launch, one-minute minimum,
+        each worker at its own rate (:meth:`launched`), else at ``rate_per_second``."""
+        dollars = 0.0
+        for worker, start in self.worker_start.items():
+            end = self.worker_stop.get(worker, now)
+            dollars += (max(min_seconds, end - start)
+                        * self.worker_rate.get(worker, rate_per_second))
+        return dollars
+
     def spent(self, now: float) -> float:
         """Dollars committed so far (conservative: from launch, one-minute minimum)."""
         if self.budget is None:
             return 0.0
-        return self.worker_seconds(now, self.budget.min_seconds) * self.budget.rate_per_second
+        return self.worker_cost(now, self.budget.rate_per_second, self.budget.min_seconds)
+
+    def _running_rate(self, default: float) -> float:
+        """Mean dollars per second of the workers alive (``default`` when none is):
+        what the pending tasks will cost per second of work."""
+        if not self.alive:
+            return default
+        return sum(self.worker_rate.get(w, default) for w in self.alive) / len(self.alive)
 
     def projected(self) -> float:
-        """Dollars the pending tasks will still cost at the mean task time so far."""
+        """Dollars the pending tasks will still cost at the mean task time so far,
+        at the mean rate of the workers alive."""
         if self.budget is None or not self._tasks_timed:
             return 0.0
         pending_tasks = sum(r.n for r in self.chunks.values() if r.state is ChunkState.PENDING)
         per_task = self._task_seconds / self._tasks_timed
-        return pending_tasks * per_task * self.budget.rate_per_second
+        return pending_tasks * per_task * self._running_rate(self.budget.rate_per_second)
 
     def _check_budget(self, now: float) -> list[Action]:
         budget = self.budget
@@ -418,7 +457,9 @@ class Scheduler:
         if budget is None or n <= 0:
             return n
         left = budget.max_cost - self.spent(now) - self.projected()
-        per_worker = budget.min_seconds * budget.rate_per_second
+        rate = (budget.rate_per_second if budget.launch_rate_per_second is None
+                else budget.launch_rate_per_second)
+        per_worker = budget.min_seconds * rate
         return max(0, min(n, int(left // per_worker))) if per_worker > 0 else n
 
     def tick(self, now: float) -> list[Action]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from _support import alive, wait_for
-from _tasks import marked_nap
+from _tasks import double, marked_nap
 from botocore.awsrequest import AWSResponse
 
 import starburst
@@ -217,6 +217,24 @@ def test_prefer_falls_back_only_as_far_as_quota_and_hourly_cap_allow(aws, limits
     _stopped(backend, 1)
 
 
+def test_the_hourly_cap_counts_live_fallbacks_at_their_on_demand_rate(aws):
+    said: list[str] = []
+    backend, spec = _probe(aws, spot="prefer", max_hourly_cost=0.11,
+                           on_output=lambda worker, stream, line: said.append(line))
+    calls = _refuse_spot(backend)
+    fallbacks = backend.launch(3, spec)
+    assert len(fallbacks) == 2  # 2 x $0.05/h On-Demand of the $0.11/h
+    assert [backend.rate_of(arn) for arn in fallbacks] == [RATES[ON_DEMAND]] * 2
+    # $0.01/h is left: not even one Spot worker ($0.015/h) is asked for.
+    assert backend.launch(1, spec) == []
+    assert calls == [True, False]
+    assert said[-1] == ("starburst: max_hourly_cost=$0.11: the workers running now (On-Demand "
+                        "ones cost $0.0500/h) leave room for 0 of 1 more; later launches start "
+                        "the rest as room frees up")
+    _stopped(backend, 2)
+    assert [backend.rate_of(arn) for arn in fallbacks] == [None, None]  # gone: not asked
+
+
 def test_require_starts_fewer_and_says_it_waits_for_spot(aws):
     said: list[str] = []
     backend, spec = _probe(aws, spot="require",
@@ -313,6 +331,26 @@ def test_an_interrupted_worker_finishes_its_task_and_hands_back_the_rest(aws, tm
     report = ex.cost()
     assert report.computed == pytest.approx(
         report.hourly_rate * status.workers_launched / 60)  # every task Spot, < 1 minute
+
+
+def test_a_prefer_session_without_spot_capacity_spends_at_the_on_demand_rate(aws, monkeypatch):
+    monkeypatch.setenv("STARBURST_SPOT_VCPU_QUOTA", "1000")
+    # Short intervals, so the retired worker stops (and the test ends) within a second.
+    settings = starburst.Settings(poll=0.05, idle_timeout=30, heartbeat=1.0,
+                                  client_heartbeat=1.0)
+    with starburst.Executor(backend="fargate", spot="prefer", workers=1, max_cost=5.0,
+                            settings=settings, progress=False) as ex:
+        backend = ex._client.backend
+        assert isinstance(backend, FargateBackend)
+        calls = _refuse_spot(backend)  # before any work: nothing launched yet
+        assert ex.submit(double, 21).result(timeout=60) == 42
+        assert calls == [True, False]  # Spot refused, started On-Demand
+        on_demand = backend.rates[ON_DEMAND]
+        # The live spend and the budget count the worker's first minute On-Demand,
+        # not at the session's (Spot) rate.
+        assert ex.cost().spent == pytest.approx(on_demand / 60)
+        assert ex._client.scheduler.spent(time.monotonic()) == pytest.approx(on_demand / 60)
+        assert on_demand > 2 * ex.cost().hourly_rate  # the Spot rate
 
 
 def test_a_task_that_outlasts_the_stop_window_is_interrupted_and_its_chunk_released(

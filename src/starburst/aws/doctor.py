@@ -80,10 +80,18 @@ def _bucket(region: str, bucket: str) -> str:
 
 
 def _roles(region: str, config: AwsConfig) -> str:
+    """The execution and task roles (and the debug task role, where it exists): present,
+    scoped, no FullAccess policy, and ECS Exec's actions on the debug role only."""
     iam = client("iam", region=region)
     found = []
-    for name, arn in ((provision.EXECUTION_ROLE, config.execution_role_arn),
-                      (provision.TASK_ROLE, config.task_role_arn)):
+    named = [(provision.EXECUTION_ROLE, config.execution_role_arn),
+             (provision.TASK_ROLE, config.task_role_arn)]
+    try:
+        iam.get_role(RoleName=provision.DEBUG_TASK_ROLE)
+        named.append((provision.DEBUG_TASK_ROLE, None))
+    except ClientError:
+        pass  # made by `starburst setup` or the first debug=True session
+    for name, arn in named:
         role = (arn or name).rsplit("/", 1)[-1]
         try:
             iam.get_role(RoleName=role)
@@ -91,7 +99,12 @@ def _roles(region: str, config: AwsConfig) -> str:
             raise _Failed(f"IAM role {role} is missing ({exc})") from exc
         for pname in iam.list_role_policies(RoleName=role)["PolicyNames"]:
             doc: Any = iam.get_role_policy(RoleName=role, PolicyName=pname)["PolicyDocument"]
-            problems = policies.wildcard_writes(doc if isinstance(doc, dict) else json.loads(doc))
+            doc = doc if isinstance(doc, dict) else json.loads(doc)
+            problems = policies.wildcard_writes(doc)
+            if role != provision.DEBUG_TASK_ROLE and set(policies.ECS_EXEC_ACTIONS) & set(
+                    policies.actions_of(doc)):
+                problems.append(f"it grants ECS Exec's ssmmessages actions, which belong to "
+                                f"{provision.DEBUG_TASK_ROLE} (debug sessions) only")
             if problems:
                 raise _Failed(f"IAM role {role}, policy {pname}: {'; '.join(problems)}")
         for att in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:

@@ -13,10 +13,18 @@ import json
 from typing import Any
 
 __all__ = [
-    "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "bucket_policy", "execution_policy", "gpu_statements",
-    "instance_policy",
+    "ECS_EXEC_ACTIONS", "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "actions_of", "bucket_policy",
+    "debug_task_policy", "execution_policy", "gpu_statements", "instance_policy",
     "log_bucket_policy", "principal_arn", "task_policy", "user_policy", "wildcard_writes",
 ]
+
+#: What ECS Exec needs from the task role: the SSM agent in the task opens its
+#: control and data channels with the task's credentials. Only the debug
+#: role ``starburst-task-debug`` has them (:func:`debug_task_policy`).
+ECS_EXEC_ACTIONS = ("ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+                    "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel")
+_ECS_EXEC_WHY = ("ECS Exec's channels have no ARN; granted only to starburst-task-debug, the "
+                 "task role of debug=True sessions")
 
 #: Actions IAM only accepts with ``Resource: "*"``, and why each is needed.
 UNSCOPABLE_ACTIONS: dict[str, str] = {
@@ -30,6 +38,7 @@ UNSCOPABLE_ACTIONS: dict[str, str] = {
                                 "belongs to a cluster (GPU instance role only)",
     "servicequotas:RequestServiceQuotaIncrease": "quota requests have no resource ARN "
                                                  "(`starburst quota --request` only)",
+    **dict.fromkeys(ECS_EXEC_ACTIONS, _ECS_EXEC_WHY),
 }
 #: Verbs that only read; anything else counts as a write for the check.
 READ_PREFIXES = ("Get", "List", "Describe", "Head", "Filter", "BatchGet", "Lookup")
@@ -143,6 +152,16 @@ def task_policy(*, part: str, account: str, bucket: str, prefix: str) -> dict[st
          "Resource": f"arn:{part}:sqs:*:{account}:starburst-*"})
 
 
+def debug_task_policy(*, part: str, account: str, bucket: str, prefix: str) -> dict[str, Any]:
+    """The task role of debug sessions (``starburst-task-debug``): :func:`task_policy`
+    plus the four ECS Exec channel actions, which IAM accepts only on ``*``, so that
+    ``aws ecs execute-command`` can reach a kept worker. Ordinary workers never get them."""
+    doc = task_policy(part=part, account=account, bucket=bucket, prefix=prefix)
+    doc["Statement"].append({"Sid": "EcsExecChannels", "Effect": "Allow",
+                             "Action": list(ECS_EXEC_ACTIONS), "Resource": "*"})
+    return doc
+
+
 def gpu_statements(*, part: str, region: str, account: str) -> list[dict[str, Any]]:
     """What running GPU sessions adds (after `starburst setup --gpu`): submit, watch and
     stop jobs on starburst's Batch queues, register starburst job definitions (naming
@@ -153,7 +172,7 @@ def gpu_statements(*, part: str, region: str, account: str) -> list[dict[str, An
              f"arn:{part}:iam::{account}:role/starburst-task"]
     return [
         {"Sid": "GpuReads", "Effect": "Allow", "Resource": "*",
-         "Action": ["batch:DescribeJobs", "batch:DescribeJobQueues",
+         "Action": ["batch:DescribeJobs", "batch:DescribeJobQueues", "batch:ListJobs",
                     "batch:DescribeComputeEnvironments", "batch:DescribeJobDefinitions",
                     "ec2:DescribeInstances", "servicequotas:GetAWSDefaultServiceQuota"]},
         {"Sid": "GpuJobs", "Effect": "Allow",
@@ -191,8 +210,11 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
          "Resource": f"{ecs}:cluster/{cluster}"},
         {"Sid": "PassRoles", "Effect": "Allow", "Action": "iam:PassRole",
          "Resource": [f"arn:{part}:iam::{account}:role/starburst-execution",
-                      f"arn:{part}:iam::{account}:role/starburst-task"],
+                      f"arn:{part}:iam::{account}:role/starburst-task",
+                      f"arn:{part}:iam::{account}:role/starburst-task-debug"],
          "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}},
+        {"Sid": "DebugExec", "Effect": "Allow", "Action": "ecs:ExecuteCommand",
+         "Resource": [f"{ecs}:cluster/{cluster}", f"{ecs}:task/{cluster}/*"]},
         {"Sid": "ReadRoles", "Effect": "Allow", "Action": ["iam:GetRole"],
          "Resource": f"arn:{part}:iam::{account}:role/starburst-*"},
         {"Sid": "RunData", "Effect": "Allow",
@@ -225,14 +247,25 @@ def _listed(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value or [])
 
 
+def actions_of(policy: dict[str, Any]) -> list[str]:
+    """Every action an identity policy allows, in statement order."""
+    statements = policy.get("Statement")
+    return [action for st in _listed_statements(statements) if st.get("Effect") == "Allow"
+            for action in _listed(st.get("Action"))]
+
+
+def _listed_statements(statements: Any) -> list[dict[str, Any]]:
+    items = statements if isinstance(statements, list) else [statements]
+    return [st for st in items if isinstance(st, dict)]
+
+
 def wildcard_writes(policy: dict[str, Any] | str) -> list[str]:
     """Problems in an identity policy: ``*`` actions, and write actions on ``Resource: "*"``
     (or a service-wide ARN) outside :data:`UNSCOPABLE_ACTIONS`."""
     doc = json.loads(policy) if isinstance(policy, str) else policy
     problems: list[str] = []
-    for st in _listed(doc.get("Statement")) if isinstance(doc.get("Statement"), list) else \
-            [doc.get("Statement")]:
-        if not isinstance(st, dict) or st.get("Effect") != "Allow":
+    for st in _listed_statements(doc.get("Statement")):
+        if st.get("Effect") != "Allow":
             continue
         actions = _listed(st.get("Action"))
         resources = _listed(st.get("Resource"))

@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 from ..exceptions import CloudError, ConfigurationError
 from ..transport.aws import QueueUrls
 from ..transport.sqs import MAX_MESSAGE_BYTES
+from . import policies
 from .clients import account_id, client, partition, resolve_region
 from .config import AwsConfig
 from .errors import error_code, translate_errors
@@ -35,9 +36,10 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.literals import QueueAttributeNameType
 
 __all__ = [
-    "CONTAINER_NAME", "LOG_STREAM_PREFIX", "MANAGED_TAG", "SESSION_TAG", "SPOT_STOP_TIMEOUT",
-    "STOP_TIMEOUT_ENV", "Network", "Roles", "Shared", "create_session_queues",
-    "default_bucket", "delete_session_queues", "ensure_bucket", "ensure_cluster",
+    "CONTAINER_NAME", "DEBUG_TASK_ROLE", "LOG_STREAM_PREFIX", "MANAGED_TAG", "SESSION_TAG",
+    "SPOT_STOP_TIMEOUT", "STOP_TIMEOUT_ENV", "Network", "Roles", "Shared", "create_session_queues",
+    "data_policy_name", "default_bucket", "delete_session_queues", "ensure_bucket",
+    "ensure_cluster", "ensure_debug_role",
     "ensure_log_group", "ensure_network", "ensure_repository", "ensure_roles",
     "ensure_shared", "ensure_spot_provider", "ensure_task_definition", "queue_names",
 ]
@@ -50,6 +52,9 @@ CONTAINER_NAME = "worker"
 LOG_STREAM_PREFIX = "starburst"
 EXECUTION_ROLE = "starburst-execution"
 TASK_ROLE = "starburst-task"
+#: The task role of debug sessions only: ``starburst-task`` plus the ECS Exec
+#: channel actions (:func:`~starburst.aws.policies.debug_task_policy`).
+DEBUG_TASK_ROLE = "starburst-task-debug"
 SECURITY_GROUP = "starburst-workers"
 #: The container ``stopTimeout`` of Spot workers: Fargate's maximum, so the
 #: whole two-minute interruption notice lies between SIGTERM and SIGKILL.
@@ -68,6 +73,8 @@ _RECORD_EXPIRY_DAYS = 30
 _ABORT_UPLOADS_DAYS = 1
 #: SQS's maximum retention (14 days), so a detached run of many days keeps its work.
 _QUEUE_RETENTION_S = 14 * 24 * 3600
+#: What IAM answers when this identity may not write a role's policy.
+_DENIED_CODES = ("AccessDenied", "AccessDeniedException")
 _NOT_FOUND_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 _ARCHES = {"x86_64": "X86_64", "amd64": "X86_64", "arm64": "ARM64", "aarch64": "ARM64"}
 _TRUST_ECS_TASKS = json.dumps({"Version": "2012-10-17", "Statement": [{
@@ -244,19 +251,37 @@ def ensure_log_group(name: str, *, region: str) -> None:
 
 
 def _ensure_role(name: str, description: str, policy_name: str, policy: str, *,
-                 region: str) -> str:
+                 region: str, keep_if_denied: bool = False) -> str:
+    """Return the ARN of role ``name``, creating it if missing, and write its inline policy.
+
+    ``keep_if_denied``: an existing role whose policy this identity may not
+    write (one limited to running sessions, after `starburst setup` wrote
+    it) is used as it is.
+    """
     iam = client("iam", region=region)
     with translate_errors(f"IAM role {name}"):
+        existed = True
         try:
             arn = iam.get_role(RoleName=name)["Role"]["Arn"]
         except ClientError as exc:
             if error_code(exc) != "NoSuchEntity":
                 raise
+            existed = False
             arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=_TRUST_ECS_TASKS,
                                   Description=description, Tags=_managed_tags())["Role"]["Arn"]
         # Idempotent; it also updates a policy an older starburst wrote.
-        iam.put_role_policy(RoleName=name, PolicyName=policy_name, PolicyDocument=policy)
+        try:
+            iam.put_role_policy(RoleName=name, PolicyName=policy_name, PolicyDocument=policy)
+        except ClientError as exc:
+            if not (keep_if_denied and existed and error_code(exc) in _DENIED_CODES):
+                raise
     return arn
+
+
+def data_policy_name(bucket: str) -> str:
+    """The task roles' inline policy for ``bucket``: one per bucket, since IAM is global
+    and buckets are per region."""
+    return f"starburst-data-{bucket}"[:128]
 
 
 def ensure_roles(*, region: str, bucket: str, prefix: str, execution_role_arn: str | None = None,
@@ -271,20 +296,47 @@ def ensure_roles(*, region: str, bucket: str, prefix: str, execution_role_arn: s
         "starburst-execution", _EXECUTION_POLICY, region=region)
     if task_role_arn:
         return Roles(execution, task_role_arn)
-    part, account = partition(region), account_id(region)
-    key_prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-    policy = json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Resource": f"arn:{part}:s3:::{bucket}/{key_prefix}*", "Action": [
-            "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]},
-        {"Effect": "Allow", "Resource": f"arn:{part}:s3:::{bucket}", "Action": "s3:ListBucket",
-         "Condition": {"StringLike": {"s3:prefix": f"{key_prefix}*"}}},
-        {"Effect": "Allow", "Resource": f"arn:{part}:sqs:*:{account}:starburst-*", "Action": [
-            "sqs:ReceiveMessage", "sqs:SendMessage", "sqs:DeleteMessage",
-            "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]}]})
-    # One inline policy per bucket: IAM is global, buckets are per region.
+    policy = json.dumps(policies.task_policy(part=partition(region), account=account_id(region),
+                                             bucket=bucket, prefix=prefix))
     task = _ensure_role(TASK_ROLE, "starburst: what worker code may touch",
-                        f"starburst-data-{bucket}"[:128], policy, region=region)
+                        data_policy_name(bucket), policy, region=region)
     return Roles(execution, task)
+
+
+def ensure_debug_role(roles: Roles, *, region: str, bucket: str,
+                      prefix: str) -> tuple[Roles, str]:
+    """The roles of a debug session (``debug=True``): its workers run as
+    :data:`DEBUG_TASK_ROLE`, ``starburst-task`` plus the four ECS Exec channel
+    actions, so ``aws ecs execute-command`` reaches a kept worker while every
+    other session's workers keep the narrow role.
+
+    The role is created when missing (``starburst setup`` creates it too, for
+    identities that may not create roles) and its policy is rewritten when
+    this identity may. A task role of your own (``task_role_arn`` naming
+    another role) is kept: starburst cannot know what to derive from it, and
+    the note returned says what ECS Exec needs of it ("" otherwise).
+
+    Raises:
+        ConfigurationError: the debug role is missing and cannot be created here.
+    """
+    if roles.task.rsplit("/", 1)[-1] != TASK_ROLE:
+        return roles, (
+            f"debug=True: the workers run as your task role {roles.task} (task_role_arn); "
+            f"ECS Exec reaches them only if it allows {', '.join(policies.ECS_EXEC_ACTIONS)} "
+            f"on Resource \"*\" (starburst's own roles put these in {DEBUG_TASK_ROLE} only)")
+    policy = json.dumps(policies.debug_task_policy(
+        part=partition(region), account=account_id(region), bucket=bucket, prefix=prefix))
+    try:
+        task = _ensure_role(DEBUG_TASK_ROLE, "starburst: worker role of debug sessions "
+                            "(starburst-task plus ECS Exec)", data_policy_name(bucket), policy,
+                            region=region, keep_if_denied=True)
+    except CloudError as exc:
+        raise ConfigurationError(
+            f"debug=True runs workers as the IAM role {DEBUG_TASK_ROLE} (starburst-task plus "
+            f"the ECS Exec channel actions), which could not be made ready ({exc}): run "
+            "`starburst setup` (it creates the role), or ask an administrator to, or pass "
+            "debug=False") from exc
+    return Roles(roles.execution, task), ""
 
 
 def ensure_network(*, region: str, subnets: tuple[str, ...] = (),

@@ -410,7 +410,12 @@ def run_setup(plan: SetupPlan) -> SetupPlan:
         task = _setup_role(plan, provision.TASK_ROLE, f"starburst-data-{plan.bucket}"[:128],
                            policies.task_policy(part=part, account=plan.account,
                                                 bucket=plan.bucket, prefix=plan.prefix))
-        _setup_buckets(plan, [task, policies.principal_arn(plan.caller)])
+        # Debug sessions' workers (ECS Exec) run as their own role: it must write too.
+        debug = _setup_role(plan, provision.DEBUG_TASK_ROLE,
+                            provision.data_policy_name(plan.bucket),
+                            policies.debug_task_policy(part=part, account=plan.account,
+                                                       bucket=plan.bucket, prefix=plan.prefix))
+        _setup_buckets(plan, [task, debug, policies.principal_arn(plan.caller)])
         _setup_repository(plan)
         _setup_cluster_and_logs(plan)
         network = _setup_network(plan, config.subnets, config.security_groups)

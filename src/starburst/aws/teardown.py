@@ -119,7 +119,7 @@ def run_teardown(plan: SetupPlan) -> SetupPlan:
             plan.change(f"delete log group {plan.log_group}",
                         lambda: logs.delete_log_group(logGroupName=plan.log_group))
         iam = client("iam", region=region)
-        for role in (provision.EXECUTION_ROLE, provision.TASK_ROLE):
+        for role in (provision.EXECUTION_ROLE, provision.TASK_ROLE, provision.DEBUG_TASK_ROLE):
             try:
                 names = iam.list_role_policies(RoleName=role)["PolicyNames"]
             except ClientError:

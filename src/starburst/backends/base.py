@@ -120,7 +120,11 @@ class Session:
         pacing: launch rate limits the scheduler must respect.
         workers: the worker count when the user gave none.
         max_workers: the most workers that may run (quota); None: no limit.
-        hourly_rate: dollars per worker-hour (0 for local workers).
+        hourly_rate: dollars per worker-hour (0 for local workers): what a
+            worker costs unless :meth:`ComputeBackend.rate_of` says otherwise.
+        max_hourly_rate: the most one worker may cost per hour when that is
+            above ``hourly_rate`` (Fargate Spot ``"prefer"``: an On-Demand
+            fallback); None: every worker costs ``hourly_rate`` at most.
         price_note: where the rate comes from (region, date, source).
         notes: things the user should know before the run (quota cuts...).
     """
@@ -132,6 +136,7 @@ class Session:
     workers: int
     max_workers: int | None = None
     hourly_rate: float = 0.0
+    max_hourly_rate: float | None = None
     price_note: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -182,6 +187,16 @@ class ComputeBackend(abc.ABC):
     @abc.abstractmethod
     def stop(self, workers: Sequence[str] | None = None) -> None:
         """Stop the given workers, or all of this backend's workers."""
+
+    def rate_of(self, worker: str) -> float | None:
+        """Dollars per hour of a worker this backend launched, when it differs by worker.
+
+        The client asks right after :meth:`launch`, so the live spend and the
+        ``max_cost`` budget price each worker at what it really costs (a
+        Fargate Spot session's On-Demand fallbacks). None: the session's
+        ``hourly_rate``.
+        """
+        return None
 
     def keep_for_debugging(self, worker: str) -> str | None:
         """Debug mode: leave ``worker`` running when all workers are stopped (it

@@ -25,8 +25,11 @@ later launch tries Spot first again, since Spot shortages are usually
 brief and Spot costs about 70% less. ``"require"`` starts fewer and the
 scheduler asks again later. The quota planned against is the Spot vCPU
 quota; the rate is the cached Spot rate, else On-Demand less the
-advertised discount (the price note says which), and the cost after the
-run prices each task by the capacity provider it ran on. Fargate Spot
+advertised discount (the price note says which). Each worker is priced by
+the capacity provider it was launched on (:meth:`FargateBackend.rate_of`):
+the live spend, the ``max_cost`` budget and the cost after the run count
+a fallback at the On-Demand rate, and ``max_hourly_cost`` is checked
+against the live tasks' own rates before each launch. Fargate Spot
 runs only X86_64 tasks: ``platform="arm64"`` with ``spot="require"`` is
 refused before anything starts, with True/"prefer" it runs On-Demand
 Graviton and says why.
@@ -65,6 +68,7 @@ from ..transport import open_transport
 from ..transport.aws import AwsTransport
 from ..transport.s3 import S3Store
 from . import _environment
+from ._aws_session import open_worker_session
 from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
 
 if TYPE_CHECKING:
@@ -197,6 +201,8 @@ class FargateBackend(ComputeBackend):
         self.shared = shared
         self.arch = arch
         self.ecs = ecs or make_client("ecs", region=shared.region)
+        #: How the session's workers start (the client adds its settings to the env).
+        self.spec = spec
         self._definitions = {(spec.image, spec.cpu, spec.memory_mib): task_definition}
         self._tasks: dict[str, float] = {}  # task ARN -> launch time; not yet seen STOPPED
         self._stop_sent: set[str] = set()
@@ -231,7 +237,7 @@ class FargateBackend(ComputeBackend):
         validate_size(options.cpu, options.memory_mib)
         config = load_config(extra)
         env_options = _environment.settle_mode(env_mode, env_options, config.image)
-        shared = provision.ensure_shared(config)
+        shared = _for_debugging(provision.ensure_shared(config), options.debug, notes)
         if spot is not None:
             provision.ensure_spot_provider(shared.cluster, region=shared.region)
         # Priced before anything per-session exists: an unknown region fails here.
@@ -283,33 +289,24 @@ class FargateBackend(ComputeBackend):
             max_workers = plan.workers
         if spot is not None:
             notes.append(_spot_note(spot, rates, shared.region))
-        queues = provision.create_session_queues(
-            session, region=shared.region, max_receives=options.settings.max_receives)
-        try:
-            transport = AwsTransport(bucket=shared.bucket, prefix=shared.prefix, queues=queues,
-                                     region=shared.region)
-            worker_env = {"STARBURST_TRANSPORT": transport.spec, "STARBURST_SESSION": session}
-            if expected_hash is not None:
-                worker_env[_environment.EXPECTED_HASH_ENV] = expected_hash
-            if env_options.code:
-                if snapshot is None:
-                    snapshot = _environment.snapshot_of(env_options)
-                key = _environment.upload_code(transport, session, snapshot)
-                if key is not None:
-                    worker_env[_environment.CODE_ENV] = key
+
+        def build(transport: AwsTransport, worker_env: dict[str, str]) -> FargateBackend:
             spec = WorkerSpec(env=worker_env,
                               cpu=options.cpu, memory_mib=options.memory_mib, image=image)
-            backend = cls(session=session, shared=shared, arch=arch,
-                          task_definition=definition, spec=spec, debug=options.debug,
-                          spot=spot, rates=rates, on_demand_limit=on_demand_limit,
-                          max_hourly_cost=options.max_hourly_cost, on_output=on_output)
-        except BaseException:
-            provision.delete_session_queues(session, region=shared.region)
-            raise
-        return Session(backend=backend, transport=transport, spec=spec, pacing=LaunchPacing(),
-                       workers=DEFAULT_WORKERS, max_workers=max_workers,
+            return cls(session=session, shared=shared, arch=arch,
+                       task_definition=definition, spec=spec, debug=options.debug,
+                       spot=spot, rates=rates, on_demand_limit=on_demand_limit,
+                       max_hourly_cost=options.max_hourly_cost, on_output=on_output)
+
+        transport, backend = open_worker_session(
+            session, shared=shared, max_receives=options.settings.max_receives,
+            env_options=env_options, snapshot=snapshot, expected_hash=expected_hash,
+            build=build)
+        return Session(backend=backend, transport=transport, spec=backend.spec,
+                       pacing=LaunchPacing(), workers=DEFAULT_WORKERS, max_workers=max_workers,
                        hourly_rate=rates[SPOT if spot is not None else ON_DEMAND],
-                       price_note=price_note, notes=notes)
+                       max_hourly_rate=_dearest(spot, rates), price_note=price_note,
+                       notes=notes)
 
     @classmethod
     def attach_session(cls, *, session: str, options: ExecutorOptions,
@@ -368,7 +365,8 @@ class FargateBackend(ComputeBackend):
         # What the first client was given, then what this one is given.
         recorded = {k: v for k, v in record.options.items() if k in FIELDS}
         config = load_config({**recorded, **{k: v for k, v in given.items() if v is not None}})
-        shared = provision.ensure_shared(config)
+        notes: list[str] = []
+        shared = _for_debugging(provision.ensure_shared(config), options.debug, notes)
         transport = open_transport(record.transport)
         try:
             image = str(worker.get("image") or config.image or "")
@@ -410,7 +408,8 @@ class FargateBackend(ComputeBackend):
         return Session(backend=backend, transport=transport, spec=spec, pacing=LaunchPacing(),
                        workers=record.workers,
                        hourly_rate=rates[SPOT if spot is not None else ON_DEMAND],
-                       price_note=price_note), record
+                       max_hourly_rate=_dearest(spot, rates), price_note=price_note,
+                       notes=notes), record
 
     def _definition(self, spec: WorkerSpec) -> str:
         key = (spec.image, spec.cpu, spec.memory_mib)
@@ -438,6 +437,19 @@ class FargateBackend(ComputeBackend):
             raise BackendError(
                 f"the worker environment is {len(json.dumps(overrides))} bytes, above ECS's "
                 f"{_OVERRIDES_LIMIT}-byte limit on task overrides; pass less through it")
+        # The client fitted the worker count to max_hourly_cost at the session's rate;
+        # live On-Demand fallbacks of a Spot session cost more, so the cap is checked
+        # again at the real rate of each live task and of what is being launched.
+        first = SPOT if self.spot is not None else ON_DEMAND
+        room = self._hourly_room(first)
+        if room is not None and room < count:
+            self._say_once("hourly", (
+                f"max_hourly_cost=${self.max_hourly_cost:.2f}: the workers running now "
+                f"(On-Demand ones cost ${self.rates.get(ON_DEMAND, 0.0):.4f}/h) leave room for "
+                f"{room} of {count} more; later launches start the rest as room frees up"))
+            count = room
+        if count <= 0:
+            return []
         if self.spot is not None:
             return self._launch_spot(definition, count, overrides)
         started: list[str] = []
@@ -499,15 +511,21 @@ class FargateBackend(ComputeBackend):
             quota_room = max(0, self.on_demand_limit - self._live(ON_DEMAND))
             if quota_room < room:
                 room, why = quota_room, "the On-Demand vCPU quota has no room for them"
-        rate = self.rates.get(ON_DEMAND, 0.0)
-        if self.max_hourly_cost is not None and rate > 0:
-            now = sum(self.rates.get(self._providers.get(arn, ON_DEMAND), rate)
-                      for arn in self._tasks)
-            affordable = max(0, int((self.max_hourly_cost - now) / rate + 1e-9))
-            if affordable < room:
-                room, why = affordable, (f"max_hourly_cost=${self.max_hourly_cost:.2f} does not "
-                                         "pay for them On-Demand")
+        affordable = self._hourly_room(ON_DEMAND)
+        if affordable is not None and affordable < room:
+            room, why = affordable, (f"max_hourly_cost=${self.max_hourly_cost:.2f} does not "
+                                     "pay for them On-Demand")
         return room, why
+
+    def _hourly_room(self, provider: str) -> int | None:
+        """How many more workers on ``provider`` ``max_hourly_cost`` still pays for, each
+        live task counted at its own provider's rate; None: no cap (or no rate)."""
+        rate = self.rates.get(provider, 0.0)
+        if self.max_hourly_cost is None or rate <= 0:
+            return None
+        now = sum(self.rates.get(self._providers.get(arn, ON_DEMAND), rate)
+                  for arn in self._tasks)
+        return max(0, int((self.max_hourly_cost - now) / rate + 1e-9))
 
     def _live(self, provider: str) -> int:
         """Launched tasks of ``provider`` not yet seen STOPPED."""
@@ -629,6 +647,12 @@ class FargateBackend(ComputeBackend):
         if provider in self.rates:
             details["hourly_rate"] = repr(self.rates[provider])
         return replace(ex, details=details)
+
+    def rate_of(self, worker: str) -> float | None:
+        """The hourly rate of the capacity provider ``worker`` was launched on (Spot, or
+        On-Demand for a ``"prefer"`` fallback); None once it is seen STOPPED."""
+        provider = self._providers.get(worker)
+        return None if provider is None else self.rates.get(provider)
 
     def keep_for_debugging(self, worker: str) -> str | None:
         if worker not in self._tasks:
@@ -785,6 +809,26 @@ def _rates(region: str, arch: str, cpu: float, memory_mib: int, *, public_ip: bo
         rates[SPOT] = hourly_rate(price, cpu, memory_mib, public_ip=public_ip)
     label = f"{price.region} {price.arch}" + (", Fargate Spot" if spot is not None else "")
     return rates, f"{label}, {price.source}, recorded {price.recorded}"
+
+
+def _for_debugging(shared: provision.Shared, debug: bool, notes: list[str]) -> provision.Shared:
+    """``shared`` with the debug task role when ``debug`` (ECS Exec needs it; see
+    :func:`~starburst.aws.provision.ensure_debug_role`), adding its note to ``notes``.
+    The task definition's family digest covers the role, so debug sessions get
+    task definitions of their own."""
+    if not debug:
+        return shared
+    roles, note = provision.ensure_debug_role(shared.roles, region=shared.region,
+                                              bucket=shared.bucket, prefix=shared.prefix)
+    if note:
+        notes.append(note)
+    return replace(shared, roles=roles)
+
+
+def _dearest(spot: str | None, rates: dict[str, float]) -> float | None:
+    """The most one worker may cost per hour when some may cost more than the session's
+    rate: a ``"prefer"`` session's On-Demand fallback. None otherwise."""
+    return rates[ON_DEMAND] if spot == "prefer" else None
 
 
 def _quota_name(spot: str | None) -> str:

@@ -44,8 +44,8 @@ from ..transport import Transport
 from ..transport.base import Message
 from .runner import ChunkRun, Outcome
 
-__all__ = ["Worker", "cancel_key", "client_heartbeat_key", "result_commit_key", "result_key",
-           "shared_key"]
+__all__ = ["EXIT_STUCK", "UNRUN_STOPPED", "UNRUN_STUCK", "Worker", "cancel_key",
+           "client_heartbeat_key", "result_commit_key", "result_key", "shared_key"]
 
 # SQS long polls for at most 20 s; the local queue accepts any wait.
 _MAX_WAIT = 20.0
@@ -54,6 +54,11 @@ _MAX_WAIT = 20.0
 _LOCAL_WAIT = 0.25
 # Exit code when the worker gives up on a task stuck in native code.
 EXIT_STUCK = 70
+#: Why a ``done`` notice hands tasks back ``unrun`` (its info's ``unrun``
+#: entry): the worker was stopped (SIGTERM: a Spot interruption or a
+#: retirement), or it gave up on a task stuck past its timeout. The client
+#: re-queues them either way; an attached client, which cannot, says which.
+UNRUN_STOPPED, UNRUN_STUCK = "stopped", "stuck"
 #: Seconds of the SIGTERM-to-SIGKILL window kept for reporting and releasing
 #: (a store put and two queue calls, with retries) after the running task.
 STOP_MARGIN = 15.0
@@ -351,7 +356,7 @@ class Worker:
         return dumps(safe)
 
     def _report(self, task: protocol.TaskMessage, outcomes: list[Outcome], attempt: str,
-                msg: Message, started: float) -> None:
+                msg: Message, started: float, unrun: str = UNRUN_STOPPED) -> None:
         """Commit the result (first attempt wins), notify the client, acknowledge.
 
         The commit is the ``done`` notice itself, written with a conditional
@@ -359,10 +364,15 @@ class Worker:
         small, else pointing at the attempt's own key. It stays in the store
         until the session ends, so a client that attaches later finds every
         result even if another client consumed (and lost) the notice.
+        ``unrun`` says why tasks handed back ``unrun`` were not run
+        (:data:`UNRUN_STOPPED` or :data:`UNRUN_STUCK`); it travels in the
+        notice's info only when there are such tasks.
         """
         frame = self._encode(outcomes)
         digest = checksum(frame)
-        info = {"seconds": round(time.time() - started, 6)}
+        info: dict[str, Any] = {"seconds": round(time.time() - started, 6)}
+        if any(o[1] == "unrun" for o in outcomes):
+            info["unrun"] = unrun
         small = len(frame) <= self.transport.inline_limit
         key = "" if small else result_key(self.session, task.chunk, attempt)
         notice = protocol.Notice(kind="done", session=self.session, chunk=task.chunk,
@@ -459,7 +469,7 @@ class Worker:
         task = protocol.TaskMessage(session=self.session, chunk=chunk, n=len(run.tasks),
                                     checksum="", timeout=run.timeout)
         try:
-            self._report(task, run.partial(), attempt, lease, time.time())
+            self._report(task, run.partial(), attempt, lease, time.time(), UNRUN_STUCK)
         finally:
             os._exit(EXIT_STUCK)
 
