@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from starburst.backends.base import Session
+from starburst.backends.base import Session, WorkerExit
 from starburst.backends.local import LocalBackend
+from starburst.scheduler import SPOT_INTERRUPTION
 
 #: $36 per worker-hour = one cent per worker-second: easy arithmetic in tests.
 RATE = 36.0
@@ -21,3 +23,12 @@ class BilledLocalBackend(LocalBackend):
         session.hourly_rate = RATE
         session.price_note = "test rate"
         return session
+
+
+class ReclaimedLocalBackend(LocalBackend):
+    """Local workers whose every exit reads as a Fargate Spot interruption."""
+
+    name = "reclaimed"
+
+    def poll(self) -> list[WorkerExit]:
+        return [dataclasses.replace(ex, stop_code=SPOT_INTERRUPTION) for ex in super().poll()]

@@ -33,7 +33,7 @@ from _tasks import (
 )
 
 import starburst
-from starburst import protocol
+from starburst import backends, protocol
 from starburst.worker.loop import client_heartbeat_key
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -412,3 +412,25 @@ def test_workers_that_cannot_start_break_the_executor(executor_factory, monkeypa
     assert isinstance(future.exception(), concurrent.futures.BrokenExecutor)
     with pytest.raises(starburst.ExecutorBroken):
         ex.submit(double, 2)
+
+
+def test_spot_interruptions_before_any_work_do_not_break_the_executor(monkeypatch, tmp_path,
+                                                                      fast_settings):
+    # Workers that never run anything would break the executor ("workers cannot
+    # start"), but not when Spot took them back: that says nothing of the image.
+    monkeypatch.setitem(backends._REGISTRY, "reclaimed",
+                        ("_billed_backend", "ReclaimedLocalBackend", ""))
+    (tmp_path / "starburst").mkdir()
+    (tmp_path / "starburst" / "__init__.py").write_text(
+        "raise ImportError('a broken starburst install')\n")
+    monkeypatch.chdir(tmp_path)
+    ex = starburst.Executor("reclaimed", workers=1, settings=fast_settings, progress=False)
+    try:
+        future = ex.submit(double, 1)
+        # Three futile exits per worker slot break an executor; wait for more.
+        wait_for(lambda: ex.status().workers_launched >= 5, timeout=60,
+                 what="five workers to have come and gone")
+        assert not future.done()
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+    assert future.cancelled()

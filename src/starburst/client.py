@@ -50,6 +50,7 @@ from .exceptions import (
 )
 from .options import ExecutorOptions
 from .scheduler import (
+    SPOT_INTERRUPTION,
     Budget,
     ChunkState,
     Discard,
@@ -71,6 +72,8 @@ from .session import (
 )
 from .worker.loop import (
     EXIT_STUCK,
+    UNRUN_STOPPED,
+    UNRUN_STUCK,
     cancel_key,
     client_heartbeat_key,
     result_commit_key,
@@ -101,6 +104,15 @@ _HEADER_ROOM = 1024
 # A worker that exits before running anything, this many times per
 # worker slot in a row, means workers cannot start: the executor is broken.
 _FUTILE_EXITS_PER_WORKER = 3
+# Why a worker handed tasks back ``unrun`` (the ``unrun`` entry of its
+# ``done`` notice's info), as told to an attached client that cannot re-queue them.
+_UNRUN_WHY = {
+    UNRUN_STOPPED: "their worker was stopped while running the chunk (a Fargate Spot "
+                   "interruption, or a stop) and handed them back",
+    UNRUN_STUCK: "their worker gave up on a task stuck past its timeout",
+}
+# What a worker of an older starburst, which did not say why, is told as.
+_UNRUN_UNSAID = "their worker handed them back: it was stopped, or a task was stuck"
 
 
 _LIVE: weakref.WeakSet[Client] = weakref.WeakSet()
@@ -244,14 +256,22 @@ class Client:
         self.transport = self.session.transport
         self.workers = self._fit_workers(options.workers or self.session.workers)
         rate = self.session.hourly_rate
-        budget = (Budget(rate / 3600.0, options.max_cost)
+        dearest = self.session.max_hourly_rate
+        budget = (Budget(rate / 3600.0, options.max_cost,
+                         launch_rate_per_second=None if dearest is None else dearest / 3600.0)
                   if options.max_cost is not None and rate > 0 else None)
         self.scheduler = Scheduler(
             max_workers=self.workers, max_attempts=options.max_attempts,
             pacing=self.session.pacing,
             linger=self.settings.linger if self.backend.bills_idle else None,
             budget=budget)
-        if rate > 0:
+        if rate > 0 and dearest is not None and dearest > rate:
+            self.session.notes.append(
+                f"{self.workers} workers x ${rate:.4f}/h = ${self.workers * rate:.4f}/h, up to "
+                f"${self.workers * dearest:.4f}/h if every worker starts at ${dearest:.4f}/h "
+                f"({self.session.price_note}); the spend shown prices each worker at its own "
+                "rate")
+        elif rate > 0:
             self.session.notes.append(
                 f"{self.workers} workers x ${rate:.4f}/h = ${self.workers * rate:.4f}/h "
                 f"at most ({self.session.price_note})")
@@ -674,9 +694,10 @@ class Client:
             self.transport.store.delete_prefix(chunk.payload_key)
         if rerun and not chunk.tasks:
             lost = TaskError(
-                f"{len(rerun)} task(s) of chunk {chunk.id} were not run (their worker gave up "
-                "on a task stuck past its timeout) and an attached client cannot queue them "
-                "again: it does not have their arguments; submit them anew")
+                f"{len(rerun)} task(s) of chunk {chunk.id} were not run "
+                f"({_UNRUN_WHY.get(str(notice.info.get('unrun')), _UNRUN_UNSAID)}) and an "
+                "attached client cannot queue them again: it does not have their arguments; "
+                "submit them anew")
             for i in rerun:
                 deliver(chunk.targets[i], "fail", lost)
         elif rerun:
@@ -762,8 +783,11 @@ class Client:
             with self._lock:
                 self.scheduler.launched([], count)
             raise
+        # Each worker's own rate (a Spot session's On-Demand fallbacks cost more),
+        # so the live spend and the budget count what it really costs.
+        rates = {w: r / 3600.0 for w in ids if (r := self.backend.rate_of(w)) is not None}
         with self._lock:
-            self.scheduler.launched(ids, count, time.monotonic())
+            self.scheduler.launched(ids, count, time.monotonic(), rates)
             self.counters.workers_launched += len(ids)
 
     def _watch_workers(self) -> None:
@@ -776,9 +800,11 @@ class Client:
                 self.counters.worker_exits.append(ex)
                 held = any(r.holder == ex.worker for r in self.scheduler.chunks.values())
                 actions.extend(self.scheduler.worker_exited(ex))
+                # A Spot reclaim says nothing about whether workers can start.
                 if (not held and ex.worker not in self._productive
                         and self.scheduler.outstanding
-                        and ex.exit_code not in (0, None, EXIT_STUCK)):
+                        and ex.exit_code not in (0, None, EXIT_STUCK)
+                        and ex.stop_code != SPOT_INTERRUPTION):
                     self._futile_exits += 1
             futile = self._futile_exits
         self._act(actions)
@@ -877,7 +903,7 @@ class Client:
         """The session's cost so far, or final once it has ended."""
         rate = self.session.hourly_rate
         with self._lock:
-            live = self.scheduler.worker_seconds(time.monotonic()) * rate / 3600.0
+            live = self.scheduler.worker_cost(time.monotonic(), rate / 3600.0)
             computed, seconds = computed_cost(self.counters.worker_exits, rate)
         finished = self._ended
         return CostReport(backend=self.options.backend, workers=self.workers, hourly_rate=rate,
