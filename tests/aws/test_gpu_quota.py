@@ -41,6 +41,13 @@ REGION = "ca-central-1"  # away from the other moto users of this process
 T4 = resolve_gpu("nvidia-t4")  # g4dn.xlarge, 4 vCPU, family G
 
 
+@pytest.fixture(autouse=True)
+def _no_injected_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared emulator injects a GPU quota (kept by tests/aws' environment
+    fixture once it has started); these tests read the real source."""
+    monkeypatch.delenv(GPU_QUOTA_ENV, raising=False)
+
+
 # -- the plan (pure) --------------------------------------------------------------
 
 

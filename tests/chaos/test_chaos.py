@@ -99,8 +99,8 @@ def test_random_sigkill_at_a_steady_rate(executor_factory):
     ex = executor_factory(workers=4, max_attempts=20)
     # An emulated Fargate worker may take seconds to start on a loaded machine;
     # killing it before it serves anything would (rightly) read as "workers
-    # cannot start", so only workers up for 3 s are targets there.
-    killer = _Killer(ex, period=0.5 if fargate else 0.25, min_age=3.0 if fargate else 0.5)
+    # cannot start", so only workers up for 5 s are targets there.
+    killer = _Killer(ex, period=0.5 if fargate else 0.25, min_age=5.0 if fargate else 0.5)
     killer.start()
     try:
         results = list(ex.map(nap, [0.03] * n, chunksize=4))
