@@ -7,6 +7,8 @@ worker process started by the emulated task runner.
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +92,20 @@ def test_a_task_that_always_kills_its_worker_fails_with_worker_lost(executor):
     assert err.stop_code == "EssentialContainerExited"
     assert "stop code EssentialContainerExited" in str(err)
     assert executor.submit(double, 21).result(timeout=60) == 42  # the executor goes on
+
+
+def test_an_idle_worker_leaves_its_long_poll_when_stopped(aws):
+    # Default intervals: an idle worker waits in 20 s SQS long polls. SIGTERM
+    # (StopTask, retirement, shutdown) must end it now, not when the poll
+    # returns: a stopped task bills, and shutdown waits for its stop time.
+    settings = starburst.Settings(poll=0.05, idle_timeout=60)
+    ex = starburst.Executor(backend="fargate", workers=1, settings=settings, progress=False)
+    try:
+        assert ex.submit(double, 1).result(timeout=60) == 2
+        [arn] = wait_for(lambda: list(aws.runner.pids()) or None, timeout=10,
+                         what="the worker's task")
+        time.sleep(1.0)  # back in a long poll
+        aws.runner.kill(arn, signal.SIGTERM)
+        assert aws.runner.wait_stopped(arn, timeout=8)
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)

@@ -52,6 +52,8 @@ _MAX_WAIT = 20.0
 # A local worker waits in steps this short, so it notices SIGTERM and a
 # dead parent quickly (an empty local poll costs microseconds).
 _LOCAL_WAIT = 0.25
+# A queue wait longer than this (an SQS long poll) is cut short by SIGTERM.
+_LONG_WAIT = 1.0
 # Exit code when the worker gives up on a task stuck in native code.
 EXIT_STUCK = 70
 #: Why a ``done`` notice hands tasks back ``unrun`` (its info's ``unrun``
@@ -134,6 +136,8 @@ class Worker:
             self.drain = max(0.0, float(stop_timeout) - STOP_MARGIN) if stop_timeout else 0.0
         except ValueError:
             self.drain = 0.0
+        #: In a queue wait long enough that SIGTERM should cut it short.
+        self._long_wait = False
         self._drain_until: float | None = None
         self._drain_done = 0
         self._drain_kicked = False
@@ -142,9 +146,14 @@ class Worker:
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         first = not self._stopping.is_set()
         self._stopping.set()
-        # Interrupt a running task, never queue I/O: a wait ends on its own
-        # (local waits are short; an SQS long poll ends well within the
-        # 30 s ECS gives between SIGTERM and SIGKILL).
+        # Interrupt a running task, or an idle SQS long poll (up to 20 s that
+        # would keep a stopped task billing and its client waiting for the
+        # stop). Short local waits end on their own. A message that arrives
+        # just as the poll is cut off stays invisible until its lease ends,
+        # then goes to another worker: late, never lost.
+        if self._long_wait:
+            self._long_wait = False
+            raise _Stop
         if not self._in_task:
             return
         run = self._run
@@ -192,8 +201,14 @@ class Worker:
             # A local worker also watches its parent, so it waits in short steps.
             wait = min(_MAX_WAIT if self._parent is None else _LOCAL_WAIT, idle_left,
                        self.settings.client_heartbeat)
-            got = self.transport.tasks.receive(
-                max_messages=1, wait_seconds=wait, visibility=self.settings.lease)
+            self._long_wait = wait > _LONG_WAIT
+            try:
+                got = self.transport.tasks.receive(
+                    max_messages=1, wait_seconds=wait, visibility=self.settings.lease)
+            except _Stop:
+                break
+            finally:
+                self._long_wait = False
             if got and self._stopping.is_set():
                 # Asked to stop while waiting: hand the message straight back.
                 self.transport.tasks.set_visibility(got[0].receipt, 0)
