@@ -1,6 +1,9 @@
-"""Clean up a session's leftovers: its tasks, queues and run data."""
+"""Clean up a session's leftovers: its workers (ECS tasks, AWS Batch jobs), queues and
+run data."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
@@ -8,16 +11,32 @@ from . import ops, provision
 from .clients import client
 from .errors import error_code, translate_errors
 
+if TYPE_CHECKING:
+    from mypy_boto3_batch.type_defs import JobDetailTypeDef
+
 __all__ = ["clean_orphans", "clean_session"]
 
 
+def _job_label(job: JobDetailTypeDef) -> str:
+    return f"{job.get('jobId', '')} ({job.get('jobName', '')}, {job.get('status', '?')})"
+
+
 def clean_session(place: ops.Place, session: str, *, dry_run: bool = False,
-                  tasks: list[str] | None = None) -> list[str]:
-    """Stop the session's running tasks, delete its queues and run data; say what went."""
+                  tasks: list[str] | None = None,
+                  jobs: list[JobDetailTypeDef] | None = None) -> list[str]:
+    """Stop the session's running workers, delete its queues and run data; say what went.
+
+    Workers are the session's ECS tasks not yet stopped (``tasks``: their
+    ARNs, else looked up) and its GPU workers' AWS Batch jobs that may still
+    start or run (``jobs``: their DescribeJobs entries, else looked up).
+    TerminateJob cancels a queued job and stops a running one, so no GPU
+    instance is kept busy (and billing) by a session that has ended.
+    """
     done: list[str] = []
     if tasks is None:
-        tasks = [t["taskArn"] for t in ops.session_tasks(place, session)
-                 if t.get("lastStatus") != "STOPPED" and t.get("desiredStatus") != "STOPPED"]
+        tasks = [t["taskArn"] for t in ops.session_tasks(place, session) if ops.task_active(t)]
+    if jobs is None:
+        jobs = [j for j in ops.session_jobs(place, session) if ops.job_active(j)]
     ecs = client("ecs", region=place.region)
     for arn in tasks:
         done.append(f"stop task {arn} (session {session})")
@@ -29,6 +48,18 @@ def clean_session(place: ops.Place, session: str, *, dry_run: bool = False,
                 except ClientError as exc:
                     if error_code(exc) not in ("InvalidParameterException", "ClientException"):
                         raise
+    if jobs:
+        batch = client("batch", region=place.region)
+        for job in jobs:
+            done.append(f"terminate GPU job {_job_label(job)} (session {session})")
+            if not dry_run:
+                with translate_errors(f"AWS Batch TerminateJob {job.get('jobId', '')}"):
+                    try:
+                        batch.terminate_job(jobId=job["jobId"],
+                                            reason=f"starburst cleanup (session {session})")
+                    except ClientError as exc:
+                        if error_code(exc) != "ClientException":  # finished meanwhile
+                            raise
     queues = ops.queue_sessions(place).get(session, [])
     if queues:
         done.append(f"delete {len(queues)} queue(s) of session {session}")
@@ -44,19 +75,21 @@ def clean_session(place: ops.Place, session: str, *, dry_run: bool = False,
 def clean_orphans(place: ops.Place, *, min_age: float = 600.0,
                   dry_run: bool = False) -> list[str]:
     """Clean every session that has ended (no record, state ended, deadline passed)
-    but left tasks, queues or run data behind."""
+    but left tasks, GPU jobs, queues or run data behind."""
     tagged = ops.tagged_sessions(place)
+    gpu_jobs = ops.tagged_jobs(place)
     queued = ops.queue_sessions(place)
     stored = ops.run_data_sessions(place)
     done: list[str] = []
-    for session in sorted(set(tagged) | set(queued) | stored):
+    for session in sorted(set(tagged) | set(gpu_jobs) | set(queued) | stored):
         record = ops.read_record(place, session)
         if not ops.session_gone(record):
             continue
-        if record is None and not tagged.get(session) and session in queued and all(
-                ops.queue_age(place, url) < min_age for url in queued[session]):
+        if record is None and not tagged.get(session) and not gpu_jobs.get(session) and \
+                session in queued and all(ops.queue_age(place, url) < min_age
+                                          for url in queued[session]):
             continue  # a session that is starting: queues come before its record
-        running = [t["taskArn"] for t in tagged.get(session, [])
-                   if t.get("lastStatus") != "STOPPED" and t.get("desiredStatus") != "STOPPED"]
-        done.extend(clean_session(place, session, dry_run=dry_run, tasks=running))
+        running = [t["taskArn"] for t in tagged.get(session, []) if ops.task_active(t)]
+        active = [j for j in gpu_jobs.get(session, []) if ops.job_active(j)]
+        done.extend(clean_session(place, session, dry_run=dry_run, tasks=running, jobs=active))
     return done

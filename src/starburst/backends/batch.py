@@ -12,6 +12,9 @@ AWS Batch. Per session::
     poll:    DescribeJobs (<= 100 per call, at most once a second)
              -> SUCCEEDED/FAILED jobs as WorkerExit(exit code, reason, times)
     stop:    TerminateJob (a job not yet running is cancelled by it too)
+    attach:  record from the bucket -> instance, capacity and rate from the recorded
+             options -> queue and job definition ensured again -> worker spec from
+             the record; new workers numbered after the session's existing jobs
 
 One worker per GPU (see :func:`starburst.aws.batch.worker_share`). The
 compute environment keeps ``minvCpus`` 0: instances start for queued jobs
@@ -32,14 +35,16 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from ..aws import batch as aws_batch
-from ..aws import provision
+from ..aws import ops, provision
 from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
 from ..aws.gpu_quota import read_gpu_plan
-from ..exceptions import BackendError, ConfigurationError
+from ..exceptions import BackendError, ConfigurationError, ProtocolError
 from ..gpu import GpuInstance, InstancePrice, given_price, instance_price, resolve_gpu
 from ..scheduler import SPOT_INTERRUPTION, LaunchPacing
+from ..session import WORKER_OPTION, SessionRecord, record_key
+from ..transport import open_transport
 from ..transport.aws import AwsTransport
 from . import _environment
 from ._aws_session import open_worker_session
@@ -52,7 +57,7 @@ if TYPE_CHECKING:
     from ..envsync.snapshot import Snapshot
     from ..options import ExecutorOptions
 
-__all__ = ["DEFAULT_WORKERS", "BatchBackend", "job_exit"]
+__all__ = ["DEFAULT_WORKERS", "BatchBackend", "job_exit", "queue_instance", "worker_price"]
 
 log = logging.getLogger("starburst")
 
@@ -68,6 +73,9 @@ DEFAULT_WORKERS = 2
 _EXTRA = ("gpu", "instance_type", "spot", "arch", "instance_rate")
 #: Batch job states after which nothing changes.
 _DONE = ("SUCCEEDED", "FAILED")
+#: One job per SubmitJob call; Batch takes about 20 calls a second before throttling.
+_PACING = LaunchPacing(tasks_per_call=1, calls_per_second=20.0, launches_per_second=20.0,
+                       launch_burst=100.0)
 _CREDENTIAL_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                               "AWS_SECURITY_TOKEN", "AWS_PROFILE",
                               "AWS_CONTAINER_CREDENTIALS_FULL_URI"})
@@ -105,6 +113,54 @@ def job_exit(job: JobDetailTypeDef, worker: str, *, spot: bool) -> WorkerExit:
         reason=reason or None, started_at=_seconds(job.get("startedAt")),
         stopped_at=_seconds(job.get("stoppedAt")),
         details={k: str(v) for k, v in details.items() if v})
+
+
+def queue_instance(queue: str) -> tuple[GpuInstance, bool]:
+    """The instance type and capacity (Spot or not) a starburst GPU job queue runs on.
+
+    ``queue`` is a job queue name or ARN as :func:`starburst.aws.batch.resource_name`
+    makes them: ``starburst-gpu-<family>-<size>[-spot]``.
+
+    Raises:
+        ConfigurationError: not a starburst GPU job queue, or an instance type
+            not in the GPU catalog.
+    """
+    name = queue.rsplit("/", 1)[-1]
+    rest = name.removeprefix(aws_batch.GPU_PREFIX)
+    spot = rest.endswith("-spot")
+    rest = rest.removesuffix("-spot")
+    family, _, size = rest.partition("-")
+    if rest == name or not size:
+        raise ConfigurationError(
+            f"{name!r} is not a starburst GPU job queue (starburst-gpu-<type>[-spot]): "
+            "its jobs were not started by starburst")
+    from ..gpu import gpu_instance
+
+    return gpu_instance(f"{family}.{size}"), spot
+
+
+def worker_price(queue: str, region: str, *, rate: Any = None) -> tuple[float, str]:
+    """The hourly rate of one GPU worker of job queue ``queue``, and where it comes from.
+
+    The instance price (``rate``: the ``instance_rate=`` a session recorded,
+    else the recorded price) divided among the workers one instance holds,
+    as :meth:`BatchBackend.open_session` prices a session.
+
+    Raises:
+        ConfigurationError: the queue is not starburst's, or no price is
+            known for its instance type in ``region`` and no ``rate`` is given.
+    """
+    instance, spot = queue_instance(queue)
+    price = _price_of(instance, region, spot=spot, rate=rate)
+    return price.hourly / instance.gpus, _price_note(instance, price, spot=spot)
+
+
+def _price_note(instance: GpuInstance, price: InstancePrice, *, spot: bool) -> str:
+    """What a GPU worker's rate is made of: instance, capacity, price, its source and date."""
+    per_worker = "" if instance.gpus == 1 else f", shared by {instance.gpus} workers"
+    return (f"{instance.instance_type} {'Spot' if spot else 'On-Demand'} in {price.region} at "
+            f"${price.hourly:.4g}/h per instance{per_worker}, {price.source}, recorded "
+            f"{price.recorded}")
 
 
 class BatchBackend(ComputeBackend):
@@ -204,7 +260,6 @@ class BatchBackend(ComputeBackend):
             env_options=env_options, snapshot=snapshot, expected_hash=expected_hash,
             build=build)
         spec = backend.spec
-        per_worker = "" if instance.gpus == 1 else f", shared by {instance.gpus} workers"
         notes.append(
             f"GPU workers run as AWS Batch jobs on {instance.instance_type} "
             f"({'Spot' if spot else 'On-Demand'}, one {instance.gpu} per worker, {vcpus} vCPU "
@@ -213,14 +268,101 @@ class BatchBackend(ComputeBackend):
             "runtimes, not instance start-up")
         return Session(
             backend=backend, transport=transport, spec=spec,
-            pacing=LaunchPacing(tasks_per_call=1, calls_per_second=20.0,
-                                launches_per_second=20.0, launch_burst=100.0),
+            pacing=_PACING,
             workers=DEFAULT_WORKERS, max_workers=max_workers, hourly_rate=price.hourly
-            / instance.gpus,
-            price_note=f"{instance.instance_type} {'Spot' if spot else 'On-Demand'} in "
-                       f"{price.region} at ${price.hourly:.4g}/h per instance{per_worker}, "
-                       f"{price.source}, recorded {price.recorded}",
-            notes=notes)
+            / instance.gpus, price_note=_price_note(instance, price, spot=spot), notes=notes)
+
+    @classmethod
+    def attach_session(cls, *, session: str, options: ExecutorOptions,
+                       on_output: OutputCallback | None = None,
+                       ) -> tuple[Session, SessionRecord]:
+        """Re-open a GPU session from its record in the configured bucket and prefix.
+
+        As on Fargate: the record is looked for where the configuration
+        (arguments, ``STARBURST_*``, config file) puts the store; the
+        session's queues come from the record's transport spec, its workers'
+        image and environment from the record, and the instance type,
+        capacity and rate from the options the session started with
+        (``gpu=``, ``instance_type=``, ``spot=``, ``instance_rate=``; those
+        given here win). The compute environment, job queue and job
+        definition are ensured again (reused; created only if ``starburst
+        teardown`` removed them meanwhile); the session's queues are never
+        created. Replacement workers are numbered after the session's jobs
+        that Batch still knows, so no two workers share an id.
+        """
+        given = {k: v for k, v in options.extra.items() if v is not None}
+        unknown = sorted(set(given) - {*FIELDS, *_EXTRA})
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) {', '.join(unknown)} for attaching to a GPU session; "
+                f"valid: {', '.join((*FIELDS, *_EXTRA))}")
+        place = ops.Place.from_config(config=load_config(
+            {k: v for k, v in given.items() if k in FIELDS}))
+        where = f"s3://{place.bucket}/{place.key(record_key(session))}"
+        try:
+            record = ops.read_record(place, session, strict=True)
+        except ProtocolError as exc:
+            raise ConfigurationError(f"cannot read the record of GPU session {session} "
+                                     f"({where}): {exc}") from exc
+        if record is None:
+            raise ConfigurationError(
+                f"no GPU session {session} in bucket {place.bucket!r} under prefix "
+                f"{place.prefix!r} ({where} is missing): it ended (its data is deleted when "
+                "it ends), or it ran with another bucket, prefix or region: pass bucket=, "
+                "prefix=, region= to attach")
+        if record.backend not in (cls.name, "fargate") or record.options.get("gpu") is None:
+            raise ConfigurationError(
+                f"session {session} ran on backend {record.backend!r} without GPU workers, "
+                f"not on AWS Batch: attach with backend={record.backend!r}")
+        worker = record.options.get(WORKER_OPTION)
+        if not isinstance(worker, dict) or not isinstance(worker.get("env") or {}, dict):
+            raise ConfigurationError(
+                f"the record of session {session} ({where}) does not say how its workers "
+                "were started (it was written by an older starburst): attach with the "
+                "version that started it")
+        # What the first client was given, then what this one is given.
+        config = load_config({**{k: v for k, v in record.options.items() if k in FIELDS},
+                              **{k: v for k, v in given.items() if k in FIELDS}})
+        extra = {**{k: record.options[k] for k in _EXTRA if k in record.options},
+                 **{k: v for k, v in given.items() if k in _EXTRA}}
+        instance, spot = _instance_of(extra)
+        shared = provision.ensure_shared(config)
+        price = _price_of(instance, shared.region, spot=spot, rate=extra.get("instance_rate"))
+        quota = read_gpu_plan(instance, math.ceil(record.workers / instance.gpus),
+                              region=shared.region, spot=spot)
+        if quota.plan.quota_vcpu is not None and quota.plan.workers == 0:
+            raise ConfigurationError(quota.message())
+        image = str(worker.get("image") or config.image or "")
+        if not image:
+            raise ConfigurationError(
+                f"the record of session {session} ({where}) names no container image: pass "
+                "image='...' (the image its workers ran) to attach")
+        env = {str(k): str(v) for k, v in (worker.get("env") or {}).items()}
+        transport = open_transport(record.transport)
+        try:
+            env.update({"STARBURST_TRANSPORT": transport.spec, "STARBURST_SESSION": session})
+            queue = aws_batch.ensure_gpu_queue(
+                instance=instance, spot=spot, network=shared.network, region=shared.region,
+                repository=config.ecr_repository, log_group=shared.log_group,
+                quota_vcpu=quota.plan.quota_vcpu)
+            definition = aws_batch.ensure_job_definition(
+                image=image, instance=instance, region=shared.region, roles=shared.roles,
+                log_group=shared.log_group)
+            vcpus, memory_mib = aws_batch.worker_share(instance)
+            spec = WorkerSpec(env=env, cpu=float(vcpus), memory_mib=memory_mib, image=image)
+            backend = cls(session=session, region=shared.region, queue=queue,
+                          instance=instance, job_definition=definition, roles=shared.roles,
+                          log_group=shared.log_group, spec=spec)
+            backend._launched = max((ops.job_number(j) for j in ops.session_jobs(
+                ops.Place.from_config(config=config), session)), default=0)
+        except BaseException:
+            transport.close()
+            raise
+        return Session(
+            backend=backend, transport=transport, spec=spec, pacing=_PACING,
+            workers=record.workers, max_workers=quota.plan.workers * instance.gpus,
+            hourly_rate=price.hourly / instance.gpus,
+            price_note=_price_note(instance, price, spot=spot)), record
 
     def _definition(self, spec: WorkerSpec) -> str:
         if spec.image not in self._definitions:
