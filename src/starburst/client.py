@@ -1008,9 +1008,11 @@ class Client:
             self._write_record("submitted")
             self._ended = True
             self.display.close()
+            name = self.backend.name
+            where = "" if name == "local" else f", backend={name!r}"
             self.display.print(
                 f"starburst: session {self.session_id} runs on without this client; "
-                f"collect its results with starburst.attach({self.session_id!r})",
+                f"collect its results with starburst.attach({self.session_id!r}{where})",
                 stream="stderr")
             return
         error = self._broken or self._aborted

@@ -356,6 +356,12 @@ class FargateBackend(ComputeBackend):
             raise ConfigurationError(
                 f"session {session} ran on backend {record.backend!r}, not 'fargate': "
                 f"attach with backend={record.backend!r}")
+        if record.options.get("gpu") is not None:
+            # Opened as backend="fargate" with gpu=: its workers are Batch jobs.
+            from .batch import BatchBackend
+
+            return BatchBackend.attach_session(session=session, options=options,
+                                               on_output=on_output)
         worker = record.options.get(WORKER_OPTION)
         if not isinstance(worker, dict):
             raise ConfigurationError(
