@@ -48,12 +48,20 @@ def worker_faults(tmp_path: Path):
         _faults.uninstall()
 
 
-def _worker_pids(ex: starburst.Executor) -> list[int]:
+def _worker_pids(ex: starburst.Executor, *, served: bool = False) -> list[int]:
+    """The live workers' pids; with ``served``, only of workers that started a chunk."""
     if ex._options.backend == "fargate":
         from _support import emulated_pids
 
-        return list(emulated_pids().values())
-    return list(ex._client.backend.pids().values())
+        by_worker = emulated_pids()
+    else:
+        by_worker = ex._client.backend.pids()
+    if served:
+        client = ex._client
+        with client._lock:
+            productive = set(client._productive)
+        by_worker = {w: p for w, p in by_worker.items() if w in productive}
+    return list(by_worker.values())
 
 
 def _check_exact(ex: starburst.Executor, results: list, expected: list) -> None:
@@ -69,20 +77,21 @@ class _Killer(threading.Thread):
     """SIGKILLs a random worker every ``period`` seconds until stopped."""
 
     def __init__(self, ex: starburst.Executor, period: float, seed: int = 1,
-                 min_age: float = 0.5) -> None:
+                 min_age: float = 0.5, served: bool = False) -> None:
         super().__init__(daemon=True, name="chaos-killer")
         self.ex, self.period, self.random = ex, period, random.Random(seed)
-        self.min_age = min_age
+        self.min_age, self.served = min_age, served
         self.stop = threading.Event()
         self.kills = 0
 
     def run(self) -> None:
-        # Only workers up for min_age: a worker killed before it serves anything
-        # counts towards "workers cannot start" (ExecutorBroken), by design.
+        # Only workers up for min_age (or, with ``served``, that started a
+        # chunk): a worker killed before it serves anything counts towards
+        # "workers cannot start" (ExecutorBroken), by design.
         first_seen: dict[int, float] = {}
         while not self.stop.wait(self.period):
             now = time.monotonic()
-            for pid in _worker_pids(self.ex):
+            for pid in _worker_pids(self.ex, served=self.served):
                 first_seen.setdefault(pid, now)
             pids = [p for p, t in first_seen.items() if now - t >= self.min_age and alive(p)]
             if pids:
@@ -97,10 +106,11 @@ def test_random_sigkill_at_a_steady_rate(executor_factory):
     fargate = executor_factory.backend == "fargate"
     n = 300 if fargate else 400
     ex = executor_factory(workers=4, max_attempts=20)
-    # An emulated Fargate worker may take seconds to start on a loaded machine;
-    # killing it before it serves anything would (rightly) read as "workers
-    # cannot start", so only workers up for 5 s are targets there.
-    killer = _Killer(ex, period=0.5 if fargate else 0.25, min_age=5.0 if fargate else 0.5)
+    # An emulated Fargate worker may take many seconds to start on a loaded
+    # machine; killing it before it serves anything would (rightly) read as
+    # "workers cannot start", so only workers that started a chunk are
+    # targets there.
+    killer = _Killer(ex, period=0.5 if fargate else 0.25, min_age=0.5, served=fargate)
     killer.start()
     try:
         results = list(ex.map(nap, [0.03] * n, chunksize=4))
