@@ -434,3 +434,34 @@ def test_spot_interruptions_before_any_work_do_not_break_the_executor(monkeypatc
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
     assert future.cancelled()
+
+
+def test_a_result_committed_by_a_worker_that_died_before_telling_reaches_the_client(
+        tmp_path, fast_settings):
+    # A worker committed chunk N's result, then died before its "done" notice
+    # went out. The chunk runs again; the second worker finds the commit: it
+    # must pass the committed result on, or nobody ever tells the client.
+    from starburst.serialization import checksum, dumps
+    from starburst.worker.loop import result_commit_key
+
+    ex = starburst.Executor(workers=1, settings=fast_settings, progress=False)
+    try:
+        future = ex.submit(marked_nap, str(tmp_path), "second", 1.0)
+        client = ex._client
+        chunk = wait_for(lambda: next(iter(dict(client._chunks).values()), None), timeout=10,
+                         what="the chunk to be sent")
+        [(task_id, *_)] = chunk.tasks
+        frame = dumps([(task_id, "ok", "first", "", None)])
+        committed = protocol.Notice(kind="done", session=ex.session_id, chunk=chunk.id,
+                                    worker="a-worker-now-dead", attempt="dead-1", key="",
+                                    checksum=checksum(frame), info={"seconds": 0.5},
+                                    body=frame)
+        assert client.transport.store.put_if_absent(
+            result_commit_key(ex.session_id, chunk.id), protocol.encode(committed))
+        assert future.result(timeout=30) == "first"  # the committed result wins
+        assert (tmp_path / "start-second").exists()  # after the chunk ran again
+    finally:
+        if future.done():
+            ex.shutdown(wait=True)
+        else:
+            ex.abort()

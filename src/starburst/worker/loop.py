@@ -396,12 +396,17 @@ class Worker:
         encoded = protocol.encode(notice)
         if key:
             self.transport.store.put(key, frame)
-        if not self.transport.store.put_if_absent(
-                result_commit_key(self.session, task.chunk), encoded):
+        commit = result_commit_key(self.session, task.chunk)
+        if not self.transport.store.put_if_absent(commit, encoded):
             # Another attempt committed first: it wins, this one is dropped.
-            self._log(f"chunk {task.chunk}: a result was already committed; dropping")
+            # Its worker may have died between the commit and its notice, so
+            # the committed notice is sent on (the client drops a duplicate);
+            # otherwise nobody would ever tell the client.
+            self._log(f"chunk {task.chunk}: a result was already committed; dropping "
+                      "this one and passing the committed one on")
             if key:
                 self.transport.store.delete_prefix(key)
+            self.transport.results.send([self.transport.store.get(commit)])
         else:
             self.transport.results.send([encoded])
         self.transport.tasks.delete([msg.receipt])
