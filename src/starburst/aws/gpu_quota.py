@@ -25,7 +25,6 @@ starburst's client factory.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import re
@@ -39,8 +38,8 @@ from botocore.exceptions import ClientError
 from ..exceptions import CloudError, ConfigurationError
 from ..gpu import GpuInstance, gpu_instance, gpu_quota_code, gpu_quota_name
 from ..quota import QuotaPlan, plan_workers
-from .errors import error_code, translate_errors
-from .quota import _denied
+from .errors import translate_errors
+from .quota import is_denied, read_service_quota
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.client import EC2Client
@@ -50,7 +49,6 @@ __all__ = ["GPU_QUOTA_ENV", "SERVICE_CODE", "GpuQuotaClients", "GpuQuotaStatus",
            "gpu_vcpus_in_use", "plan_gpu_instances", "quota_override", "read_gpu_plan",
            "read_gpu_quota"]
 
-log = logging.getLogger("starburst")
 
 #: Service Quotas service code of the EC2 vCPU quotas.
 SERVICE_CODE = "ec2"
@@ -103,26 +101,8 @@ def read_gpu_quota(family: str, source: Source = None, region: str | None = None
     """
     code = gpu_quota_code(family, spot=spot)
     clients = GpuQuotaClients.create(source, region)
-    what = f"the EC2 vCPU quota '{gpu_quota_name(family, spot=spot)}' ({code})"
-    with translate_errors(f"Service Quotas GetServiceQuota ({SERVICE_CODE} {code})"):
-        try:
-            return float(clients.quotas.get_service_quota(
-                ServiceCode=SERVICE_CODE, QuotaCode=code)["Quota"]["Value"])
-        except ClientError as exc:
-            if _denied(exc):
-                log.warning("cannot read %s (%s: no permission servicequotas:GetServiceQuota);"
-                            " proceeding without it", what, error_code(exc))
-                return None
-            if error_code(exc) != "NoSuchResourceException":
-                raise
-        try:
-            return float(clients.quotas.get_aws_default_service_quota(
-                ServiceCode=SERVICE_CODE, QuotaCode=code)["Quota"]["Value"])
-        except ClientError as exc:
-            if _denied(exc):
-                log.warning("cannot read %s (%s); proceeding without it", what, error_code(exc))
-                return None
-            raise
+    return read_service_quota(clients.quotas, SERVICE_CODE, code,
+                              f"the EC2 vCPU quota '{gpu_quota_name(family, spot=spot)}' ({code})")
 
 
 def _family_of(instance_type: str) -> str | None:
@@ -299,7 +279,7 @@ def read_gpu_plan(instance: GpuInstance, instances: int, source: Source = None,
         in_use = gpu_vcpus_in_use(instance.family, clients, region, spot=spot)
     except CloudError as exc:
         cause = exc.__cause__
-        if not (isinstance(cause, ClientError) and _denied(cause)):
+        if not (isinstance(cause, ClientError) and is_denied(cause)):
             raise
         in_use = 0.0
         note = ("vCPUs in use could not be counted (no permission for EC2 "

@@ -93,8 +93,40 @@ class QuotaClients:
 Source = QuotaClients | boto3.session.Session | None
 
 
-def _denied(exc: ClientError) -> bool:
+def is_denied(exc: ClientError) -> bool:
+    """Whether ``exc`` is an access-denied answer (the caller may proceed without)."""
     return error_code(exc) in _DENIED
+
+
+def read_service_quota(quotas: ServiceQuotasClient, service: str, code: str,
+                       what: str) -> float | None:
+    """The applied value of Service Quotas ``service``/``code``, else AWS's default.
+
+    ``what`` names the quota in the warning logged when access is denied;
+    the answer is then None, and the run proceeds (AWS decides at launch).
+
+    Raises:
+        CloudError: any other failure (the message says what to do).
+    """
+    with translate_errors(f"Service Quotas GetServiceQuota ({service} {code})"):
+        try:
+            return float(quotas.get_service_quota(
+                ServiceCode=service, QuotaCode=code)["Quota"]["Value"])
+        except ClientError as exc:
+            if is_denied(exc):
+                log.warning("cannot read %s (%s: no permission servicequotas:GetServiceQuota);"
+                            " proceeding without it", what, error_code(exc))
+                return None
+            if error_code(exc) != "NoSuchResourceException":
+                raise
+        try:
+            return float(quotas.get_aws_default_service_quota(
+                ServiceCode=service, QuotaCode=code)["Quota"]["Value"])
+        except ClientError as exc:
+            if is_denied(exc):
+                log.warning("cannot read %s (%s); proceeding without it", what, error_code(exc))
+                return None
+            raise
 
 
 def read_quota(source: Source = None, region: str | None = None, *,
@@ -109,29 +141,8 @@ def read_quota(source: Source = None, region: str | None = None, *,
         CloudError: any other failure (the message says what to do).
     """
     clients = QuotaClients.create(source, region)
-    code = quota_code(spot)
-    action = f"Service Quotas GetServiceQuota ({SERVICE_CODE} {code})"
-    with translate_errors(action):
-        try:
-            return float(clients.quotas.get_service_quota(
-                ServiceCode=SERVICE_CODE, QuotaCode=code)["Quota"]["Value"])
-        except ClientError as exc:
-            if _denied(exc):
-                log.warning("cannot read the Fargate vCPU quota (%s: no permission "
-                            "servicequotas:GetServiceQuota); proceeding without it",
-                            error_code(exc))
-                return None
-            if error_code(exc) != "NoSuchResourceException":
-                raise
-        try:
-            return float(clients.quotas.get_aws_default_service_quota(
-                ServiceCode=SERVICE_CODE, QuotaCode=code)["Quota"]["Value"])
-        except ClientError as exc:
-            if _denied(exc):
-                log.warning("cannot read the Fargate vCPU quota (%s); proceeding without it",
-                            error_code(exc))
-                return None
-            raise
+    return read_service_quota(clients.quotas, SERVICE_CODE, quota_code(spot),
+                              "the Fargate vCPU quota")
 
 
 def _task_arns(ecs: ECSClient) -> Iterator[tuple[str, list[str]]]:
@@ -219,7 +230,7 @@ def read_plan(workers: int, cpu: float, source: Source = None, region: str | Non
         in_use = vcpus_in_use(clients, region, spot=spot)
     except CloudError as exc:
         cause = exc.__cause__
-        if not (isinstance(cause, ClientError) and _denied(cause)):
+        if not (isinstance(cause, ClientError) and is_denied(cause)):
             raise
         in_use = 0.0
         note = ("vCPUs in use could not be counted (no permission to list ECS tasks); "
