@@ -239,3 +239,49 @@ def test_the_gpu_image_swaps_cpu_only_pins_and_says_so():
         [("numpy", "2.1.0"), ("torch", "2.5.1")]
     assert "torch 2.5.1+cpu -> 2.5.1" in note
     assert _gpu_snapshot(swapped) == (swapped, "")  # nothing left to swap
+
+
+def test_quota_gpu_reads_the_ec2_quota_and_says_what_fits(aws, monkeypatch):
+    from moto.servicequotas.responses import ServiceQuotasResponse
+
+    # moto's Service Quotas has no request history and no ec2 quotas: a fake
+    # of the two calls, in the in-process server.
+    requests: list[dict] = []
+
+    def request_service_quota_increase(response) -> str:
+        p = json.loads(response.body)
+        requests.append({"Id": f"r-{len(requests) + 1}", "ServiceCode": p["ServiceCode"],
+                         "QuotaCode": p["QuotaCode"], "DesiredValue": p["DesiredValue"],
+                         "Status": "PENDING"})
+        return json.dumps({"RequestedQuota": requests[-1]})
+
+    def list_requested_service_quota_change_history(response) -> str:
+        service = json.loads(response.body or "{}").get("ServiceCode")
+        return json.dumps({"RequestedQuotas": [r for r in requests
+                                               if r["ServiceCode"] == service]})
+
+    for fn in (request_service_quota_increase, list_requested_service_quota_change_history):
+        monkeypatch.setattr(ServiceQuotasResponse, fn.__name__, fn, raising=False)
+    monkeypatch.setenv("STARBURST_GPU_VCPU_QUOTA", "64")
+    result = CliRunner().invoke(main, ["quota", "--gpu", "nvidia-t4", "--workers", "20",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert (out["instance_type"], out["quota_code"]) == ("g4dn.xlarge", "L-DB2E81BA")
+    assert (out["quota_vcpu"], out["instances_requested"], out["instances_fit"]) == (64, 20, 16)
+    assert out["suggested_quota_vcpu"] == 80
+    assert "allows 16 g4dn.xlarge" in out["message"]
+    result = CliRunner().invoke(main, ["quota", "--gpu", "nvidia-t4", "--spot",
+                                       "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "'All G and VT Spot Instance Requests' (L-3819A6DF)" in result.output
+    assert "2 g4dn.xlarge (4 vCPU, 1 x nvidia-t4 each) fit" in result.output
+    result = CliRunner().invoke(main, ["quota", "--gpu", "nvidia-t4", "--workers", "20",
+                                       "--request"])
+    assert result.exit_code == 0, result.output
+    assert "Requested 'Running On-Demand G and VT instances' 80 vCPU" in result.output
+    assert (requests[0]["ServiceCode"], requests[0]["QuotaCode"]) == ("ec2", "L-DB2E81BA")
+    assert "Open increase request r-1: 80 vCPU, PENDING." in result.output
+    bad = CliRunner().invoke(main, ["quota", "--instance-type", "g5.xlarge"])
+    assert bad.exit_code != 0
+    assert "--instance-type goes with --gpu" in bad.output

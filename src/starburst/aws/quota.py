@@ -264,32 +264,36 @@ def _request(item: Any) -> QuotaRequest:
 
 
 def request_increase(desired: float, source: Source = None, region: str | None = None, *,
-                     spot: bool = False) -> QuotaRequest:
+                     spot: bool = False, quota: tuple[str, str] | None = None) -> QuotaRequest:
     """Ask AWS to raise the Fargate vCPU quota to ``desired`` (RequestServiceQuotaIncrease).
+
+    ``quota`` = ``(service code, quota code)`` names another quota (the EC2
+    GPU ones); ``spot`` then plays no part.
 
     Raises:
         CloudError: the request failed; a request already open for this
             quota is ``ResourceAlreadyExistsException``, named in the message.
     """
     clients = QuotaClients.create(source, region)
-    code = quota_code(spot)
-    with translate_errors(f"Service Quotas RequestServiceQuotaIncrease ({SERVICE_CODE} {code} "
+    service, code = quota or (SERVICE_CODE, quota_code(spot))
+    with translate_errors(f"Service Quotas RequestServiceQuotaIncrease ({service} {code} "
                           f"to {desired:g} vCPU)"):
         answer = clients.quotas.request_service_quota_increase(
-            ServiceCode=SERVICE_CODE, QuotaCode=code, DesiredValue=float(desired))
+            ServiceCode=service, QuotaCode=code, DesiredValue=float(desired))
     return _request(answer["RequestedQuota"])
 
 
 def quota_requests(source: Source = None, region: str | None = None, *,
-                   spot: bool = False) -> list[QuotaRequest]:
-    """Increase requests for the Fargate vCPU quota, newest first."""
+                   spot: bool = False, quota: tuple[str, str] | None = None,
+                   ) -> list[QuotaRequest]:
+    """Increase requests for the Fargate vCPU quota (or ``quota``), newest first."""
     clients = QuotaClients.create(source, region)
-    code = quota_code(spot)
+    service, code = quota or (SERVICE_CODE, quota_code(spot))
     found: list[QuotaRequest] = []
     with translate_errors(f"Service Quotas ListRequestedServiceQuotaChangeHistory "
-                          f"({SERVICE_CODE})"):
+                          f"({service})"):
         pages = clients.quotas.get_paginator(
-            "list_requested_service_quota_change_history").paginate(ServiceCode=SERVICE_CODE)
+            "list_requested_service_quota_change_history").paginate(ServiceCode=service)
         for page in pages:
             found.extend(_request(r) for r in page.get("RequestedQuotas", [])
                          if r.get("QuotaCode") == code)

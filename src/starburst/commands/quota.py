@@ -27,17 +27,29 @@ __all__ = ["quota"]
               metavar="[VCPUS]",
               help="Ask AWS to raise the quota to VCPUS (alone: enough for --workers x --cpu "
                    "plus what runs, rounded up to 50).")
+@click.option("--gpu", default=None, metavar="NAME",
+              help="GPU workers (e.g. nvidia-t4): the EC2 GPU instance vCPU quota instead "
+                   "(one worker per GPU).")
+@click.option("--instance-type", default=None, metavar="TYPE",
+              help="With --gpu: the EC2 instance type (default: the GPU's smallest).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def quota(region: str | None, cpu: float, workers: int, spot: bool, request: float | None,
-          as_json: bool) -> None:
+          gpu: str | None, instance_type: str | None, as_json: bool) -> None:
     """Read the Fargate vCPU quota and the vCPUs in use; say how many workers fit.
 
     The quota comes from Service Quotas (service fargate, L-3032A538
     On-Demand, L-36FBB829 Spot), the vCPUs in use from the Fargate tasks
-    running in every ECS cluster of the region. With --request, submits a
-    quota increase (RequestServiceQuotaIncrease). Open increase requests
-    are listed with their status either way.
+    running in every ECS cluster of the region. With --gpu, the EC2 quota of
+    the GPU instance family instead (service ec2: G and VT, or P instances;
+    On-Demand or Spot) and the vCPUs of that family's running instances.
+    With --request, submits a quota increase (RequestServiceQuotaIncrease).
+    Open increase requests are listed with their status either way.
     """
+    if instance_type is not None and gpu is None:
+        raise click.BadParameter("--instance-type goes with --gpu", param_hint="--instance-type")
+    if gpu is not None:
+        _gpu_quota(region, gpu, instance_type, workers, spot, request, as_json)
+        return
     if cpu not in FARGATE_SIZES:
         raise click.BadParameter(
             f"{cpu:g} is not a Fargate size; choose one of "
@@ -107,8 +119,77 @@ def quota(region: str | None, cpu: float, workers: int, spot: bool, request: flo
             lines.append("No increase requests for this quota.")
     except StarburstError as exc:
         raise click.ClickException(str(exc)) from exc
+    _print(out, lines, as_json)
+
+
+def _print(out: dict[str, Any], lines: list[str], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(out, indent=2))
     else:
         for line in lines:
             click.echo(line)
+
+
+def _gpu_quota(region: str | None, gpu: str, instance_type: str | None, workers: int,
+               spot: bool, request: float | None, as_json: bool) -> None:
+    """``starburst quota --gpu``: the EC2 GPU quota, the family's vCPUs in use, what fits."""
+    try:
+        from ..aws import quota as aws_quota
+        from ..aws.clients import resolve_region
+        from ..aws.gpu_quota import SERVICE_CODE, read_gpu_plan
+        from ..gpu import resolve_gpu
+    except ImportError as exc:
+        raise click.ClickException(f"`starburst quota` needs the aws extra ({exc}): "
+                                   "pip install 'starburst-cloud[aws]'") from exc
+    out: dict[str, Any] = {}
+    lines: list[str] = []
+    try:
+        instance = resolve_gpu(gpu, instance_type)
+        region = resolve_region(region)
+        wanted = -(-workers // instance.gpus)  # instances: one worker per GPU
+        status = read_gpu_plan(instance, wanted, None, region, spot=spot)
+        plan, kind = status.plan, "Spot" if spot else "On-Demand"
+        out.update(region=region, capacity=kind, gpu=instance.gpu,
+                   instance_type=instance.instance_type, quota_code=status.quota_code,
+                   quota_name=status.quota_name, read_from=status.read_from,
+                   quota_vcpu=plan.quota_vcpu, in_use_vcpu=plan.in_use_vcpu,
+                   workers_requested=workers, instances_requested=wanted,
+                   instances_fit=status.instances, workers_fit=status.instances * instance.gpus,
+                   waves=plan.waves, suggested_quota_vcpu=status.suggested_quota(),
+                   message=status.message())
+        where = f"EC2 quota '{status.quota_name}' ({status.quota_code}) in {region}"
+        if plan.quota_vcpu is None:
+            lines.append(f"{where}: unknown (no permission to read Service Quotas).")
+        else:
+            lines.append(f"{where}: {plan.quota_vcpu:g} vCPU ({status.read_from}); in use by "
+                         f"{kind} {instance.family} instances: {plan.in_use_vcpu:g} vCPU.")
+        if status.in_use_note:
+            lines.append(status.in_use_note)
+        lines.append(status.message() or
+                     f"{wanted} {instance.instance_type} ({instance.vcpus} vCPU, "
+                     f"{instance.gpus} x {instance.gpu} each) fit: {workers} GPU workers.")
+        code = (SERVICE_CODE, status.quota_code)
+        if request is not None:
+            desired = request or float(status.suggested_quota())
+            if plan.quota_vcpu is not None and desired <= plan.quota_vcpu:
+                raise click.ClickException(
+                    f"the quota is already {plan.quota_vcpu:g} vCPU; ask for more than that")
+            made = aws_quota.request_increase(desired, None, region, quota=code)
+            lines.append(f"Requested '{status.quota_name}' {made.desired:g} vCPU (request "
+                         f"{made.id}): {made.status}.")
+            out["request"] = {"id": made.id, "desired": made.desired, "status": made.status}
+        try:
+            requests = aws_quota.quota_requests(None, region, quota=code)
+        except StarburstError as exc:
+            requests = []
+            lines.append(f"Increase requests could not be listed: {exc}")
+        out["requests"] = [{"id": r.id, "desired": r.desired, "status": r.status,
+                            "open": r.open} for r in requests]
+        for r in [r for r in requests if r.open] or requests[:1]:
+            lines.append(f"{'Open' if r.open else 'Latest'} increase request {r.id}: "
+                         f"{r.desired:g} vCPU, {r.status}.")
+        if not requests:
+            lines.append("No increase requests for this quota.")
+    except StarburstError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print(out, lines, as_json)
