@@ -22,6 +22,20 @@ from _support import SharedEmulator, kill_all, session_processes, wait_for
 
 import starburst
 
+#: Tests marked ``aws`` run against a real account only when this is "1".
+REAL_AWS_ENV = "STARBURST_TEST_REAL_AWS"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests that need a real AWS account unless asked for."""
+    if os.environ.get(REAL_AWS_ENV) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"needs a real AWS account: set {REAL_AWS_ENV}=1 "
+                                   "(it spends a few cents; see tests/real_aws/)")
+    for item in items:
+        if "aws" in item.keywords:
+            item.add_marker(skip)
+
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch,
