@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason=f"needs a real AWS account: set {REAL_AWS_ENV}=1 "
                                    "(it spends a few cents; see tests/real_aws/)")
     for item in items:
-        if "aws" in item.keywords:
+        if item.get_closest_marker("aws") is not None:
             item.add_marker(skip)
 
 
