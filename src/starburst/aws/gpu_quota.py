@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,7 @@ from ..exceptions import CloudError, ConfigurationError
 from ..gpu import GpuInstance, gpu_instance, gpu_quota_code, gpu_quota_name
 from ..quota import QuotaPlan, plan_workers
 from .errors import translate_errors
-from .quota import is_denied, read_service_quota
+from .quota import is_denied, quota_clients, read_service_quota
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.client import EC2Client
@@ -74,15 +73,8 @@ class GpuQuotaClients:
         """Clients from ``source`` (see the module docstring) for ``region``."""
         if isinstance(source, GpuQuotaClients):
             return source
-        if isinstance(source, boto3.session.Session):
-            with translate_errors("creating the Service Quotas and EC2 clients"):
-                return cls(quotas=source.client("service-quotas", region_name=region),
-                           ec2=source.client("ec2", region_name=region))
-        from .clients import client
-
-        make: Callable[..., Any] = client  # the factory's overloads omit service-quotas
-        return cls(quotas=make("service-quotas", region=region),
-                   ec2=client("ec2", region=region))
+        quotas, ec2 = quota_clients(source, region, "ec2")
+        return cls(quotas=quotas, ec2=ec2)
 
 
 Source = GpuQuotaClients | boto3.session.Session | None

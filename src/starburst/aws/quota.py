@@ -79,15 +79,26 @@ class QuotaClients:
         """Clients from ``source`` (see the module docstring) for ``region``."""
         if isinstance(source, QuotaClients):
             return source
-        if isinstance(source, boto3.session.Session):
-            with translate_errors("creating the Service Quotas and ECS clients"):
-                return cls(quotas=source.client("service-quotas", region_name=region),
-                           ecs=source.client("ecs", region_name=region))
-        from .clients import client
+        quotas, ecs = quota_clients(source, region, "ecs")
+        return cls(quotas=quotas, ecs=ecs)
 
-        make: Callable[..., Any] = client  # the factory's overloads omit service-quotas
-        return cls(quotas=make("service-quotas", region=region),
-                   ecs=client("ecs", region=region))
+
+def quota_clients(source: boto3.session.Session | None, region: str | None,
+                  other: str) -> tuple[Any, Any]:
+    """A Service Quotas client and an ``other`` client (``"ecs"``, ``"ec2"``) for ``region``.
+
+    From ``source`` when it is a boto3 session, else from starburst's client
+    factory (adaptive retries, ``AWS_ENDPOINT_URL``).
+    """
+    if source is not None:
+        session: Any = source  # boto3's overloads want a literal service name
+        with translate_errors(f"creating the Service Quotas and {other.upper()} clients"):
+            return (session.client("service-quotas", region_name=region),
+                    session.client(other, region_name=region))
+    from .clients import client
+
+    make: Callable[..., Any] = client  # the factory's overloads omit service-quotas
+    return make("service-quotas", region=region), make(other, region=region)
 
 
 Source = QuotaClients | boto3.session.Session | None

@@ -91,32 +91,8 @@ def quota(region: str | None, cpu: float, workers: int, spot: bool, request: flo
             lines.append(f"To run {workers} workers at once, ask for {wanted} vCPU: "
                          f"starburst quota --region {region} --cpu {cpu:g} --workers {workers}"
                          f"{' --spot' if spot else ''} --request")
-        if request is not None:
-            desired = request or float(wanted)
-            if status.quota_vcpu is not None and desired <= status.quota_vcpu:
-                raise click.ClickException(
-                    f"the quota is already {status.quota_vcpu:g} vCPU; ask for more than that")
-            made = aws_quota.request_increase(desired, clients, region, spot=spot)
-            lines.append(f"Requested {kind} vCPU quota {made.desired:g} (request {made.id}): "
-                         f"{made.status}.")
-            out["request"] = {"id": made.id, "desired": made.desired, "status": made.status}
-        try:
-            requests = aws_quota.quota_requests(clients, region, spot=spot)
-        except StarburstError as exc:
-            requests = []
-            lines.append(f"Increase requests could not be listed: {exc}")
-        shown = [r for r in requests if r.open] or requests[:1]
-        out["requests"] = [{"id": r.id, "desired": r.desired, "status": r.status,
-                            "open": r.open, "case_id": r.case_id,
-                            "created": r.created.isoformat() if r.created else None}
-                           for r in requests]
-        for r in shown:
-            when = f", {r.created:%Y-%m-%d}" if r.created else ""
-            case = f", support case {r.case_id}" if r.case_id else ""
-            lines.append(f"{'Open' if r.open else 'Latest'} increase request {r.id}: "
-                         f"{r.desired:g} vCPU, {r.status}{when}{case}.")
-        if not requests:
-            lines.append("No increase requests for this quota.")
+        _requests(out, lines, request, float(wanted), status.quota_vcpu, clients, region,
+                  spot=spot, what=f"{kind} vCPU quota")
     except StarburstError as exc:
         raise click.ClickException(str(exc)) from exc
     _print(out, lines, as_json)
@@ -130,11 +106,47 @@ def _print(out: dict[str, Any], lines: list[str], as_json: bool) -> None:
             click.echo(line)
 
 
+def _requests(out: dict[str, Any], lines: list[str], request: float | None, wanted: float,
+              current: float | None, clients: Any, region: str, *, spot: bool = False,
+              quota: tuple[str, str] | None = None, what: str) -> None:
+    """Submit the increase ``request`` asks for (``--request``), then list the requests.
+
+    ``request`` is None (no request), 0 (ask for ``wanted``) or the vCPUs.
+    ``quota`` is ``(service code, quota code)`` for a quota other than Fargate's.
+    """
+    from ..aws import quota as aws_quota
+
+    if request is not None:
+        desired = request or wanted
+        if current is not None and desired <= current:
+            raise click.ClickException(
+                f"the quota is already {current:g} vCPU; ask for more than that")
+        made = aws_quota.request_increase(desired, clients, region, spot=spot, quota=quota)
+        lines.append(f"Requested {what} {made.desired:g} vCPU (request {made.id}): "
+                     f"{made.status}.")
+        out["request"] = {"id": made.id, "desired": made.desired, "status": made.status}
+    try:
+        requests = aws_quota.quota_requests(clients, region, spot=spot, quota=quota)
+    except StarburstError as exc:
+        requests = []
+        lines.append(f"Increase requests could not be listed: {exc}")
+    out["requests"] = [{"id": r.id, "desired": r.desired, "status": r.status,
+                        "open": r.open, "case_id": r.case_id,
+                        "created": r.created.isoformat() if r.created else None}
+                       for r in requests]
+    for r in [r for r in requests if r.open] or requests[:1]:
+        when = f", {r.created:%Y-%m-%d}" if r.created else ""
+        case = f", support case {r.case_id}" if r.case_id else ""
+        lines.append(f"{'Open' if r.open else 'Latest'} increase request {r.id}: "
+                     f"{r.desired:g} vCPU, {r.status}{when}{case}.")
+    if not requests:
+        lines.append("No increase requests for this quota.")
+
+
 def _gpu_quota(region: str | None, gpu: str, instance_type: str | None, workers: int,
                spot: bool, request: float | None, as_json: bool) -> None:
     """``starburst quota --gpu``: the EC2 GPU quota, the family's vCPUs in use, what fits."""
     try:
-        from ..aws import quota as aws_quota
         from ..aws.clients import resolve_region
         from ..aws.gpu_quota import SERVICE_CODE, read_gpu_plan
         from ..gpu import resolve_gpu
@@ -168,28 +180,9 @@ def _gpu_quota(region: str | None, gpu: str, instance_type: str | None, workers:
         lines.append(status.message() or
                      f"{wanted} {instance.instance_type} ({instance.vcpus} vCPU, "
                      f"{instance.gpus} x {instance.gpu} each) fit: {workers} GPU workers.")
-        code = (SERVICE_CODE, status.quota_code)
-        if request is not None:
-            desired = request or float(status.suggested_quota())
-            if plan.quota_vcpu is not None and desired <= plan.quota_vcpu:
-                raise click.ClickException(
-                    f"the quota is already {plan.quota_vcpu:g} vCPU; ask for more than that")
-            made = aws_quota.request_increase(desired, None, region, quota=code)
-            lines.append(f"Requested '{status.quota_name}' {made.desired:g} vCPU (request "
-                         f"{made.id}): {made.status}.")
-            out["request"] = {"id": made.id, "desired": made.desired, "status": made.status}
-        try:
-            requests = aws_quota.quota_requests(None, region, quota=code)
-        except StarburstError as exc:
-            requests = []
-            lines.append(f"Increase requests could not be listed: {exc}")
-        out["requests"] = [{"id": r.id, "desired": r.desired, "status": r.status,
-                            "open": r.open} for r in requests]
-        for r in [r for r in requests if r.open] or requests[:1]:
-            lines.append(f"{'Open' if r.open else 'Latest'} increase request {r.id}: "
-                         f"{r.desired:g} vCPU, {r.status}.")
-        if not requests:
-            lines.append("No increase requests for this quota.")
+        _requests(out, lines, request, float(status.suggested_quota()), plan.quota_vcpu, None,
+                  region, quota=(SERVICE_CODE, status.quota_code),
+                  what=f"'{status.quota_name}'")
     except StarburstError as exc:
         raise click.ClickException(str(exc)) from exc
     _print(out, lines, as_json)
