@@ -14,19 +14,42 @@ before it returns, the session's queues are deleted again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 from ..aws import provision
+from ..exceptions import ConfigurationError
 from ..transport.aws import AwsTransport
 from . import _environment
 
 if TYPE_CHECKING:
     from ..envsync.snapshot import Snapshot
 
-__all__ = ["open_worker_session"]
+__all__ = ["in_parallel", "open_worker_session", "reject_unknown"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+#: AWS calls in flight at once when starting or stopping many workers: 100
+#: workers stop in about a second, not ten, well under the APIs' rates.
+API_THREADS = 8
+
+
+def reject_unknown(options: Iterable[str], valid: Sequence[str], what: str) -> None:
+    """A ConfigurationError naming the options not in ``valid`` (``what`` they were for)."""
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option(s) {', '.join(unknown)} for {what}; valid: {', '.join(valid)}")
+
+
+def in_parallel(call: Callable[[R], T], items: Sequence[R], *, name: str) -> list[T]:
+    """``call`` on every item, :data:`API_THREADS` at a time, results in order."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(API_THREADS, len(items)),
+                            thread_name_prefix=f"starburst-{name}") as pool:
+        return list(pool.map(call, items))
 
 
 def open_worker_session(

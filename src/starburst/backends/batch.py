@@ -29,7 +29,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -47,7 +46,7 @@ from ..session import WORKER_OPTION, SessionRecord, record_key
 from ..transport import open_transport
 from ..transport.aws import AwsTransport
 from . import _environment
-from ._aws_session import open_worker_session
+from ._aws_session import in_parallel, open_worker_session, reject_unknown
 from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
 
 if TYPE_CHECKING:
@@ -65,8 +64,6 @@ log = logging.getLogger("starburst")
 _DESCRIBE_BATCH = 100
 #: Job states change on a scale of seconds (instances take minutes to start).
 _POLL_INTERVAL = 1.0
-#: SubmitJob calls in flight at once, and TerminateJob calls likewise.
-_API_THREADS = 8
 #: The default worker count of a GPU session (GPU quotas start small).
 DEFAULT_WORKERS = 2
 #: Backend options beyond the config fields and the environment options.
@@ -193,12 +190,8 @@ class BatchBackend(ComputeBackend):
     def open_session(cls, *, session: str, options: ExecutorOptions,
                      on_output: OutputCallback | None = None) -> Session:
         extra = dict(options.extra)
-        valid = (*FIELDS, *_EXTRA, *_environment.OPTION_NAMES)
-        unknown = sorted(set(extra) - set(valid))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown option(s) {', '.join(unknown)} for GPU workers (AWS Batch); valid: "
-                f"{', '.join(valid)}")
+        reject_unknown(extra, (*FIELDS, *_EXTRA, *_environment.OPTION_NAMES),
+                       "GPU workers (AWS Batch)")
         instance, spot = _instance_of(extra)
         rate = extra.pop("instance_rate", None)
         arch = extra.pop("arch", None)
@@ -291,11 +284,7 @@ class BatchBackend(ComputeBackend):
         that Batch still knows, so no two workers share an id.
         """
         given = {k: v for k, v in options.extra.items() if v is not None}
-        unknown = sorted(set(given) - {*FIELDS, *_EXTRA})
-        if unknown:
-            raise ConfigurationError(
-                f"unknown option(s) {', '.join(unknown)} for attaching to a GPU session; "
-                f"valid: {', '.join((*FIELDS, *_EXTRA))}")
+        reject_unknown(given, (*FIELDS, *_EXTRA), "attaching to a GPU session")
         place = ops.Place.from_config(config=load_config(
             {k: v for k, v in given.items() if k in FIELDS}))
         where = f"s3://{place.bucket}/{place.key(record_key(session))}"
@@ -385,9 +374,7 @@ class BatchBackend(ComputeBackend):
         for _ in range(count):
             self._launched += 1
             names.append(f"{self.session}-w{self._launched}")
-        with ThreadPoolExecutor(max_workers=min(_API_THREADS, count),
-                                thread_name_prefix="starburst-submit") as pool:
-            results = list(pool.map(lambda n: self._submit(n, definition, spec), names))
+        results = in_parallel(lambda n: self._submit(n, definition, spec), names, name="submit")
         started = [name for name, job_id in zip(names, results, strict=True) if job_id]
         if len(started) < count:
             log.info("starburst: AWS Batch accepted %d of %d workers (throttled); the rest "
@@ -459,12 +446,7 @@ class BatchBackend(ComputeBackend):
     def stop(self, workers: Sequence[str] | None = None) -> None:
         targets = [w for w in (list(self._jobs) if workers is None else workers)
                    if w in self._jobs and w not in self._stop_sent]
-        if not targets:
-            return
-        with ThreadPoolExecutor(max_workers=min(_API_THREADS, len(targets)),
-                                thread_name_prefix="starburst-stop") as pool:
-            for name in pool.map(self._stop_one, targets):
-                self._stop_sent.add(name)
+        self._stop_sent.update(in_parallel(self._stop_one, targets, name="stop"))
 
     def _stop_one(self, name: str) -> str:
         """TerminateJob: SIGTERM (then SIGKILL) a running job, cancels a queued one."""

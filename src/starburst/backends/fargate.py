@@ -44,7 +44,6 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -68,7 +67,7 @@ from ..transport import open_transport
 from ..transport.aws import AwsTransport
 from ..transport.s3 import S3Store
 from . import _environment
-from ._aws_session import open_worker_session
+from ._aws_session import in_parallel, open_worker_session, reject_unknown
 from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
 
 if TYPE_CHECKING:
@@ -101,9 +100,6 @@ _LAUNCH_RETRIES = 3
 DEFAULT_WORKERS = 10
 #: ECS rejects container overrides larger than 8 KiB.
 _OVERRIDES_LIMIT = 8192
-#: StopTask calls in flight at once: stopping 100 workers takes a second,
-#: not ten, and stays well under ECS's API rate.
-_STOP_THREADS = 8
 #: Backend options beyond the config fields: CPU architecture, quota, Fargate Spot.
 _EXTRA = ("arch", "auto_quota_request", "spot", "spot_discount")
 #: The capacity providers of Fargate On-Demand and Fargate Spot.
@@ -214,12 +210,8 @@ class FargateBackend(ComputeBackend):
     def open_session(cls, *, session: str, options: ExecutorOptions,
                      on_output: OutputCallback | None = None) -> Session:
         extra = dict(options.extra)
-        valid = (*FIELDS, *_EXTRA, *_environment.OPTION_NAMES)
-        unknown = sorted(set(extra) - set(valid))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown option(s) {', '.join(unknown)} for backend='fargate'; valid: "
-                f"{', '.join(valid)}")
+        reject_unknown(extra, (*FIELDS, *_EXTRA, *_environment.OPTION_NAMES),
+                       "backend='fargate'")
         auto_request = extra.pop("auto_quota_request", None)
         if auto_request not in (None, True, False):
             raise ConfigurationError(
@@ -322,12 +314,8 @@ class FargateBackend(ComputeBackend):
         they were deleted meanwhile); the session's queues are never created.
         """
         given = dict(options.extra)
-        valid = (*FIELDS, "arch", "spot", "spot_discount")
-        unknown = sorted(set(given) - set(valid))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown option(s) {', '.join(unknown)} for attaching to a Fargate session; "
-                f"valid: {', '.join(valid)}")
+        reject_unknown(given, (*FIELDS, "arch", "spot", "spot_discount"),
+                       "attaching to a Fargate session")
         arch_given = given.pop("arch", None)
         spot_given = given.pop("spot", None)
         discount_given = given.pop("spot_discount", None)
@@ -677,12 +665,7 @@ class FargateBackend(ComputeBackend):
         everyone = [arn for arn in self._tasks if arn not in self._keep]
         targets = [arn for arn in (everyone if workers is None else workers)
                    if arn not in self._stop_sent]
-        if not targets:
-            return
-        with ThreadPoolExecutor(max_workers=min(_STOP_THREADS, len(targets)),
-                                thread_name_prefix="starburst-stop") as pool:
-            for arn in pool.map(self._stop_one, targets):
-                self._stop_sent.add(arn)
+        self._stop_sent.update(in_parallel(self._stop_one, targets, name="stop"))
 
     def _stop_one(self, arn: str) -> str:
         with translate_errors(f"ECS StopTask {arn}", kind=BackendError):
