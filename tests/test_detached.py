@@ -151,3 +151,32 @@ def test_fargate_attach_to_an_unknown_session_names_bucket_and_prefix(backend: o
                        match=r"no Fargate session sb-nope in bucket '[^']+' under prefix "
                              r"'starburst'"):
         starburst.attach("sb-nope", backend="fargate", progress=False)
+
+
+def test_a_detached_local_client_leaves_no_unreaped_worker_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The workers of a detached session outlive the client's backend object;
+    # their Popen handles must still be reaped (no "subprocess N is still
+    # running" ResourceWarning when they are collected, no zombies).
+    import gc
+    import warnings
+
+    from _tasks import nap
+
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    settings = starburst.Settings(poll=0.05, idle_timeout=1.0)
+    ex = starburst.Executor(workers=1, detached=True, settings=settings, progress=False)
+    ex.submit(nap, 0.2)
+    session = ex.session_id
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex.shutdown()
+        del ex
+        gc.collect()
+        wait_for(lambda: not session_processes(session), timeout=30,
+                 what="the detached session's worker to exit")
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)
+                and "still running" in str(w.message)]
+    with starburst.attach(session, progress=False) as handle:  # end the session
+        assert handle.results(timeout=60) == [0.2]

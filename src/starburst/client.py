@@ -1007,6 +1007,7 @@ class Client:
         if self._detaching and self._broken is None:
             self._write_record("submitted")
             self._ended = True
+            self.backend.detach()
             self.display.close()
             name = self.backend.name
             where = "" if name == "local" else f", backend={name!r}"

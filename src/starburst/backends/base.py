@@ -204,5 +204,12 @@ class ComputeBackend(abc.ABC):
         None when this backend cannot say (or no longer knows the worker)."""
         return None
 
+    def detach(self) -> None:  # noqa: B027 - optional hook
+        """The client leaves a detached session: its workers run on without it.
+
+        Nothing is stopped. A backend that holds per-worker handles hands them
+        to whatever must outlive the client object (local: a reaper thread).
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources once every worker has stopped."""

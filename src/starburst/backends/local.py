@@ -215,6 +215,24 @@ class LocalBackend(ComputeBackend):
         with self._lock:
             return {w: p.pid for w, p in self._procs.items() if p.poll() is None}
 
+    def detach(self) -> None:
+        """Leave the workers running; a daemon thread reaps each one when it exits.
+
+        Without it the ``Popen`` handles would be dropped with this object while
+        their processes still run: a zombie each, and a ResourceWarning.
+        """
+        with self._lock:
+            procs = list(self._procs.values())
+            self._procs.clear()
+        if procs:
+            threading.Thread(target=_reap, args=(procs,), name="starburst-reaper",
+                             daemon=True).start()
+
     def close(self) -> None:
         self.stop()
         self.poll()
+
+
+def _reap(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.wait()
