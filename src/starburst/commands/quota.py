@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -10,6 +9,7 @@ import click
 from ..aws.sizes import FARGATE_SIZES
 from ..exceptions import StarburstError
 from ..quota import suggest_quota
+from ._common import aws_errors, echo_json
 
 __all__ = ["quota"]
 
@@ -100,7 +100,7 @@ def quota(region: str | None, cpu: float, workers: int, spot: bool, request: flo
 
 def _print(out: dict[str, Any], lines: list[str], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(out, indent=2))
+        echo_json(out)
     else:
         for line in lines:
             click.echo(line)
@@ -146,16 +146,13 @@ def _requests(out: dict[str, Any], lines: list[str], request: float | None, want
 def _gpu_quota(region: str | None, gpu: str, instance_type: str | None, workers: int,
                spot: bool, request: float | None, as_json: bool) -> None:
     """``starburst quota --gpu``: the EC2 GPU quota, the family's vCPUs in use, what fits."""
-    try:
+    out: dict[str, Any] = {}
+    lines: list[str] = []
+    with aws_errors():
         from ..aws.clients import resolve_region
         from ..aws.gpu_quota import SERVICE_CODE, read_gpu_plan
         from ..gpu import resolve_gpu
-    except ImportError as exc:
-        raise click.ClickException(f"`starburst quota` needs the aws extra ({exc}): "
-                                   "pip install 'starburst-cloud[aws]'") from exc
-    out: dict[str, Any] = {}
-    lines: list[str] = []
-    try:
+
         instance = resolve_gpu(gpu, instance_type)
         region = resolve_region(region)
         wanted = -(-workers // instance.gpus)  # instances: one worker per GPU
@@ -183,6 +180,4 @@ def _gpu_quota(region: str | None, gpu: str, instance_type: str | None, workers:
         _requests(out, lines, request, float(status.suggested_quota()), plan.quota_vcpu, None,
                   region, quota=(SERVICE_CODE, status.quota_code),
                   what=f"'{status.quota_name}'")
-    except StarburstError as exc:
-        raise click.ClickException(str(exc)) from exc
     _print(out, lines, as_json)
