@@ -98,6 +98,18 @@ def execution_policy(*, part: str, region: str, account: str, repository: str,
     return _doc(
         {"Sid": "RegistryLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken",
          "Resource": "*"},
+        *_pull_and_log(part=part, region=region, account=account, repository=repository,
+                       log_group=log_group))
+
+
+def _pull_and_log(*, part: str, region: str, account: str, repository: str,
+                  log_group: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pull the worker image from the starburst repository; write its log group.
+
+    What both a Fargate task's execution role and a GPU instance's role
+    need, scoped the same way.
+    """
+    return (
         {"Sid": "PullWorkerImage", "Effect": "Allow",
          "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer",
                     "ecr:BatchGetImage"],
@@ -126,13 +138,8 @@ def instance_policy(*, part: str, region: str, account: str, repository: str,
          # Batch names a compute environment's cluster after it: <name>_Batch_<id>.
          "Resource": [f"{ecs}:cluster/starburst-gpu-*",
                       f"{ecs}:container-instance/starburst-gpu-*/*"]},
-        {"Sid": "PullWorkerImage", "Effect": "Allow",
-         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer",
-                    "ecr:BatchGetImage"],
-         "Resource": f"arn:{part}:ecr:{region}:{account}:repository/{repository}"},
-        {"Sid": "WriteWorkerLogs", "Effect": "Allow",
-         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": f"arn:{part}:logs:{region}:{account}:log-group:{log_group}:*"})
+        *_pull_and_log(part=part, region=region, account=account, repository=repository,
+                       log_group=log_group))
 
 
 def task_policy(*, part: str, account: str, bucket: str, prefix: str) -> dict[str, Any]:
