@@ -285,3 +285,31 @@ def test_quota_gpu_reads_the_ec2_quota_and_says_what_fits(aws, monkeypatch):
     bad = CliRunner().invoke(main, ["quota", "--instance-type", "g5.xlarge"])
     assert bad.exit_code != 0
     assert "--instance-type goes with --gpu" in bad.output
+
+
+def test_teardown_terminates_the_jobs_of_every_page():
+    from starburst.aws import batch as aws_batch
+
+    class Pages:
+        def paginate(self, jobQueue, jobStatus):
+            if jobStatus == "RUNNING":
+                yield {"jobSummaryList": [{"jobId": f"j{i}"} for i in range(100)]}
+                yield {"jobSummaryList": [{"jobId": "j100"}]}
+
+    class Batch:
+        terminated: list[str] = []
+
+        def get_paginator(self, name):
+            assert name == "list_jobs"
+            return Pages()
+
+        def list_jobs(self, jobQueue, jobStatus):  # one page at most, as AWS answers
+            page = next(Pages().paginate(jobQueue, jobStatus), {"jobSummaryList": []})
+            return {**page, "nextToken": "more"} if page["jobSummaryList"] else page
+
+        def terminate_job(self, jobId, reason):
+            self.terminated.append(jobId)
+
+    fake = Batch()
+    aws_batch._terminate_jobs(fake, "starburst-gpu-g4dn-xlarge")
+    assert len(fake.terminated) == 101  # the second page too

@@ -76,6 +76,8 @@ __all__ = [
 
 #: Names of every starburst Batch resource start with this.
 GPU_PREFIX = "starburst-gpu-"
+#: Batch job states in which a job may still start or run (and bill).
+ACTIVE_JOB_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 #: The EC2 instance role (and instance profile) of the GPU instances.
 INSTANCE_ROLE = "starburst-ecs-instance"
 #: The AMI type of the compute environment: Amazon Linux 2 with the NVIDIA
@@ -463,10 +465,12 @@ def list_gpu_resources(*, region: str) -> GpuResources:
 
 
 def _terminate_jobs(batch: BatchClient, queue: str) -> None:
-    for status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"):
-        listed = batch.list_jobs(jobQueue=queue, jobStatus=status)
-        for job in listed.get("jobSummaryList", []):
-            batch.terminate_job(jobId=job["jobId"], reason="starburst teardown")
+    """TerminateJob every job of ``queue`` that may still start or run (every page)."""
+    paginator = batch.get_paginator("list_jobs")
+    for status in ACTIVE_JOB_STATES:
+        for page in paginator.paginate(jobQueue=queue, jobStatus=status):  # type: ignore[arg-type]
+            for job in page.get("jobSummaryList", []):
+                batch.terminate_job(jobId=job["jobId"], reason="starburst teardown")
 
 
 def delete_queue(name: str, *, region: str) -> None:

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from ..exceptions import ProtocolError
 from ..session import SessionRecord
 from . import provision
-from .batch import GPU_PREFIX
+from .batch import ACTIVE_JOB_STATES, GPU_PREFIX
 from .clients import client, resolve_region
 from .config import AwsConfig, load_config
 from .errors import error_code, translate_errors
@@ -42,8 +42,6 @@ _SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 #: A GPU worker's job name: ``<session>-w<n>`` (backends/batch.py names them so).
 _JOB_NAME = re.compile(r"^(?P<session>.+)-w(?P<n>\d+)$")
-#: Batch job states in which a job may still start or run (and bill).
-ACTIVE_JOB_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 _JOB_STATES = (*ACTIVE_JOB_STATES, "SUCCEEDED", "FAILED")
 #: DescribeJobs takes at most 100 jobs per call.
 _DESCRIBE_JOBS = 100
