@@ -478,31 +478,37 @@ def delete_queue(name: str, *, region: str) -> None:
     batch = _batch(region)
     with translate_errors(f"deleting AWS Batch job queue {name}"):
         _terminate_jobs(batch, name)
-        current = _job_queue(batch, name)
-        if current is None:
-            return
-        if current.get("state") != "DISABLED":
-            batch.update_job_queue(jobQueue=name, state="DISABLED")
-        _wait(f"job queue {name} (disabling)",
-              lambda: (_job_queue(batch, name) or {}).get("status") != "UPDATING")
-        batch.delete_job_queue(jobQueue=name)
-        _wait(f"job queue {name} (deleting)", lambda: _job_queue(batch, name) is None)
+        _disable_and_delete(
+            f"job queue {name}", lambda: _job_queue(batch, name),
+            lambda: batch.update_job_queue(jobQueue=name, state="DISABLED"),
+            lambda: batch.delete_job_queue(jobQueue=name))
 
 
 def delete_compute_environment(name: str, *, region: str) -> None:
     """Disable the compute environment, wait, delete it, wait until it is gone."""
     batch = _batch(region)
     with translate_errors(f"deleting AWS Batch compute environment {name}"):
-        current = _compute_environment(batch, name)
-        if current is None:
-            return
-        if current.get("state") != "DISABLED":
-            batch.update_compute_environment(computeEnvironment=name, state="DISABLED")
-        _wait(f"compute environment {name} (disabling)",
-              lambda: (_compute_environment(batch, name) or {}).get("status") != "UPDATING")
-        batch.delete_compute_environment(computeEnvironment=name)
-        _wait(f"compute environment {name} (deleting)",
-              lambda: _compute_environment(batch, name) is None)
+        _disable_and_delete(
+            f"compute environment {name}", lambda: _compute_environment(batch, name),
+            lambda: batch.update_compute_environment(computeEnvironment=name,
+                                                     state="DISABLED"),
+            lambda: batch.delete_compute_environment(computeEnvironment=name))
+
+
+def _disable_and_delete(what: str, describe: Callable[[], Any | None],
+                        disable: Callable[[], object], delete: Callable[[], object]) -> None:
+    """Batch's order for a queue or compute environment: disable, wait, delete, wait.
+
+    ``describe`` returns the resource's description, or None once it is gone.
+    """
+    current = describe()
+    if current is None:
+        return
+    if current.get("state") != "DISABLED":
+        disable()
+    _wait(f"{what} (disabling)", lambda: (describe() or {}).get("status") != "UPDATING")
+    delete()
+    _wait(f"{what} (deleting)", lambda: describe() is None)
 
 
 def delete_instance_profile(*, region: str) -> None:
