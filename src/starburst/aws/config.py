@@ -93,6 +93,17 @@ class AwsConfig:
         """
         return self.region if self.sources.get("region") in ("argument", "environment") else None
 
+    def resolved_region(self, explicit: str | None = None) -> str:
+        """The region to use: ``explicit``, else :attr:`region_given`, else the AWS
+        environment, else a config file's :attr:`region`, else the AWS profile's.
+
+        Raises:
+            ConfigurationError: no region is set anywhere (the message says how).
+        """
+        from .clients import resolve_region
+
+        return resolve_region(explicit or self.region_given, self.region)
+
     def described_sources(self) -> str:
         """The fields not at their default and where each came from, for ``starburst doctor``."""
         set_here = [f"{name} from {source}" for name, source in self.sources.items()

@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..config_files import find_pyproject
 from ..exceptions import StarburstError
 from . import policies, provision
-from .clients import client, resolve_region
+from .clients import client
 from .config import AwsConfig, config_path, load_config
 from .errors import explain
 
@@ -131,7 +131,7 @@ def run_checks(region: str | None = None) -> list[Check]:
                         + (f"; project {project}" if project else "")
                         + f"; {config.described_sources()}"))
     try:
-        name = resolve_region(region or config.region_given, config.region)
+        name = config.resolved_region(region)
     except StarburstError as exc:
         return [*checks, Check("region", False, str(exc), "set STARBURST_REGION or "
                                                           "`starburst setup --region R`")]

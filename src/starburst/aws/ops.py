@@ -22,7 +22,7 @@ from ..exceptions import ProtocolError
 from ..session import SessionRecord
 from . import provision
 from .batch import ACTIVE_JOB_STATES, GPU_PREFIX
-from .clients import client, resolve_region
+from .clients import client
 from .config import AwsConfig, load_config
 from .errors import error_code, translate_errors
 
@@ -66,7 +66,7 @@ class Place:
     def from_config(cls, region: str | None = None,
                     config: AwsConfig | None = None) -> Place:
         config = config or load_config({"region": region})
-        name = resolve_region(region or config.region_given, config.region)
+        name = config.resolved_region(region)
         bucket = config.bucket or provision.default_bucket(name)
         return cls(name, bucket, config.prefix.strip("/"), config.cluster, config.log_group)
 

@@ -24,7 +24,7 @@ from ..exceptions import CloudError, ConfigurationError
 from ..transport.aws import QueueUrls
 from ..transport.sqs import MAX_MESSAGE_BYTES
 from . import policies
-from .clients import account_id, client, partition, resolve_region
+from .clients import account_id, client, partition
 from .config import AwsConfig
 from .errors import error_code, translate_errors
 from .sizes import cpu_units, validate_size
@@ -466,7 +466,7 @@ def ensure_task_definition(*, image: str, cpu: float, memory_mib: int, arch: str
 
 def ensure_shared(config: AwsConfig) -> Shared:
     """Resolve and ensure every shared resource the configuration names."""
-    region = resolve_region(config.region_given, config.region)
+    region = config.resolved_region()
     bucket = config.bucket or default_bucket(region)
     ensure_bucket(bucket, region=region, prefix=config.prefix)
     ensure_cluster(config.cluster, region=region)

@@ -52,7 +52,6 @@ from botocore.exceptions import ClientError
 
 from ..aws import provision
 from ..aws.clients import client as make_client
-from ..aws.clients import resolve_region
 from ..aws.config import FIELDS, AwsConfig, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
 from ..aws.quota import QuotaStatus, read_plan, request_increase, vcpus_in_use
@@ -320,7 +319,7 @@ class FargateBackend(ComputeBackend):
         spot_given = given.pop("spot", None)
         discount_given = given.pop("spot_discount", None)
         config = load_config(given)
-        region = resolve_region(config.region_given, config.region)
+        region = config.resolved_region()
         bucket = config.bucket or provision.default_bucket(region)
         where = f"s3://{bucket}/{config.prefix}"
         store = S3Store(bucket, config.prefix, region=region)

@@ -93,11 +93,10 @@ def _options(platform: str, base_image: str | None, packages: tuple[str, ...],
 
 def _where(region: str | None) -> tuple[str, str]:
     """``(region, repository)`` as the fargate backend settles them."""
-    from ..aws.clients import resolve_region
     from ..aws.config import load_config
 
     config = load_config({"region": region})
-    return resolve_region(region or config.region_given, config.region), config.ecr_repository
+    return config.resolved_region(region), config.ecr_repository
 
 
 def _manifest_layers(registry: Registry, repository: str, ref: str) -> dict[str, Any]:
