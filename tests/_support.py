@@ -6,10 +6,13 @@ so a broken executor fails a test instead of hanging it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
 import signal
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -111,3 +114,34 @@ class SharedEmulator:
 def emulated_pids() -> dict[str, int]:
     """Task ARN -> pid of the emulated Fargate tasks (for fault injection)."""
     return dict(SharedEmulator.get().runner.pids())
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(
+        b"=").decode()
+
+
+def make_wheel(directory: Path, name: str, version: str, files: dict[str, bytes], *,
+               requires: tuple[str, ...] = (), tag: str = "py3-none-any",
+               scripts: dict[str, str] | None = None) -> Path:
+    """Write a wheel with ``files`` (path -> bytes) and return its path."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    content = dict(files)
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    content[f"{dist}.dist-info/METADATA"] = meta.encode()
+    purelib = "true" if tag.endswith("none-any") else "false"
+    content[f"{dist}.dist-info/WHEEL"] = (
+        f"Wheel-Version: 1.0\nGenerator: starburst-tests\nRoot-Is-Purelib: {purelib}\n"
+        f"Tag: {tag}\n").encode()
+    if scripts:
+        lines = "".join(f"{k} = {v}\n" for k, v in scripts.items())
+        content[f"{dist}.dist-info/entry_points.txt"] = f"[console_scripts]\n{lines}".encode()
+    record = "".join(f"{p},{_record_hash(b)},{len(b)}\n" for p, b in content.items())
+    content[f"{dist}.dist-info/RECORD"] = (record + f"{dist}.dist-info/RECORD,,\n").encode()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{dist}-{tag}.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for arcname, data in content.items():
+            zf.writestr(arcname, data)
+    return path

@@ -9,16 +9,14 @@ only an x86_64 wheel is refused with a fix that names platform="x86_64".
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import json
 import sys
 import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
+from _support import make_wheel
 
 from starburst.aws.clients import client
 from starburst.backends.fargate import ARM64_SPOT_RULE, FargateBackend
@@ -37,31 +35,11 @@ AARCH64 = f"{CP}-{CP}-manylinux_2_17_aarch64"
 X86_64 = f"{CP}-{CP}-manylinux_2_17_x86_64"
 
 
-def _wheel(directory: Path, name: str, version: str, tag: str, files: dict[str, bytes]) -> Path:
-    """Write a platform wheel of ``name`` holding ``files``; return its path."""
-    info = f"{name}-{version}.dist-info"
-    content = dict(files)
-    content[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-                                   ).encode()
-    content[f"{info}/WHEEL"] = (f"Wheel-Version: 1.0\nGenerator: starburst-tests\n"
-                                f"Root-Is-Purelib: false\nTag: {tag}\n").encode()
-    record = "".join(
-        f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b'=').decode()}"
-        f",{len(b)}\n" for p, b in content.items())
-    content[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}-{version}-{tag}.whl"
-    with zipfile.ZipFile(path, "w") as zf:
-        for arcname, data in content.items():
-            zf.writestr(arcname, data)
-    return path
-
-
 def _fastthing(wheels: Path) -> None:
     for tag, machine in ((AARCH64, "aarch64"), (X86_64, "x86_64")):
-        _wheel(wheels, "fastthing", "1.0", tag, {
+        make_wheel(wheels, "fastthing", "1.0", {
             "fastthing/__init__.py": b"",
-            "fastthing/_arch.py": f"MACHINE = {machine!r}\n".encode()})
+            "fastthing/_arch.py": f"MACHINE = {machine!r}\n".encode()}, tag=tag)
 
 
 def _image_files(image: str, registry_url: str) -> tuple[dict[str, object], dict[str, bytes]]:
@@ -136,7 +114,7 @@ def test_a_package_with_only_an_x86_64_wheel_suggests_x86_64(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             ) -> None:
     monkeypatch.setenv("UV_OFFLINE", "1")
-    _wheel(tmp_path / "wheels", "x86only", "2.0", X86_64, {"x86only/__init__.py": b""})
+    make_wheel(tmp_path / "wheels", "x86only", "2.0", {"x86only/__init__.py": b""}, tag=X86_64)
     snapshot = Snapshot(target=Target.of("arm64"),
                         distributions=(Distribution("x86only", "2.0", pure=False),))
     with pytest.raises(UnsupportedPackageError) as info:

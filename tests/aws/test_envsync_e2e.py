@@ -10,20 +10,17 @@ its site-packages first on the worker's path.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import importlib.util
 import os
 import subprocess
 import sys
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from _support import wait_for
+from _support import make_wheel, wait_for
 
 import starburst
 from starburst.backends import _environment
@@ -40,27 +37,6 @@ needs_registry = pytest.mark.skipif(
            ".ci/run installs it)")
 
 
-def _make_wheel(directory: Path, name: str, version: str, files: dict[str, bytes]) -> Path:
-    def record_hash(data: bytes) -> str:
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-        return "sha256=" + digest.decode()
-
-    info = f"{name}-{version}.dist-info"
-    content = dict(files)
-    content[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" \
-        .encode()
-    content[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: starburst-tests\n"
-                                b"Root-Is-Purelib: true\nTag: py3-none-any\n")
-    record = "".join(f"{p},{record_hash(b)},{len(b)}\n" for p, b in content.items())
-    content[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as zf:
-        for arcname, data in content.items():
-            zf.writestr(arcname, data)
-    return path
-
-
 @pytest.fixture(scope="module")
 def env_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One envsync cache for the module: starburst's own layer is built once."""
@@ -69,7 +45,7 @@ def env_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def wheels(tmp_path: Path) -> Path:
-    _make_wheel(tmp_path / "wheels", "onlyinimage", "0.1",
+    make_wheel(tmp_path / "wheels", "onlyinimage", "0.1",
                 {"onlyinimage.py": b"VERSION = '0.1'\n"})
     return tmp_path / "wheels"
 

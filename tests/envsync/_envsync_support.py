@@ -5,18 +5,16 @@ Everything is made locally from bytes: the tests download nothing.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import json
 import random
 import sys
 import tarfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from _support import make_wheel
 
 from starburst.envsync.localregistry import push_synthetic_base
 
@@ -25,37 +23,6 @@ __all__ = ["PYTHON", "SITE", "Traffic", "compiled_sdist", "make_sdist", "make_wh
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 SITE = f"usr/local/lib/python{PYTHON}/site-packages"
-
-
-def _record_hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(
-        b"=").decode()
-
-
-def make_wheel(directory: Path, name: str, version: str, files: dict[str, bytes], *,
-               requires: tuple[str, ...] = (), tag: str = "py3-none-any",
-               scripts: dict[str, str] | None = None) -> Path:
-    """Write a wheel with ``files`` (path -> bytes) and return its path."""
-    dist = f"{name.replace('-', '_')}-{version}"
-    content = dict(files)
-    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-    meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
-    content[f"{dist}.dist-info/METADATA"] = meta.encode()
-    purelib = "true" if tag.endswith("none-any") else "false"
-    content[f"{dist}.dist-info/WHEEL"] = (
-        f"Wheel-Version: 1.0\nGenerator: starburst-tests\nRoot-Is-Purelib: {purelib}\n"
-        f"Tag: {tag}\n").encode()
-    if scripts:
-        lines = "".join(f"{k} = {v}\n" for k, v in scripts.items())
-        content[f"{dist}.dist-info/entry_points.txt"] = f"[console_scripts]\n{lines}".encode()
-    record = "".join(f"{p},{_record_hash(b)},{len(b)}\n" for p, b in content.items())
-    content[f"{dist}.dist-info/RECORD"] = (record + f"{dist}.dist-info/RECORD,,\n").encode()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{dist}-{tag}.whl"
-    with zipfile.ZipFile(path, "w") as zf:
-        for arcname, data in content.items():
-            zf.writestr(arcname, data)
-    return path
 
 
 def payload(seed: str, size: int) -> bytes:
