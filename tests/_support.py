@@ -13,7 +13,7 @@ import os
 import signal
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -145,3 +145,24 @@ def make_wheel(directory: Path, name: str, version: str, files: dict[str, bytes]
         for arcname, data in content.items():
             zf.writestr(arcname, data)
     return path
+
+
+@contextlib.contextmanager
+def private_moto_server() -> Iterator[str]:
+    """A moto server of the caller's own on 127.0.0.1 (no global mock, no reset of
+    the shared emulator); yields its URL and stops it after."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    werkzeug = logging.getLogger("werkzeug")
+    level = werkzeug.level
+    werkzeug.setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        werkzeug.setLevel(level)

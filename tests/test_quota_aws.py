@@ -33,10 +33,10 @@ from typing import Any
 
 import boto3
 import pytest
+from _support import private_moto_server
 from click.testing import CliRunner
 from moto.backends import get_backend
 from moto.core.exceptions import JsonRESTError
-from moto.server import ThreadedMotoServer
 from moto.servicequotas.models import ServiceQuotasBackend
 from moto.servicequotas.responses import ServiceQuotasResponse
 
@@ -146,25 +146,15 @@ class FargateQuotas:
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    werkzeug = logging.getLogger("werkzeug")
-    level = werkzeug.level
-    werkzeug.setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    # DescribeTasks must not move tasks toward STOPPED (moto's default does).
-    request = urllib.request.Request(
-        f"{url}/moto-api/state-manager/set-transition", method="POST",
-        data=json.dumps({"model_name": "ecs::task",
-                         "transition": {"progression": "manual", "times": 1_000_000}}).encode())
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        answer.read()
-    try:
+    with private_moto_server() as url:
+        # DescribeTasks must not move tasks toward STOPPED (moto's default does).
+        request = urllib.request.Request(
+            f"{url}/moto-api/state-manager/set-transition", method="POST",
+            data=json.dumps({"model_name": "ecs::task", "transition": {
+                "progression": "manual", "times": 1_000_000}}).encode())
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answer.read()
         yield url
-    finally:
-        server.stop()
-        werkzeug.setLevel(level)
 
 
 @pytest.fixture

@@ -12,16 +12,15 @@ does for Fargate. The values are this fake's, not AWS's.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
+from _support import private_moto_server
 from moto.core.exceptions import JsonRESTError
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.responses.instances import InstanceResponse
-from moto.server import ThreadedMotoServer
 from moto.servicequotas.models import ServiceQuotasBackend
 from moto.servicequotas.responses import ServiceQuotasResponse
 
@@ -136,17 +135,8 @@ class Ec2Quotas:
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     """A moto server of this module's own on 127.0.0.1 (no global mock, no reset of others)."""
-    werkzeug = logging.getLogger("werkzeug")
-    level = werkzeug.level
-    werkzeug.setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        werkzeug.setLevel(level)
+    with private_moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
