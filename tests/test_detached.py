@@ -180,3 +180,64 @@ def test_a_detached_local_client_leaves_no_unreaped_worker_process(
                 and "still running" in str(w.message)]
     with starburst.attach(session, progress=False) as handle:  # end the session
         assert handle.results(timeout=60) == [0.2]
+
+
+ADOPT_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import starburst
+    from _tasks import marked_nap
+
+    settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=30,
+                                  client_heartbeat=1.0, client_stale=600, timeout_grace=1.0)
+    ex = starburst.Executor(backend="fargate", workers=2, detached=True, settings=settings,
+                            progress=False)
+    futures = [ex.submit(marked_nap, sys.argv[1], i, 2.0) for i in range(6)]
+    print(json.dumps({"session": ex.session_id}), flush=True)
+    ex.shutdown()
+""")
+
+
+@pytest.mark.parametrize("backend", ["fargate"], indirect=True)
+def test_fargate_attach_adopts_the_workers_still_running(tmp_path: Path,
+                                                         backend: object) -> None:
+    """Attach while the detached session's two workers still run: they finish the
+    work, no second pair is launched beside them (it would double the bill and the
+    quota), and closing the attached client stops them."""
+    from _support import SharedEmulator
+
+    from starburst.aws import ops
+
+    runner = SharedEmulator.get().runner
+    script = tmp_path / "client.py"
+    script.write_text(ADOPT_SCRIPT)
+    env = {**os.environ, **SharedEmulator.env,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        session = json.loads(out.splitlines()[0])["session"]
+        place = ops.Place.from_config()
+        wait_for((tmp_path / "start-0").exists, timeout=60,
+                 what="the detached workers to start work")
+        before = {t["taskArn"] for t in ops.session_tasks(place, session)}
+        assert len(before) == 2
+        settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=30,
+                                      client_heartbeat=0.5, client_stale=600,
+                                      timeout_grace=1.0)
+        with starburst.attach(session, backend="fargate", progress=False,
+                              settings=settings) as handle:
+            assert handle.results(timeout=120) == list(range(6))
+            assert handle.status().workers_launched == 0
+        # Its cost covers the adopted workers' stopped tasks (each >= 60 s billed).
+        report = handle.cost()
+        assert report.finished
+        assert report.worker_seconds >= 2 * 60
+        assert {t["taskArn"] for t in ops.session_tasks(place, session)} == before
+        wait_for(lambda: not any(ops.task_active(t) for t in ops.session_tasks(place, session)),
+                 timeout=30, what="the adopted workers to be stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        runner.kill_all()

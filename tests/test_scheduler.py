@@ -396,3 +396,35 @@ SchedulerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow])
 test_scheduler_state_machine = SchedulerMachine.TestCase
 
+
+
+def test_a_chunk_held_by_a_worker_this_client_never_knew_keeps_a_worker():
+    """An attached client can get the start notice of the previous client's worker,
+    already dead and never known here: a lapsed lease is all that frees its chunk.
+    Until then the chunk still needs a worker to take it, so lingering must not
+    retire the only one (CI hang: attach retired each new worker before it leased)."""
+    s = Scheduler(max_workers=1, max_attempts=3, linger=5.0)
+    s.submit(0, 1)
+    s.submit(1, 1)
+    assert s.tick(0.0) == [Launch(1)]
+    s.launched(["w2"], 1, now=0.0)
+    assert s.started(0, "w1", "r-old", 0.5) == []  # the first client's worker, long gone
+    s.started(1, "w2", "r1", 1.0)
+    assert s.finished(1, 2.0)
+    assert s.tick(60.0) == []  # w2 idles 58 s: kept, for chunk 0's lease to lapse
+    assert s.alive == {"w2"}
+    s.started(0, "w2", "r2", 61.0)  # the lapsed lease: w2 takes chunk 0 over
+    assert s.finished(0, 62.0)
+    assert s.tick(70.0) == [Retire(("w2",))]
+
+
+def test_adopted_workers_count_as_alive_and_exited_ones_as_lost():
+    """Attach adopts the session's workers: live ones are not launched again, and
+    a start notice from one that died before attach redelivers its chunk at once."""
+    s = Scheduler(max_workers=2, max_attempts=3, linger=5.0)
+    s.submit(0, 1)
+    s.submit(1, 1)
+    s.adopt(["w2"], [WorkerExit("w1", signal="SIGKILL", exit_code=137)], now=0.0)
+    assert s.tick(0.0) == [Launch(1)]  # two wanted, w2 is one of them
+    assert s.started(0, "w1", "r-old", 0.5) == [Redeliver(0, "r-old")]
+    assert s.chunks[0].attempts == 1

@@ -314,6 +314,7 @@ class Client:
         self._next_beat = 0.0
         self._next_dead_check = 0.0
         self._manifests = 0
+        self._adopted_workers = 0  # the previous client's, still running at attach
         self._detaching = False
         self._future_chunk: dict[Future[Any], int] = {}
         self._maybe_cancelled: set[int] = set()
@@ -948,8 +949,9 @@ class Client:
             for ex in self.backend.poll():
                 self.counters.worker_exits.append(ex)
             seen = {ex.worker for ex in self.counters.worker_exits}
-            if len(seen) >= self.counters.workers_launched or time.monotonic() >= deadline:
-                missing = self.counters.workers_launched - len(seen)
+            expected = self.counters.workers_launched + self._adopted_workers
+            if len(seen) >= expected or time.monotonic() >= deadline:
+                missing = expected - len(seen)
                 if missing > 0 and self.session.hourly_rate > 0:
                     self.display.print(
                         f"starburst: {missing} workers had not reported their stop time "
@@ -985,6 +987,14 @@ class Client:
             self._chunks[cid] = chunk
             self.scheduler.submit(cid, len(futures))
             self.counters.tasks_total += len(futures)
+        # The previous client's workers: those still running count toward the
+        # workers wanted (no second set is started beside them) and are stopped
+        # with this client's; a stale start notice of one that ended frees its
+        # chunk at once.
+        alive, exits = self.backend.adopted()
+        self.scheduler.adopt(alive, exits, time.monotonic())
+        self._productive.update(alive)
+        self._adopted_workers = len(alive)
         next_id = max(manifests, default=-1) + 1
         self._chunk_ids = itertools.count(next_id)
         self._task_ids = itertools.count(max(self.attached_futures, default=-1) + 1)

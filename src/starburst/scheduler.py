@@ -372,6 +372,25 @@ class Scheduler:
                 self.idle_since[worker] = now
                 self.worker_start[worker] = now
 
+    def adopt(self, alive: list[str], exits: list[WorkerExit], now: float) -> None:
+        """An attached client takes over the session's workers from the previous client.
+
+        ``alive`` still run: they count toward the workers wanted (none is
+        launched twice over) and linger like launched ones. ``exits`` ended
+        before the attach: a start notice of theirs still queued then
+        redelivers its chunk at once instead of waiting for the lease to lapse.
+        """
+        self.launched(list(alive), 0, now)
+        for ex in exits:
+            self.exited[ex.worker] = ex
+
+    def _held_by_strangers(self) -> bool:
+        """Whether a chunk runs on a worker not alive here (one this client never
+        launched nor adopted: a previous client's). Only a lapsed lease frees it,
+        and then it needs a worker to take it, so none is retired meanwhile."""
+        return any(rec.state is ChunkState.RUNNING and rec.holder not in self.alive
+                   for rec in self.chunks.values())
+
     def worker_exited(self, ex: WorkerExit) -> list[Action]:
         """A worker stopped; its running chunk, if any, was lost."""
         self.alive.discard(ex.worker)
@@ -476,7 +495,7 @@ class Scheduler:
         if self.linger is not None and self._pending == 0:
             idle = tuple(sorted(w for w, since in self.idle_since.items()
                                 if now - since >= self.linger and w in self.alive))
-            if idle:
+            if idle and not self._held_by_strangers():
                 for worker in idle:
                     self.alive.discard(worker)
                     self.idle_since.pop(worker, None)

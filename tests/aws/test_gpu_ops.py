@@ -106,6 +106,23 @@ def test_cleanup_terminates_the_gpu_jobs_an_ended_session_left_running(aws, tmp_
     assert "Nothing to clean up" in out
 
 
+def test_attach_adopts_the_gpu_job_still_running(aws, tmp_path: Path):
+    """Attach while the detached session's one job still runs: that job finishes
+    the work (no second GPU instance is started beside it) and closing the
+    attached client stops it."""
+    session = _detached_with_a_running_job(
+        tmp_path, (marked_nap, str(tmp_path), "a", 3.0), (chatty, 7))
+    with starburst.attach(session, backend="batch", progress=False,
+                          settings=_settings()) as handle:
+        assert handle.results(timeout=60) == ["a", 7]
+        assert handle.status().workers_launched == 0
+    [job] = _jobs(session)
+    assert job["jobName"] == f"{session}-w1"
+    wait_for(lambda: not aws.batch.pids(), timeout=20, what="the adopted job to stop")
+    [job] = _jobs(session)
+    assert job["status"] in ("SUCCEEDED", "FAILED")
+
+
 def test_attach_takes_over_a_detached_gpu_session(aws, tmp_path: Path, capsys):
     session = _detached_with_a_running_job(
         tmp_path, (marked_nap, str(tmp_path), "a", 1.0), (chatty, 7))

@@ -198,6 +198,18 @@ class ComputeBackend(abc.ABC):
         """
         return None
 
+    def adopted(self) -> tuple[list[str], list[WorkerExit]]:
+        """The session's workers this backend found when it attached: those still
+        running (it watches and stops them like its own) and the exits of those
+        that ended before. Empty for a backend that cannot list them (local).
+
+        The scheduler counts the running ones toward the workers wanted, so an
+        attach does not start a second set beside them, and a start notice the
+        previous client left unread from one that ended redelivers its chunk at
+        once.
+        """
+        return [], []
+
     def keep_for_debugging(self, worker: str) -> str | None:
         """Debug mode: leave ``worker`` running when all workers are stopped (it
         ends itself after its keep-alive) and return how to get into it, or

@@ -181,6 +181,8 @@ class BatchBackend(ComputeBackend):
         self.spec = spec
         self._definitions = {spec.image: job_definition}
         self._jobs: dict[str, str] = {}  # worker id (job name) -> job id; not yet finished
+        self._alive_at_attach: list[str] = []
+        self._exits_at_attach: list[WorkerExit] = []
         self._stop_sent: set[str] = set()
         self._launched = 0
         self._next_poll = 0.0
@@ -342,8 +344,7 @@ class BatchBackend(ComputeBackend):
             backend = cls(session=session, region=shared.region, queue=queue,
                           instance=instance, job_definition=definition, roles=shared.roles,
                           log_group=shared.log_group, spec=spec)
-            backend._launched = max((ops.job_number(j) for j in ops.session_jobs(
-                ops.Place.from_config(config=config), session)), default=0)
+            backend._adopt(ops.session_jobs(ops.Place.from_config(config=config), session))
         except BaseException:
             transport.close()
             raise
@@ -352,6 +353,24 @@ class BatchBackend(ComputeBackend):
             workers=record.workers, max_workers=quota.plan.workers * instance.gpus,
             hourly_rate=price.hourly / instance.gpus,
             price_note=_price_note(instance, price, spot=spot)), record
+
+    def _adopt(self, jobs: list[JobDetailTypeDef]) -> None:
+        """Watch the session's jobs that Batch still runs; keep the exits of the rest.
+
+        Replacement workers are numbered after every job Batch still knows,
+        so no two workers share an id.
+        """
+        self._launched = max((ops.job_number(j) for j in jobs), default=0)
+        for job in jobs:
+            name = job.get("jobName", "")
+            if ops.job_active(job):
+                self._jobs[name] = job["jobId"]
+                self._alive_at_attach.append(name)
+            else:
+                self._exits_at_attach.append(job_exit(job, name, spot=self.queue.spot))
+
+    def adopted(self) -> tuple[list[str], list[WorkerExit]]:
+        return list(self._alive_at_attach), list(self._exits_at_attach)
 
     def _definition(self, spec: WorkerSpec) -> str:
         if spec.image not in self._definitions:

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from ..aws import provision
+from ..aws import ops, provision
 from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, AwsConfig, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
@@ -200,6 +200,8 @@ class FargateBackend(ComputeBackend):
         self.spec = spec
         self._definitions = {(spec.image, spec.cpu, spec.memory_mib): task_definition}
         self._tasks: dict[str, float] = {}  # task ARN -> launch time; not yet seen STOPPED
+        self._alive_at_attach: list[str] = []
+        self._exits_at_attach: list[WorkerExit] = []
         self._stop_sent: set[str] = set()
         self._keep: set[str] = set()
         self._next_poll = 0.0
@@ -395,6 +397,7 @@ class FargateBackend(ComputeBackend):
                           task_definition=definition, spec=spec, debug=options.debug,
                           spot=spot, rates=rates, max_hourly_cost=options.max_hourly_cost,
                           on_output=on_output)
+            backend._adopt(ops.session_tasks(ops.Place.from_config(config=config), session))
         except BaseException:
             transport.close()
             raise
@@ -403,6 +406,24 @@ class FargateBackend(ComputeBackend):
                        hourly_rate=rates[SPOT if spot is not None else ON_DEMAND],
                        max_hourly_rate=_dearest(spot, rates), price_note=price_note,
                        notes=notes), record
+
+    def _adopt(self, tasks: list[TaskTypeDef]) -> None:
+        """Watch the session's tasks that still run; keep the exits of those stopped."""
+        now = time.time()
+        for task in tasks:
+            arn = task["taskArn"]
+            if task.get("lastStatus") == "STOPPED":
+                self._exits_at_attach.append(task_exit(task))
+                continue
+            self._tasks[arn] = now  # watched until it stops, like a launched one
+            self._providers[arn] = task.get("capacityProviderName") or ON_DEMAND
+            if ops.task_active(task):
+                self._alive_at_attach.append(arn)
+            else:
+                self._stop_sent.add(arn)  # told to stop already: on its way out
+
+    def adopted(self) -> tuple[list[str], list[WorkerExit]]:
+        return list(self._alive_at_attach), list(self._exits_at_attach)
 
     def _definition(self, spec: WorkerSpec) -> str:
         key = (spec.image, spec.cpu, spec.memory_mib)
