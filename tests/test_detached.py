@@ -241,3 +241,41 @@ def test_fargate_attach_adopts_the_workers_still_running(tmp_path: Path,
         if proc.poll() is None:
             proc.kill()
         runner.kill_all()
+
+
+LOCAL_ADOPT_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import starburst
+    from _tasks import marked_nap
+
+    settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=60,
+                                  client_heartbeat=1.0, client_stale=600, timeout_grace=1.0)
+    ex = starburst.Executor(workers=2, detached=True, settings=settings, progress=False)
+    futures = [ex.submit(marked_nap, sys.argv[1], i, 1.5) for i in range(6)]
+    print(json.dumps({"session": ex.session_id}), flush=True)
+    ex.shutdown()
+""")
+
+
+def test_local_attach_adopts_the_worker_processes_still_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on Fargate: attach while the detached session's two worker processes
+    still run; they finish the work, no second pair starts beside them, and
+    closing the attached client stops them (not their 60 s idle timeout)."""
+    script = tmp_path / "client.py"
+    script.write_text(LOCAL_ADOPT_SCRIPT)
+    env = {**os.environ, "STARBURST_LOCAL_DIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    session = json.loads(out.splitlines()[0])["session"]
+    wait_for((tmp_path / "start-0").exists, timeout=60,
+             what="the detached workers to start work")
+    before = set(session_processes(session))
+    assert len(before) == 2
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    with starburst.attach(session, progress=False) as handle:
+        assert handle.results(timeout=120) == list(range(6))
+        assert handle.status().workers_launched == 0
+    wait_for(lambda: not session_processes(session), timeout=15,
+             what="the adopted workers to be stopped")

@@ -6,10 +6,19 @@ read through pipes and handed to the client line by line, so it shows
 live and labelled without tearing the progress bar. Workers start in
 their own session so a Ctrl-C in the terminal reaches only the client,
 which then stops them.
+
+Each worker holds an ``flock`` on ``workers/<id>.lock`` in the session
+directory for as long as it lives (the client opens and locks the file and
+passes the descriptor to the worker, so no worker code is involved and the
+kernel drops the lock when the process dies, even by SIGKILL). That is how
+``starburst.attach`` finds the previous client's workers still running and
+adopts them: a pid alone could have been reused by another process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import os
 import signal
@@ -45,6 +54,43 @@ def _session_dir(session: str) -> str:
     return os.path.join(root, f"starburst-{session}")
 
 
+def _transport_dir(spec: WorkerSpec) -> str:
+    """The session directory of a local transport spec (``local:<dir>?...``)."""
+    return spec.env["STARBURST_TRANSPORT"].partition(":")[2].partition("?")[0]
+
+
+def _lock_worker(path: str) -> int:
+    """Create and lock a worker's lock file; the descriptor goes to the worker."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _lock_held(path: str) -> bool:
+    """Whether the worker that owns the lock file at ``path`` still runs."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock if this call took it
+    return False
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal a worker's process group (it leads its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
 def _client_path() -> str:
     """The client's import path, so workers import what the client can.
 
@@ -70,6 +116,9 @@ class LocalBackend(ComputeBackend):
         self._pumps: dict[str, list[threading.Thread]] = {}
         self._keep: set[str] = set()
         self._lock = threading.Lock()
+        # The previous client's workers found running at attach: id -> (pid, lock file).
+        self._adopted: dict[str, tuple[int, str]] = {}
+        self._exits_at_attach: list[WorkerExit] = []
 
     @classmethod
     def open_session(cls, *, session: str, options: ExecutorOptions,
@@ -106,8 +155,29 @@ class LocalBackend(ComputeBackend):
         spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,
                                "STARBURST_SESSION": session},
                           cpu=options.cpu, memory_mib=options.memory_mib)
-        return Session(backend=cls(on_output), transport=transport, spec=spec,
+        backend = cls(on_output)
+        backend._adopt(os.path.join(_transport_dir(spec), "workers"))
+        return Session(backend=backend, transport=transport, spec=spec,
                        pacing=LaunchPacing.unlimited(), workers=record.workers), record
+
+    def _adopt(self, directory: str) -> None:
+        """Take over the session's workers whose lock is still held; note the others."""
+        try:
+            names = sorted(n for n in os.listdir(directory) if n.endswith(".lock"))
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(directory, name)
+            worker = name[:-len(".lock")]
+            pid = _read_pid(path)
+            if pid is not None and _lock_held(path):
+                self._adopted[worker] = (pid, path)
+            else:
+                self._exits_at_attach.append(WorkerExit(
+                    worker, reason="it ended before this client attached"))
+
+    def adopted(self) -> tuple[list[str], list[WorkerExit]]:
+        return list(self._adopted), list(self._exits_at_attach)
 
     def launch(self, count: int, spec: WorkerSpec) -> list[str]:
         ids: list[str] = []
@@ -118,19 +188,23 @@ class LocalBackend(ComputeBackend):
                    "PYTHONPATH": _client_path()}
             detached = spec.env.get("STARBURST_DETACHED") == "1"
             log_file = None
-            if detached:
-                # It outlives this client: its output goes to a file, not a pipe.
-                log_dir = os.path.join(spec.env["STARBURST_TRANSPORT"].partition(":")[2]
-                                       .partition("?")[0], "logs")
-                os.makedirs(log_dir, exist_ok=True)
-                log_file = open(os.path.join(log_dir, f"{worker}.log"), "ab")  # noqa: SIM115
+            lock_fd = None
             try:
+                if detached:
+                    # It outlives this client: its output goes to a file, not a pipe.
+                    log_dir = os.path.join(_transport_dir(spec), "logs")
+                    os.makedirs(log_dir, exist_ok=True)
+                    log_file = open(os.path.join(log_dir, f"{worker}.log"), "ab")  # noqa: SIM115
+                lock_dir = os.path.join(_transport_dir(spec), "workers")
+                os.makedirs(lock_dir, exist_ok=True)
+                lock_fd = _lock_worker(os.path.join(lock_dir, f"{worker}.lock"))
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "starburst.worker"], env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log_file or subprocess.PIPE,
                     stderr=log_file or subprocess.PIPE,
-                    start_new_session=True)
+                    start_new_session=True, pass_fds=(lock_fd,))
+                os.write(lock_fd, str(proc.pid).encode())
             except OSError as exc:
                 if ids:
                     break
@@ -138,6 +212,8 @@ class LocalBackend(ComputeBackend):
             finally:
                 if log_file is not None:
                     log_file.close()
+                if lock_fd is not None:
+                    os.close(lock_fd)  # the worker's copy keeps the lock while it lives
             pumps = [threading.Thread(target=self._pump, args=(worker, name, stream),
                                       name=f"starburst-out-{worker}", daemon=True)
                      for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))
@@ -184,6 +260,15 @@ class LocalBackend(ComputeBackend):
                     sig = f"signal {-code}"
             exits.append(WorkerExit(worker, exit_code=code if code >= 0 else 128 - code,
                                     signal=sig, started_at=started, stopped_at=time.time()))
+        with self._lock:
+            adopted = list(self._adopted.items())
+        for worker, (_pid, path) in adopted:
+            if not _lock_held(path):
+                with self._lock:
+                    self._adopted.pop(worker, None)
+                exits.append(WorkerExit(
+                    worker, reason="a worker of the previous client (its exit status is not "
+                                   "known to this one)", stopped_at=time.time()))
         return exits
 
     def stop(self, workers: Sequence[str] | None = None) -> None:
@@ -191,9 +276,15 @@ class LocalBackend(ComputeBackend):
             targets = [(w, p) for w, p in self._procs.items()
                        if (workers is None and w not in self._keep)
                        or (workers is not None and w in workers)]
+            adopted = [(pid, path) for w, (pid, path) in self._adopted.items()
+                       if (workers is None and w not in self._keep)
+                       or (workers is not None and w in workers)]
         for _, proc in targets:
             if proc.poll() is None:
                 proc.terminate()
+        for pid, path in adopted:
+            if _lock_held(path):  # still that worker: its pid was not reused
+                _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + _TERM_GRACE
         for _, proc in targets:
             try:
@@ -201,9 +292,17 @@ class LocalBackend(ComputeBackend):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for pid, path in adopted:
+            while _lock_held(path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _lock_held(path):
+                _signal_group(pid, signal.SIGKILL)
 
     def keep_for_debugging(self, worker: str) -> str | None:
         with self._lock:
+            if worker in self._adopted:
+                self._keep.add(worker)
+                return f"py-spy dump --pid {self._adopted[worker][0]}"
             proc = self._procs.get(worker)
             if proc is None or proc.poll() is not None:
                 return None
@@ -213,7 +312,9 @@ class LocalBackend(ComputeBackend):
     def pids(self) -> dict[str, int]:
         """Process id of each live worker (for status and fault-injection tests)."""
         with self._lock:
-            return {w: p.pid for w, p in self._procs.items() if p.poll() is None}
+            own = {w: p.pid for w, p in self._procs.items() if p.poll() is None}
+            adopted = dict(self._adopted)
+        return {**own, **{w: pid for w, (pid, path) in adopted.items() if _lock_held(path)}}
 
     def detach(self) -> None:
         """Leave the workers running; a daemon thread reaps each one when it exits.
@@ -236,3 +337,12 @@ class LocalBackend(ComputeBackend):
 def _reap(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         proc.wait()
+
+
+def _read_pid(path: str) -> int | None:
+    """The pid the client wrote into a worker's lock file, if it is readable."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
