@@ -30,6 +30,7 @@ from _tasks import (
     return_generator,
     return_lock,
     segfault,
+    write_marker,
 )
 
 import starburst
@@ -460,6 +461,38 @@ def test_a_result_committed_by_a_worker_that_died_before_telling_reaches_the_cli
             result_commit_key(ex.session_id, chunk.id), protocol.encode(committed))
         assert future.result(timeout=30) == "first"  # the committed result wins
         assert (tmp_path / "start-second").exists()  # after the chunk ran again
+    finally:
+        if future.done():
+            ex.shutdown(wait=True)
+        else:
+            ex.abort()
+
+
+def test_a_result_whose_notice_another_client_consumed_comes_from_its_commit(
+        tmp_path, fast_settings):
+    # A worker committed a chunk and sent "done", but another client consumed the
+    # notice (one that detached while its poll was out: the CI hang of the GPU
+    # attach test). When that worker is then lost, the chunk's message is gone
+    # and a redelivery finds nothing: the commit in the store is the result.
+    ex = starburst.Executor(workers=1, settings=fast_settings, progress=False)
+    client = ex._client
+    on_notice = client._on_notice
+    stolen = threading.Event()
+
+    def steal_the_done_notice(body: bytes) -> None:
+        if protocol.decode(body).kind == "done" and not stolen.is_set():
+            stolen.set()  # consumed (and deleted) by some other client
+            return
+        on_notice(body)
+
+    client._on_notice = steal_the_done_notice
+    future = ex.submit(write_marker, str(tmp_path), "ran", 42)
+    try:
+        wait_for(stolen.is_set, timeout=30, what="the done notice")
+        [pid] = ex._client.backend.pids().values()
+        os.kill(pid, signal.SIGKILL)  # the worker that ran it is lost
+        assert future.result(timeout=30) == 42
+        assert ex.status().attempts == 1  # not run again
     finally:
         if future.done():
             ex.shutdown(wait=True)

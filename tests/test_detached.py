@@ -279,3 +279,36 @@ def test_local_attach_adopts_the_worker_processes_still_running(
         assert handle.status().workers_launched == 0
     wait_for(lambda: not session_processes(session), timeout=15,
              what="the adopted workers to be stopped")
+
+
+def test_a_detached_client_leaves_the_notices_its_last_poll_brings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """shutdown() of a detached client while its receiver's poll is out: what that
+    poll brings back stays queued for whoever attaches. (The CI hang of the GPU
+    attach test: the detached client consumed a ``done`` notice after the attached
+    client had read the commits, so the attached one never heard of that chunk.)"""
+    from _tasks import identity
+
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=30,
+                                  client_heartbeat=1.0, client_stale=600, timeout_grace=1.0)
+    ex = starburst.Executor(workers=1, detached=True, settings=settings, progress=False)
+    client = ex._client
+    results = client.transport.results
+    receive = results.receive
+
+    def poll_out_across_the_detach(**kwargs):
+        wait_for(lambda: client._detaching, timeout=60, what="the client to detach")
+        return receive(**kwargs)
+
+    results.receive = poll_out_across_the_detach  # type: ignore[method-assign]
+    time.sleep(1.0)  # the receiver's poll under way is the patched one
+    ex.submit(identity, 7)
+    wait_for(lambda: results.count() >= 2, timeout=60,
+             what="the start and done notices")
+    ex.shutdown()
+    client._receiver.join(timeout=10)
+    assert not client._receiver.is_alive()
+    assert results.count() == 2  # handed back, not consumed
+    with starburst.attach(ex.session_id, progress=False, settings=settings) as handle:
+        assert handle.results(timeout=60) == [7]

@@ -606,6 +606,13 @@ class Client:
             try:
                 got = results.receive(max_messages=results.max_batch, wait_seconds=0.5,
                                       visibility=60.0)
+                if self._detaching:
+                    # This client left while the poll was out: what it brought back
+                    # belongs to whoever attaches (it may already have read the
+                    # commits, and would never hear of these chunks otherwise).
+                    for msg in got:
+                        results.set_visibility(msg.receipt, 0)
+                    return
                 for msg in got:
                     self._on_notice(msg.body)
                 if got:
@@ -724,6 +731,8 @@ class Client:
     # -- scheduler actions --------------------------------------------------
     def _act(self, actions: Sequence[Any]) -> None:
         for action in actions:
+            if isinstance(action, Redeliver | Fail) and self._recover_committed(action.chunk):
+                continue
             if isinstance(action, Redeliver) and action.receipt:
                 self.transport.tasks.set_visibility(action.receipt, 0)
             elif isinstance(action, Discard) and action.receipt:
@@ -738,6 +747,33 @@ class Client:
                     self.backend.stop(retire)
             elif isinstance(action, OverBudget):
                 self._over_budget(action)
+
+    def _recover_committed(self, chunk_id: int) -> bool:
+        """Complete a chunk whose worker was lost from its commit, if it has one.
+
+        The worker may have committed before it died, or its ``done`` notice
+        may have gone to another client (one that detached while its poll was
+        out); then the chunk's message is gone, a redelivery would wait for
+        nothing and a failure would drop a result that exists. The commit in
+        the store is the truth: one GET per lost chunk.
+        """
+        try:
+            body = self.transport.store.get(result_commit_key(self.session_id, chunk_id))
+            notice = protocol.decode(body)
+        except KeyError:
+            return False
+        except (ProtocolError, TransportError, CloudError) as exc:
+            log.warning("starburst: cannot read the commit of chunk %d: %s", chunk_id, exc)
+            return False
+        if not isinstance(notice, protocol.Notice) or notice.session != self.session_id:
+            return False
+        with self._lock:
+            chunk = self._chunks.pop(chunk_id, None)
+            self.scheduler.finished(chunk_id, time.monotonic())
+            self.scheduler.forget(chunk_id)
+        if chunk is not None:
+            self._complete(chunk, notice)
+        return True
 
     def _fail_chunk(self, action: Fail) -> None:
         with self._lock:
@@ -1015,6 +1051,9 @@ class Client:
 
     def _teardown(self) -> None:
         if self._detaching and self._broken is None:
+            # Its last poll hands back what it brings; after this, the notices
+            # wait for the attaching client.
+            self._receiver.join(timeout=10.0)
             self._write_record("submitted")
             self._ended = True
             self.backend.detach()
