@@ -60,3 +60,31 @@ def test_failed_task_keeps_its_worker_alive(executor_factory: Any,
     # ...and gone once the keep-alive is over.
     wait_for(lambda: not alive(pid), timeout=KEEPALIVE + 15,
              what="the debug worker to exit after its keep-alive")
+
+
+def test_closing_with_a_worker_kept_for_debugging_leaves_no_unreaped_process(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    # The kept worker outlives the executor: its process handle must go to a
+    # reaper, not be dropped while it runs (a zombie, and a "subprocess is still
+    # running" ResourceWarning failing whichever test runs at garbage collection).
+    import gc
+    import warnings
+
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    ex = starburst.Executor(workers=1, debug=True, debug_keepalive=KEEPALIVE, progress=False)
+    with pytest.raises(ValueError, match="bad 2"):
+        ex.submit(fail, 2).result(timeout=60)
+    backend = ex._client.backend  # type: ignore[attr-defined]
+    (pid,) = wait_for(backend.pids, timeout=10, what="the kept worker").values()
+    del backend  # nothing here may keep the backend (and its handles) alive
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex.shutdown()
+        assert alive(pid)  # kept: shutdown leaves it to its keep-alive
+        del ex
+        gc.collect()
+        wait_for(lambda: not alive(pid), timeout=KEEPALIVE + 15,
+                 what="the kept worker to exit")
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)
+                and "still running" in str(w.message)]

@@ -282,16 +282,18 @@ class LocalBackend(ComputeBackend):
         for _, proc in targets:
             if proc.poll() is None:
                 proc.terminate()
-        for pid, path in adopted:
-            if _lock_held(path):  # still that worker: its pid was not reused
-                _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + _TERM_GRACE
-        for _, proc in targets:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        try:
+            for pid, path in adopted:
+                if _lock_held(path):  # still that worker: its pid was not reused
+                    _signal_group(pid, signal.SIGTERM)
+        finally:
+            for _, proc in targets:
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         for pid, path in adopted:
             while _lock_held(path) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -320,7 +322,8 @@ class LocalBackend(ComputeBackend):
         """Leave the workers running; a daemon thread reaps each one when it exits.
 
         Without it the ``Popen`` handles would be dropped with this object while
-        their processes still run: a zombie each, and a ResourceWarning.
+        their processes still run: a zombie each, and a ResourceWarning. Also
+        the last step of :meth:`close`, for a worker kept for debugging.
         """
         with self._lock:
             procs = list(self._procs.values())
@@ -332,6 +335,9 @@ class LocalBackend(ComputeBackend):
     def close(self) -> None:
         self.stop()
         self.poll()
+        # A worker kept for debugging runs on past its client: its handle goes
+        # to the reaper like a detached worker's, never dropped while it runs.
+        self.detach()
 
 
 def _reap(procs: list[subprocess.Popen[bytes]]) -> None:
