@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from _support import session_processes, wait_for
+from _support import alive, session_processes, wait_for
 
 import starburst
 
@@ -312,3 +313,36 @@ def test_a_detached_client_leaves_the_notices_its_last_poll_brings(
     assert results.count() == 2  # handed back, not consumed
     with starburst.attach(ex.session_id, progress=False, settings=settings) as handle:
         assert handle.results(timeout=60) == [7]
+
+
+def test_a_local_backend_dropped_with_a_worker_running_leaves_no_unreaped_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever path forgets a local backend while a worker runs, the worker's
+    handle is reaped when it exits: no zombie, no "subprocess is still running"
+    ResourceWarning failing whichever test runs at garbage collection."""
+    import gc
+    import warnings
+
+    from starburst.backends.local import LocalBackend
+    from starburst.options import ExecutorOptions
+
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    options = ExecutorOptions.build(settings=starburst.Settings(idle_timeout=1.0))
+    session = LocalBackend.open_session(session="sb-20261128-000000-0dd0dd", options=options)
+    spec = session.spec
+    spec.env.update(options.settings.to_env())
+    [worker] = session.backend.launch(1, spec)
+    pid = session.backend.pids()[worker]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del session
+        gc.collect()
+        assert alive(pid)  # it runs on until its idle timeout
+        wait_for(lambda: not alive(pid), timeout=30, what="the worker to exit and be reaped")
+        # Its output pumps hold the backend until they read the end of its output.
+        wait_for(lambda: not any(t.name.startswith(f"starburst-out-{worker}")
+                                 for t in threading.enumerate()),
+                 timeout=10, what="the worker's output pumps to end")
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)
+                and "still running" in str(w.message)]

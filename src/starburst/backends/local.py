@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
@@ -119,6 +120,10 @@ class LocalBackend(ComputeBackend):
         # The previous client's workers found running at attach: id -> (pid, lock file).
         self._adopted: dict[str, tuple[int, str]] = {}
         self._exits_at_attach: list[WorkerExit] = []
+        # Whatever path drops this backend, a worker still running is reaped when
+        # it exits instead of left a zombie (and a ResourceWarning). Not at exit:
+        # the interpreter's end reaps nothing and must not start threads.
+        weakref.finalize(self, _reap_running, self._procs).atexit = False
 
     @classmethod
     def open_session(cls, *, session: str, options: ExecutorOptions,
@@ -326,11 +331,7 @@ class LocalBackend(ComputeBackend):
         the last step of :meth:`close`, for a worker kept for debugging.
         """
         with self._lock:
-            procs = list(self._procs.values())
-            self._procs.clear()
-        if procs:
-            threading.Thread(target=_reap, args=(procs,), name="starburst-reaper",
-                             daemon=True).start()
+            _reap_running(self._procs)
 
     def close(self) -> None:
         self.stop()
@@ -338,6 +339,15 @@ class LocalBackend(ComputeBackend):
         # A worker kept for debugging runs on past its client: its handle goes
         # to the reaper like a detached worker's, never dropped while it runs.
         self.detach()
+
+
+def _reap_running(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Hand the worker handles in ``procs`` to a reaper thread and forget them."""
+    handles = list(procs.values())
+    procs.clear()
+    if handles:
+        threading.Thread(target=_reap, args=(handles,), name="starburst-reaper",
+                         daemon=True).start()
 
 
 def _reap(procs: list[subprocess.Popen[bytes]]) -> None:
