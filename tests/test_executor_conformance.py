@@ -290,7 +290,9 @@ def test_cancelled_future_never_runs(executor_factory, tmp_path):
 def test_shutdown_cancel_futures_cancels_what_has_not_started(executor_factory, tmp_path):
     ex = executor_factory()
     blocker = ex.submit(marked_nap, tmp_path, "blocker", 0.5)
-    wait_for((tmp_path / "start-blocker").exists, timeout=30,
+    # Started as the client sees it (its start notice arrived), not only on the
+    # worker: until then cancel_futures may still cancel it (a stress run did).
+    wait_for(lambda: blocker.running() or blocker.done(), timeout=30,
              what="the first task to start")
     futures = [ex.submit(write_marker, tmp_path, i) for i in range(300)]
     ex.shutdown(wait=True, cancel_futures=True)
