@@ -346,3 +346,34 @@ def test_a_local_backend_dropped_with_a_worker_running_leaves_no_unreaped_proces
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)
                 and "still running" in str(w.message)]
+
+
+def test_a_worker_whose_pid_cannot_be_recorded_still_runs_and_is_reaped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing the worker's pid into its lock file can fail (a full disk: the chaos
+    test's tiny tmpfs). The worker it was launched for must then be kept and
+    tracked, not dropped with its handle and pipes (a "subprocess is still
+    running" ResourceWarning failing a later test)."""
+    import errno
+    import gc
+    import warnings
+
+    from starburst.backends import local
+    from starburst.options import ExecutorOptions
+
+    def disk_full(fd: int, pid: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(local, "_record_pid", disk_full)
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    options = ExecutorOptions.build(settings=starburst.Settings(idle_timeout=30.0))
+    session = local.LocalBackend.open_session(session="sb-20261128-000000-0ffd15",
+                                              options=options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        [worker] = session.backend.launch(1, session.spec)
+        assert worker in session.backend.pids()
+        session.backend.close()
+        assert not session.backend.pids()
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from ..options import ExecutorOptions
 
 __all__ = ["LocalBackend"]
+
+log = logging.getLogger(__name__)
 
 # How long stop() waits after SIGTERM (workers release their chunk and
 # exit within a poll) before it sends SIGKILL.
@@ -209,7 +212,13 @@ class LocalBackend(ComputeBackend):
                     stdout=log_file or subprocess.PIPE,
                     stderr=log_file or subprocess.PIPE,
                     start_new_session=True, pass_fds=(lock_fd,))
-                os.write(lock_fd, str(proc.pid).encode())
+                try:
+                    _record_pid(lock_fd, proc.pid)
+                except OSError as exc:
+                    # The worker runs: it is kept and tracked all the same (its
+                    # handle is never dropped); only an attach cannot adopt it.
+                    log.warning("starburst: cannot record the pid of worker %s (%s): a "
+                                "later attach will not adopt it", worker, exc)
             except OSError as exc:
                 if ids:
                     break
@@ -353,6 +362,11 @@ def _reap_running(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 def _reap(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         proc.wait()
+
+
+def _record_pid(fd: int, pid: int) -> None:
+    """Write a worker's pid into its lock file (what attach reads to signal it)."""
+    os.write(fd, str(pid).encode())
 
 
 def _read_pid(path: str) -> int | None:
