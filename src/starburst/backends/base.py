@@ -201,7 +201,7 @@ class ComputeBackend(abc.ABC):
     def adopted(self) -> tuple[list[str], list[WorkerExit]]:
         """The session's workers this backend found when it attached: those still
         running (it watches and stops them like its own) and the exits of those
-        that ended before. Empty for a backend that cannot list them (local).
+        that ended before. Empty for a backend that cannot list them.
 
         The scheduler counts the running ones toward the workers wanted, so an
         attach does not start a second set beside them, and a start notice the

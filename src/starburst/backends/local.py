@@ -189,6 +189,7 @@ class LocalBackend(ComputeBackend):
 
     def launch(self, count: int, spec: WorkerSpec) -> list[str]:
         ids: list[str] = []
+        directory = _transport_dir(spec)
         for _ in range(count):
             worker = f"local-{os.getpid()}-{next(_ids)}"
             env = {**os.environ, **spec.env, "STARBURST_WORKER_ID": worker,
@@ -200,10 +201,10 @@ class LocalBackend(ComputeBackend):
             try:
                 if detached:
                     # It outlives this client: its output goes to a file, not a pipe.
-                    log_dir = os.path.join(_transport_dir(spec), "logs")
+                    log_dir = os.path.join(directory, "logs")
                     os.makedirs(log_dir, exist_ok=True)
                     log_file = open(os.path.join(log_dir, f"{worker}.log"), "ab")  # noqa: SIM115
-                lock_dir = os.path.join(_transport_dir(spec), "workers")
+                lock_dir = os.path.join(directory, "workers")
                 os.makedirs(lock_dir, exist_ok=True)
                 lock_fd = _lock_worker(os.path.join(lock_dir, f"{worker}.lock"))
                 proc = subprocess.Popen(
@@ -286,13 +287,12 @@ class LocalBackend(ComputeBackend):
         return exits
 
     def stop(self, workers: Sequence[str] | None = None) -> None:
+        def chosen(worker: str) -> bool:
+            return worker not in self._keep if workers is None else worker in workers
+
         with self._lock:
-            targets = [(w, p) for w, p in self._procs.items()
-                       if (workers is None and w not in self._keep)
-                       or (workers is not None and w in workers)]
-            adopted = [(pid, path) for w, (pid, path) in self._adopted.items()
-                       if (workers is None and w not in self._keep)
-                       or (workers is not None and w in workers)]
+            targets = [(w, p) for w, p in self._procs.items() if chosen(w)]
+            adopted = [entry for w, entry in self._adopted.items() if chosen(w)]
         for _, proc in targets:
             if proc.poll() is None:
                 proc.terminate()
