@@ -16,6 +16,7 @@ from _support import wait_for
 from botocore.awsrequest import AWSResponse
 
 from starburst.aws.clients import client
+from starburst.aws.consistency import describe_tasks
 from starburst.backends import fargate
 from starburst.backends.base import WorkerExit, WorkerSpec, describe_exit
 from starburst.backends.fargate import FargateBackend
@@ -62,12 +63,18 @@ def _log_lines(arn: str) -> list[str]:
     """What the task printed, from its awslogs stream (empty before the stream exists)."""
     logs = client("logs")
     task_id = arn.rsplit("/", 1)[1]
-    try:
-        events = logs.get_log_events(logGroupName="/starburst",
-                                     logStreamName=f"starburst/worker/{task_id}")
-    except logs.exceptions.ResourceNotFoundException:
-        return []
-    return [e["message"] for e in events["events"]]
+    lines: list[str] = []
+    kwargs: dict[str, Any] = {"logGroupName": "/starburst", "startFromHead": True,
+                              "logStreamName": f"starburst/worker/{task_id}"}
+    while True:  # to the page whose token repeats: pages before it may be empty
+        try:
+            page = logs.get_log_events(**kwargs)
+        except logs.exceptions.ResourceNotFoundException:
+            return lines
+        lines.extend(e["message"] for e in page["events"])
+        if page["nextForwardToken"] == kwargs.get("nextToken"):
+            return lines
+        kwargs["nextToken"] = page["nextForwardToken"]
 
 
 def test_an_exit_code_shows_in_poll_with_stop_code_and_times(aws):
@@ -117,6 +124,7 @@ def test_stop_sends_sigterm_then_sigkill_after_the_stop_timeout(aws, monkeypatch
     backend, spec = _probe(aws, _python(ignore_term))
     [arn] = backend.launch(1, spec)
     wait_for(lambda: _log_lines(arn) == ["ready"], timeout=10, what="the task to start")
+    describe_tasks(client("ecs"), "starburst", [arn])  # until ECS knows it (just launched)
     backend.stop([arn])
     [task] = client("ecs").describe_tasks(cluster="starburst", tasks=[arn])["tasks"]
     assert (task["lastStatus"], task["desiredStatus"]) == ("DEACTIVATING", "STOPPED")

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 import starburst
 from starburst.aws import ops
 from starburst.aws.clients import client
+from starburst.aws.consistency import describe_jobs
 from starburst.backends.batch import queue_instance
 from starburst.cli import main
 from starburst.commands.ops import _Rates
@@ -47,7 +48,7 @@ def _jobs(session: str) -> list[dict]:
     batch = client("batch")
     listed = batch.list_jobs(jobQueue=_QUEUE, filters=[
         {"name": "JOB_NAME", "values": [f"{session}-w*"]}])["jobSummaryList"]
-    return batch.describe_jobs(jobs=[j["jobId"] for j in listed])["jobs"] if listed else []
+    return describe_jobs(batch, [j["jobId"] for j in listed])  # waits for just-submitted ones
 
 
 def _detached_with_a_running_job(tmp_path: Path, *tasks: tuple) -> str:

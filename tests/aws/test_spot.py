@@ -23,6 +23,7 @@ from botocore.awsrequest import AWSResponse
 import starburst
 from starburst.aws import provision
 from starburst.aws.clients import client
+from starburst.aws.consistency import describe_tasks
 from starburst.aws.quota import vcpus_in_use
 from starburst.backends.base import WorkerExit, WorkerSpec
 from starburst.backends.fargate import (
@@ -174,7 +175,7 @@ def test_spot_tasks_run_on_fargate_spot_and_are_priced_as_spot(aws):
     assert sent[0]["capacityProviderStrategy"] == [{"capacityProvider": "FARGATE_SPOT",
                                                     "weight": 1}]
     assert "launchType" not in sent[0]
-    [task] = client("ecs").describe_tasks(cluster="starburst", tasks=[arn])["tasks"]
+    [task] = describe_tasks(client("ecs"), "starburst", [arn])
     assert task["capacityProviderName"] == "FARGATE_SPOT"
     [ex] = _stopped(backend, 1)
     assert ex.details["capacity_provider"] == "FARGATE_SPOT"
@@ -189,7 +190,7 @@ def test_prefer_falls_back_to_on_demand_once_said_and_tries_spot_again(aws):
     first = backend.launch(2, spec)
     assert len(first) == 2
     assert calls == [True, False]  # Spot refused, then one On-Demand call for both
-    tasks = client("ecs").describe_tasks(cluster="starburst", tasks=first)["tasks"]
+    tasks = describe_tasks(client("ecs"), "starburst", first)
     assert {t.get("launchType") for t in tasks} == {"FARGATE"}
     assert said == [f"starburst: Fargate Spot capacity unavailable in {aws.region}: launched "
                     f"2 workers On-Demand at ${RATES[ON_DEMAND]:.4f}/h instead (Spot: "
@@ -316,8 +317,9 @@ def test_an_interrupted_worker_finishes_its_task_and_hands_back_the_rest(aws, tm
         wait_for(start.exists, timeout=60, what="the first task to start")
         pid = int(start.read_text())
         by_pid = {p: arn for arn, p in aws.runner.pids().items()}
-        assert vcpus_in_use(region=aws.region, spot=True) >= 1
         aws.runner.interrupt(by_pid[pid])
+        # Both hold Spot vCPUs: the interrupted one finishes its task first.
+        assert vcpus_in_use(region=aws.region, spot=True) >= 1
         assert list(results) == list(range(6))
     [gone] = client("ecs").describe_tasks(cluster="starburst", tasks=[by_pid[pid]])["tasks"]
     assert (gone["containers"][0]["exitCode"], gone["stopCode"]) == (0, SPOT_INTERRUPTION)

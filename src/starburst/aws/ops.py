@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from ..exceptions import ProtocolError
 from ..session import SessionRecord
-from . import provision
+from . import consistency, provision
 from .batch import ACTIVE_JOB_STATES, GPU_PREFIX
 from .clients import client
 from .config import AwsConfig, load_config
@@ -43,8 +43,6 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 #: A GPU worker's job name: ``<session>-w<n>`` (backends/batch.py names them so).
 _JOB_NAME = re.compile(r"^(?P<session>.+)-w(?P<n>\d+)$")
 _JOB_STATES = (*ACTIVE_JOB_STATES, "SUCCEEDED", "FAILED")
-#: DescribeJobs takes at most 100 jobs per call.
-_DESCRIBE_JOBS = 100
 #: The awslogs stream prefix of starburst's job definitions (aws/batch.py): a job's
 #: output is in ``starburst-gpu/default/<job id>`` of the session's log group.
 _JOB_STREAM_PREFIX = f"{provision.LOG_STREAM_PREFIX}-gpu"
@@ -133,12 +131,8 @@ def session_gone(record: SessionRecord | None, now: float | None = None) -> bool
 
 
 def _describe(place: Place, arns: list[str]) -> list[TaskTypeDef]:
-    ecs = client("ecs", region=place.region)
-    tasks: list[TaskTypeDef] = []
-    for start in range(0, len(arns), 100):
-        tasks.extend(ecs.describe_tasks(cluster=place.cluster, tasks=arns[start:start + 100],
-                                        include=["TAGS"]).get("tasks", []))
-    return tasks
+    return consistency.describe_tasks(client("ecs", region=place.region), place.cluster,
+                                      arns, tags=True)
 
 
 def task_active(task: TaskTypeDef) -> bool:
@@ -245,12 +239,10 @@ def tagged_jobs(place: Place, session: str | None = None) -> dict[str, list[JobD
                 for page in paginator.paginate(jobQueue=queue, **kwargs):
                     ids.extend(j["jobId"] for j in page.get("jobSummaryList", []))
         ids = sorted(set(ids))
-        for start in range(0, len(ids), _DESCRIBE_JOBS):
-            for job in batch.describe_jobs(jobs=ids[start:start + _DESCRIBE_JOBS]).get(
-                    "jobs", []):
-                owner = job_session(job)
-                if owner and (session is None or owner == session):
-                    out.setdefault(owner, []).append(job)
+        for job in consistency.describe_jobs(batch, ids):
+            owner = job_session(job)
+            if owner and (session is None or owner == session):
+                out.setdefault(owner, []).append(job)
     for jobs in out.values():
         jobs.sort(key=job_number)
     return out
@@ -355,7 +347,10 @@ def session_logs(place: Place, session: str, *, worker: str | None = None,
                     raise
                 events.extend({"worker": name, "time": e.get("timestamp", 0),
                                "message": e.get("message", "")} for e in page["events"])
-                if not page["events"] or page.get("nextForwardToken") == token:
+                # The end of a stream is the page whose token repeats: GetLogEvents
+                # may return empty pages before it.
+                following = page.get("nextForwardToken")
+                if not following or following == token:
                     break
-                token = page.get("nextForwardToken")
+                token = following
     return sorted(events, key=lambda e: (e["time"], e["worker"]))

@@ -34,6 +34,7 @@ from botocore.exceptions import ClientError
 
 from ..exceptions import CloudError
 from ..quota import QuotaPlan, plan_workers
+from . import consistency
 from .errors import error_code, translate_errors
 
 if TYPE_CHECKING:
@@ -58,7 +59,6 @@ _HOLDING = frozenset({"PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACT
                       "STOPPING", "DEPROVISIONING"})
 _DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
                      "NoAuthorization"})
-_DESCRIBE_BATCH = 100
 
 
 def quota_code(spot: bool = False) -> str:
@@ -204,14 +204,11 @@ def vcpus_in_use(source: Source = None, region: str | None = None, *,
     with translate_errors("counting the vCPUs of running Fargate tasks "
                           "(ECS ListClusters/ListTasks/DescribeTasks)"):
         for cluster, arns in _task_arns(ecs):
-            for at in range(0, len(arns), _DESCRIBE_BATCH):
-                tasks = ecs.describe_tasks(cluster=cluster,
-                                           tasks=arns[at : at + _DESCRIBE_BATCH])["tasks"]
-                for task in tasks:
-                    fargate, is_spot = _is_fargate(task)
-                    if (fargate and is_spot == spot
-                            and task.get("lastStatus", "RUNNING") in _HOLDING):
-                        total += _task_vcpus(ecs, task, definitions)
+            for task in consistency.describe_tasks(ecs, cluster, arns):
+                fargate, is_spot = _is_fargate(task)
+                if (fargate and is_spot == spot
+                        and task.get("lastStatus", "RUNNING") in _HOLDING):
+                    total += _task_vcpus(ecs, task, definitions)
     return total
 
 

@@ -64,6 +64,10 @@ log = logging.getLogger("starburst")
 _DESCRIBE_BATCH = 100
 #: Job states change on a scale of seconds (instances take minutes to start).
 _POLL_INTERVAL = 1.0
+#: DescribeJobs may leave out a job SubmitJob accepted seconds ago (Batch is
+#: eventually consistent, like ECS); a job missing for longer than this is
+#: taken for gone (a minute: far above what is seen in practice).
+_MISSING_GRACE = 60.0
 #: The default worker count of a GPU session (GPU quotas start small).
 DEFAULT_WORKERS = 2
 #: Backend options beyond the config fields and the environment options.
@@ -181,6 +185,10 @@ class BatchBackend(ComputeBackend):
         self.spec = spec
         self._definitions = {spec.image: job_definition}
         self._jobs: dict[str, str] = {}  # worker id (job name) -> job id; not yet finished
+        self._submitted: dict[str, float] = {}  # worker id -> time.monotonic() at SubmitJob
+        #: Taken for gone because DescribeJobs left them out, never seen finished:
+        #: terminated at close all the same (worker id -> job id).
+        self._unconfirmed: dict[str, str] = {}
         self._alive_at_attach: list[str] = []
         self._exits_at_attach: list[WorkerExit] = []
         self._stop_sent: set[str] = set()
@@ -419,6 +427,7 @@ class BatchBackend(ComputeBackend):
                 raise
         job_id = response["jobId"]
         self._jobs[name] = job_id
+        self._submitted[name] = time.monotonic()
         return job_id
 
     # -- watch ----------------------------------------------------------
@@ -451,7 +460,10 @@ class BatchBackend(ComputeBackend):
             for job_id in ids[start:start + _DESCRIBE_BATCH]:
                 name = by_id[job_id]
                 if name not in seen and name in self._jobs:
+                    if now - self._submitted.get(name, -_MISSING_GRACE) < _MISSING_GRACE:
+                        continue  # just submitted: DescribeJobs does not know it yet
                     del self._jobs[name]
+                    self._unconfirmed[name] = job_id
                     exits.append(WorkerExit(name, reason="AWS Batch no longer knows this job "
                                                          "(it ended long ago)",
                                             details={"job_id": job_id}))
@@ -463,13 +475,14 @@ class BatchBackend(ComputeBackend):
 
     # -- stop -----------------------------------------------------------
     def stop(self, workers: Sequence[str] | None = None) -> None:
-        targets = [w for w in (list(self._jobs) if workers is None else workers)
-                   if w in self._jobs and w not in self._stop_sent]
+        everyone = [*self._jobs, *sorted(self._unconfirmed)]
+        targets = [w for w in (everyone if workers is None else workers)
+                   if (w in self._jobs or w in self._unconfirmed) and w not in self._stop_sent]
         self._stop_sent.update(in_parallel(self._stop_one, targets, name="stop"))
 
     def _stop_one(self, name: str) -> str:
         """TerminateJob: SIGTERM (then SIGKILL) a running job, cancels a queued one."""
-        job_id = self._jobs.get(name)
+        job_id = self._jobs.get(name) or self._unconfirmed.get(name)
         if job_id is None:
             return name
         with translate_errors(f"AWS Batch TerminateJob {job_id}", kind=BackendError):

@@ -92,6 +92,11 @@ _DESCRIBE_BATCH = 100
 #: Task states change on a scale of seconds; describing them more often
 #: than once a second only spends the account's ECS API rate.
 _POLL_INTERVAL = 1.0
+#: ECS is eventually consistent: DescribeTasks may answer MISSING for a task
+#: RunTask returned seconds ago. AWS gives no bound; a minute is far above
+#: what is seen in practice and far below the idle timeout after which a
+#: task that really vanished would be noticed anyway.
+_MISSING_GRACE = 60.0
 #: A refused RunTask (capacity) is retried a few times within one launch,
 #: then left to the scheduler's next round.
 _LAUNCH_RETRIES = 3
@@ -200,6 +205,9 @@ class FargateBackend(ComputeBackend):
         self.spec = spec
         self._definitions = {(spec.image, spec.cpu, spec.memory_mib): task_definition}
         self._tasks: dict[str, float] = {}  # task ARN -> launch time; not yet seen STOPPED
+        #: Reported gone on a MISSING answer, never seen STOPPED: stopped at close
+        #: all the same, in case ECS only lost sight of them for a while.
+        self._unconfirmed: set[str] = set()
         self._alive_at_attach: list[str] = []
         self._exits_at_attach: list[WorkerExit] = []
         self._stop_sent: set[str] = set()
@@ -641,10 +649,14 @@ class FargateBackend(ComputeBackend):
                     exits.append(self._priced(task_exit(task)))
             for failure in response.get("failures", []):
                 arn = failure.get("arn", "")
-                if failure.get("reason") == "MISSING" and arn in self._tasks:
-                    del self._tasks[arn]
-                    exits.append(self._priced(WorkerExit(
-                        arn, reason="ECS no longer knows this task (it stopped long ago)")))
+                if failure.get("reason") != "MISSING" or arn not in self._tasks:
+                    continue
+                if time.time() - self._tasks[arn] < _MISSING_GRACE:
+                    continue  # just launched: DescribeTasks does not know it yet
+                del self._tasks[arn]
+                self._unconfirmed.add(arn)
+                exits.append(self._priced(WorkerExit(
+                    arn, reason="ECS no longer knows this task (it stopped long ago)")))
         return exits
 
     def _priced(self, ex: WorkerExit) -> WorkerExit:
@@ -682,7 +694,8 @@ class FargateBackend(ComputeBackend):
 
     # -- stop -----------------------------------------------------------
     def stop(self, workers: Sequence[str] | None = None) -> None:
-        everyone = [arn for arn in self._tasks if arn not in self._keep]
+        everyone = [arn for arn in [*self._tasks, *sorted(self._unconfirmed)]
+                    if arn not in self._keep]
         targets = [arn for arn in (everyone if workers is None else workers)
                    if arn not in self._stop_sent]
         self._stop_sent.update(in_parallel(self._stop_one, targets, name="stop"))

@@ -9,6 +9,7 @@ unchanged; see :mod:`starburst.testing.emulator`.
 from __future__ import annotations
 
 from .emulator import EmulatedAws, emulated_aws
+from .strict import StrictRules
 from .task_runner import EcsTaskRunner
 
-__all__ = ["EcsTaskRunner", "EmulatedAws", "emulated_aws"]
+__all__ = ["EcsTaskRunner", "EmulatedAws", "StrictRules", "emulated_aws"]

@@ -23,6 +23,9 @@ Inside the block:
 * a :class:`~starburst.testing.batch_runner.BatchJobRunner` runs every
   submitted AWS Batch job (GPU workers) the same way, and moto's Batch jobs
   are set to manual state progression so only it moves them;
+* AWS rules moto lacks are applied (:class:`~starburst.testing.strict.StrictRules`:
+  DescribeTasks/DescribeJobs do not know a task or job for a while after
+  launch, GetLogEvents returns empty pages before a stream's events);
 * the Fargate Spot and EC2 GPU vCPU quotas are injected
   (``STARBURST_SPOT_VCPU_QUOTA``, ``STARBURST_GPU_VCPU_QUOTA``), as
   the Fargate one is (``STARBURST_VCPU_QUOTA``).
@@ -52,6 +55,7 @@ from moto.server import ThreadedMotoServer
 from ..aws.config import load_config
 from ..aws.provision import Shared, ensure_shared
 from .batch_runner import BatchJobRunner
+from .strict import StrictRules
 from .task_runner import DEFAULT_STOP_TIMEOUT, EcsTaskRunner
 
 __all__ = ["EmulatedAws", "emulated_aws"]
@@ -75,11 +79,14 @@ class EmulatedAws:
         batch: the Batch job runner (``pids()``, ``kill()``, ``wait_done()``).
         shared: the provisioned shared resources (bucket, cluster, network...).
         config_path: the starburst config file the environment points to.
+        rules: the AWS rules applied on top of moto, with their counters.
     """
 
     def __init__(self, *, endpoint: str, region: str, runner: EcsTaskRunner,
-                 config_path: Path, batch: BatchJobRunner | None = None) -> None:
+                 config_path: Path, batch: BatchJobRunner | None = None,
+                 rules: StrictRules | None = None) -> None:
         self.endpoint = endpoint
+        self.rules = rules or StrictRules(describe_missing_s=0, empty_log_pages=0)
         self.region = region
         self.runner = runner
         self.batch = batch
@@ -111,6 +118,7 @@ class EmulatedAws:
         if self.batch is not None:
             self.batch.kill_all()
         self._post("/moto-api/reset")
+        self.rules.reset()
         self.provision()
 
 
@@ -167,7 +175,8 @@ def _start_registries(home: Path, stack: contextlib.ExitStack) -> dict[str, str]
 @contextmanager
 def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | None = None,
                  stop_timeout: float = DEFAULT_STOP_TIMEOUT, registry: bool = False,
-                 isolate: bool = False) -> Iterator[EmulatedAws]:
+                 isolate: bool = False,
+                 rules: StrictRules | None = None) -> Iterator[EmulatedAws]:
     """Run an emulated AWS (moto server + ECS and Batch runners) for the duration of the block.
 
     Args:
@@ -181,6 +190,9 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
             ``env="auto"`` builds and pushes images and tasks run from them.
         isolate: tasks run from an image see only the image and the standard
             library (see :class:`~starburst.testing.task_runner.EcsTaskRunner`).
+        rules: the AWS rules to apply on top of moto (default: all of them,
+            with their default windows); ``StrictRules(describe_missing_s=0)``
+            and the like turn one off.
 
     Yields:
         The :class:`EmulatedAws`, for resets and fault injection.
@@ -216,7 +228,9 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
     runner: EcsTaskRunner | None = None
     batch: BatchJobRunner | None = None
     registries = contextlib.ExitStack()
+    strict = rules if rules is not None else StrictRules()
     try:
+        strict.install()
         registry_url: str | None = None
         if registry:
             extra = _start_registries(home, registries)
@@ -230,7 +244,7 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
         batch = BatchJobRunner(ecs=runner, region=region, echo=echo, stop_timeout=stop_timeout)
         batch.start()
         yield EmulatedAws(endpoint=endpoint, region=region, runner=runner,
-                          config_path=config_path, batch=batch)
+                          config_path=config_path, batch=batch, rules=strict)
     finally:
         try:
             if batch is not None:
@@ -241,6 +255,7 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
             with urllib.request.urlopen(request, timeout=30) as response:
                 response.read()
         finally:
+            strict.uninstall()
             registries.close()
             server.stop()
             _swap_environment(previous)

@@ -1,0 +1,186 @@
+"""Rules of real AWS that moto does not apply, taught to ``emulated_aws()``.
+
+moto answers at once and consistently where AWS is eventually consistent
+or paginates oddly, so code that is wrong on AWS passes against plain
+moto. :class:`StrictRules` patches moto's in-process models (the server
+of ``emulated_aws()`` runs in this process) so that they behave as AWS
+documents. Each rule is on by default, has a switch and a window, and
+counts how often it was served, so a test can prove the behaviour really
+happened (a window shorter than the poller's interval proves nothing):
+
+* ECS DescribeTasks answers ``MISSING`` (a failure, not a task) for a task
+  launched less than ``describe_missing_s`` ago: ECS is eventually
+  consistent, and a task just returned by RunTask may be unknown to
+  DescribeTasks for a few seconds (counter ``missing_served``);
+* AWS Batch DescribeJobs leaves out a job submitted less than
+  ``describe_missing_s`` ago, as it does for a job it does not know yet
+  (counter ``missing_served``);
+* CloudWatch Logs GetLogEvents returns ``empty_log_pages`` empty pages at
+  the start of every read of a stream, each with a new ``nextForwardToken``:
+  AWS may return empty pages before the end of a stream, whose end is the
+  page whose token repeats (counter ``empty_pages_served``).
+
+Only one set of rules is active in a process (moto's state is process-wide).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from moto.batch import models as batch_models
+from moto.ecs import responses as ecs_responses
+from moto.logs import models as logs_models
+
+__all__ = ["StrictRules"]
+
+#: Seconds a just-launched task or job stays unknown to Describe*: AWS gives
+#: no figure (a few seconds in practice); two is above starburst's one-second
+#: poll interval, so every launch is met by at least one MISSING answer,
+#: and short enough to cost the suite nothing noticeable.
+DEFAULT_DESCRIBE_MISSING_S = 2.0
+#: Empty pages GetLogEvents returns per stream before its events: two, so a
+#: reader that stops at the first empty page, or at the second, is caught.
+DEFAULT_EMPTY_LOG_PAGES = 2
+
+_ACTIVE_LOCK = threading.Lock()
+_ACTIVE: StrictRules | None = None
+
+
+@dataclass
+class StrictRules:
+    """The AWS rules ``emulated_aws()`` applies on top of moto (see the module).
+
+    Attributes:
+        describe_missing_s: seconds after launch that DescribeTasks answers
+            MISSING and DescribeJobs leaves the job out; 0 turns it off.
+        empty_log_pages: empty GetLogEvents pages per stream before its
+            events; 0 turns it off.
+        missing_served: MISSING answers (ECS) and left-out jobs (Batch) served.
+        empty_pages_served: empty log pages served.
+    """
+
+    describe_missing_s: float = DEFAULT_DESCRIBE_MISSING_S
+    empty_log_pages: int = DEFAULT_EMPTY_LOG_PAGES
+    missing_served: int = 0
+    empty_pages_served: int = 0
+    _originals: dict[str, Any] = field(default_factory=dict, repr=False)
+    _tokens: dict[str, tuple[str | None, int]] = field(default_factory=dict, repr=False)
+    _issued: int = field(default=0, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # -- lifecycle --------------------------------------------------------
+    def install(self) -> None:
+        """Patch moto's models; refuses if another set of rules is active."""
+        global _ACTIVE
+        with _ACTIVE_LOCK:
+            if _ACTIVE is self:
+                return
+            if _ACTIVE is not None:
+                raise RuntimeError("another emulated AWS already applies its StrictRules "
+                                   "(moto's state is process-wide): close it first")
+            ecs_class: Any = ecs_responses.EC2ContainerServiceResponse
+            batch_class: Any = batch_models.BatchBackend
+            logs_class: Any = logs_models.LogStream
+            self._originals = {"ecs": ecs_class.describe_tasks,
+                               "batch": batch_class.describe_jobs,
+                               "logs": logs_class.get_log_events}
+            rules = self
+
+            def describe_tasks(response: Any) -> Any:
+                return rules._describe_tasks(response)
+
+            def describe_jobs(backend: Any, jobs: list[str] | None) -> list[dict[str, Any]]:
+                return rules._describe_jobs(backend, jobs)
+
+            def get_log_events(stream: Any, *args: Any) -> Any:
+                return rules._get_log_events(stream, *args)
+
+            ecs_class.describe_tasks = describe_tasks
+            batch_class.describe_jobs = describe_jobs
+            logs_class.get_log_events = get_log_events
+            _ACTIVE = self
+
+    def uninstall(self) -> None:
+        """Give moto its own behaviour back."""
+        global _ACTIVE
+        with _ACTIVE_LOCK:
+            if _ACTIVE is not self:
+                return
+            ecs_class: Any = ecs_responses.EC2ContainerServiceResponse
+            batch_class: Any = batch_models.BatchBackend
+            logs_class: Any = logs_models.LogStream
+            ecs_class.describe_tasks = self._originals["ecs"]
+            batch_class.describe_jobs = self._originals["batch"]
+            logs_class.get_log_events = self._originals["logs"]
+            self._originals = {}
+            _ACTIVE = None
+
+    def reset(self) -> None:
+        """Forget the tokens handed out (moto's state was wiped)."""
+        with self._lock:
+            self._tokens.clear()
+
+    # -- the rules --------------------------------------------------------
+    def _young(self, created: datetime | None) -> bool:
+        if self.describe_missing_s <= 0 or created is None:
+            return False
+        now = datetime.now(created.tzinfo) if created.tzinfo else datetime.now()
+        return (now - created).total_seconds() < self.describe_missing_s
+
+    def _describe_tasks(self, response: Any) -> Any:
+        from moto.core.responses import ActionResult
+
+        result = self._originals["ecs"](response)
+        body = getattr(result, "result", None)
+        if not isinstance(body, dict):
+            return result
+        tasks = body.get("tasks", [])
+        young = [t for t in tasks if self._young(getattr(t, "created_at", None))]
+        if not young:
+            return result
+        with self._lock:
+            self.missing_served += len(young)
+        failures = [*body.get("failures", []),
+                    *({"arn": t.task_arn, "reason": "MISSING"} for t in young)]
+        return ActionResult({**body, "tasks": [t for t in tasks if t not in young],
+                             "failures": failures})
+
+    def _describe_jobs(self, backend: Any, jobs: list[str] | None) -> list[dict[str, Any]]:
+        described: list[dict[str, Any]] = self._originals["batch"](backend, jobs)
+        known = getattr(backend, "_jobs", {})
+        kept = []
+        for job in described:
+            model = known.get(job.get("jobId", ""))
+            if model is not None and self._young(getattr(model, "job_created_at", None)):
+                with self._lock:
+                    self.missing_served += 1
+                continue
+            kept.append(job)
+        return kept
+
+    def _get_log_events(self, stream: Any, *args: Any) -> Any:
+        # LogStream.get_log_events(start_time, end_time, limit, next_token, start_from_head).
+        # Every read from the start of a stream (no token) first meets
+        # ``empty_log_pages`` empty pages, each with a new opaque token that stands
+        # for the position the read started from.
+        rest = list(args)
+        token: str | None = rest[3] if len(rest) > 3 else None
+        with self._lock:
+            if token in self._tokens:
+                origin, served = self._tokens.pop(token)
+            elif token is None:
+                origin, served = None, 0
+            else:
+                origin, served = token, self.empty_log_pages  # moto's own token
+            if served < self.empty_log_pages:
+                self._issued += 1
+                fresh = f"starburst-empty-page-{self._issued}"
+                self._tokens[fresh] = (origin, served + 1)
+                self.empty_pages_served += 1
+                return [], fresh, fresh
+        if len(rest) > 3:
+            rest[3] = origin
+        return self._originals["logs"](stream, *rest)

@@ -1,0 +1,97 @@
+"""AWS rules moto lacks (``starburst.testing.StrictRules``) and starburst surviving them.
+
+Each test proves the rule was served (its counter moved) and that
+starburst behaved as it must on real AWS.
+"""
+
+from __future__ import annotations
+
+import time
+
+from _support import wait_for
+from test_fargate_backend import _exits, _probe, _python
+from test_gpu_batch import _settings
+
+import starburst
+from starburst.aws import ops
+from starburst.aws.clients import client
+from starburst.backends import fargate
+
+
+def test_a_task_unknown_to_describe_tasks_right_after_launch_is_not_reported_gone(aws):
+    backend, spec = _probe(aws, _python("import time; time.sleep(60)"))
+    served = aws.rules.missing_served
+    [arn] = backend.launch(1, spec)
+    deadline = time.monotonic() + aws.rules.describe_missing_s + 0.5
+    while time.monotonic() < deadline:
+        assert backend.poll() == []  # MISSING answers inside the grace are not an exit
+        time.sleep(0.2)
+    assert aws.rules.missing_served > served  # the rule was served, not slept through
+    assert backend.running() == [arn]
+    wait_for(lambda: arn in aws.runner.pids(), timeout=10, what="the task's process")
+    aws.runner.kill(arn)
+    [ex] = _exits(backend, 1)
+    assert ex.worker == arn
+    assert ex.exit_code == 137
+
+
+def test_a_task_reported_missing_after_the_grace_is_still_stopped_at_close(aws, monkeypatch):
+    monkeypatch.setattr(fargate, "_MISSING_GRACE", 0.0)  # trust the first MISSING
+    monkeypatch.setattr(aws.rules, "describe_missing_s", 60.0)
+    backend, spec = _probe(aws, _python("import time; time.sleep(60)"))
+    [arn] = backend.launch(1, spec)
+    [ex] = _exits(backend, 1)
+    assert ex.worker == arn
+    assert "no longer knows" in (ex.reason or "")
+    wait_for(lambda: arn in aws.runner.pids(), timeout=10, what="the task's process")
+    backend.close()
+    assert aws.runner.wait_stopped(arn, timeout=10)  # stopped whatever its last answer
+
+
+def test_a_fargate_map_starts_no_replacement_for_a_task_describe_does_not_know_yet(aws):
+    served = aws.rules.missing_served
+    settings = starburst.Settings(poll=0.05, idle_timeout=30)
+    with starburst.Executor(backend="fargate", workers=2, settings=settings,
+                            progress=False) as ex:
+        assert list(ex.map(time.sleep, [0.2] * 20)) == [None] * 20
+        sid = ex.session_id
+    assert aws.rules.missing_served > served
+    tasks = client("ecs").list_tasks(cluster=aws.shared.cluster, desiredStatus="STOPPED")
+    stopped = client("ecs").describe_tasks(cluster=aws.shared.cluster,
+                                           tasks=tasks["taskArns"], include=["TAGS"])["tasks"]
+    ours = [t for t in stopped
+            if {"key": "starburst:session", "value": sid} in t.get("tags", [])]
+    assert len(ours) == 2  # no replacement for a worker wrongly taken for gone
+    assert ex.status().workers_launched == 2
+    assert aws.runner.pids() == {}
+
+
+def test_a_batch_job_describe_jobs_does_not_know_yet_is_not_reported_gone(aws):
+    served = aws.rules.missing_served
+    ex = starburst.Executor(backend="fargate", gpu="nvidia-t4", workers=1,
+                            settings=_settings(), progress=False)
+    try:
+        assert ex.submit(time.sleep, 0.1).result(timeout=60) is None
+        assert aws.rules.missing_served > served
+        assert ex.status().workers_launched == 1  # no replacement
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+    wait_for(lambda: not aws.batch.pids(), timeout=20, what="the job to end")
+
+
+def _greet(x: int) -> int:
+    print(f"hello from task {x}", flush=True)
+    return x + 1
+
+
+def test_logs_read_past_empty_pages_to_the_end_of_each_stream(aws):
+    settings = starburst.Settings(poll=0.05, idle_timeout=30)
+    with starburst.Executor(backend="fargate", workers=1, settings=settings,
+                            progress=False) as ex:
+        assert ex.submit(_greet, 41).result(timeout=60) == 42
+        sid = ex.session_id
+    wait_for(lambda: not aws.runner.pids(), timeout=20, what="the task to exit")
+    served = aws.rules.empty_pages_served
+    events = ops.session_logs(ops.Place.from_config(), sid)
+    assert aws.rules.empty_pages_served >= served + 2  # each read met empty pages first
+    assert any("hello from task 41" in e["message"] for e in events)
