@@ -81,13 +81,43 @@ def test_bucket_is_locked_down(config_file):
     assert {"Key": "starburst:managed", "Value": "true"} in tags
 
 
-def test_kms_key_encrypts_with_kms(config_file):
+def _data_key_grants(doc: dict) -> list[dict]:
+    return [st for st in doc["Statement"] if st["Effect"] == "Allow"
+            and {"kms:GenerateDataKey", "kms:Decrypt"} <= set(st["Action"])]
+
+
+def test_kms_key_encrypts_with_kms_and_every_writer_may_use_it_through_s3(config_file, aws):
+    kms = client("kms")
+    key = kms.create_key(Description="starburst run data")["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName="alias/starburst", TargetKeyId=key)
     code, out = _run("setup", "--yes", "--kms-key", "alias/starburst")
     assert code == 0, out
     bucket = tomllib.loads(config_file.read_text(encoding="utf-8"))["bucket"]
     rule = client("s3").get_bucket_encryption(Bucket=bucket)[
         "ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
-    assert rule == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/starburst"}
+    # IAM grants on a key name its ARN: the alias is resolved once, for all of them.
+    assert rule == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
+    via = {"StringEquals": {"kms:ViaService": f"s3.{aws.region}.amazonaws.com"}}
+    iam = client("iam")
+    for role in ("starburst-task", "starburst-task-debug"):
+        docs = [iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+                for name in iam.list_role_policies(RoleName=role)["PolicyNames"]]
+        grants = [g for doc in docs for g in _data_key_grants(doc)]
+        assert grants, role  # without them every worker's PutObject is denied
+        assert all(g["Resource"] == key and g["Condition"] == via for g in grants), role
+    code, out = _run("setup", "--print-policy", "--kms-key", "alias/starburst")
+    assert code == 0, out
+    [grant] = _data_key_grants(json.loads(out))
+    assert (grant["Resource"], grant["Condition"]) == (key, via)
+
+
+def test_an_unknown_kms_key_is_refused_before_anything_changes(config_file, aws):
+    before = config_file.read_text(encoding="utf-8")
+    code, out = _run("setup", "--yes", "--kms-key", "alias/nothing-here")
+    assert code != 0
+    assert "alias/nothing-here" in out
+    assert "DescribeKey" in out
+    assert config_file.read_text(encoding="utf-8") == before  # nothing was set up
 
 
 def test_ecr_cluster_and_log_group(config_file):

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from mypy_boto3_ecr.client import ECRClient
     from mypy_boto3_ecs.client import ECSClient
     from mypy_boto3_iam.client import IAMClient
+    from mypy_boto3_kms.client import KMSClient
     from mypy_boto3_logs.client import CloudWatchLogsClient
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_sqs.client import SQSClient
@@ -139,6 +140,8 @@ def client(service: Literal["ec2"], *, region: str | None = ...) -> EC2Client: .
 def client(service: Literal["sts"], *, region: str | None = ...) -> STSClient: ...
 @overload
 def client(service: Literal["batch"], *, region: str | None = ...) -> BatchClient: ...
+@overload
+def client(service: Literal["kms"], *, region: str | None = ...) -> KMSClient: ...
 def client(service: str, *, region: str | None = None) -> Any:
     """Create a boto3 client for ``service`` in ``region`` (resolved when None).
 

@@ -14,7 +14,8 @@ from typing import Any
 
 __all__ = [
     "ECS_EXEC_ACTIONS", "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "actions_of", "bucket_policy",
-    "debug_task_policy", "execution_policy", "gpu_statements", "instance_policy",
+    "data_key_statement", "debug_task_policy", "execution_policy", "gpu_statements",
+    "instance_policy",
     "log_bucket_policy", "principal_arn", "task_policy", "user_policy", "wildcard_writes",
 ]
 
@@ -44,14 +45,37 @@ UNSCOPABLE_ACTIONS: dict[str, str] = {
 READ_PREFIXES = ("Get", "List", "Describe", "Head", "Filter", "BatchGet", "Lookup")
 
 
-def principal_arn(caller_arn: str) -> str:
-    """The IAM ARN a bucket policy matches for ``caller_arn`` (an STS assumed-role ARN
-    becomes its role's ARN, as ``aws:PrincipalArn`` sees it)."""
+def principal_arn(caller_arn: str) -> list[str]:
+    """The ``aws:PrincipalArn`` patterns a bucket policy matches for ``caller_arn``.
+
+    ``aws:PrincipalArn`` of an assumed role is the role's ARN *with its
+    path* (IAM Identity Center roles live under
+    ``role/aws-reserved/sso.amazonaws.com/...``), while the STS ARN
+    (``assumed-role/<name>/<session>``) carries only its name. Role names
+    are unique in an account whatever their path, so ``role/<name>`` and
+    ``role/*/<name>`` (for ``StringLike``) match that one role and no other.
+    Any other caller ARN (an IAM user, the root) is its own principal ARN.
+    """
     if ":assumed-role/" in caller_arn:
         head, _, rest = caller_arn.partition(":assumed-role/")
         role = rest.split("/", 1)[0]
-        return f"{head.replace(':sts:', ':iam:')}:role/{role}"
-    return caller_arn
+        iam = f"{head.replace(':sts:', ':iam:')}:role"
+        return [f"{iam}/{role}", f"{iam}/*/{role}"]
+    return [caller_arn]
+
+
+def data_key_statement(kms_key_arn: str, *, region: str, sid: str = "RunDataKey"
+                       ) -> dict[str, Any]:
+    """Use of the bucket's SSE-KMS key, only through S3 in ``region``.
+
+    With default encryption by a customer managed key, every PutObject needs
+    ``kms:GenerateDataKey`` and every GetObject ``kms:Decrypt`` on that key
+    for the caller; ``kms:ViaService`` keeps the grant to requests S3 makes
+    on the caller's behalf, so the key cannot be used directly.
+    """
+    return {"Sid": sid, "Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+            "Resource": kms_key_arn,
+            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}}
 
 
 def _doc(*statements: dict[str, Any]) -> dict[str, Any]:
@@ -142,10 +166,12 @@ def instance_policy(*, part: str, region: str, account: str, repository: str,
                        log_group=log_group))
 
 
-def task_policy(*, part: str, account: str, bucket: str, prefix: str) -> dict[str, Any]:
-    """What worker code runs as: this bucket's prefix and this account's starburst queues."""
+def task_policy(*, part: str, account: str, bucket: str, prefix: str,
+                kms_key: str | None = None, region: str | None = None) -> dict[str, Any]:
+    """What worker code runs as: this bucket's prefix and this account's starburst queues;
+    with ``kms_key`` (the bucket's SSE-KMS key ARN, in ``region``), that key through S3."""
     key_prefix = _key_prefix(prefix)
-    return _doc(
+    doc = _doc(
         {"Sid": "RunData", "Effect": "Allow",
          "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
                     "s3:AbortMultipartUpload"],
@@ -157,13 +183,25 @@ def task_policy(*, part: str, account: str, bucket: str, prefix: str) -> dict[st
          "Action": ["sqs:ReceiveMessage", "sqs:SendMessage", "sqs:DeleteMessage",
                     "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
          "Resource": f"arn:{part}:sqs:*:{account}:starburst-*"})
+    _add_data_key(doc, kms_key, region)
+    return doc
 
 
-def debug_task_policy(*, part: str, account: str, bucket: str, prefix: str) -> dict[str, Any]:
+def _add_data_key(doc: dict[str, Any], kms_key: str | None, region: str | None) -> None:
+    if kms_key is None:
+        return
+    if region is None:
+        raise ValueError("a KMS key needs the region of the bucket it encrypts")
+    doc["Statement"].append(data_key_statement(kms_key, region=region))
+
+
+def debug_task_policy(*, part: str, account: str, bucket: str, prefix: str,
+                      kms_key: str | None = None, region: str | None = None) -> dict[str, Any]:
     """The task role of debug sessions (``starburst-task-debug``): :func:`task_policy`
     plus the four ECS Exec channel actions, which IAM accepts only on ``*``, so that
     ``aws ecs execute-command`` can reach a kept worker. Ordinary workers never get them."""
-    doc = task_policy(part=part, account=account, bucket=bucket, prefix=prefix)
+    doc = task_policy(part=part, account=account, bucket=bucket, prefix=prefix,
+                      kms_key=kms_key, region=region)
     doc["Statement"].append({"Sid": "EcsExecChannels", "Effect": "Allow",
                              "Action": list(ECS_EXEC_ACTIONS), "Resource": "*"})
     return doc
@@ -196,9 +234,10 @@ def gpu_statements(*, part: str, region: str, account: str) -> list[dict[str, An
 
 def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: str,
                 cluster: str, repository: str, log_group: str,
-                gpu: bool = False) -> dict[str, Any]:
+                gpu: bool = False, kms_key: str | None = None) -> dict[str, Any]:
     """The least the user's own identity needs to run sessions (after `starburst setup`);
-    with ``gpu``, GPU sessions too (:func:`gpu_statements`)."""
+    with ``gpu``, GPU sessions too (:func:`gpu_statements`); with ``kms_key`` (the
+    bucket's SSE-KMS key ARN), that key through S3 (:func:`data_key_statement`)."""
     key_prefix = _key_prefix(prefix)
     ecs = f"arn:{part}:ecs:{region}:{account}"
     doc = _doc(
@@ -208,6 +247,7 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
                     "ecs:ListTasks", "ec2:DescribeVpcs", "ec2:DescribeSubnets",
                     "ec2:DescribeSecurityGroups", "logs:DescribeLogGroups",
                     "servicequotas:GetServiceQuota",
+                    "servicequotas:ListRequestedServiceQuotaChangeHistory",
                     "servicequotas:ListRequestedServiceQuotaChangeHistoryByQuota",
                     "pricing:GetProducts", "sts:GetCallerIdentity"]},
         {"Sid": "RunWorkers", "Effect": "Allow",
@@ -247,6 +287,7 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
          "Resource": f"arn:{part}:ecr:{region}:{account}:repository/{repository}"})
     if gpu:
         doc["Statement"].extend(gpu_statements(part=part, region=region, account=account))
+    _add_data_key(doc, kms_key, region)
     return doc
 
 

@@ -391,11 +391,24 @@ def new_plan(*, region: str, kms_key: str | None = None, dry_run: bool = False,
         me = sts.get_caller_identity()
     account = str(me["Account"])
     bucket = config.bucket or f"starburst-{account}-{region}"
+    if kms_key is not None:
+        kms_key = _key_arn(kms_key, region)
     return SetupPlan(region=region, account=account, caller=str(me["Arn"]), bucket=bucket,
                      log_bucket=f"{bucket}-logs"[:63], prefix=config.prefix,
                      cluster=config.cluster, log_group=config.log_group,
                      repository=config.ecr_repository, kms_key=kms_key, dry_run=dry_run,
                      private=private, gpu=instance, spot=spot)
+
+
+def _key_arn(key: str, region: str) -> str:
+    """The ARN of a KMS key given by id, ARN, alias name or alias ARN.
+
+    IAM grants on a key name its key ARN (an alias in ``Resource`` grants
+    nothing), so the policies need the ARN whatever the user passed.
+    """
+    kms = client("kms", region=region)
+    with translate_errors(f"KMS DescribeKey {key} (the --kms-key of setup)"):
+        return str(kms.describe_key(KeyId=key)["KeyMetadata"]["Arn"])
 
 
 def run_setup(plan: SetupPlan) -> SetupPlan:
@@ -409,13 +422,16 @@ def run_setup(plan: SetupPlan) -> SetupPlan:
                                     repository=plan.repository, log_group=plan.log_group))
         task = _setup_role(plan, provision.TASK_ROLE, f"starburst-data-{plan.bucket}"[:128],
                            policies.task_policy(part=part, account=plan.account,
-                                                bucket=plan.bucket, prefix=plan.prefix))
+                                                bucket=plan.bucket, prefix=plan.prefix,
+                                                kms_key=plan.kms_key, region=plan.region))
         # Debug sessions' workers (ECS Exec) run as their own role: it must write too.
         debug = _setup_role(plan, provision.DEBUG_TASK_ROLE,
                             provision.data_policy_name(plan.bucket),
                             policies.debug_task_policy(part=part, account=plan.account,
-                                                       bucket=plan.bucket, prefix=plan.prefix))
-        _setup_buckets(plan, [task, debug, policies.principal_arn(plan.caller)])
+                                                       bucket=plan.bucket, prefix=plan.prefix,
+                                                       kms_key=plan.kms_key,
+                                                       region=plan.region))
+        _setup_buckets(plan, [task, debug, *policies.principal_arn(plan.caller)])
         _setup_repository(plan)
         _setup_cluster_and_logs(plan)
         network = _setup_network(plan, config.subnets, config.security_groups)

@@ -98,7 +98,8 @@ def setup(region: str | None, dry_run: bool, yes: bool, kms_key: str | None,
             click.echo(json.dumps(policies.user_policy(
                 part=plan.part, region=name, account=plan.account, bucket=plan.bucket,
                 prefix=plan.prefix, cluster=plan.cluster, repository=plan.repository,
-                log_group=plan.log_group, gpu=plan.gpu is not None), indent=2))
+                log_group=plan.log_group, gpu=plan.gpu is not None, kms_key=plan.kms_key),
+                indent=2))
             return
         run_setup(plan)
         if dry_run or not plan.changes:

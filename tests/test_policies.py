@@ -1,0 +1,78 @@
+"""The policy documents `starburst setup` writes, checked against IAM's matching rules."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from starburst.aws import policies
+
+_ACCOUNT = "123456789012"
+_SSO_ROLE = "AWSReservedSSO_AdministratorAccess_0123456789abcdef"
+_SSO_CALLER = f"arn:aws:sts::{_ACCOUNT}:assumed-role/{_SSO_ROLE}/someone@example.com"
+#: aws:PrincipalArn of that caller, as IAM evaluates it: the role's ARN with its path.
+_SSO_PRINCIPAL = (f"arn:aws:iam::{_ACCOUNT}:role/aws-reserved/sso.amazonaws.com/"
+                  f"{_SSO_ROLE}")
+
+
+def _string_like(value: str, patterns: list[str]) -> bool:
+    """IAM StringLike: ``*`` any run of characters (``/`` included), ``?`` one."""
+    return any(fnmatchcase(value, p) for p in patterns)
+
+
+def _writes_denied(policy: dict, principal: str) -> bool:
+    [rule] = [st for st in policy["Statement"] if st["Sid"] == "RunPrefixWritersOnly"]
+    return not _string_like(principal, rule["Condition"]["StringNotLike"]["aws:PrincipalArn"])
+
+
+def _bucket_policy_for(caller: str) -> dict:
+    return policies.bucket_policy("b", "starburst", part="aws",
+                                  writers=[f"arn:aws:iam::{_ACCOUNT}:role/starburst-task",
+                                           *policies.principal_arn(caller)])
+
+
+def test_an_identity_center_user_may_write_the_run_prefix():
+    policy = _bucket_policy_for(_SSO_CALLER)
+    assert not _writes_denied(policy, _SSO_PRINCIPAL)  # the path is part of the ARN
+    assert not _writes_denied(policy, f"arn:aws:iam::{_ACCOUNT}:role/{_SSO_ROLE}")
+
+
+def test_the_writers_rule_still_denies_other_roles_and_accounts():
+    policy = _bucket_policy_for(_SSO_CALLER)
+    assert _writes_denied(policy, f"arn:aws:iam::{_ACCOUNT}:role/aws-reserved/"
+                                  "sso.amazonaws.com/AWSReservedSSO_ReadOnly_1")
+    assert _writes_denied(policy, f"arn:aws:iam::{_ACCOUNT}:role/{_SSO_ROLE}-other")
+    assert _writes_denied(policy, f"arn:aws:iam::999999999999:role/{_SSO_ROLE}")
+    assert _writes_denied(policy, f"arn:aws:iam::{_ACCOUNT}:user/{_SSO_ROLE}")
+
+
+def test_an_iam_user_is_its_own_principal():
+    user = f"arn:aws:iam::{_ACCOUNT}:user/alice"
+    assert policies.principal_arn(user) == [user]
+    assert not _writes_denied(_bucket_policy_for(user), user)
+
+
+def test_the_user_policy_grants_the_quota_history_call_the_quota_check_makes():
+    doc = policies.user_policy(part="aws", region="us-east-1", account=_ACCOUNT, bucket="b",
+                               prefix="starburst", cluster="starburst", repository="starburst",
+                               log_group="/starburst")
+    # aws/quota.py pages ListRequestedServiceQuotaChangeHistory (not ...ByQuota).
+    assert "servicequotas:ListRequestedServiceQuotaChangeHistory" in policies.actions_of(doc)
+
+
+def test_a_kms_key_is_granted_only_through_s3_of_its_region():
+    key = f"arn:aws:kms:eu-west-1:{_ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    for doc in (policies.task_policy(part="aws", account=_ACCOUNT, bucket="b", prefix="p",
+                                     kms_key=key, region="eu-west-1"),
+                policies.debug_task_policy(part="aws", account=_ACCOUNT, bucket="b",
+                                           prefix="p", kms_key=key, region="eu-west-1"),
+                policies.user_policy(part="aws", region="eu-west-1", account=_ACCOUNT,
+                                     bucket="b", prefix="p", cluster="c", repository="r",
+                                     log_group="/g", kms_key=key)):
+        [grant] = [st for st in doc["Statement"] if "kms:Decrypt" in st["Action"]]
+        assert set(grant["Action"]) == {"kms:GenerateDataKey", "kms:Decrypt"}
+        assert grant["Resource"] == key
+        assert grant["Condition"] == {
+            "StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
+        assert policies.wildcard_writes(doc) == []
+    plain = policies.task_policy(part="aws", account=_ACCOUNT, bucket="b", prefix="p")
+    assert not [st for st in plain["Statement"] if "kms:Decrypt" in st["Action"]]
