@@ -23,9 +23,11 @@ region's ECS backend is reset between tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import urllib.request
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -177,10 +179,26 @@ class Account:
 
     def __init__(self, url: str) -> None:
         self.ecs = boto3.client("ecs", region_name=REGION, endpoint_url=url)
+        iam = boto3.client("iam", region_name=REGION, endpoint_url=url)
+        with contextlib.suppress(iam.exceptions.InvalidInputException,
+                                 iam.exceptions.EntityAlreadyExistsException):
+            iam.create_service_linked_role(AWSServiceName="ecs.amazonaws.com")
         ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=url)
         self.net = {"awsvpcConfiguration": {
             "subnets": [ec2.describe_subnets()["Subnets"][0]["SubnetId"]],
             "securityGroups": [ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]]}}
+
+    def _run_task(self, **kwargs: Any) -> Any:
+        """RunTask, waiting out the service-linked role's propagation: moto's state is
+        process-wide, so an emulated AWS in this process applies its rules here too."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return self.ecs.run_task(**kwargs)
+            except self.ecs.exceptions.ClientException as exc:
+                if "service linked role" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def definition(self, cpu: int) -> str:
         return self.ecs.register_task_definition(
@@ -197,9 +215,9 @@ class Account:
             else {"launchType": "FARGATE"})
         arns: list[str] = []
         while len(arns) < count:
-            tasks = self.ecs.run_task(cluster=cluster, taskDefinition=self.definition(cpu),
-                                      count=min(10, count - len(arns)),
-                                      networkConfiguration=self.net, **kind)["tasks"]
+            tasks = self._run_task(cluster=cluster, taskDefinition=self.definition(cpu),
+                                   count=min(10, count - len(arns)),
+                                   networkConfiguration=self.net, **kind)["tasks"]
             arns.extend(t["taskArn"] for t in tasks)
         return arns
 

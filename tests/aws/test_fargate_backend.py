@@ -17,6 +17,7 @@ from botocore.awsrequest import AWSResponse
 
 from starburst.aws.clients import client
 from starburst.aws.consistency import describe_tasks
+from starburst.aws.propagation import retry_while_propagating
 from starburst.backends import fargate
 from starburst.backends.base import WorkerExit, WorkerSpec, describe_exit
 from starburst.backends.fargate import FargateBackend
@@ -28,7 +29,7 @@ from starburst.scheduler import LaunchPacing
 def _probe(aws, command: list[str], *, log_group: str = "/starburst",
            session: str = "sb-probe") -> tuple[FargateBackend, WorkerSpec]:
     shared = aws.shared
-    arn = client("ecs").register_task_definition(
+    arn = retry_while_propagating(lambda: client("ecs").register_task_definition(
         family="probe", taskRoleArn=shared.roles.task, executionRoleArn=shared.roles.execution,
         networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
         containerDefinitions=[{
@@ -36,7 +37,7 @@ def _probe(aws, command: list[str], *, log_group: str = "/starburst",
             "logConfiguration": {"logDriver": "awslogs", "options": {
                 "awslogs-group": log_group, "awslogs-region": aws.region,
                 "awslogs-stream-prefix": "starburst"}}}],
-    )["taskDefinition"]["taskDefinitionArn"]
+    ), what="a probe task definition", region=aws.region)["taskDefinition"]["taskDefinitionArn"]
     spec = WorkerSpec(env={"STARBURST_SESSION": session}, cpu=0.25, memory_mib=512,
                       image="probe")
     backend = FargateBackend(session=session, shared=shared, arch="x86_64",

@@ -24,6 +24,7 @@ import starburst
 from starburst.aws import provision
 from starburst.aws.clients import client
 from starburst.aws.consistency import describe_tasks
+from starburst.aws.propagation import retry_while_propagating
 from starburst.aws.quota import vcpus_in_use
 from starburst.backends.base import WorkerExit, WorkerSpec
 from starburst.backends.fargate import (
@@ -107,14 +108,14 @@ def test_computed_cost_prices_each_task_at_its_own_rate():
 def _probe(aws, **kwargs: Any) -> tuple[FargateBackend, WorkerSpec]:
     """A backend whose tasks run ``python -c pass`` (each ends at once)."""
     shared = aws.shared
-    arn = client("ecs").register_task_definition(
+    arn = retry_while_propagating(lambda: client("ecs").register_task_definition(
         family="spot-probe", taskRoleArn=shared.roles.task,
         executionRoleArn=shared.roles.execution, networkMode="awsvpc",
         requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
         containerDefinitions=[{
             "name": "worker", "image": "probe", "command": ["python", "-c", "pass"],
             "memoryReservation": 512, "stopTimeout": 120}],
-    )["taskDefinition"]["taskDefinitionArn"]
+    ), what="a probe task definition", region=aws.region)["taskDefinition"]["taskDefinitionArn"]
     spec = WorkerSpec(env={"STARBURST_SESSION": "sb-spot"}, cpu=0.25, memory_mib=512,
                       image="probe")
     return FargateBackend(session="sb-spot", shared=shared, arch="x86_64",

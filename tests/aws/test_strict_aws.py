@@ -95,3 +95,30 @@ def test_logs_read_past_empty_pages_to_the_end_of_each_stream(aws):
     events = ops.session_logs(ops.Place.from_config(), sid)
     assert aws.rules.empty_pages_served >= served + 2  # each read met empty pages first
     assert any("hello from task 41" in e["message"] for e in events)
+
+
+def _map_on_fargate() -> list[int]:
+    settings = starburst.Settings(poll=0.05, idle_timeout=30)
+    with starburst.Executor(backend="fargate", workers=1, settings=settings,
+                            progress=False) as ex:
+        return list(ex.map(abs, range(-3, 3)))
+
+
+def test_roles_created_a_moment_ago_are_waited_for(aws, monkeypatch):
+    monkeypatch.setattr(aws.rules, "iam_propagation_s", 2.0)
+    aws.reset()  # new roles, as in an account set up a moment ago
+    refused = aws.rules.propagation_refusals
+    assert _map_on_fargate() == [3, 2, 1, 0, 1, 2]
+    assert aws.rules.propagation_refusals > refused  # ECS did refuse them at first
+
+
+def test_a_fresh_account_gets_the_ecs_service_linked_role(aws):
+    iam = client("iam")
+    linked = [r["RoleName"] for r in iam.list_roles(
+        PathPrefix="/aws-service-role/ecs.amazonaws.com/")["Roles"]]
+    for name in linked:
+        iam.delete_role(RoleName=name)
+    refused = aws.rules.service_linked_refusals
+    assert _map_on_fargate() == [3, 2, 1, 0, 1, 2]
+    assert aws.rules.service_linked_refusals > refused
+    assert iam.list_roles(PathPrefix="/aws-service-role/ecs.amazonaws.com/")["Roles"]

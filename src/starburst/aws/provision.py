@@ -27,6 +27,7 @@ from . import policies
 from .clients import account_id, client, partition
 from .config import AwsConfig
 from .errors import error_code, translate_errors
+from .propagation import ensure_ecs_service_linked_role, retry_while_propagating
 from .sizes import cpu_units, validate_size
 
 if TYPE_CHECKING:
@@ -181,6 +182,8 @@ def ensure_cluster(name: str, *, region: str) -> str:
         for found in ecs.describe_clusters(clusters=[name]).get("clusters", []):
             if found.get("status") == "ACTIVE":
                 return found["clusterArn"]
+        # A fresh account: RunTask needs ECS's service-linked role.
+        ensure_ecs_service_linked_role(region=region)
         created = ecs.create_cluster(clusterName=name,
                                      tags=[{"key": MANAGED_TAG, "value": "true"}])
     return created["cluster"]["clusterArn"]
@@ -453,14 +456,15 @@ def ensure_task_definition(*, image: str, cpu: float, memory_mib: int, arch: str
                     "stopTimeout": current["containerDefinitions"][0].get("stopTimeout")}
             if current.get("status") == "ACTIVE" and have == wanted:
                 return current["taskDefinitionArn"]
-        registered = ecs.register_task_definition(
+        registered = retry_while_propagating(lambda: ecs.register_task_definition(
             family=family, taskRoleArn=roles.task, executionRoleArn=roles.execution,
             networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu=str(units),
             memory=str(memory_mib),
             runtimePlatform={"cpuArchitecture": platform,  # type: ignore[typeddict-item]
                              "operatingSystemFamily": "LINUX"},
             containerDefinitions=[container],  # type: ignore[list-item]
-            tags=[{"key": MANAGED_TAG, "value": "true"}])
+            tags=[{"key": MANAGED_TAG, "value": "true"}]),
+            what=f"registering task definition {family}", region=region)
     return registered["taskDefinition"]["taskDefinitionArn"]
 
 

@@ -54,6 +54,7 @@ from ..aws import ops, provision
 from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, AwsConfig, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
+from ..aws.propagation import retry_while_propagating
 from ..aws.quota import QuotaStatus, read_plan, request_increase, vcpus_in_use
 from ..aws.sizes import validate_size
 from ..exceptions import BackendError, CloudError, ConfigurationError, TransportError
@@ -582,13 +583,14 @@ class FargateBackend(ComputeBackend):
         with translate_errors(f"ECS RunTask in cluster {self.shared.cluster}",
                               kind=BackendError):
             try:
-                response = self.ecs.run_task(
+                response = retry_while_propagating(lambda: self.ecs.run_task(
                     cluster=self.shared.cluster, taskDefinition=definition, count=n,
                     platformVersion="LATEST", **placement,
                     networkConfiguration=self.shared.network.awsvpc(),
                     overrides=overrides, startedBy="starburst",
                     tags=[{"key": provision.SESSION_TAG, "value": self.session}],
-                    enableExecuteCommand=self.debug)
+                    enableExecuteCommand=self.debug),
+                    what="starting workers (ECS RunTask)", region=self.shared.region)
             except ClientError as exc:
                 if provider == SPOT and _rejects_arm64(str(exc)):
                     raise BackendError(_arm64_spot_refusal(str(exc))) from exc

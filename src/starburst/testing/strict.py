@@ -15,6 +15,14 @@ happened (a window shorter than the poller's interval proves nothing):
 * AWS Batch DescribeJobs leaves out a job submitted less than
   ``describe_missing_s`` ago, as it does for a job it does not know yet
   (counter ``missing_served``);
+* IAM propagates: ECS RegisterTaskDefinition refuses a task or execution
+  role created less than ``iam_propagation_s`` ago ("Role is not valid"),
+  and RunTask refuses a task definition naming one ("ECS was unable to
+  assume the role") (counter ``propagation_refusals``);
+* a fresh account has no ECS service-linked role: RunTask refuses ("Unable
+  to assume the service linked role") until ``AWSServiceRoleForECS``
+  exists and has propagated (switch ``service_linked_role``, counter
+  ``service_linked_refusals``);
 * CloudWatch Logs GetLogEvents returns ``empty_log_pages`` empty pages at
   the start of every read of a stream, each with a new ``nextForwardToken``:
   AWS may return empty pages before the end of a stream, whose end is the
@@ -30,8 +38,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from moto.backends import get_backend
 from moto.batch import models as batch_models
+from moto.ecs import models as ecs_models
 from moto.ecs import responses as ecs_responses
+from moto.ecs.exceptions import EcsClientException
 from moto.logs import models as logs_models
 
 __all__ = ["StrictRules"]
@@ -44,6 +55,12 @@ DEFAULT_DESCRIBE_MISSING_S = 2.0
 #: Empty pages GetLogEvents returns per stream before its events: two, so a
 #: reader that stops at the first empty page, or at the second, is caught.
 DEFAULT_EMPTY_LOG_PAGES = 2
+#: Seconds a new IAM role is refused by ECS: AWS gives no figure (seconds in
+#: practice); half a second makes every test's first launch meet it (roles
+#: are created anew after each reset) for about half a second of retrying.
+DEFAULT_IAM_PROPAGATION_S = 0.5
+#: Where IAM keeps ECS's service-linked role.
+_ECS_LINKED_PATH = "/aws-service-role/ecs.amazonaws.com/"
 
 _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: StrictRules | None = None
@@ -56,16 +73,25 @@ class StrictRules:
     Attributes:
         describe_missing_s: seconds after launch that DescribeTasks answers
             MISSING and DescribeJobs leaves the job out; 0 turns it off.
+        iam_propagation_s: seconds a new role is refused by ECS; 0 turns it off.
+        service_linked_role: RunTask needs ECS's service-linked role.
         empty_log_pages: empty GetLogEvents pages per stream before its
             events; 0 turns it off.
         missing_served: MISSING answers (ECS) and left-out jobs (Batch) served.
         empty_pages_served: empty log pages served.
+        propagation_refusals: ECS calls refused for a role not propagated yet.
+        service_linked_refusals: RunTask calls refused for the missing
+            service-linked role.
     """
 
     describe_missing_s: float = DEFAULT_DESCRIBE_MISSING_S
     empty_log_pages: int = DEFAULT_EMPTY_LOG_PAGES
+    iam_propagation_s: float = DEFAULT_IAM_PROPAGATION_S
+    service_linked_role: bool = True
     missing_served: int = 0
     empty_pages_served: int = 0
+    propagation_refusals: int = 0
+    service_linked_refusals: int = 0
     _originals: dict[str, Any] = field(default_factory=dict, repr=False)
     _tokens: dict[str, tuple[str | None, int]] = field(default_factory=dict, repr=False)
     _issued: int = field(default=0, repr=False)
@@ -84,10 +110,23 @@ class StrictRules:
             ecs_class: Any = ecs_responses.EC2ContainerServiceResponse
             batch_class: Any = batch_models.BatchBackend
             logs_class: Any = logs_models.LogStream
+            ecs_backend: Any = ecs_models.EC2ContainerServiceBackend
             self._originals = {"ecs": ecs_class.describe_tasks,
                                "batch": batch_class.describe_jobs,
-                               "logs": logs_class.get_log_events}
+                               "logs": logs_class.get_log_events,
+                               "register": ecs_backend.register_task_definition,
+                               "run": ecs_backend.run_task}
             rules = self
+
+            def register_task_definition(backend: Any, *args: Any, **kwargs: Any) -> Any:
+                rules._check_roles(backend, [kwargs.get("task_role_arn"),
+                                             kwargs.get("execution_role_arn")],
+                                   "Role is not valid")
+                return rules._originals["register"](backend, *args, **kwargs)
+
+            def run_task(backend: Any, *args: Any, **kwargs: Any) -> Any:
+                rules._check_run(backend, args, kwargs)
+                return rules._originals["run"](backend, *args, **kwargs)
 
             def describe_tasks(response: Any) -> Any:
                 return rules._describe_tasks(response)
@@ -101,6 +140,8 @@ class StrictRules:
             ecs_class.describe_tasks = describe_tasks
             batch_class.describe_jobs = describe_jobs
             logs_class.get_log_events = get_log_events
+            ecs_backend.register_task_definition = register_task_definition
+            ecs_backend.run_task = run_task
             _ACTIVE = self
 
     def uninstall(self) -> None:
@@ -115,6 +156,9 @@ class StrictRules:
             ecs_class.describe_tasks = self._originals["ecs"]
             batch_class.describe_jobs = self._originals["batch"]
             logs_class.get_log_events = self._originals["logs"]
+            ecs_backend: Any = ecs_models.EC2ContainerServiceBackend
+            ecs_backend.register_task_definition = self._originals["register"]
+            ecs_backend.run_task = self._originals["run"]
             self._originals = {}
             _ACTIVE = None
 
@@ -129,6 +173,47 @@ class StrictRules:
             return False
         now = datetime.now(created.tzinfo) if created.tzinfo else datetime.now()
         return (now - created).total_seconds() < self.describe_missing_s
+
+    def _iam(self, backend: Any) -> Any:
+        return get_backend("iam")[backend.account_id]["global"]
+
+    def _propagating(self, created: datetime | None) -> bool:
+        if self.iam_propagation_s <= 0 or created is None:
+            return False
+        now = datetime.now(created.tzinfo) if created.tzinfo else datetime.now()
+        return (now - created).total_seconds() < self.iam_propagation_s
+
+    def _check_roles(self, backend: Any, arns: list[str | None], message: str) -> None:
+        iam = self._iam(backend)
+        for arn in filter(None, arns):
+            role = next((r for r in list(iam.roles.values()) if r.arn == arn), None)
+            if role is not None and self._propagating(getattr(role, "create_date", None)):
+                with self._lock:
+                    self.propagation_refusals += 1
+                raise EcsClientException(message.format(arn=arn))
+
+    def _check_run(self, backend: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.service_linked_role:
+            linked = [r for r in list(self._iam(backend).roles.values())
+                      if getattr(r, "path", "") == _ECS_LINKED_PATH]
+            if not linked or all(self._propagating(getattr(r, "create_date", None))
+                                 for r in linked):
+                with self._lock:
+                    self.service_linked_refusals += 1
+                raise EcsClientException(
+                    "Unable to assume the service linked role. Please verify that the ECS "
+                    "service linked role exists.")
+        definition_name = args[1] if len(args) > 1 else kwargs.get("task_definition_str")
+        try:
+            definition = backend.describe_task_definition(definition_name)
+        except Exception:  # moto's own error follows from the real call
+            return
+        self._check_roles(backend, [getattr(definition, "task_role_arn", None),
+                                    getattr(definition, "execution_role_arn", None)],
+                          "ECS was unable to assume the role '{arn}' that was provided for "
+                          "this task. Please verify that the role being passed has the proper "
+                          "trust relationship and permissions and that your IAM user has "
+                          "permissions to pass this role.")
 
     def _describe_tasks(self, response: Any) -> Any:
         from moto.core.responses import ActionResult
