@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import urllib.request
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
