@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 
 import starburst
 from starburst.backends import known_backends
+from starburst.exceptions import ConfigurationError
 from starburst.options import ExecutorOptions, parse_memory
+from starburst.settings import Settings
 
 NAN = float("nan")
 INF = float("inf")
@@ -85,7 +87,7 @@ _positive = st.floats(min_value=1e-3, max_value=1e6, allow_nan=False, allow_infi
 @settings(deadline=None, max_examples=100)
 @given(lease=_positive, fraction=st.floats(0.01, 0.99), poll=_positive, idle=_positive,
        client_heartbeat=_positive, stale=_positive, grace=_positive,
-       receives=st.integers(1, 10_000), linger=_positive)
+       receives=st.integers(1, 1000), linger=_positive)
 def test_settings_travel_to_workers_unchanged(lease, fraction, poll, idle, client_heartbeat,
                                               stale, grace, receives, linger):
     original = starburst.Settings(
@@ -198,3 +200,10 @@ def test_options_keep_valid_values():
     assert o.settings.idle_timeout == 9.0
     assert o.settings.lease == 4.0
     assert math.isclose(o.settings.heartbeat, 1.0)
+
+
+@pytest.mark.parametrize("receives", [1001, 10**6])
+def test_max_receives_above_what_sqs_accepts_is_refused(receives):
+    with pytest.raises(ConfigurationError, match=r"at most 1000.*maxReceiveCount"):
+        Settings(max_receives=receives)
+    assert Settings(max_receives=1000).max_receives == 1000

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 from .exceptions import ConfigurationError
 
-__all__ = ["Settings"]
+__all__ = ["MAX_RECEIVES", "Settings"]
+
+#: SQS's upper bound on a redrive policy's ``maxReceiveCount`` (1 to 1,000).
+MAX_RECEIVES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +61,12 @@ class Settings:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "max_receives":
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                if (isinstance(value, bool) or not isinstance(value, int)
+                        or not 1 <= value <= MAX_RECEIVES):
                     raise ConfigurationError(
-                        f"setting max_receives={value!r} must be a positive whole number")
+                        f"setting max_receives={value!r} must be a positive whole number of "
+                        f"at most {MAX_RECEIVES}: SQS accepts a redrive maxReceiveCount "
+                        f"from 1 to {MAX_RECEIVES}")
                 continue
             if (isinstance(value, bool) or not isinstance(value, (int, float))
                     or not math.isfinite(value) or value <= 0):
