@@ -115,7 +115,8 @@ class Executor(_StdExecutor):
             (or leaving the ``with`` block) sends what is queued and returns;
             workers go on until the work is done or ``session_timeout``;
             :func:`starburst.attach` collects the results from any process.
-        session_timeout: seconds a detached session may run (default 24 h).
+        session_timeout: seconds a detached session may run (default 24 h, at most a
+            week, so that its queue messages and run data outlive it).
         settings: protocol intervals (tests use short ones).
         max_cost: hard cap in dollars for the run (billed backends): once
             spent plus projected cost would exceed it, no worker starts,

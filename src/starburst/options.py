@@ -121,10 +121,21 @@ def _check_seed(value: Any) -> None:
         raise ConfigurationError(f"seed={value!r} must be a non-negative integer or None")
 
 
+#: The longest a detached session may run (aws/retention.py: a week, inside the 14
+#: days SQS keeps a task message and the 30 days S3 keeps run data).
+MAX_SESSION_TIMEOUT = 7 * 24 * 3600.0
+
+
 def _check_session_timeout(value: Any) -> None:
     if not _is_positive(value):
         raise ConfigurationError(
             f"session_timeout={value!r} must be a positive number of seconds")
+    if value > MAX_SESSION_TIMEOUT:
+        raise ConfigurationError(
+            f"session_timeout={value!r} is longer than a week ({MAX_SESSION_TIMEOUT:.0f} s): "
+            "SQS keeps a task message at most 14 days and starburst keeps run data 30 "
+            "days, so a longer session would lose its work; split the run into sessions "
+            "of at most a week")
 
 
 def _check_debug(value: Any) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from starburst.aws import retention
 from starburst.aws.clients import client
 from starburst.aws.policies import UNSCOPABLE_ACTIONS, user_policy, wildcard_writes
 from starburst.cli import main
@@ -73,7 +74,8 @@ def test_bucket_is_locked_down(config_file):
     assert any(a.endswith("role/starburst-task") for a in allowed)
     assert writers["Resource"].endswith(f"{bucket}/starburst/*")
     life = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert life[0]["Expiration"]["Days"] == 7
+    assert life == [retention.lifecycle_rule("starburst")]  # the same rule as first use
+    assert life[0]["Expiration"]["Days"] == retention.RUN_DATA_DAYS
     assert life[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
     logging = s3.get_bucket_logging(Bucket=bucket)["LoggingEnabled"]
     assert logging["TargetBucket"] == f"{bucket}-logs"

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from ..exceptions import CloudError, ConfigurationError
 from ..transport.aws import QueueUrls
 from ..transport.sqs import MAX_MESSAGE_BYTES
-from . import policies
+from . import policies, retention
 from .clients import account_id, client, partition
 from .config import AwsConfig
 from .errors import error_code, translate_errors
@@ -66,14 +66,6 @@ STOP_TIMEOUT_ENV = "STARBURST_STOP_TIMEOUT"
 #: Fargate's capacity providers; a cluster must list a provider before
 #: RunTask may name it.
 _PROVIDERS = ("FARGATE", "FARGATE_SPOT")
-#: Worker logs and session records are kept a month: long enough to read
-#: `starburst logs`/`cost` of last week's run, short enough to cost nothing.
-_LOG_RETENTION_DAYS = 30
-_RECORD_EXPIRY_DAYS = 30
-#: Parts of an interrupted multipart upload are billed until aborted.
-_ABORT_UPLOADS_DAYS = 1
-#: SQS's maximum retention (14 days), so a detached run of many days keeps its work.
-_QUEUE_RETENTION_S = 14 * 24 * 3600
 #: What IAM answers when this identity may not write a role's policy.
 _DENIED_CODES = ("AccessDenied", "AccessDeniedException")
 _NOT_FOUND_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
@@ -168,11 +160,8 @@ def ensure_bucket(bucket: str, *, region: str, prefix: str = "") -> None:
             "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
             "RestrictPublicBuckets": True})
         s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": _managed_tags()})
-        rule_prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [{
-            "ID": "starburst-expiry", "Status": "Enabled", "Filter": {"Prefix": rule_prefix},
-            "Expiration": {"Days": _RECORD_EXPIRY_DAYS},
-            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": _ABORT_UPLOADS_DAYS}}]})
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={
+            "Rules": [retention.lifecycle_rule(prefix)]})  # type: ignore[list-item]
 
 
 def ensure_cluster(name: str, *, region: str) -> str:
@@ -250,7 +239,7 @@ def ensure_log_group(name: str, *, region: str) -> None:
         except ClientError as exc:
             if error_code(exc) != "ResourceAlreadyExistsException":
                 raise
-        logs.put_retention_policy(logGroupName=name, retentionInDays=_LOG_RETENTION_DAYS)
+        logs.put_retention_policy(logGroupName=name, retentionInDays=retention.LOG_RETENTION_DAYS)
 
 
 def _ensure_role(name: str, description: str, policy_name: str, policy: str, *,
@@ -507,7 +496,7 @@ def create_session_queues(session: str, *, region: str, max_receives: int) -> Qu
     tags = {SESSION_TAG: session}
     common: dict[QueueAttributeNameType, str] = {
               "MaximumMessageSize": str(MAX_MESSAGE_BYTES),
-              "MessageRetentionPeriod": str(_QUEUE_RETENTION_S)}
+              "MessageRetentionPeriod": str(retention.QUEUE_RETENTION_S)}
     with translate_errors(f"SQS queues of session {session}"):
         dead = sqs.create_queue(QueueName=names.dead, Attributes=common,
                                 tags=tags)["QueueUrl"]

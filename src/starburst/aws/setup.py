@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from ..exceptions import CloudError, ConfigurationError
-from . import batch, policies, provision
+from . import batch, policies, provision, retention
 from .clients import client, partition
 from .config import FIELDS, config_path, load_config
 from .errors import error_code, translate_errors
 from .private_network import setup_endpoints
+from .retention import LOG_RETENTION_DAYS, RUN_DATA_DAYS
 
 if TYPE_CHECKING:
     from ..gpu import GpuInstance
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["LOG_RETENTION_DAYS", "RUN_DATA_DAYS", "SetupPlan", "new_plan", "run_setup",
            "write_config"]
 
-RUN_DATA_DAYS = 7
-LOG_RETENTION_DAYS = 30
 _ECR_LIFECYCLE = json.dumps({"rules": [{
     "rulePriority": 1, "description": "expire untagged images after 14 days",
     "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
@@ -152,11 +151,7 @@ def _setup_buckets(plan: SetupPlan, writers: list[str]) -> None:
             "Expiration": {"Days": 90},
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}])
     _harden_bucket(plan, plan.bucket, kms=plan.kms_key, policy=policies.bucket_policy(
-        plan.bucket, prefix, part=part, writers=writers), rules=[{
-            "ID": "starburst-run-data", "Status": "Enabled",
-            "Filter": {"Prefix": f"{prefix}/" if prefix else ""},
-            "Expiration": {"Days": RUN_DATA_DAYS},
-            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}])
+        plan.bucket, prefix, part=part, writers=writers), rules=[retention.lifecycle_rule(prefix)])
     s3 = client("s3", region=plan.region)
     want = {"TargetBucket": plan.log_bucket, "TargetPrefix": f"access/{plan.bucket}/"}
     have = None if plan.dry_run and not _bucket_exists(plan.bucket, plan.region) else \
