@@ -144,7 +144,7 @@ def test_setup_gpu_creates_tagged_batch_resources_and_teardown_removes_them(conf
     assert resources["type"] == "SPOT"
     assert resources["instanceTypes"] == ["g4dn.xlarge"]
     assert resources["minvCpus"] == 0
-    assert resources["ec2Configuration"] == [{"imageType": "ECS_AL2_NVIDIA"}]
+    assert resources["ec2Configuration"] == [{"imageType": "ECS_AL2023_NVIDIA"}]
     assert env["tags"] == _TAG
     queue = batch.describe_job_queues(jobQueues=[name])["jobQueues"][0]
     assert queue["computeEnvironmentOrder"][0]["computeEnvironment"] == \

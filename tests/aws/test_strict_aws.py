@@ -10,7 +10,7 @@ import time
 
 from _support import wait_for
 from test_fargate_backend import _exits, _probe, _python
-from test_gpu_batch import _settings
+from test_gpu_batch import _run, _settings, config_file  # noqa: F401 (a fixture)
 
 import starburst
 from starburst.aws import ops
@@ -122,3 +122,16 @@ def test_a_fresh_account_gets_the_ecs_service_linked_role(aws):
     assert _map_on_fargate() == [3, 2, 1, 0, 1, 2]
     assert aws.rules.service_linked_refusals > refused
     assert iam.list_roles(PathPrefix="/aws-service-role/ecs.amazonaws.com/")["Roles"]
+
+
+def test_a_compute_environment_made_before_its_instance_profile_propagated_is_made_again(
+        config_file, aws, monkeypatch):
+    monkeypatch.setattr(aws.rules, "iam_propagation_s", 1.0)
+    refused = aws.rules.propagation_refusals
+    code, out = _run("setup", "--yes", "--gpu", "nvidia-t4")
+    assert code == 0, out
+    assert aws.rules.propagation_refusals > refused  # the first one was INVALID
+    [env] = client("batch").describe_compute_environments(
+        computeEnvironments=["starburst-gpu-g4dn-xlarge"])["computeEnvironments"]
+    assert env["status"] == "VALID"
+    assert env["computeResources"]["ec2Configuration"] == [{"imageType": "ECS_AL2023_NVIDIA"}]

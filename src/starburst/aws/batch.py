@@ -7,7 +7,7 @@ AWS Batch with an EC2 (optionally Spot) compute environment::
     Batch service-linked role                 (AWSServiceRoleForBatch, AWS's own)
     compute environment starburst-gpu-<type>[-spot]
         MANAGED, EC2 | SPOT, instanceTypes [<type>], minvCpus 0, maxvCpus <quota>
-        ec2Configuration imageType ECS_AL2_NVIDIA   (NVIDIA driver + container runtime)
+        ec2Configuration imageType ECS_AL2023_NVIDIA (NVIDIA driver + container runtime)
     job queue starburst-gpu-<type>[-spot]     (priority 1, that compute environment)
     job definition starburst-gpu-<type>-<digest>
         container: image, python -m starburst.worker, job role = starburst-task,
@@ -20,7 +20,7 @@ Everything carries ``starburst:managed=true`` (the service-linked role is
 AWS's and shared with any other Batch use of the account, so it is created
 when missing and never deleted).
 
-The GPU AMI (``ECS_AL2_NVIDIA``) brings the driver and the NVIDIA container
+The GPU AMI (``ECS_AL2023_NVIDIA``) brings the driver and the NVIDIA container
 runtime; the worker image only needs CUDA-enabled wheels (torch's CUDA
 builds carry their CUDA runtime libraries), not a CUDA base image.
 """
@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +42,10 @@ from ..exceptions import CloudError
 from . import policies
 from .clients import account_id, client, partition
 from .errors import error_code, translate_errors
+from .propagation import PROPAGATION_WAIT_S
 from .provision import LOG_STREAM_PREFIX, MANAGED_TAG, Network, Roles
+
+log = logging.getLogger("starburst")
 
 if TYPE_CHECKING:
     from mypy_boto3_batch.client import BatchClient
@@ -80,9 +85,15 @@ GPU_PREFIX = "starburst-gpu-"
 ACTIVE_JOB_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 #: The EC2 instance role (and instance profile) of the GPU instances.
 INSTANCE_ROLE = "starburst-ecs-instance"
-#: The AMI type of the compute environment: Amazon Linux 2 with the NVIDIA
+#: The AMI type of the compute environment: Amazon Linux 2023 with the NVIDIA
 #: driver and container runtime (Batch picks the current AMI of that type).
-GPU_IMAGE_TYPE = "ECS_AL2_NVIDIA"
+#: Not ``ECS_AL2_NVIDIA``: Amazon Linux 2 is being retired and new compute
+#: environments default to AL2023.
+GPU_IMAGE_TYPE = "ECS_AL2023_NVIDIA"
+#: What an INVALID compute environment's statusReason says when the instance
+#: profile it names had not reached EC2 yet (IAM is eventually consistent).
+_PROFILE_NOT_READY = re.compile(r"instance ?profile|iaminstanceprofile|instancerole",
+                                re.IGNORECASE)
 _BATCH_SERVICE = "batch.amazonaws.com"
 _SERVICE_ROLE_PATH = f"/aws-service-role/{_BATCH_SERVICE}/"
 #: Memory an instance keeps for the OS and the ECS agent: a job asking for the
@@ -266,8 +277,39 @@ def ensure_compute_environment(*, instance: GpuInstance, spot: bool, max_vcpus: 
     """
     name = resource_name(instance.instance_type, spot=spot)
     batch = _batch(region)
+    deadline = time.monotonic() + PROPAGATION_WAIT_S
+    while True:
+        try:
+            return _create_or_enable(batch, name, instance=instance, spot=spot,
+                                     max_vcpus=max_vcpus, network=network,
+                                     instance_profile=instance_profile,
+                                     service_role=service_role)
+        except _ProfileNotReady as exc:
+            # Created before IAM had propagated the instance profile: an INVALID
+            # environment never heals, so delete it and create it again.
+            if time.monotonic() > deadline:
+                raise CloudError(
+                    f"AWS Batch compute environment {name} is INVALID: {exc}; the instance "
+                    f"profile {instance_profile} still is not accepted after "
+                    f"{PROPAGATION_WAIT_S:.0f} s: check that it exists and holds the role "
+                    f"{INSTANCE_ROLE}, then run `starburst teardown` and try again") from None
+            log.warning("starburst: compute environment %s was created before its instance "
+                        "profile reached EC2 (%s); creating it again", name, exc)
+            delete_compute_environment(name, region=region)
+            time.sleep(_SETTLE_POLL)
+
+
+class _ProfileNotReady(Exception):
+    """A compute environment went INVALID because its instance profile was not seen yet."""
+
+
+def _create_or_enable(batch: BatchClient, name: str, *, instance: GpuInstance, spot: bool,
+                      max_vcpus: int, network: Network, instance_profile: str,
+                      service_role: str) -> str:
+    """One try of :func:`ensure_compute_environment`."""
     with translate_errors(f"AWS Batch compute environment {name}"):
         current = _compute_environment(batch, name)
+        created = current is None
         if current is None:
             resources: Any = {
                 "type": "SPOT" if spot else "EC2",
@@ -291,6 +333,9 @@ def ensure_compute_environment(*, instance: GpuInstance, spot: bool, max_vcpus: 
         def valid() -> bool:
             env = _compute_environment(batch, name)
             if env is not None and env.get("status") == "INVALID":
+                reason = str(env.get("statusReason", ""))
+                if created and _PROFILE_NOT_READY.search(reason):
+                    raise _ProfileNotReady(reason)
                 raise CloudError(
                     f"AWS Batch compute environment {name} is INVALID: "
                     f"{env.get('statusReason', 'no reason given')}; fix the cause (roles, "

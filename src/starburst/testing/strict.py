@@ -19,6 +19,9 @@ happened (a window shorter than the poller's interval proves nothing):
   role created less than ``iam_propagation_s`` ago ("Role is not valid"),
   and RunTask refuses a task definition naming one ("ECS was unable to
   assume the role") (counter ``propagation_refusals``);
+* AWS Batch: a compute environment created with an instance profile
+  younger than ``iam_propagation_s`` is INVALID for good ("CLIENT_ERROR -
+  ... instance profile ... is not valid") (counter ``propagation_refusals``);
 * a fresh account has no ECS service-linked role: RunTask refuses ("Unable
   to assume the service linked role") until ``AWSServiceRoleForECS``
   exists and has propagated (switch ``service_linked_role``, counter
@@ -115,7 +118,9 @@ class StrictRules:
                                "batch": batch_class.describe_jobs,
                                "logs": logs_class.get_log_events,
                                "register": ecs_backend.register_task_definition,
-                               "run": ecs_backend.run_task}
+                               "run": ecs_backend.run_task,
+                               "create_ce": batch_class.create_compute_environment,
+                               "describe_ce": batch_class.describe_compute_environments}
             rules = self
 
             def register_task_definition(backend: Any, *args: Any, **kwargs: Any) -> Any:
@@ -127,6 +132,17 @@ class StrictRules:
             def run_task(backend: Any, *args: Any, **kwargs: Any) -> Any:
                 rules._check_run(backend, args, kwargs)
                 return rules._originals["run"](backend, *args, **kwargs)
+
+            def create_compute_environment(backend: Any, *args: Any, **kwargs: Any) -> Any:
+                env = rules._originals["create_ce"](backend, *args, **kwargs)
+                rules._check_instance_profile(backend, env)
+                return env
+
+            def describe_compute_environments(backend: Any, *args: Any,
+                                              **kwargs: Any) -> list[dict[str, Any]]:
+                described: list[dict[str, Any]] = rules._originals["describe_ce"](
+                    backend, *args, **kwargs)
+                return [rules._invalid(backend, env) for env in described]
 
             def describe_tasks(response: Any) -> Any:
                 return rules._describe_tasks(response)
@@ -142,6 +158,8 @@ class StrictRules:
             logs_class.get_log_events = get_log_events
             ecs_backend.register_task_definition = register_task_definition
             ecs_backend.run_task = run_task
+            batch_class.create_compute_environment = create_compute_environment
+            batch_class.describe_compute_environments = describe_compute_environments
             _ACTIVE = self
 
     def uninstall(self) -> None:
@@ -159,6 +177,8 @@ class StrictRules:
             ecs_backend: Any = ecs_models.EC2ContainerServiceBackend
             ecs_backend.register_task_definition = self._originals["register"]
             ecs_backend.run_task = self._originals["run"]
+            batch_class.create_compute_environment = self._originals["create_ce"]
+            batch_class.describe_compute_environments = self._originals["describe_ce"]
             self._originals = {}
             _ACTIVE = None
 
@@ -214,6 +234,25 @@ class StrictRules:
                           "this task. Please verify that the role being passed has the proper "
                           "trust relationship and permissions and that your IAM user has "
                           "permissions to pass this role.")
+
+    def _check_instance_profile(self, backend: Any, env: Any) -> None:
+        resources = getattr(env, "compute_resources", None) or {}
+        arn = resources.get("instanceRole", "")
+        iam = self._iam(backend)
+        profile = next((p for p in list(iam.instance_profiles.values())
+                        if arn in (p.arn, p.name)), None)
+        if profile is not None and self._propagating(getattr(profile, "create_date", None)):
+            with self._lock:
+                self.propagation_refusals += 1
+            env._starburst_invalid = (f"CLIENT_ERROR - The instance profile {arn} is not "
+                                      "valid")
+
+    def _invalid(self, backend: Any, described: dict[str, Any]) -> dict[str, Any]:
+        env = backend._compute_environments.get(described.get("computeEnvironmentArn", ""))
+        reason = getattr(env, "_starburst_invalid", None)
+        if reason is None:
+            return described
+        return {**described, "status": "INVALID", "statusReason": reason}
 
     def _describe_tasks(self, response: Any) -> Any:
         from moto.core.responses import ActionResult
