@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from _support import wait_for
 from test_fargate_backend import _exits, _probe, _python
 from test_gpu_batch import _run, _settings, config_file  # noqa: F401 (a fixture)
@@ -124,8 +125,9 @@ def test_a_fresh_account_gets_the_ecs_service_linked_role(aws):
     assert iam.list_roles(PathPrefix="/aws-service-role/ecs.amazonaws.com/")["Roles"]
 
 
+@pytest.mark.usefixtures("config_file")
 def test_a_compute_environment_made_before_its_instance_profile_propagated_is_made_again(
-        config_file, aws, monkeypatch):
+        aws, monkeypatch):
     monkeypatch.setattr(aws.rules, "iam_propagation_s", 1.0)
     refused = aws.rules.propagation_refusals
     code, out = _run("setup", "--yes", "--gpu", "nvidia-t4")
