@@ -38,7 +38,7 @@ from typing import Any
 
 from .. import protocol
 from ..exceptions import ProtocolError, SerializationError, StarburstError, TaskError
-from ..serialization import checksum, dumps, loads
+from ..serialization import checksum, codec_for, dumps, dumps_parts, loads
 from ..settings import Settings
 from ..transport import Transport
 from ..transport.base import Message
@@ -355,8 +355,9 @@ class Worker:
 
     def _encode(self, outcomes: list[Outcome]) -> bytes:
         fixed = [_portable_error(_fix_exit(o)) for o in outcomes]
+        codec = codec_for(self.transport.spec)  # one part per task: see dumps_parts
         try:
-            return dumps(fixed)
+            return dumps_parts(fixed, codec=codec)
         except SerializationError:
             pass
         safe: list[Outcome] = []
@@ -368,7 +369,7 @@ class Worker:
                 safe.append((outcome[0], "err", (SerializationError(
                     f"the result of task {outcome[0]} cannot be pickled: {exc}. Return "
                     "plain data (numbers, arrays, frames) instead."), ""), outcome[3], None))
-        return dumps(safe)
+        return dumps_parts(safe, codec=codec)
 
     def _report(self, task: protocol.TaskMessage, outcomes: list[Outcome], attempt: str,
                 msg: Message, started: float, unrun: str = UNRUN_STOPPED) -> None:
