@@ -420,3 +420,19 @@ def test_a_result_that_cannot_be_unpickled_fails_only_its_task(executor_factory,
     assert [r for i, r in enumerate(results) if i != 2] == [0, 10, 30, 40]
     assert isinstance(results[2], SerializationError)
     assert name in str(results[2])
+
+
+def test_in_place_changes_to_a_shared_argument_stay_in_their_chunk(executor_factory):
+    np = pytest.importorskip("numpy")
+
+    def bump_first(a, b):
+        a[0] += 1
+        return float(a[0]), a is b
+
+    big = np.zeros(300_000)  # above the sharing threshold: stored once, cached by the worker
+    ex = executor_factory(workers=1)
+    # As ProcessPoolExecutor gives it: each chunk unpickles its own copy (one
+    # object for both references within it), so no chunk sees another's change.
+    got = list(ex.map(bump_first, [big] * 4, [big] * 4, chunksize=1, timeout=120))
+    assert got == [(1.0, True)] * 4
+    assert big[0] == 0
