@@ -436,3 +436,11 @@ def test_in_place_changes_to_a_shared_argument_stay_in_their_chunk(executor_fact
     got = list(ex.map(bump_first, [big] * 4, [big] * 4, chunksize=1, timeout=120))
     assert got == [(1.0, True)] * 4
     assert big[0] == 0
+
+
+def test_a_large_buffer_whose_sample_does_not_compress_is_stored_raw():
+    np = pytest.importorskip("numpy")
+    noise = np.frombuffer(os.urandom(4 << 20), np.uint8).copy()
+    text = np.frombuffer(b"starburst " * 400_000, np.uint8).copy()
+    codecs = [codec for codec, _, _ in segments(dumps([noise, text], codec="zstd"))]
+    assert codecs == [0, 0, 1]  # pickle stream, noise raw, text compressed
