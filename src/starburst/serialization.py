@@ -108,15 +108,16 @@ COMPRESS_THRESHOLD = 64 * 1024
 #: (AWS quotes up to ~100 MB/s per connection; starburst's multipart
 #: transfers run a few streams but share the task's network share).
 NETWORK_THROUGHPUT = 100e6
-#: zstd level over the network. bench/dataframes.py (2M-row mixed frame,
-#: one busy core) measured levels -7, -3, -1, 1, 3 on the pickle-5
-#: buffers: -1 compressed at ~0.7 GB/s to 0.52 of the size and level 1 at
-#: ~0.55 GB/s to 0.46; at 100 MB/s each way (upload + download, 2 bytes
-#: moved per byte stored) level 1's extra saving outweighs its CPU time,
-#: level 3 is 1.5x slower for 2% less.
+#: zstd level over the network. ``nice -n 10 python bench/dataframes.py
+#: --rows 2000000 --repeat 5`` (82 MiB mixed frame, 2 shared cores) timed
+#: levels -1, 1 and 3 on the frame's segments with the transfer at
+#: NETWORK_THROUGHPUT each way: level 1 (0.49 of the bytes) 1.57 s to a
+#: worker and 1.92 s back, level -1 (0.52) 1.63 s and 1.91 s, level 3
+#: (0.45) 1.78 s and 2.44 s: its CPU costs more than its bytes save.
 NETWORK_ZSTD_LEVEL = 1
-#: Encode and decode speeds (bytes/s) assumed for level 1, from the same
-#: measurements, rounded down for a loaded worker.
+#: Encode and decode speeds (bytes/s) assumed for level 1: one quiet core
+#: compressed the 82 MiB frame at ~550 MB/s and decompressed it at ~900
+#: MB/s; rounded down for a worker that shares its vCPU with the task.
 _ZSTD_ENCODE_SPEED = 400e6
 _ZSTD_DECODE_SPEED = 800e6
 #: Keep a compressed segment when stored/raw is below this ratio: the
