@@ -103,10 +103,11 @@ ALIGN = 64
 # Compressing a segment below 64 KiB saves little in absolute bytes and
 # costs a measurable share of the per-task overhead on no-op workloads.
 COMPRESS_THRESHOLD = 64 * 1024
-#: Per-worker S3 throughput the codec choice assumes, in bytes/s: about
-#: what one Fargate task of 1-4 vCPU moves to or from S3 in one stream
-#: (AWS quotes up to ~100 MB/s per connection; starburst's multipart
-#: transfers run a few streams but share the task's network share).
+#: Per-worker S3 throughput the codec choice assumes, in bytes/s, each way.
+#: An assumption, not a measurement (tests never reach real AWS): one S3
+#: stream commonly moves on the order of 100 MB/s, and a Fargate task of
+#: 1-4 vCPU gets a network share of that order, however many parts its
+#: multipart transfer runs. A faster network makes compression pay less.
 NETWORK_THROUGHPUT = 100e6
 #: zstd level over the network. ``nice -n 10 python bench/dataframes.py
 #: --rows 2000000 --repeat 5`` (82 MiB mixed frame, 2 shared cores) timed
@@ -122,7 +123,7 @@ _ZSTD_ENCODE_SPEED = 400e6
 _ZSTD_DECODE_SPEED = 800e6
 #: Keep a compressed segment when stored/raw is below this ratio: the
 #: break-even of ``raw*(1/enc + 1/dec) + 2*stored/T < 2*raw/T`` (bytes go
-#: up once and down once at T). With the figures above: about 0.69.
+#: up once and down once at T). With the figures above: about 0.81.
 _KEEP_RATIO = 1 - (NETWORK_THROUGHPUT / 2) * (1 / _ZSTD_ENCODE_SPEED + 1 / _ZSTD_DECODE_SPEED)
 
 #: A large segment is compressed only if its first 256 KiB compress below
