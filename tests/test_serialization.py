@@ -59,9 +59,9 @@ def flags(frame: bytes) -> int:
 def segments(frame: bytes) -> list[tuple[int, int, int]]:
     """``(codec, raw_len, stored_len)`` of each segment of a version-3 frame."""
     n_parts, n_buffers = struct.unpack_from("<II", frame, 5)
-    start = 13 + 4 * n_parts
-    return [struct.unpack_from("<BQQ", frame, start + 17 * i)
-            for i in range(n_parts + n_buffers)]
+    n, start = n_parts + n_buffers, 13 + 4 * n_parts
+    return list(zip(frame[start : start + n], struct.unpack_from(f"<{n}Q", frame, start + n),
+                    struct.unpack_from(f"<{n}Q", frame, start + 9 * n), strict=True))
 
 
 def compressed(frame: bytes) -> bool:

