@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import threading
 
 import pytest
@@ -19,9 +20,12 @@ from starburst import ProtocolError, SerializationError, VersionMismatchError
 from starburst.serialization import (
     COMPRESS_THRESHOLD,
     checksum,
+    codec_for,
     describe_unpicklable,
     dumps,
+    dumps_parts,
     loads,
+    loads_parts,
     locate_unpicklable,
 )
 
@@ -52,6 +56,18 @@ def flags(frame: bytes) -> int:
     return frame[4]
 
 
+def segments(frame: bytes) -> list[tuple[int, int, int]]:
+    """``(codec, raw_len, stored_len)`` of each segment of a version-3 frame."""
+    n_parts, n_buffers = struct.unpack_from("<II", frame, 5)
+    n, start = n_parts + n_buffers, 13 + 4 * n_parts
+    return list(zip(frame[start : start + n], struct.unpack_from(f"<{n}Q", frame, start + n),
+                    struct.unpack_from(f"<{n}Q", frame, start + 9 * n), strict=True))
+
+
+def compressed(frame: bytes) -> bool:
+    return any(codec for codec, _, _ in segments(frame))
+
+
 @settings(deadline=None, max_examples=200)
 @given(obj=values)
 def test_round_trip(obj):
@@ -71,11 +87,25 @@ def test_round_trip_of_large_buffers(obj):
 
 def test_compressible_data_is_compressed_and_random_data_is_not():
     text = b"starburst " * 100_000
-    assert flags(dumps(text)) & 1
+    assert compressed(dumps(text))
     assert len(dumps(text)) < len(text) // 10
     noise = os.urandom(1 << 20)
-    assert not flags(dumps(noise)) & 1
-    assert not flags(dumps(b"small")) & 1  # below the threshold: not worth it
+    assert not compressed(dumps(noise))
+    assert not compressed(dumps(b"small"))  # below the threshold: not worth it
+    # Per segment: the text buffer is compressed, the noise beside it is not.
+    np = pytest.importorskip("numpy")
+    both = segments(dumps([np.frombuffer(text, np.uint8).copy(),
+                           np.frombuffer(noise, np.uint8).copy()]))
+    assert [codec for codec, _, _ in both] == [0, 1, 0]  # pickle stream, text, noise
+
+
+def test_the_local_codec_never_compresses():
+    assert codec_for("local:/tmp/x?max_receives=0") == "none"
+    assert codec_for("aws:bucket/prefix?region=us-east-1") == "zstd"
+    text = b"starburst " * 100_000
+    frame = dumps(text, codec="none")
+    assert not compressed(frame)
+    assert loads(frame) == text
 
 
 def test_bytearray_travels_out_of_band_without_a_copy_in_the_pickle():
@@ -129,13 +159,18 @@ def test_foreign_and_future_frames():
         loads(b"XYZ" + frame[3:])
     with pytest.raises(VersionMismatchError, match="same"):
         loads(frame[:3] + bytes([frame[3] + 1]) + frame[4:])
-    with pytest.raises(ProtocolError, match="decompress"):
-        loads(frame[:4] + b"\x01" + os.urandom(64))
+    with pytest.raises(VersionMismatchError, match="same"):
+        loads(frame[:4] + b"\x80" + frame[5:])  # a flag from the future
+    text = dumps(b"starburst " * 100_000)
+    (codec, _, stored), = segments(text)  # bytes pickle in-band: one segment
+    assert codec == 1
+    with pytest.raises(ProtocolError, match=r"decompress|wrong length"):
+        loads(text[:-stored] + os.urandom(stored))
 
 
 def test_corrupt_pickle_is_a_serialization_error():
     frame = bytearray(dumps({"key": "value"}))
-    pickled_start = 5 + 4 + 8  # header, buffer count, pickle length
+    pickled_start = 5 + 8 + 4 + 17  # header, counts, buffers of the part, its segment
     frame[pickled_start:pickled_start + 2] = b"\xff\xff"
     with pytest.raises(SerializationError, match="cannot unpickle"):
         loads(bytes(frame))
@@ -226,3 +261,186 @@ def test_pickle_errors_are_not_leaked_raw():
 
     with pytest.raises(SerializationError, match="nope"):
         dumps(Bad())
+
+
+# -- buffers arrive writable and aligned (issue 17, defect 2) ---------------------------
+
+
+def _address(array) -> int:
+    return int(array.ctypes.data)
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd"])
+def test_out_of_band_buffers_arrive_writable_and_64_byte_aligned(codec):
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal(n) for n in (3, 1001, 300_000)]
+    arrays.append(np.zeros(500_000))  # compressible: the zstd codec compresses it
+    frame = dumps(arrays, codec=codec)
+    # As the store and the queue hand frames over: an immutable bytes object.
+    back = loads(bytes(frame))
+    for array, got in zip(arrays, back, strict=True):
+        assert got.flags.writeable
+        assert _address(got) % 64 == 0
+        assert got.tobytes() == array.tobytes()
+        np.add(got, 1, out=got)  # in place, as `def bump(a): a += 1` does
+    data = loads(bytes(dumps(bytearray(b"x" * 200_000), codec=codec)))
+    assert isinstance(data, bytearray)
+    data[0] = 0
+
+
+def test_read_only_buffers_stay_read_only_as_pickle_gives_them():
+    np = pytest.importorskip("numpy")
+    frozen = np.arange(100_000.0)
+    frozen.flags.writeable = False
+    assert not loads(dumps(frozen)).flags.writeable
+    assert not pickle.loads(pickle.dumps(frozen, protocol=5)).flags.writeable
+
+
+def test_pandas_arguments_are_writable_after_a_round_trip():
+    pd = pytest.importorskip("pandas")
+    np = pytest.importorskip("numpy")
+    frame = pd.DataFrame({"v": np.arange(200_000.0), "k": np.arange(200_000) % 7})
+    back = loads(bytes(dumps(frame)))
+    back.loc[0, "v"] = 99
+    assert back["v"].iloc[0] == 99
+    assert frame["v"].iloc[0] == 0
+
+
+# -- results decode task by task (issue 17, defect 3) ---------------------------------
+
+
+def _explode(_x):
+    raise RuntimeError("this object cannot be rebuilt here")
+
+
+class ExplodesOnLoad:
+    def __reduce__(self):
+        return _explode, (1,)
+
+
+def test_parts_decode_independently_and_share_the_frame():
+    np = pytest.importorskip("numpy")
+    big = np.arange(100_000)
+    frame = dumps_parts([(0, big), ExplodesOnLoad(), (2, big * 2)])
+    parts = loads_parts(bytes(frame))
+    assert len(parts) == 3
+    (first, err0), (second, err1), (third, err2) = parts
+    assert err0 is None
+    assert err2 is None
+    assert first[0] == 0
+    assert np.array_equal(first[1], big)
+    assert third[0] == 2
+    assert np.array_equal(third[1], big * 2)
+    assert second is None
+    assert isinstance(err1, SerializationError)
+    assert "part 1" in str(err1)
+    assert "cannot be rebuilt" in str(err1)
+    # loads() of a multi-part frame is the list, raising the first failure.
+    assert loads(dumps_parts([1, "two"])) == [1, "two"]
+    with pytest.raises(SerializationError, match="part 1"):
+        loads(frame)
+
+
+def test_loads_parts_reads_a_single_list_frame_all_or_nothing():
+    assert loads_parts(dumps([1, 2])) == [(1, None), (2, None)]
+    with pytest.raises(SerializationError):
+        loads_parts(dumps([1, ExplodesOnLoad()]))
+    with pytest.raises(ProtocolError, match="list"):
+        loads_parts(dumps({"not": "a list"}))
+
+
+# -- through the Executor, on every backend ---------------------------------------------
+
+
+def test_arguments_and_results_are_writable_aligned_and_bit_identical(executor_factory):
+    np = pytest.importorskip("numpy")
+
+    # Defined here so it travels by value: the worker need not import this module.
+    def bump(a):
+        before = float(a.sum()).hex()
+        a += 1  # raised "output array is read-only" when arguments were views of bytes
+        return a, int(a.ctypes.data) % 64, before, float(a[1:].sum()).hex()
+
+    rng = np.random.default_rng(7)
+    # Inline payload (small), stored payload (four 600 KB arrays in one chunk,
+    # above every inline limit), shared blob (above the sharing threshold).
+    arrays = [rng.standard_normal(n) for n in (1001, 1003)]
+    arrays += [rng.standard_normal(75_000 + i) for i in range(4)]
+    arrays += [rng.standard_normal(300_001)]
+    expected = [bump(a.copy()) for a in arrays]
+    ex = executor_factory(workers=1)
+    got = list(ex.map(bump, arrays, chunksize=2, timeout=120))
+    for (array, misalign, before, after), (want, _, want_before, want_after) in zip(
+            got, expected, strict=True):
+        assert misalign == 0  # on the worker
+        assert (before, after) == (want_before, want_after)  # bitwise, as a serial run
+        assert array.tobytes() == want.tobytes()
+        assert array.flags.writeable  # on the client
+        assert _address(array) % 64 == 0
+        np.add(array, 1, out=array)
+
+
+def test_dataframe_arguments_can_be_modified_and_group_sums_match_serial(executor_factory):
+    pd = pytest.importorskip("pandas")
+    np = pytest.importorskip("numpy")
+
+    def edit_and_sum(frame):
+        frame.loc[0, "v"] = 99.0  # raised "assignment destination is read-only"
+        return frame, [float(s).hex() for s in frame.groupby("k")["v"].sum()]
+
+    rng = np.random.default_rng(3)
+    frames = [pd.DataFrame({"k": rng.integers(0, 40, n), "v": rng.standard_normal(n)})
+              for n in (2_000, 90_000, 160_000)]
+    expected = [edit_and_sum(f.copy()) for f in frames]
+    ex = executor_factory(workers=1)
+    for (frame, sums), (want, want_sums) in zip(
+            ex.map(edit_and_sum, frames, timeout=120), expected, strict=True):
+        assert sums == want_sums
+        pd.testing.assert_frame_equal(frame, want, check_exact=True)
+        frame.loc[1, "v"] = 1.0  # the result is writable on the client too
+
+
+def test_a_result_that_cannot_be_unpickled_fails_only_its_task(executor_factory, tmp_path):
+    name = f"sb_worker_only_{os.getpid()}"
+    (tmp_path / f"{name}.py").write_text(
+        "class Thing:\n    def __init__(self, x):\n        self.x = x\n")
+    directory = str(tmp_path)
+
+    def make(x):
+        if x != 2:
+            return x * 10
+        import importlib
+        import sys
+        sys.path.insert(0, directory)  # importable on the worker only
+        return importlib.import_module(name).Thing(x)
+
+    ex = executor_factory(workers=1)
+    results = list(ex.map(make, range(5), chunksize=5, return_exceptions=True, timeout=120))
+    assert [r for i, r in enumerate(results) if i != 2] == [0, 10, 30, 40]
+    assert isinstance(results[2], SerializationError)
+    assert name in str(results[2])
+
+
+def test_in_place_changes_to_a_shared_argument_stay_in_their_chunk(executor_factory):
+    np = pytest.importorskip("numpy")
+
+    def bump_first(a, b):
+        a[0] += 1
+        return float(a[0]), a is b
+
+    big = np.zeros(300_000)  # above the sharing threshold: stored once, cached by the worker
+    ex = executor_factory(workers=1)
+    # As ProcessPoolExecutor gives it: each chunk unpickles its own copy (one
+    # object for both references within it), so no chunk sees another's change.
+    got = list(ex.map(bump_first, [big] * 4, [big] * 4, chunksize=1, timeout=120))
+    assert got == [(1.0, True)] * 4
+    assert big[0] == 0
+
+
+def test_a_large_buffer_whose_sample_does_not_compress_is_stored_raw():
+    np = pytest.importorskip("numpy")
+    noise = np.frombuffer(os.urandom(4 << 20), np.uint8).copy()
+    text = np.frombuffer(b"starburst " * 400_000, np.uint8).copy()
+    codecs = [codec for codec, _, _ in segments(dumps([noise, text], codec="zstd"))]
+    assert codecs == [0, 0, 1]  # pickle stream, noise raw, text compressed

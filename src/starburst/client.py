@@ -61,7 +61,7 @@ from .scheduler import (
     Retire,
     Scheduler,
 )
-from .serialization import checksum, dumps, loads, locate_unpicklable, sizeof
+from .serialization import checksum, codec_for, dumps, loads_parts, locate_unpicklable, sizeof
 from .session import (
     WORKER_OPTION,
     SessionRecord,
@@ -385,7 +385,7 @@ class Client:
             if hit is not None and hit[0] is obj:
                 self._shared.move_to_end(key)
                 return hit[1]
-        frame = dumps(obj)
+        frame = dumps(obj, codec=codec_for(self.transport.spec))
         digest = checksum(frame)
         with self._shared_lock:
             known = digest in self._stored
@@ -507,7 +507,8 @@ class Client:
         payload = {"fns": list(digests), "items": items, "seed": self.options.seed,
                    "log_level": logging.getLogger().getEffectiveLevel()}
         try:
-            frame = dumps(payload, persistent_id=self._persistent_id if shares else None)
+            frame = dumps(payload, persistent_id=self._persistent_id if shares else None,
+                          codec=codec_for(self.transport.spec))
         except SerializationError as exc:
             if len(tasks) == 1:
                 tid, fn, args, kwargs, _ = tasks[0]
@@ -665,8 +666,12 @@ class Client:
                 raise ProtocolError(
                     f"result of chunk {chunk.id} ({notice.key or 'inline'}) fails its "
                     "checksum: it is corrupt or truncated")
-            outcomes = loads(frame)
-            if not isinstance(outcomes, list) or len(outcomes) != len(chunk.targets):
+            # Each task's outcome decodes on its own: one that cannot be
+            # unpickled here fails that task, not its siblings.
+            outcomes = [value if error is None else (
+                chunk.tasks[i][0] if i < len(chunk.tasks) else i, "fail", error, "", None)
+                for i, (value, error) in enumerate(loads_parts(frame))]
+            if len(outcomes) != len(chunk.targets):
                 raise ProtocolError(f"result of chunk {chunk.id} has the wrong shape")
         except (ProtocolError, SerializationError, TransportError, CloudError, KeyError) as exc:
             # A result that cannot be read fails its chunk's tasks with the

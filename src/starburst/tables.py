@@ -1,34 +1,25 @@
-"""pandas DataFrames and Arrow tables as Arrow IPC streams (zstd) in frames.
+"""pandas DataFrames and Arrow tables: cheap size, and reading old Arrow IPC frames.
 
-Pickling a large DataFrame writes its blocks as they are (object columns
-of strings one Python object at a time, slowly) and leaves compression to
-the frame's single zstd pass. An Arrow IPC stream with zstd buffer
-compression converts columnar data in C++, compresses each column buffer
-on its own, and reads back without a Python object per cell. So a table
-of at least :data:`IPC_THRESHOLD` bytes is reduced by the pickler (see
-:mod:`starburst.serialization`) to ``from_ipc(PickleBuffer(ipc), kind,
-extra)``: the IPC bytes travel as one out-of-band buffer (written into
-the frame once, never copied into the pickle stream, and not compressed
-a second time), and the call rebuilds the object on the other side.
+Since frame version 3 (issue 17) tables travel as every other object
+does: pickle protocol 5 with out-of-band buffers (:mod:`starburst.serialization`),
+so a DataFrame's column blocks are written into the frame once and come
+back writable and 64-byte aligned, and compression is left to the frame's
+per-segment codec (none on the local backend, zstd over S3). Version 2
+reduced tables of at least 4 MiB to Arrow IPC streams with zstd buffers;
+``bench/dataframes.py`` measured that at 0.31x plain pickle's speed to the
+worker and 0.24x back on a 10M-row frame, so it is gone.
 
-What travels this way:
+What is left:
 
-* ``pandas.DataFrame`` and ``pandas.Series`` (exact types: a subclass such
-  as a GeoDataFrame keeps its own pickling), when the round trip through
-  Arrow is exact: the index (named, MultiIndex, RangeIndex), column
-  labels, every dtype (categorical, tz-aware datetimes, nullable dtypes)
-  and ``attrs`` come back equal. A frame that would not (duplicate or
-  non-string labels Arrow renames, object columns of mixed or nested
-  Python objects, dtypes Arrow maps to another dtype) is pickled as
-  before, silently: the result is the same, only slower.
-* ``pyarrow.Table``, ``RecordBatch`` and ``ChunkedArray``, always exact.
+* :func:`is_table` and :func:`nbytes`: a table's in-memory size without a
+  per-cell walk, used to decide whether an argument is shared;
+* :func:`from_ipc`: what a version-2 frame's pickle stream calls to rebuild
+  a table from its Arrow IPC buffer, so old frames stay readable.
 
 Nothing here imports pandas or pyarrow at starburst import time: an
 object is only considered when its type comes from one of them (so they
-are already imported), and pyarrow is imported when a table is encoded or
-decoded. The sending side falls back to pickle without pyarrow; the
-receiving side needs pyarrow only when a table arrives, and says how to
-install it.
+are already imported), and pyarrow is imported when an old frame's table
+is decoded; the error says how to install it.
 """
 
 from __future__ import annotations
@@ -39,19 +30,7 @@ from typing import Any
 
 from .exceptions import SerializationError
 
-__all__ = ["IPC_THRESHOLD", "from_ipc", "is_table", "nbytes", "to_ipc"]
-
-#: Tables at least this large (in memory, see :func:`nbytes`) travel as
-#: Arrow IPC. The conversion has a fixed cost of about 4 ms per frame
-#: (Arrow schema and pandas metadata, the dtype check, IPC writer and
-#: reader, ``to_pandas``) that pickle does not pay; measured round trips
-#: (``dumps`` + ``loads``, pandas 3) cross over near 2 MiB for numeric
-#: frames and 5-8 MiB for frames with string and categorical columns, and
-#: Arrow is 1.4x faster at 40 MiB. 4 MiB keeps a map over many small
-#: frames on pickle and sends every frame that takes real time as Arrow.
-#: (With pandas 2, object columns of strings pickle one Python object at
-#: a time, and Arrow wins by far more.)
-IPC_THRESHOLD = 4 << 20
+__all__ = ["from_ipc", "is_table", "nbytes"]
 
 #: Column name a Series takes while it travels as a one-column table.
 _SERIES_COLUMN = "__starburst_series__"
@@ -120,114 +99,8 @@ def nbytes(obj: Any) -> int:
     return 0
 
 
-def to_ipc(obj: Any) -> tuple[Any, str, Any] | None:
-    """Encode a large table as ``(ipc_buffer, kind, extra)``, or None to pickle it.
-
-    None when ``obj`` is not a table, is smaller than
-    :data:`IPC_THRESHOLD`, pyarrow is not installed here, or the round trip
-    through Arrow would not give back an equal object. ``ipc_buffer`` is a
-    ``pyarrow.Buffer`` holding an IPC stream with zstd-compressed buffers;
-    ``extra`` is what the stream cannot hold (a DataFrame's ``attrs``, a
-    Series' name and ``attrs``), pickled next to it.
-    """
-    kind = _kind(obj)
-    if kind is None or nbytes(obj) < IPC_THRESHOLD:
-        return None
-    try:
-        pa = _pyarrow()
-    except ImportError:
-        return None
-    extra: Any = None
-    if kind in _PANDAS:
-        if not obj.flags.allows_duplicate_labels:
-            return None  # a flag Arrow does not carry
-        if kind == "series":
-            extra = (obj.name, obj.attrs or None)
-            obj = obj.to_frame(name=_SERIES_COLUMN)
-        else:
-            extra = obj.attrs or None
-        table = _from_pandas(obj)
-        if table is None:
-            return None
-    elif kind == "table":
-        table = obj
-    elif kind == "batch":
-        table = obj  # written as the stream's one batch
-    else:
-        table = pa.table({"chunked": obj})
-    try:
-        return _write(table), kind, extra
-    except (pa.ArrowException, OSError):
-        return None  # a type the IPC format cannot write: pickle keeps it
-
-
-def _from_pandas(frame: Any) -> Any:
-    """The Arrow table of ``frame``, or None if it would not come back equal.
-
-    The check converts a zero-row slice back (its schema and pandas
-    metadata are the whole table's) and compares index type and names,
-    column labels and every dtype; it costs well under a millisecond for
-    a frame of any length. Object columns must map to plain Arrow values
-    (strings, bytes, dates, decimals): nested types come back as numpy
-    arrays and dicts where the frame held lists and dicts, and may not hold
-    missing values.
-    """
-    pa = _pyarrow()
-    try:
-        # preserve_index=None keeps a RangeIndex as metadata (a RangeIndex
-        # again on the way back) and stores any other index as columns.
-        table = pa.Table.from_pandas(frame, preserve_index=None)
-    except (pa.ArrowException, ValueError, TypeError):
-        return None  # mixed object columns, duplicate labels, ...
-    if any(pa.types.is_nested(field.type) for field in table.schema):
-        return None
-    # A missing value in an object column may have been None or NaN; Arrow
-    # keeps only "null" and gives back None. Null counts are O(1) in Arrow.
-    for column in table.schema.pandas_metadata["columns"]:
-        if column["numpy_type"] == "object" and table.column(column["field_name"]).null_count:
-            return None
-    try:
-        probe = table.slice(0, 0).to_pandas()
-    except (pa.ArrowException, ValueError, TypeError):
-        return None
-    same = (
-        type(probe.index) is type(frame.index)
-        and list(probe.index.names) == list(frame.index.names)
-        and _same_dtypes(probe.index, frame.index)
-        and type(probe.columns) is type(frame.columns)
-        and probe.columns.equals(frame.columns)
-        and list(probe.columns.names) == list(frame.columns.names)
-        and probe.columns.dtype == frame.columns.dtype
-        and list(probe.dtypes) == list(frame.dtypes)
-    )
-    return table if same else None
-
-
-def _same_dtypes(left: Any, right: Any) -> bool:
-    """Whether two indexes have the same dtype per level."""
-    if left.nlevels != right.nlevels:
-        return False
-    if left.nlevels == 1:
-        return bool(left.dtype == right.dtype)
-    return [lvl.dtype for lvl in left.levels] == [lvl.dtype for lvl in right.levels]
-
-
-def _write(table: Any) -> Any:
-    """A Table or RecordBatch as one IPC stream with zstd-compressed buffers.
-
-    Returns the ``pyarrow.Buffer`` the stream was written into (no copy).
-    """
-    pa = _pyarrow()
-    ipc = importlib.import_module("pyarrow.ipc")
-    sink = pa.BufferOutputStream()
-    with ipc.new_stream(sink, table.schema,
-                        options=ipc.IpcWriteOptions(compression="zstd")) as writer:
-        writer.write(table)
-    return sink.getvalue()
-
-
 def from_ipc(data: Any, kind: str, extra: Any = None) -> Any:
-    """Rebuild what :func:`to_ipc` encoded (pickle calls this on the receiving side).
+    """Rebuild a table a version-2 frame carried as Arrow IPC (its pickle stream calls this).
 
     ``data`` is any buffer (the frame's out-of-band buffer, a memoryview
     of the received bytes); it is read in place, without a copy.

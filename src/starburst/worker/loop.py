@@ -38,7 +38,7 @@ from typing import Any
 
 from .. import protocol
 from ..exceptions import ProtocolError, SerializationError, StarburstError, TaskError
-from ..serialization import checksum, dumps, loads
+from ..serialization import checksum, codec_for, dumps, dumps_parts, loads
 from ..settings import Settings
 from ..transport import Transport
 from ..transport.base import Message
@@ -107,7 +107,11 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.settings = settings or Settings()
         self.detached = detached
-        self._shared: dict[str, Any] = {}
+        #: Shared frames by digest, for the session; each chunk decodes its own
+        #: objects from them (``_decoded``), so an argument a task modifies in
+        #: place is never seen by a later chunk (as with ProcessPoolExecutor).
+        self._shared: dict[str, bytes] = {}
+        self._decoded: dict[str, Any] = {}
         self._stopping = threading.Event()
         self._in_task = False
         self._lock = threading.Lock()
@@ -301,6 +305,7 @@ class Worker:
                 raise ProtocolError(
                     f"payload of chunk {task.chunk} fails its checksum "
                     f"({task.key or 'inline'}): it is corrupt or truncated; not running it")
+            self._decoded = {}
             payload = loads(body, persistent_load=self._load_shared)
             try:
                 fns = [self._load_shared(("sb", digest)) for digest in payload["fns"]]
@@ -342,6 +347,8 @@ class Worker:
         if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == "sb"):
             raise ProtocolError(f"unknown shared-object reference {pid!r}")
         digest = str(pid[1])
+        if digest in self._decoded:
+            return self._decoded[digest]
         if digest not in self._shared:
             key = shared_key(self.session, digest)
             try:
@@ -350,13 +357,16 @@ class Worker:
                 raise ProtocolError(f"shared object {key} is missing from the store") from None
             if checksum(frame) != digest:
                 raise ProtocolError(f"shared object {key} fails its checksum: corrupt")
-            self._shared[digest] = loads(frame, persistent_load=self._load_shared)
-        return self._shared[digest]
+            self._shared[digest] = frame
+        obj = self._decoded[digest] = loads(self._shared[digest],
+                                            persistent_load=self._load_shared)
+        return obj
 
     def _encode(self, outcomes: list[Outcome]) -> bytes:
         fixed = [_portable_error(_fix_exit(o)) for o in outcomes]
+        codec = codec_for(self.transport.spec)  # one part per task: see dumps_parts
         try:
-            return dumps(fixed)
+            return dumps_parts(fixed, codec=codec)
         except SerializationError:
             pass
         safe: list[Outcome] = []
@@ -368,7 +378,7 @@ class Worker:
                 safe.append((outcome[0], "err", (SerializationError(
                     f"the result of task {outcome[0]} cannot be pickled: {exc}. Return "
                     "plain data (numbers, arrays, frames) instead."), ""), outcome[3], None))
-        return dumps(safe)
+        return dumps_parts(safe, codec=codec)
 
     def _report(self, task: protocol.TaskMessage, outcomes: list[Outcome], attempt: str,
                 msg: Message, started: float, unrun: str = UNRUN_STOPPED) -> None:
