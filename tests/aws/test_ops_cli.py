@@ -138,3 +138,25 @@ def test_cleanup_of_one_session_and_young_queues(aws):
     assert _tagged_with("young") == []
     code, out = _run("cleanup")
     assert code != 0
+
+
+def test_quota_command_honours_the_injected_quota_like_the_executor(aws):
+    """`starburst quota` reads the quota as the Executor and `doctor` do: the emulator
+    injects it (STARBURST_VCPU_QUOTA, moto's Service Quotas lacks Fargate's), and the
+    command answers with it at once instead of failing after retries."""
+    import time
+
+    from starburst.testing.emulator import EMULATED_VCPU_QUOTA
+
+    started = time.monotonic()
+    code, out = _run("quota", "--cpu", "2", "--workers", "5", "--json")
+    took = time.monotonic() - started
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["quota_vcpu"] == EMULATED_VCPU_QUOTA
+    assert report["quota_source"] == "STARBURST_VCPU_QUOTA"
+    assert report["workers_fit"] == 5
+    assert took < 10, f"`starburst quota` took {took:.1f} s"
+    code, out = _run("quota", "--spot")
+    assert code == 0, out
+    assert f"{EMULATED_VCPU_QUOTA:g} vCPU (STARBURST_SPOT_VCPU_QUOTA)" in out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -217,15 +216,13 @@ def run_checks(region: str | None = None) -> list[Check]:
                                     "`starburst setup`", network))
 
     def quota() -> str:
-        injected = os.environ.get("STARBURST_VCPU_QUOTA")
-        if injected:
-            return f"{injected} vCPU (STARBURST_VCPU_QUOTA)"
-        from .quota import read_plan
+        from .quota import read_plan  # the one reader the Executor and `quota` use
         status = read_plan(1, 1.0, region=name)
         if status.quota_vcpu is None:
             raise _Failed("the Fargate vCPU quota could not be read",
                           "grant servicequotas:GetServiceQuota, or see `starburst quota`")
-        return f"{status.quota_vcpu:g} vCPU, {status.in_use_vcpu:g} in use"
+        return (f"{status.quota_vcpu:g} vCPU ({status.read_from}), "
+                f"{status.in_use_vcpu:g} in use")
     checks.append(_guard("fargate quota", "see `starburst quota`", quota))
     uv = shutil.which("uv")
     checks.append(Check("uv", uv is not None, uv or "uv is not on PATH",

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import sys
 import time
@@ -54,12 +53,12 @@ from ..aws import ops, provision
 from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, AwsConfig, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
-from ..aws.quota import QuotaStatus, read_plan, request_increase, vcpus_in_use
+from ..aws.quota import QuotaStatus, read_plan, request_increase
 from ..aws.sizes import validate_size
 from ..exceptions import BackendError, CloudError, ConfigurationError, TransportError
 from ..pricing import FargatePrice, hourly_rate, lookup
 from ..pricing_cache import spot_price_in_use, table_in_use
-from ..quota import QuotaPlan, plan_workers, suggest_quota
+from ..quota import QuotaPlan, suggest_quota
 from ..scheduler import SPOT_INTERRUPTION, LaunchPacing
 from ..session import WORKER_OPTION, SessionRecord, record_key
 from ..transport import open_transport
@@ -737,20 +736,10 @@ def _offer_increase(plan: QuotaPlan, region: str, auto: bool | None, *,
 
 
 def _quota_status(workers: int, cpu: float, region: str, *, spot: bool = False) -> QuotaStatus:
-    """The quota plan, On-Demand or Spot; ``STARBURST_VCPU_QUOTA`` (On-Demand) and
-    ``STARBURST_SPOT_VCPU_QUOTA`` (Spot) inject the quota (emulators, or a user who
-    knows it and may not read Service Quotas)."""
-    name = "STARBURST_SPOT_VCPU_QUOTA" if spot else "STARBURST_VCPU_QUOTA"
-    injected = os.environ.get(name)
-    if not injected:
-        return read_plan(workers, cpu, region=region, spot=spot)
-    try:
-        quota = float(injected)
-    except ValueError:
-        raise ConfigurationError(f"{name}={injected!r} is not a number of vCPUs") from None
-    in_use = vcpus_in_use(region=region, spot=spot)
-    return QuotaStatus(region=region, spot=spot, quota_vcpu=quota, in_use_vcpu=in_use,
-                       plan=plan_workers(workers, cpu, quota, in_use))
+    """The quota plan, On-Demand or Spot, from the one quota reader
+    (:func:`starburst.aws.quota.read_plan`: ``STARBURST_VCPU_QUOTA`` /
+    ``STARBURST_SPOT_VCPU_QUOTA`` first, else Service Quotas)."""
+    return read_plan(workers, cpu, region=region, spot=spot)
 
 
 def spot_mode(value: object) -> str | None:
