@@ -88,8 +88,9 @@ def status(session: str | None, region: str | None, as_json: bool) -> None:
 @region_option
 @json_option
 def sessions(region: str | None, as_json: bool) -> None:
-    """List ``sessions/*/record.json`` under the configured bucket and prefix, with how
-    many of each session's workers (ECS tasks, GPU jobs) may still be running."""
+    """List the session records (sessions/ID/record.json) under the configured bucket
+    and prefix, with how many of each session's workers (ECS tasks, GPU jobs) may
+    still be running."""
     with aws_errors():
         from ..aws import ops
         place = _place(region)

@@ -9,7 +9,7 @@ import click
 from ..aws.sizes import FARGATE_SIZES
 from ..exceptions import StarburstError
 from ..quota import suggest_quota
-from ._common import aws_errors, echo_json
+from ._common import aws_errors, echo_json, json_option
 
 __all__ = ["quota"]
 
@@ -32,7 +32,7 @@ __all__ = ["quota"]
                    "(one worker per GPU).")
 @click.option("--instance-type", default=None, metavar="TYPE",
               help="With --gpu: the EC2 instance type (default: the GPU's smallest).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def quota(region: str | None, cpu: float, workers: int, spot: bool, request: float | None,
           gpu: str | None, instance_type: str | None, as_json: bool) -> None:
     """Read the Fargate vCPU quota and the vCPUs in use; say how many workers fit.

@@ -1,0 +1,108 @@
+"""What every `starburst` command prints: JSON errors under --json, plain --help text.
+
+No AWS is reached: the errors provoked here come from argument parsing, the
+region check (botocore's bundled endpoint data) or the shipped price table,
+and ``AWS_ENDPOINT_URL`` points at a closed local port in case anything tried.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from starburst.cli import main
+
+#: A local port nothing listens on: a request that escaped would fail at once.
+_CLOSED = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def _no_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", _CLOSED)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def _leaves(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[
+        tuple[tuple[str, ...], click.Command]]:
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None
+        if isinstance(command, click.Group):
+            yield from _leaves(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+LEAVES = dict(_leaves(main))
+WITH_JSON = sorted(p for p, c in LEAVES.items() if any(o.name == "as_json" for o in c.params))
+
+
+def test_every_command_that_prints_data_has_json() -> None:
+    assert ("pricing", "refresh") in WITH_JSON
+    assert len(WITH_JSON) >= 15
+
+
+def _error(args: list[str]) -> tuple[int, dict[str, object]]:
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    try:
+        data = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"`starburst {' '.join(args)}` printed no JSON on stdout: "
+                    f"{result.stdout!r} / stderr {result.stderr!r}")
+    assert result.stderr == "", result.stderr
+    return result.exit_code, data
+
+
+@pytest.mark.parametrize("path", WITH_JSON, ids=" ".join)
+def test_a_usage_error_under_json_is_json(path: tuple[str, ...]) -> None:
+    code, data = _error([*path, "--json", "--no-such-option"])
+    assert code == 2
+    assert data["ok"] is False
+    error = data["error"]
+    assert isinstance(error, dict)
+    assert error["type"] == "NoSuchOption"
+    assert "--no-such-option" in str(error["message"])
+    assert error["exit_code"] == 2
+
+
+@pytest.mark.parametrize("args", [
+    ["quota", "--json", "--region", "mars-1"],
+    ["sessions", "--region", "mars-1", "--json"],
+    ["status", "--json", "--region", "mars-1"],
+    ["cost", "s1", "--json", "--region", "mars-1"],
+    ["cleanup", "--orphans", "--json", "--region", "mars-1"],
+], ids=lambda a: a[0])
+def test_a_failure_under_json_is_json_naming_the_cause(args: list[str]) -> None:
+    code, data = _error(args)
+    assert code == 1
+    error = data["error"]
+    assert isinstance(error, dict)
+    assert error["type"] == "ConfigurationError"
+    assert "region 'mars-1' is not an AWS region" in str(error["message"])
+
+
+def test_without_json_errors_stay_text_on_stderr() -> None:
+    result = CliRunner().invoke(main, ["quota", "--region", "mars-1"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: region 'mars-1' is not an AWS region")
+
+
+#: reStructuredText/Sphinx markup that must not reach a terminal.
+_RST = re.compile(r"``|:(func|class|mod|data|meth|attr):`|^\s*\.\. ", re.MULTILINE)
+
+
+@pytest.mark.parametrize("path", [*sorted(LEAVES), ("env",), ("pricing",), ()],
+                         ids=lambda p: " ".join(p) or "starburst")
+def test_help_is_plain_text(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert not _RST.search(result.output), result.output
