@@ -106,3 +106,57 @@ def test_help_is_plain_text(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(main, [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert not _RST.search(result.output), result.output
+
+
+def _unreachable_base(*_args: object, **_kwargs: object) -> object:
+    """What plan_environment meets offline: the base image's registry cannot be reached."""
+    from starburst.envsync.auth import RegistryAuth
+    from starburst.envsync.registry import Registry
+
+    with Registry(_CLOSED, auth=RegistryAuth()) as registry:
+        registry.manifest_digest("docker/library/python", "3.11-slim")
+    raise AssertionError("the closed port answered")
+
+
+def test_env_show_offline_says_what_it_tried_to_reach_and_the_fix(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from starburst.backends import _environment
+    from starburst.envsync import registry
+
+    monkeypatch.setattr(registry, "_ATTEMPTS", 1)  # one try is enough to fail here
+    monkeypatch.setattr(_environment, "plan_environment", _unreachable_base)
+    result = CliRunner().invoke(main, ["env", "show", "--region", "us-east-1"])
+    assert result.exit_code == 1
+    message = result.stderr
+    assert "could not reach the base image's registry" in message
+    assert "127.0.0.1:9" in message
+    assert "--base-image" in message  # the fixes: a reachable base image, the network
+    assert "HTTPS_PROXY" in message
+    code, data = _error(["env", "show", "--region", "us-east-1", "--json"])
+    assert code == 1
+    error = data["error"]
+    assert isinstance(error, dict)
+    assert "could not reach the base image's registry" in str(error["message"])
+
+
+def test_env_show_without_ecr_says_which_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    from starburst.backends import _environment
+    from starburst.envsync import ecrauth
+    from starburst.envsync.errors import RegistryError
+
+    class Plan:
+        tag = "env-0123"
+
+    def no_ecr(**_kwargs: object) -> object:
+        cause = EndpointConnectionError(endpoint_url="https://api.ecr.us-east-1.amazonaws.com/")
+        raise RegistryError("ECR GetAuthorizationToken: could not connect") from cause
+
+    monkeypatch.setattr(_environment, "plan_environment", lambda *_a, **_k: Plan())
+    monkeypatch.setattr(ecrauth, "ecr_registry", no_ecr)
+    result = CliRunner().invoke(main, ["env", "show", "--region", "us-east-1"])
+    assert result.exit_code == 1
+    assert "could not reach ECR in us-east-1" in result.stderr
+    assert "api.ecr.us-east-1.amazonaws.com" in result.stderr
+    assert "--region" in result.stderr
