@@ -160,3 +160,14 @@ def test_env_show_without_ecr_says_which_endpoint(monkeypatch: pytest.MonkeyPatc
     assert "could not reach ECR in us-east-1" in result.stderr
     assert "api.ecr.us-east-1.amazonaws.com" in result.stderr
     assert "--region" in result.stderr
+
+
+def test_a_missing_region_suggests_the_region_option(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: object) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "STARBURST_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", f"{tmp_path}/aws-config")
+    monkeypatch.setenv("STARBURST_CONFIG", f"{tmp_path}/config.toml")
+    result = CliRunner().invoke(main, ["quota"])
+    assert result.exit_code == 1
+    assert "no AWS region is set: on the command line pass --region us-east-1" in result.stderr
