@@ -67,10 +67,10 @@ from .simulate import FargateModel, Workload, simulate
 
 __all__ = ["BATCH_BILLED_FRACTION", "BATCH_START_MAX", "BATCH_START_MIN", "BATCH_START_SOURCE",
            "DEFAULT_WORKERS", "FASTER_WITHIN", "MIN_SPEEDUP", "RULE", "RULE_WITH_GPU", "Estimate",
-           "Option", "OptionEstimate", "Recommendation", "SampleTiming", "batch_model", "default_memory",
-           "demo_line", "estimate", "format_dollars", "format_duration", "format_size",
-           "format_speedup", "gpu_options", "local_seconds", "options_grid", "parse_gpus",
-           "recommend", "summarize_sample", "time_sample"]
+           "Option", "OptionEstimate", "Recommendation", "SampleTiming", "batch_model",
+           "default_memory", "demo_line", "estimate", "format_dollars", "format_duration",
+           "format_size", "format_speedup", "gpu_options", "local_seconds", "options_grid",
+           "parse_gpus", "recommend", "summarize_sample", "time_sample"]
 
 #: Worker counts compared when none are given.
 DEFAULT_WORKERS = (10, 50, 100)
