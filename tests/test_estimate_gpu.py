@@ -185,7 +185,7 @@ def test_command_table_shows_what_each_row_assumes() -> None:
     assert re.search(r"nvidia-t4 .*\b10\b.*g4dn\.xlarge.*1\.0 s \(same\).*2-4 min", out), out
     assert re.search(r"nvidia-a10g .*\b12\b.*g5\.12xlarge", out), out
     assert "GPU rows assume the same task time on GPU; pass --gpu-speedup" in out
-    assert "Rule: the cheapest option (Fargate or GPU)" in out
+    assert "Rule: of the options (Fargate or GPU) that finish at least 2x sooner" in out
     assert "https://aws.amazon.com/ec2/pricing/on-demand/ (Linux, On-Demand), us-east-1, " \
            "recorded 2026-11-28" in out
 

@@ -327,6 +327,27 @@ def test_cli_refresh_reports_api_errors(stub: PricingStub) -> None:
     assert "access denied" in result.output
 
 
+def test_cli_refresh_json_reports_what_was_fetched_and_errors_as_json(stub: PricingStub,
+                                                                     env: Path) -> None:
+    runner = CliRunner()
+    done = runner.invoke(main, ["pricing", "refresh", "--region", "us-east-1",
+                                "--region", "mx-central-1", "--json"])
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.stdout)
+    assert data["regions"] == ["mx-central-1", "us-east-1"]
+    assert data["spot_regions"] == ["mx-central-1"]
+    assert data["cache"] == str(env)
+    assert "AWS Price List API" in data["source"]
+    assert data["fetched"]
+    rows = {(r["region"], r["arch"]): r for r in data["on_demand"]}
+    assert rows[("us-east-1", "x86_64")]["vcpu_hour"] == 0.05
+    stub.fail_with = (400, "AccessDeniedException", "not allowed")
+    failed = runner.invoke(main, ["pricing", "refresh", "--region", "us-east-1", "--json"])
+    assert failed.exit_code == 1
+    error = json.loads(failed.stdout)["error"]
+    assert "access denied" in error["message"]
+
+
 def test_show_rejects_an_unknown_region(env: Path) -> None:
     result = CliRunner().invoke(main, ["pricing", "show", "--region", "xx-nowhere-1"])
     assert result.exit_code == 1

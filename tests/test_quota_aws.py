@@ -44,7 +44,7 @@ from moto.servicequotas.responses import ServiceQuotasResponse
 
 from starburst.aws import quota as aws_quota
 from starburst.cli import main
-from starburst.exceptions import CloudError
+from starburst.exceptions import CloudError, ConfigurationError
 
 REGION = "eu-west-3"
 ACCOUNT = "123456789012"  # moto's default account
@@ -259,6 +259,24 @@ def test_other_errors_are_translated(quotas: FargateQuotas) -> None:
     quotas.applied.clear()
     quotas.defaults.clear()
     with pytest.raises(CloudError, match="NoSuchResourceException"):
+        aws_quota.read_quota(region=REGION)
+
+
+def test_the_quota_variables_replace_the_read_for_every_caller(
+        quotas: FargateQuotas, monkeypatch: pytest.MonkeyPatch) -> None:
+    """STARBURST_VCPU_QUOTA / STARBURST_SPOT_VCPU_QUOTA answer without asking AWS, for the
+    Executor, `doctor` and `quota` alike (one reader); a bad value is a clear error."""
+    quotas.denied = True  # any Service Quotas call would answer None, not the variable
+    monkeypatch.setenv("STARBURST_VCPU_QUOTA", "64")
+    monkeypatch.setenv("STARBURST_SPOT_VCPU_QUOTA", "32")
+    assert aws_quota.read_quota_from(region=REGION) == (64.0, "STARBURST_VCPU_QUOTA")
+    assert aws_quota.read_quota(region=REGION, spot=True) == 32.0
+    status = aws_quota.read_plan(100, 1, region=REGION)
+    assert (status.quota_vcpu, status.read_from, status.plan.workers) == (
+        64.0, "STARBURST_VCPU_QUOTA", 64)
+    monkeypatch.setenv("STARBURST_VCPU_QUOTA", "lots")
+    with pytest.raises(ConfigurationError, match=r"STARBURST_VCPU_QUOTA='lots' is not a "
+                                                 r"number of vCPUs.*unset it"):
         aws_quota.read_quota(region=REGION)
 
 

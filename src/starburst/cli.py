@@ -10,6 +10,7 @@ the others. Add a command (or a group of them) by writing a module under
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import click
 
@@ -35,8 +36,27 @@ COMMANDS: dict[str, str] = {
 }
 
 
+#: Context meta key: the command line below ``starburst``, as given.
+_RAW_ARGS = "starburst.args"
+
+
 class _LazyGroup(click.Group):
-    """A click group that imports a subcommand's module only when it is used."""
+    """A click group that imports a subcommand's module only when it is used.
+
+    It also runs every subcommand under
+    :func:`starburst.commands._common.json_error_handling`, so ``--json``
+    errors are JSON for every command.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_RAW_ARGS] = list(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .commands._common import json_error_handling
+
+        with json_error_handling(ctx, ctx.meta.get(_RAW_ARGS, [])):
+            return super().invoke(ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *COMMANDS})

@@ -9,6 +9,7 @@ transfer and request charges are not in it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -45,7 +46,8 @@ class CostReport:
     Attributes:
         backend: backend name.
         workers: the most workers the session runs at once.
-        hourly_rate: dollars per worker-hour (0 for local workers).
+        hourly_rate: dollars per worker-hour (0 for local workers; NaN: the region has
+            no known price, and the figures below are unknown too).
         estimated_hourly: the rate shown before the run (workers x hourly_rate).
         spent: dollars so far (conservative, from each launch) while running.
         computed: dollars computed from the stopped workers' timestamps.
@@ -65,6 +67,8 @@ class CostReport:
     price_note: str = ""
 
     def __str__(self) -> str:
+        if math.isnan(self.hourly_rate):  # the region has no known price
+            return self.price_note or "cost unknown: no price is known for the region"
         if self.hourly_rate <= 0:
             return f"{self.backend}: local workers, no cloud cost"
         if self.finished:

@@ -122,19 +122,23 @@ def combine(results: list[tuple[int, float]], samples_per_task: int) -> PiEstima
                       task_seconds=sum(seconds for _, seconds in results))
 
 
-def fargate_estimate(tasks: int, task_seconds: float) -> str:
+def fargate_estimate(tasks: int, task_seconds: float, *, local_cores: int | None = None,
+                     local_wall: float | None = None) -> str:
     """What the run's work would take and cost on Fargate, in one line.
 
-    ``task_seconds`` is the measured mean time of one task. The figures
-    come from :func:`starburst.estimate.demo_line` (scale model, price
-    table in use: fetched prices when cached, else the shipped table);
-    the line never stops the demo.
+    ``task_seconds`` is the measured mean time of one task; ``local_wall``
+    the run's measured wall time on ``local_cores`` workers, so the line
+    says whether staying local is faster (the verdict of ``starburst
+    estimate``). The figures come from :func:`starburst.estimate.demo_line`
+    (scale model, price table in use: fetched prices when cached, else the
+    shipped table); the line never stops the demo.
     """
     from .estimate import demo_line
     from .exceptions import StarburstError
     from .pricing_cache import table_in_use
 
     try:
-        return demo_line(tasks, task_seconds, table=table_in_use())
+        return demo_line(tasks, task_seconds, table=table_in_use(), local_cores=local_cores,
+                         local_wall=local_wall)
     except StarburstError as exc:
         return f"On Fargate: no estimate ({exc})"

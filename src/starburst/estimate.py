@@ -10,11 +10,13 @@ launch pacing included) and the cost from the price table, billed per
 second with Fargate's one-minute minimum. Local time is
 ``tasks x seconds / local cores``.
 
-The recommendation follows one rule (:data:`RULE`): the cheapest Fargate
-option that finishes at least :data:`MIN_SPEEDUP` times sooner than the
-local cores; if none does, stay local. Short jobs stay local (a worker
-needs 30-90 s before its first task), long ones go to Fargate: the
-seed's crossover.
+The recommendation follows one rule (:data:`RULE`): among the Fargate
+options that finish at least :data:`MIN_SPEEDUP` times sooner than the
+local cores, the fastest of those costing within :data:`FASTER_WITHIN` of
+the cheapest; if none finishes that much sooner, stay local. The
+recommendation also names the cheapest and the fastest option when they
+differ from the pick. Short jobs stay local (a worker needs 30-90 s before
+its first task), long ones go to Fargate: the seed's crossover.
 
 Dollars always come with the price source and the date it was recorded;
 a Spot price without a known rate is an assumed discount, and says so.
@@ -37,7 +39,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .aws.sizes import FARGATE_SIZES, valid_memory
@@ -64,22 +66,28 @@ from .pricing import (
 from .simulate import FargateModel, Workload, simulate
 
 __all__ = ["BATCH_BILLED_FRACTION", "BATCH_START_MAX", "BATCH_START_MIN", "BATCH_START_SOURCE",
-           "DEFAULT_WORKERS", "MIN_SPEEDUP", "RULE", "RULE_WITH_GPU", "Estimate", "Option",
-           "OptionEstimate", "Recommendation", "SampleTiming", "batch_model", "default_memory",
-           "demo_line", "estimate", "format_dollars", "format_duration", "format_size",
-           "format_speedup", "gpu_options", "local_seconds", "options_grid", "parse_gpus",
-           "recommend", "summarize_sample", "time_sample"]
+           "DEFAULT_WORKERS", "FASTER_WITHIN", "MIN_SPEEDUP", "RULE", "RULE_WITH_GPU", "Estimate",
+           "Option", "OptionEstimate", "Recommendation", "SampleTiming", "batch_model",
+           "default_memory", "demo_line", "estimate", "format_dollars", "format_duration",
+           "format_size", "format_speedup", "gpu_options", "local_seconds", "options_grid",
+           "parse_gpus", "recommend", "summarize_sample", "time_sample"]
 
 #: Worker counts compared when none are given.
 DEFAULT_WORKERS = (10, 50, 100)
 #: How many times sooner than local a Fargate option must finish to be recommended.
 MIN_SPEEDUP = 2.0
+#: A faster option costing at most this fraction more than the cheapest one is
+#: preferred: paying 10% more to finish (often many times) sooner is what a
+#: user asks for; beyond that, the cheaper plan wins.
+FASTER_WITHIN = 0.10
 #: The recommendation rule, in words.
-RULE = (f"the cheapest Fargate option that finishes at least {MIN_SPEEDUP:g}x sooner than "
-        "the local cores; if none does, stay local")
+RULE = (f"of the Fargate options that finish at least {MIN_SPEEDUP:g}x sooner than the local "
+        f"cores, the fastest costing within {FASTER_WITHIN:.0%} of the cheapest; if none "
+        "does, stay local")
 #: The same rule when GPU options are compared too.
-RULE_WITH_GPU = (f"the cheapest option (Fargate or GPU) that finishes at least {MIN_SPEEDUP:g}x "
-                 "sooner than the local cores; if none does, stay local")
+RULE_WITH_GPU = (f"of the options (Fargate or GPU) that finish at least {MIN_SPEEDUP:g}x sooner "
+                 f"than the local cores, the fastest costing within {FASTER_WITHIN:.0%} of the "
+                 "cheapest; if none does, stay local")
 #: Above this many tasks the model simulates this many longer tasks (same total work).
 SIMULATED_TASKS_MAX = 1_000_000
 _SPOT_ARCHS = ("x86_64",)
@@ -446,10 +454,21 @@ def _finite(value: float) -> float | None:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """The option :data:`RULE` picks (None: stay local), and why, in words."""
+    """The option :data:`RULE` picks (None: stay local), and why, in words.
+
+    Attributes:
+        choice: the pick, or None (stay local).
+        text: the pick and the reason, naming the cheapest and the fastest
+            option when they differ from it.
+        cheapest: the cheapest option at least :data:`MIN_SPEEDUP` x sooner
+            than local (None when none is).
+        fastest: the option that finishes soonest (None when none was compared).
+    """
 
     choice: OptionEstimate | None
     text: str
+    cheapest: OptionEstimate | None = None
+    fastest: OptionEstimate | None = None
 
 
 @dataclass(frozen=True)
@@ -535,12 +554,18 @@ class Estimate:
             "options": [o.to_json() for o in self.options],
             "recommendation": {
                 "option": None if choice is None else self.options.index(choice),
+                "cheapest": self._index(self.recommendation.cheapest),
+                "fastest": self._index(self.recommendation.fastest),
                 "stay_local": choice is None, "text": self.recommendation.text,
                 "rule": self.rule},
             "gpu_speedup": self.gpu_speedup if self.has_gpu else None,
             "price_sources": self.sources(), "assumptions": self.assumptions(),
             "notes": list(self.notes), "currency": "USD",
         }
+
+
+    def _index(self, option: OptionEstimate | None) -> int | None:
+        return None if option is None else self.options.index(option)
 
 
 def local_seconds(tasks: int, task_seconds: float, cores: int) -> float:
@@ -550,10 +575,20 @@ def local_seconds(tasks: int, task_seconds: float, cores: int) -> float:
     return tasks * task_seconds / cores
 
 
+def _described(option: OptionEstimate) -> str:
+    o = option.option
+    return f"{o.workers} workers of {o.size} ({o.label})"
+
+
 def recommend(options: Sequence[OptionEstimate], local: float, *,
-              min_speedup: float = MIN_SPEEDUP, local_cores: int | None = None
-              ) -> Recommendation:
-    """Apply :data:`RULE`: the cheapest option at least ``min_speedup`` x faster, else local."""
+              min_speedup: float = MIN_SPEEDUP, local_cores: int | None = None,
+              faster_within: float = FASTER_WITHIN) -> Recommendation:
+    """Apply :data:`RULE`: of the options at least ``min_speedup`` x sooner than local, the
+    fastest costing within ``faster_within`` of the cheapest; else stay local.
+
+    The text names the cheapest and the fastest option too when they are not the pick,
+    so the user sees the trade-off.
+    """
     here = f"{local_cores} local cores" if local_cores else "local"
     if not options:
         return Recommendation(None, "Stay local: no Fargate option to compare.")
@@ -562,17 +597,29 @@ def recommend(options: Sequence[OptionEstimate], local: float, *,
     fastest = min(options, key=lambda o: (o.wall_seconds, o.cost))
     f = fastest.option
     if good:
-        best = min(good, key=lambda o: (o.cost, o.wall_seconds))
+        cheapest = min(good, key=lambda o: (o.cost, o.wall_seconds))
+        near = [o for o in good if o.cost <= cheapest.cost * (1 + faster_within)]
+        best = min(near, key=lambda o: (o.wall_seconds, o.cost))
         o = best.option
-        also = "" if fastest.wall_seconds >= best.wall_seconds else (
-            f" The fastest option, {f.workers} workers of {f.size} ({f.label}), needs ~"
-            f"{format_duration(fastest.wall_seconds)} for ~{format_dollars(fastest.cost)}.")
+        why = (f"the cheapest option at least {min_speedup:g}x sooner than local"
+               if best is cheapest else
+               f"the fastest option at least {min_speedup:g}x sooner than local that costs "
+               f"within {faster_within:.0%} of the cheapest")
+        also = ""
+        if best is not cheapest:
+            also += (f" The cheapest, {_described(cheapest)}, needs ~"
+                     f"{format_duration(cheapest.wall_seconds)} for ~"
+                     f"{format_dollars(cheapest.cost)}.")
+        if fastest.wall_seconds < best.wall_seconds:
+            also += (f" The fastest option, {f.workers} workers of {f.size} ({f.label}), "
+                     f"needs ~{format_duration(fastest.wall_seconds)} for ~"
+                     f"{format_dollars(fastest.cost)}.")
         where = "Fargate" if o.gpu is None else "GPU (AWS Batch)"
         return Recommendation(best, (
             f"{where}: {o.workers} workers of {o.size} ({o.label}), ~"
             f"{format_duration(best.wall_seconds)} instead of ~{format_duration(local)} on "
-            f"{here} ({format_speedup(best.speedup)}) for ~{format_dollars(best.cost)}: the "
-            f"cheapest option at least {min_speedup:g}x sooner than local.{also}"))
+            f"{here} ({format_speedup(best.speedup)}) for ~{format_dollars(best.cost)}: "
+            f"{why}.{also}"), cheapest=cheapest, fastest=fastest)
     kinds = "Fargate or GPU" if gpu else "Fargate"
     return Recommendation(None, (
         f"Stay local: no {kinds} option finishes {min_speedup:g}x sooner than {here} "
@@ -581,7 +628,7 @@ def recommend(options: Sequence[OptionEstimate], local: float, *,
         f"({format_speedup(fastest.speedup)}) for ~{format_dollars(fastest.cost)}. A Fargate "
         "worker needs 30-90 s before its first task"
         + (f" (a GPU instance {BATCH_START_MIN / 60:.0f}-{BATCH_START_MAX / 60:.0f} min)"
-           if gpu else "") + ", so short jobs finish sooner here."))
+           if gpu else "") + ", so short jobs finish sooner here."), fastest=fastest)
 
 
 @dataclass(frozen=True)
@@ -738,13 +785,34 @@ def estimate(tasks: int, task_seconds: float, *, workers: Sequence[int] = DEFAUL
 
 def demo_line(tasks: int, task_seconds: float, *, region: str = "us-east-1",
               workers: int = 10, cpu: float = 1.0, memory_mib: int = 2048,
-              table: PriceTable | None = None, local_cores: int | None = None) -> str:
-    """One line: what the same work would take on Fargate (``starburst demo`` prints it)."""
+              table: PriceTable | None = None, local_cores: int | None = None,
+              local_wall: float | None = None) -> str:
+    """One line: what the same work would take on Fargate (``starburst demo`` prints it).
+
+    It ends with the verdict :func:`recommend` gives (the rule of ``starburst
+    estimate``), against ``local_wall`` (the run's measured wall time) when
+    given, else the ideal local time on ``local_cores``: whether staying
+    local is faster, or how much sooner Fargate would finish.
+    """
     est = estimate(tasks, task_seconds, options=[Option(workers, cpu, memory_mib)],
                    region=region, table=table, local_cores=local_cores)
     (only,) = est.options
+    local = est.local_seconds if local_wall is None else local_wall
+    here = f"here on {est.local_cores} core{'s' if est.local_cores != 1 else ''}"
+    if only.wall_seconds >= local:
+        verdict = (f"Staying local is faster: ~{format_duration(local)} {here}; a Fargate "
+                   "worker needs 30-90 s before its first task.")
+    else:
+        speedup = local / only.wall_seconds if only.wall_seconds > 0 else math.inf
+        rec = recommend([replace(only, speedup=speedup)], local,
+                        local_cores=est.local_cores)
+        worth = ("" if rec.choice is not None else
+                 f"; less than {MIN_SPEEDUP:g}x sooner, so `starburst estimate` would stay "
+                 "local")
+        verdict = (f"That is {format_speedup(speedup)} than {here} "
+                   f"(~{format_duration(local)}){worth}.")
     return (f"On Fargate ({region}, {format_size(cpu, memory_mib)}, {workers} workers): "
             f"~{format_duration(only.wall_seconds)}, ~{format_dollars(only.cost)} (estimate "
             f"from the scale model; prices recorded {only.price.recorded} from "
-            f"{only.price.source}). `starburst estimate --tasks {tasks} --task-seconds "
-            f"{task_seconds:.3g}` compares more options.")
+            f"{only.price.source}). {verdict} `starburst estimate --tasks {tasks} "
+            f"--task-seconds {task_seconds:.3g}` compares more options.")

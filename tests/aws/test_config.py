@@ -101,16 +101,18 @@ def test_region_resolution_order(tmp_path, monkeypatch):
     for name in ("STARBURST_REGION", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    with pytest.raises(ConfigurationError, match=r"no AWS region is set.*STARBURST_REGION"):
+    with pytest.raises(ConfigurationError,
+                       match=r"no AWS region is set: on the command line pass --region.*"
+                             r"STARBURST_REGION"):
         resolve_region()
-    assert resolve_region(None, "from-file") == "from-file"
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "default-var")
-    assert resolve_region(None, "from-file") == "default-var"
-    monkeypatch.setenv("AWS_REGION", "aws-var")
-    assert resolve_region() == "aws-var"
-    monkeypatch.setenv("STARBURST_REGION", "starburst-var")
-    assert resolve_region() == "starburst-var"
-    assert resolve_region("explicit") == "explicit"
+    assert resolve_region(None, "eu-west-1") == "eu-west-1"  # the config file's
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
+    assert resolve_region(None, "eu-west-1") == "eu-west-2"
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    assert resolve_region() == "eu-west-3"
+    monkeypatch.setenv("STARBURST_REGION", "eu-north-1")
+    assert resolve_region() == "eu-north-1"
+    assert resolve_region("ap-south-1") == "ap-south-1"
 
 
 def test_region_from_the_aws_profile(tmp_path, monkeypatch):
@@ -123,14 +125,40 @@ def test_region_from_the_aws_profile(tmp_path, monkeypatch):
 
 
 def test_a_region_argument_beats_aws_region_but_a_file_region_does_not(tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_REGION", "aws-var")
-    path = _write(tmp_path, 'region = "from-file"\n')
+    monkeypatch.setenv("AWS_REGION", "eu-west-2")
+    path = _write(tmp_path, 'region = "eu-west-1"\n')
     monkeypatch.setenv("STARBURST_CONFIG", str(path))
     given = load_config({"region": "eu-west-3"})
     assert resolve_region(given.region_given, given.region) == "eu-west-3"
     from_file = load_config()
     assert from_file.region_given is None
-    assert resolve_region(from_file.region_given, from_file.region) == "aws-var"
-    monkeypatch.setenv("STARBURST_REGION", "starburst-var")
+    assert resolve_region(from_file.region_given, from_file.region) == "eu-west-2"
+    monkeypatch.setenv("STARBURST_REGION", "eu-north-1")
     from_env = load_config()
-    assert resolve_region(from_env.region_given, from_env.region) == "starburst-var"
+    assert resolve_region(from_env.region_given, from_env.region) == "eu-north-1"
+
+
+def test_an_unknown_region_is_refused_at_construction_with_did_you_mean(aws, monkeypatch):
+    """`region="mars-1"` failed after 11-18 s with an HTTP 500 that never named it: the
+    region is now checked against botocore's endpoint data first (no network)."""
+    import time
+
+    import starburst
+
+    started = time.monotonic()
+    with pytest.raises(ConfigurationError) as caught:
+        starburst.Executor(backend="fargate", region="mars-1", progress=False)
+    assert time.monotonic() - started < 5
+    message = str(caught.value)
+    assert "region 'mars-1' is not an AWS region" in message
+    assert "STARBURST_EXTRA_REGIONS" in message  # the way out for a region newer than botocore
+    with pytest.raises(ConfigurationError, match=r"'us-east-l'.*did you mean 'us-east-1'"):
+        resolve_region("us-east-l")
+    monkeypatch.setenv("STARBURST_REGION", "eu-centrl-1")
+    with pytest.raises(ConfigurationError, match=r"\(set by STARBURST_REGION\): did you "
+                                                 r"mean 'eu-central-1'"):
+        resolve_region()
+    monkeypatch.delenv("STARBURST_REGION")
+    assert resolve_region("cn-north-1") == "cn-north-1"  # other partitions count too
+    monkeypatch.setenv("STARBURST_EXTRA_REGIONS", "mars-1, mars-2")
+    assert resolve_region("mars-2") == "mars-2"

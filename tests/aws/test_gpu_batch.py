@@ -9,6 +9,7 @@ Docker).
 from __future__ import annotations
 
 import json
+import math
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,15 +88,32 @@ def test_bad_gpu_options_name_the_cause_and_the_choices(emulated, options, needl
         assert needle in str(info.value)
 
 
-def test_a_region_without_a_recorded_price_fails_before_anything_exists(aws):
+@pytest.mark.parametrize("cap", ["max_cost", "max_hourly_cost"])
+def test_a_cap_in_a_region_without_a_recorded_price_fails_before_anything_exists(aws, cap):
     with pytest.raises(starburst.ConfigurationError) as info:
         starburst.Executor(backend="fargate", gpu="nvidia-t4", region="eu-west-3",
-                           progress=False)
+                           progress=False, **{cap: 1.0})
+    assert f"{cap}= needs a price" in str(info.value)
     assert "eu-west-3" in str(info.value)
     assert "instance_rate=" in str(info.value)
     sqs = client("sqs", region="eu-west-3")
     assert not sqs.list_queues().get("QueueUrls")
     assert not client("batch", region="eu-west-3").describe_job_queues()["jobQueues"]
+
+
+def test_a_region_without_a_recorded_price_runs_with_its_cost_unknown(aws):
+    """It was refused; now it runs and says the cost is unknown and how to price it."""
+    ex = starburst.Executor(backend="fargate", gpu="nvidia-t4", region="eu-west-3",
+                            workers=1, progress=False)
+    try:
+        assert math.isnan(ex._client.session.hourly_rate)
+        note = ex._client.session.price_note
+        assert note.startswith("cost unknown: no On-Demand price is recorded for g4dn.xlarge "
+                               "in 'eu-west-3'")
+        assert "instance_rate=" in note
+        assert str(ex.cost()) == note
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
 
 
 def test_instance_rate_prices_a_region_without_a_recorded_price(aws):

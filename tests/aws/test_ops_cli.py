@@ -138,3 +138,42 @@ def test_cleanup_of_one_session_and_young_queues(aws):
     assert _tagged_with("young") == []
     code, out = _run("cleanup")
     assert code != 0
+
+
+def test_quota_command_honours_the_injected_quota_like_the_executor(aws):
+    """`starburst quota` reads the quota as the Executor and `doctor` do: the emulator
+    injects it (STARBURST_VCPU_QUOTA, moto's Service Quotas lacks Fargate's), and the
+    command answers with it at once instead of failing after retries."""
+    import time
+
+    from starburst.testing.emulator import EMULATED_VCPU_QUOTA
+
+    started = time.monotonic()
+    code, out = _run("quota", "--cpu", "2", "--workers", "5", "--json")
+    took = time.monotonic() - started
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["quota_vcpu"] == EMULATED_VCPU_QUOTA
+    assert report["quota_source"] == "STARBURST_VCPU_QUOTA"
+    assert report["workers_fit"] == 5
+    assert took < 10, f"`starburst quota` took {took:.1f} s"
+    code, out = _run("quota", "--spot")
+    assert code == 0, out
+    assert f"{EMULATED_VCPU_QUOTA:g} vCPU (STARBURST_SPOT_VCPU_QUOTA)" in out
+
+
+def test_cost_estimate_counts_the_one_minute_minimum_like_the_computed_figure(
+        finished_session):
+    """The estimate (rate x workers x wall) left out Fargate's one-minute minimum that the
+    computed figure (per task) applies, so a short run looked ~10x dearer than estimated."""
+    code, out = _run("cost", finished_session, "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["workers"] == 1
+    assert report["wall_seconds"] < 60  # a short run: the minimum decides both figures
+    minimum = report["hourly_rate"] * 60 / 3600
+    assert report["estimated"] == pytest.approx(minimum)
+    assert report["estimated"] == pytest.approx(report["computed"])
+    assert report["billed_seconds_per_worker"] == 60
+    code, out = _run("cost", finished_session)
+    assert "one-minute minimum" in out

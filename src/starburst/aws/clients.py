@@ -91,24 +91,30 @@ def resolve_region(explicit: str | None = None, configured: str | None = None) -
     ``AWS_DEFAULT_REGION`` > ``configured`` (the starburst config file) >
     the region of the AWS profile in use.
 
+    The region found is checked by :func:`starburst.aws.config.check_region`.
+
     Raises:
-        ConfigurationError: no region is set anywhere; the message says how to set one.
+        ConfigurationError: no region is set anywhere, or the one set is not an
+            AWS region; the message says how to set one.
     """
+    from .config import check_region
+
     if explicit:
-        return explicit
+        return check_region(explicit)
     for name in _REGION_VARS:
         value = os.environ.get(name, "").strip()
         if value:
-            return value
+            return check_region(value, name)
     if configured:
-        return configured
+        return check_region(configured, "the starburst config file")
     profile_region = _session().region_name
     if profile_region:
-        return profile_region
+        return check_region(profile_region, "the AWS profile")
     raise ConfigurationError(
-        "no AWS region is set: pass region='us-east-1' (for example) to the Executor, set "
-        "STARBURST_REGION or AWS_REGION, add region = \"...\" to the starburst config file, "
-        "or run `aws configure`")
+        "no AWS region is set: on the command line pass --region us-east-1 (for example); "
+        "in Python pass region='us-east-1' to the Executor; or set STARBURST_REGION or "
+        "AWS_REGION, add region = \"...\" to the starburst config file, or run "
+        "`aws configure`")
 
 
 def _config() -> Config:

@@ -24,11 +24,19 @@ Precedence, highest first (the same for every starburst setting; see
 
 A malformed file is a :class:`~starburst.exceptions.ConfigurationError`
 that names the file and the line.
+
+A region is checked by :func:`check_region` against the regions botocore's
+bundled endpoint data knows (every partition; no network), so a typo fails
+at once with "did you mean" instead of as an HTTP error seconds later.
+``STARBURST_EXTRA_REGIONS`` (comma-separated) admits regions newer than the
+installed botocore.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,7 +46,61 @@ from typing import Any
 from ..config_files import KEYS, coerce, config_path, load_layers
 from ..exceptions import ConfigurationError
 
-__all__ = ["FIELDS", "AwsConfig", "config_path", "load_config"]
+__all__ = ["EXTRA_REGIONS_ENV", "FIELDS", "AwsConfig", "check_region", "config_path",
+           "known_regions", "load_config"]
+
+#: Comma-separated regions to accept beyond those the installed botocore knows
+#: (a region AWS opened after that botocore was released).
+EXTRA_REGIONS_ENV = "STARBURST_EXTRA_REGIONS"
+#: Services whose regions make up "known": starburst needs ECS (Fargate) or
+#: Batch (GPU) in a region, and both ship their endpoint lists with botocore.
+_REGION_SERVICES = ("ecs", "batch")
+#: How close a name must be to a known region to be offered as "did you mean"
+#: (difflib ratio; 0.8 catches one or two wrong characters, not another region).
+_SUGGEST_CUTOFF = 0.8
+
+
+@functools.cache
+def known_regions() -> frozenset[str]:
+    """Every region of every partition where botocore knows ECS or Batch endpoints.
+
+    Read from botocore's bundled endpoint data (no network), once per process.
+    """
+    import boto3.session
+
+    session = boto3.session.Session()
+    return frozenset(
+        region for partition in session.get_available_partitions()
+        for service in _REGION_SERVICES
+        for region in session.get_available_regions(service, partition_name=partition))
+
+
+def check_region(name: str, source: str = "region") -> str:
+    """Return ``name`` when it is a known AWS region, else raise with the fix.
+
+    Args:
+        name: the region.
+        source: where it was set, named in the message (``"region"``, an
+            environment variable, the config file...).
+
+    Raises:
+        ConfigurationError: ``name`` is not in botocore's endpoint data nor in
+            ``STARBURST_EXTRA_REGIONS``; the message offers the closest region
+            and says how to admit a region newer than botocore.
+    """
+    extra = {r.strip() for r in os.environ.get(EXTRA_REGIONS_ENV, "").split(",") if r.strip()}
+    known = known_regions()
+    if name in known or name in extra:
+        return name
+    scored = sorted((-difflib.SequenceMatcher(None, name, region).ratio(), region)
+                    for region in known)
+    close = [region for score, region in scored[:2] if -score >= _SUGGEST_CUTOFF]
+    hint = f"did you mean {' or '.join(repr(r) for r in close)}? " if close else ""
+    raise ConfigurationError(
+        f"region {name!r} is not an AWS region (set by {source}): {hint}pass a region such "
+        "as 'us-east-1' or 'eu-west-1' (`aws ec2 describe-regions` lists yours). A region "
+        f"newer than the installed botocore: upgrade botocore, or set "
+        f"{EXTRA_REGIONS_ENV}={name} to accept it")
 
 
 @dataclass(frozen=True)

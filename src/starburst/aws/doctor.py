@@ -1,9 +1,14 @@
-"""`starburst doctor`: each thing a Fargate run needs, checked, with the fix when it fails."""
+"""`starburst doctor`: each thing a Fargate run needs, checked, with the fix when it fails.
+
+Every check in :data:`CHECK_NAMES` is reported, in that order, every time:
+a check that cannot run because an earlier one failed (no valid config
+file, no region, no credentials) is reported as not checked, naming what it
+needs, so one run shows everything that is wrong.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -16,11 +21,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..config_files import find_pyproject
 from ..exceptions import StarburstError
 from . import policies, provision
-from .clients import client
+from .clients import client, resolve_region
 from .config import AwsConfig, config_path, load_config
 from .errors import explain
 
-__all__ = ["Check", "run_checks"]
+__all__ = ["CHECK_NAMES", "Check", "run_checks"]
+
+#: Every check, in the order it runs and is reported.
+CHECK_NAMES = ("config file", "region", "credentials", "clock skew", "bucket", "log bucket",
+               "ecr repository", "ecs cluster", "log group", "iam roles", "network",
+               "fargate quota", "uv")
 
 _SETUP = "run `starburst setup`"
 #: Clock skew beyond this breaks SigV4 signing (AWS allows 5 minutes).
@@ -35,6 +45,8 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    #: Not run: an earlier check it depends on failed (``detail`` says which).
+    skipped: bool = False
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -116,48 +128,113 @@ def _roles(region: str, config: AwsConfig) -> str:
     return f"IAM roles {', '.join(found)}: scoped policies"
 
 
+def _not_checked(name: str, needs: list[str], fix: str) -> Check:
+    """A check that could not run: ``needs`` names the failed checks it depends on."""
+    return Check(name, False, f"not checked: needs {' and '.join(needs)}", fix, skipped=True)
+
+
 def run_checks(region: str | None = None) -> list[Check]:
-    """Every check, in order; later ones are skipped when credentials fail."""
+    """Every check of :data:`CHECK_NAMES`, in order, each reported.
+
+    A check whose prerequisite failed (the config file, the region, the
+    credentials) is reported as not checked rather than left out.
+    """
     checks: list[Check] = []
+    config: AwsConfig | None
     try:
         config = load_config({"region": region})
     except StarburstError as exc:
-        return [Check("config file", False, str(exc),
-                      "fix the file and line the message names (the project's pyproject.toml "
-                      f"[tool.starburst] or {config_path()})")]
-    project = find_pyproject()
-    checks.append(Check("config file", True, f"{config_path()} "
-                        f"({'found' if config_path().exists() else 'not written yet'})"
-                        + (f"; project {project}" if project else "")
-                        + f"; {config.described_sources()}"))
+        config = None
+        checks.append(Check("config file", False, str(exc),
+                            "fix the file and line the message names (the project's "
+                            f"pyproject.toml [tool.starburst] or {config_path()})"))
+    else:
+        project = find_pyproject()
+        checks.append(Check("config file", True, f"{config_path()} "
+                            f"({'found' if config_path().exists() else 'not written yet'})"
+                            + (f"; project {project}" if project else "")
+                            + f"; {config.described_sources()}"))
+    name: str | None = None
     try:
-        name = config.resolved_region(region)
+        name = config.resolved_region(region) if config else resolve_region(region)
     except StarburstError as exc:
-        return [*checks, Check("region", False, str(exc), "set STARBURST_REGION or "
-                                                          "`starburst setup --region R`")]
-    checks.append(Check("region", True, name))
-    sts = client("sts", region=name)
-    skew: list[float] = []
+        checks.append(Check("region", False, str(exc),
+                            "pass --region R, set STARBURST_REGION, or `starburst setup "
+                            "--region R`"))
+    else:
+        checks.append(Check("region", True, name))
+    checks.extend(_aws_checks(config, name))
+    uv = shutil.which("uv")
+    checks.append(Check("uv", uv is not None, uv or "uv is not on PATH",
+                        "" if uv else "install uv (https://docs.astral.sh/uv/): environment "
+                                      "sync uses it to build worker images"))
+    return checks
 
-    def who() -> str:
-        response = sts.get_caller_identity()
-        date = response["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
-        if date:
-            skew.append(time.time() - parsedate_to_datetime(date).timestamp())
-        return f"{response['Arn']} (account {response['Account']})"
-    checks.append(_guard("credentials", "configure credentials: `aws configure`, "
-                                        "`aws sso login` or AWS_PROFILE", who))
-    if not checks[-1].ok:
-        return checks
-    if skew:
-        off = skew[0]
-        checks.append(Check("clock skew", abs(off) <= _MAX_SKEW_S, f"{off:+.1f} s from AWS",
-                            "" if abs(off) <= _MAX_SKEW_S else
-                            "synchronize the clock (NTP); requests fail beyond 5 minutes"))
+
+def _aws_checks(config: AwsConfig | None, name: str | None) -> list[Check]:
+    """The checks that ask AWS, from credentials to the quota (not checked without a
+    region, credentials or, for the resources, a valid config file)."""
+    checks: list[Check] = []
+    creds_fix = "configure credentials: `aws configure`, `aws sso login` or AWS_PROFILE"
+    needs = [] if name else ["the region"]
+    if name is None:
+        checks.append(_not_checked("credentials", needs, creds_fix))
+        checks.append(_not_checked("clock skew", needs, ""))
+        creds_ok = False
+    else:
+        region_name = name
+        sts = client("sts", region=region_name)
+        skew: list[float] = []
+
+        def who() -> str:
+            response = sts.get_caller_identity()
+            date = response["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+            if date:
+                skew.append(time.time() - parsedate_to_datetime(date).timestamp())
+            return f"{response['Arn']} (account {response['Account']})"
+        checks.append(_guard("credentials", creds_fix, who))
+        creds_ok = checks[-1].ok
+        if not creds_ok:
+            needs = ["credentials"]
+            checks.append(_not_checked("clock skew", needs, ""))
+        elif skew:
+            off = skew[0]
+            checks.append(Check("clock skew", abs(off) <= _MAX_SKEW_S, f"{off:+.1f} s from AWS",
+                                "" if abs(off) <= _MAX_SKEW_S else
+                                "synchronize the clock (NTP); requests fail beyond 5 minutes"))
+        else:
+            checks.append(Check("clock skew", True, "not measured (AWS's answer had no Date "
+                                                    "header)"))
+    resource_needs = (["the config file"] if config is None else []) + needs
+    resources = ("bucket", "log bucket", "ecr repository", "ecs cluster", "log group",
+                 "iam roles", "network")
+    if resource_needs or config is None or name is None:
+        checks.extend(_not_checked(n, resource_needs, _SETUP) for n in resources)
+    else:
+        checks.extend(_resource_checks(config, name))
+    if needs or name is None:
+        checks.append(_not_checked("fargate quota", needs, "see `starburst quota`"))
+    else:
+        checks.append(_guard("fargate quota", "see `starburst quota`", lambda: _quota(name)))
+    return checks
+
+
+def _quota(name: str) -> str:
+    from .quota import read_plan  # the one reader the Executor and `quota` use
+    status = read_plan(1, 1.0, region=name)
+    if status.quota_vcpu is None:
+        raise _Failed("the Fargate vCPU quota could not be read",
+                      "grant servicequotas:GetServiceQuota, or see `starburst quota`")
+    return (f"{status.quota_vcpu:g} vCPU ({status.read_from}), "
+            f"{status.in_use_vcpu:g} in use")
+
+
+def _resource_checks(config: AwsConfig, name: str) -> list[Check]:
+    """The shared resources `starburst setup` creates, each checked."""
+    checks: list[Check] = []
     bucket = config.bucket or provision.default_bucket(name)
     checks.append(_guard("bucket", _SETUP, lambda: _bucket(name, bucket)))
     checks.append(_guard("log bucket", _SETUP, lambda: _bucket_exists(name, f"{bucket}-logs")))
-
     def repo() -> str:
         ecr = client("ecr", region=name)
         found = ecr.describe_repositories(repositoryNames=[config.ecr_repository])
@@ -215,22 +292,6 @@ def run_checks(region: str | None = None) -> list[Check]:
         return f"subnets: {subnets}; security groups {', '.join(g['GroupId'] for g in groups)}"
     checks.append(_guard("network", "set subnets/security_groups in the config, or "
                                     "`starburst setup`", network))
-
-    def quota() -> str:
-        injected = os.environ.get("STARBURST_VCPU_QUOTA")
-        if injected:
-            return f"{injected} vCPU (STARBURST_VCPU_QUOTA)"
-        from .quota import read_plan
-        status = read_plan(1, 1.0, region=name)
-        if status.quota_vcpu is None:
-            raise _Failed("the Fargate vCPU quota could not be read",
-                          "grant servicequotas:GetServiceQuota, or see `starburst quota`")
-        return f"{status.quota_vcpu:g} vCPU, {status.in_use_vcpu:g} in use"
-    checks.append(_guard("fargate quota", "see `starburst quota`", quota))
-    uv = shutil.which("uv")
-    checks.append(Check("uv", uv is not None, uv or "uv is not on PATH",
-                        "" if uv else "install uv (https://docs.astral.sh/uv/): environment "
-                                      "sync uses it to build worker images"))
     return checks
 
 

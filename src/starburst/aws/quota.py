@@ -4,6 +4,11 @@
   (On-Demand vCPU) or ``L-36FBB829`` (Spot vCPU). The applied value,
   else AWS's default. ``None`` when the identity may not read Service
   Quotas: the caller says so and proceeds (RunTask then decides).
+  ``STARBURST_VCPU_QUOTA`` (On-Demand) and ``STARBURST_SPOT_VCPU_QUOTA``
+  (Spot) replace the read (emulators, or a user who knows the quota but may
+  not read Service Quotas). This is the one quota reader: the Fargate
+  backend, ``starburst doctor`` and ``starburst quota`` all go through it,
+  so they never disagree.
 * :func:`vcpus_in_use`: the vCPUs of Fargate tasks not yet stopped in
   every cluster of the region (ListClusters, ListTasks, DescribeTasks,
   all paginated), On-Demand or Spot (``capacityProviderName``
@@ -24,6 +29,7 @@ or None for starburst's client factory.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import boto3.session
 from botocore.exceptions import ClientError
 
-from ..exceptions import CloudError
+from ..exceptions import CloudError, ConfigurationError
 from ..quota import QuotaPlan, plan_workers
 from . import consistency
 from .errors import error_code, translate_errors
@@ -41,9 +47,9 @@ if TYPE_CHECKING:
     from mypy_boto3_ecs.client import ECSClient
     from mypy_boto3_service_quotas.client import ServiceQuotasClient
 
-__all__ = ["OPEN_STATUSES", "QUOTA_CODES", "SERVICE_CODE", "QuotaClients", "QuotaRequest",
-           "QuotaStatus", "quota_code", "quota_requests", "read_plan", "read_quota",
-           "request_increase", "vcpus_in_use"]
+__all__ = ["OPEN_STATUSES", "QUOTA_CODES", "QUOTA_ENV", "SERVICE_CODE", "QuotaClients",
+           "QuotaRequest", "QuotaStatus", "quota_code", "quota_override", "quota_requests",
+           "read_plan", "read_quota", "read_quota_from", "request_increase", "vcpus_in_use"]
 
 log = logging.getLogger("starburst")
 
@@ -51,6 +57,11 @@ log = logging.getLogger("starburst")
 SERVICE_CODE = "fargate"
 #: Quota codes: False -> On-Demand vCPU, True -> Spot vCPU.
 QUOTA_CODES = {False: "L-3032A538", True: "L-36FBB829"}
+#: Environment variables that replace the Service Quotas read: False -> On-Demand,
+#: True -> Spot (vCPUs).
+QUOTA_ENV = {False: "STARBURST_VCPU_QUOTA", True: "STARBURST_SPOT_VCPU_QUOTA"}
+#: Where a quota read from Service Quotas came from (``QuotaStatus.read_from``).
+READ_FROM_SERVICE_QUOTAS = "Service Quotas"
 #: Statuses of a quota increase request still being decided.
 OPEN_STATUSES = frozenset({"PENDING", "CASE_OPENED"})
 #: Task states that hold vCPUs against the quota (everything before STOPPED
@@ -140,20 +151,65 @@ def read_service_quota(quotas: ServiceQuotasClient, service: str, code: str,
             raise
 
 
+def quota_override(spot: bool = False) -> float | None:
+    """The vCPU quota set by ``STARBURST_VCPU_QUOTA`` (``..._SPOT_...``), or None when unset.
+
+    Raises:
+        ConfigurationError: the variable is not a non-negative number.
+    """
+    name = QUOTA_ENV[spot]
+    injected = os.environ.get(name, "").strip()
+    if not injected:
+        return None
+    try:
+        value = float(injected)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigurationError(
+            f"{name}={injected!r} is not a number of vCPUs; set it to the Fargate "
+            f"{'Spot' if spot else 'On-Demand'} vCPU quota (e.g. 256) or unset it to read "
+            "the quota from Service Quotas")
+    return value
+
+
+def read_quota_from(source: Source = None, region: str | None = None, *,
+                    spot: bool = False) -> tuple[float | None, str]:
+    """Fargate's vCPU quota in ``region`` and where it came from.
+
+    ``STARBURST_VCPU_QUOTA`` / ``STARBURST_SPOT_VCPU_QUOTA`` when set (no
+    AWS call at all), else Service Quotas: the applied value
+    (GetServiceQuota), else AWS's default (GetAWSDefaultServiceQuota). The
+    quota is None when Service Quotas may not be read (access denied is
+    logged; the run proceeds and RunTask decides).
+
+    Returns:
+        ``(quota or None, source)``: source is the variable's name or
+        ``"Service Quotas"``.
+
+    Raises:
+        ConfigurationError: the variable is set but not a number.
+        CloudError: any other failure (the message says what to do).
+    """
+    injected = quota_override(spot)
+    if injected is not None:
+        return injected, QUOTA_ENV[spot]
+    clients = QuotaClients.create(source, region)
+    return (read_service_quota(clients.quotas, SERVICE_CODE, quota_code(spot),
+                               "the Fargate vCPU quota"), READ_FROM_SERVICE_QUOTAS)
+
+
 def read_quota(source: Source = None, region: str | None = None, *,
                spot: bool = False) -> float | None:
     """Fargate's vCPU quota in ``region``; None when Service Quotas may not be read.
 
-    The applied value (GetServiceQuota), else AWS's default
-    (GetAWSDefaultServiceQuota) when none is applied. Access denied is
-    logged and answered with None: the run proceeds and RunTask decides.
+    See :func:`read_quota_from` (this drops where the value came from).
 
     Raises:
+        ConfigurationError: ``STARBURST_VCPU_QUOTA`` is set but not a number.
         CloudError: any other failure (the message says what to do).
     """
-    clients = QuotaClients.create(source, region)
-    return read_service_quota(clients.quotas, SERVICE_CODE, quota_code(spot),
-                              "the Fargate vCPU quota")
+    return read_quota_from(source, region, spot=spot)[0]
 
 
 def _task_arns(ecs: ECSClient) -> Iterator[tuple[str, list[str]]]:
@@ -222,17 +278,20 @@ class QuotaStatus:
     in_use_vcpu: float
     plan: QuotaPlan
     in_use_note: str = ""
+    #: Where the quota came from: "Service Quotas" or the variable that set it.
+    read_from: str = READ_FROM_SERVICE_QUOTAS
 
 
 def read_plan(workers: int, cpu: float, source: Source = None, region: str | None = None, *,
               spot: bool = False) -> QuotaStatus:
     """Read the quota and the vCPUs in use; fit ``workers`` workers of ``cpu`` vCPUs.
 
-    When ECS may not be listed, the vCPUs in use count as 0 and
+    The quota is read by :func:`read_quota_from` (``STARBURST_VCPU_QUOTA``
+    first). When ECS may not be listed, the vCPUs in use count as 0 and
     ``in_use_note`` says so.
     """
     clients = QuotaClients.create(source, region)
-    quota = read_quota(clients, region, spot=spot)
+    quota, read_from = read_quota_from(clients, region, spot=spot)
     note = ""
     try:
         in_use = vcpus_in_use(clients, region, spot=spot)
@@ -244,7 +303,8 @@ def read_plan(workers: int, cpu: float, source: Source = None, region: str | Non
         note = ("vCPUs in use could not be counted (no permission to list ECS tasks); "
                 "counted as 0")
     return QuotaStatus(region=region, spot=spot, quota_vcpu=quota, in_use_vcpu=in_use,
-                       plan=plan_workers(workers, cpu, quota, in_use), in_use_note=note)
+                       plan=plan_workers(workers, cpu, quota, in_use), in_use_note=note,
+                       read_from=read_from)
 
 
 @dataclass(frozen=True)

@@ -215,10 +215,14 @@ class BatchBackend(ComputeBackend):
         config = load_config(extra)
         env_options = _environment.settle_mode(env_mode, env_options, config.image)
         shared = provision.ensure_shared(config)
-        # The price first: a region without a recorded price fails before any
-        # queue or Batch resource exists.
-        price = _price_of(instance, shared.region, spot=spot, rate=rate)
+        # The price first: a cap in a region without a recorded price fails
+        # before any queue or Batch resource exists; without a cap the session
+        # runs with its cost unknown.
         notes: list[str] = []
+        price, unknown = _price_or_unknown(instance, shared.region, spot=spot, rate=rate, caps={
+            "max_cost": options.max_cost, "max_hourly_cost": options.max_hourly_cost})
+        if price is None:
+            notes.append(unknown)
         requested = options.workers or DEFAULT_WORKERS
         quota = read_gpu_plan(instance, math.ceil(requested / instance.gpus),
                               region=shared.region, spot=spot)
@@ -272,8 +276,10 @@ class BatchBackend(ComputeBackend):
         return Session(
             backend=backend, transport=transport, spec=spec,
             pacing=_PACING,
-            workers=DEFAULT_WORKERS, max_workers=max_workers, hourly_rate=price.hourly
-            / instance.gpus, price_note=_price_note(instance, price, spot=spot), notes=notes)
+            workers=DEFAULT_WORKERS, max_workers=max_workers,
+            hourly_rate=math.nan if price is None else price.hourly / instance.gpus,
+            price_note=unknown if price is None else _price_note(instance, price, spot=spot),
+            notes=notes)
 
     @classmethod
     def attach_session(cls, *, session: str, options: ExecutorOptions,
@@ -326,7 +332,8 @@ class BatchBackend(ComputeBackend):
                  **{k: v for k, v in given.items() if k in _EXTRA}}
         instance, spot = _instance_of(extra)
         shared = provision.ensure_shared(config)
-        price = _price_of(instance, shared.region, spot=spot, rate=extra.get("instance_rate"))
+        price, unknown = _price_or_unknown(instance, shared.region, spot=spot,
+                                           rate=extra.get("instance_rate"))
         quota = read_gpu_plan(instance, math.ceil(record.workers / instance.gpus),
                               region=shared.region, spot=spot)
         if quota.plan.quota_vcpu is not None and quota.plan.workers == 0:
@@ -359,8 +366,9 @@ class BatchBackend(ComputeBackend):
         return Session(
             backend=backend, transport=transport, spec=spec, pacing=_PACING,
             workers=record.workers, max_workers=quota.plan.workers * instance.gpus,
-            hourly_rate=price.hourly / instance.gpus,
-            price_note=_price_note(instance, price, spot=spot)), record
+            hourly_rate=math.nan if price is None else price.hourly / instance.gpus,
+            price_note=unknown if price is None else _price_note(instance, price, spot=spot)
+        ), record
 
     def _adopt(self, jobs: list[JobDetailTypeDef]) -> None:
         """Watch the session's jobs that Batch still runs; keep the exits of the rest.
@@ -523,6 +531,30 @@ def _instance_of(extra: dict[str, Any]) -> tuple[GpuInstance, bool]:
             f"spot={spot!r} must be True (an EC2 Spot compute environment: cheaper, may be "
             "interrupted) or False (On-Demand)")
     return resolve_gpu(gpu, instance_type), spot
+
+
+def _price_or_unknown(instance: GpuInstance, region: str, *, spot: bool, rate: Any,
+                      caps: dict[str, float | None] | None = None,
+                      ) -> tuple[InstancePrice | None, str]:
+    """The instance price, or None and the "cost unknown" note when none is recorded.
+
+    A session in a region without a recorded price runs with its cost
+    unknown; a cap (``caps``: ``max_cost``, ``max_hourly_cost``) needs a
+    price, so then it is refused.
+
+    Raises:
+        ConfigurationError: a bad ``instance_rate=``, or a cap set where no
+            price is known (the message names ``instance_rate=``).
+    """
+    try:
+        return _price_of(instance, region, spot=spot, rate=rate), ""
+    except ConfigurationError as exc:
+        if rate is not None:
+            raise  # a bad instance_rate=
+        for name, cap in (caps or {}).items():
+            if cap is not None:
+                raise ConfigurationError(f"{name}= needs a price: {exc}") from None
+        return None, f"cost unknown: {exc}"
 
 
 def _price_of(instance: GpuInstance, region: str, *, spot: bool,

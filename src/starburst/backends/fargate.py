@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import math
 import random
 import sys
 import time
@@ -55,12 +55,12 @@ from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, AwsConfig, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
 from ..aws.propagation import retry_while_propagating
-from ..aws.quota import QuotaStatus, read_plan, request_increase, vcpus_in_use
+from ..aws.quota import QuotaStatus, read_plan, request_increase
 from ..aws.sizes import validate_size
 from ..exceptions import BackendError, CloudError, ConfigurationError, TransportError
 from ..pricing import FargatePrice, hourly_rate, lookup
 from ..pricing_cache import spot_price_in_use, table_in_use
-from ..quota import QuotaPlan, plan_workers, suggest_quota
+from ..quota import QuotaPlan, suggest_quota
 from ..scheduler import SPOT_INTERRUPTION, LaunchPacing
 from ..session import WORKER_OPTION, SessionRecord, record_key
 from ..transport import open_transport
@@ -242,10 +242,14 @@ class FargateBackend(ComputeBackend):
         shared = _for_debugging(provision.ensure_shared(config), options.debug, notes)
         if spot is not None:
             provision.ensure_spot_provider(shared.cluster, region=shared.region)
-        # Priced before anything per-session exists: an unknown region fails here.
+        # Priced before anything per-session exists: a cap in an unpriced region fails here.
         rates, price_note = _rates(shared.region, arch, options.cpu, options.memory_mib,
                                    public_ip=config.assign_public_ip, spot=spot,
-                                   discount=discount)
+                                   discount=discount, caps={
+                                       "max_cost": options.max_cost,
+                                       "max_hourly_cost": options.max_hourly_cost})
+        if math.isnan(rates[ON_DEMAND]):
+            notes.append(price_note)
         snapshot = None
         expected_hash: str | None = None
         if env_options.mode == "auto":
@@ -752,20 +756,10 @@ def _offer_increase(plan: QuotaPlan, region: str, auto: bool | None, *,
 
 
 def _quota_status(workers: int, cpu: float, region: str, *, spot: bool = False) -> QuotaStatus:
-    """The quota plan, On-Demand or Spot; ``STARBURST_VCPU_QUOTA`` (On-Demand) and
-    ``STARBURST_SPOT_VCPU_QUOTA`` (Spot) inject the quota (emulators, or a user who
-    knows it and may not read Service Quotas)."""
-    name = "STARBURST_SPOT_VCPU_QUOTA" if spot else "STARBURST_VCPU_QUOTA"
-    injected = os.environ.get(name)
-    if not injected:
-        return read_plan(workers, cpu, region=region, spot=spot)
-    try:
-        quota = float(injected)
-    except ValueError:
-        raise ConfigurationError(f"{name}={injected!r} is not a number of vCPUs") from None
-    in_use = vcpus_in_use(region=region, spot=spot)
-    return QuotaStatus(region=region, spot=spot, quota_vcpu=quota, in_use_vcpu=in_use,
-                       plan=plan_workers(workers, cpu, quota, in_use))
+    """The quota plan, On-Demand or Spot, from the one quota reader
+    (:func:`starburst.aws.quota.read_plan`: ``STARBURST_VCPU_QUOTA`` /
+    ``STARBURST_SPOT_VCPU_QUOTA`` first, else Service Quotas)."""
+    return read_plan(workers, cpu, region=region, spot=spot)
 
 
 def spot_mode(value: object) -> str | None:
@@ -816,16 +810,31 @@ def _spot_for_arch(spot: str | None, arch: str) -> tuple[str | None, str]:
 
 
 def _rates(region: str, arch: str, cpu: float, memory_mib: int, *, public_ip: bool,
-           spot: str | None, discount: float | None) -> tuple[dict[str, float], str]:
+           spot: str | None, discount: float | None,
+           caps: dict[str, float | None] | None = None) -> tuple[dict[str, float], str]:
     """Hourly rate per worker by capacity provider, and the note on the session's rate.
 
     On-Demand comes from the price table in use; Spot (when ``spot``) from
     :func:`~starburst.pricing_cache.spot_price_in_use`, whose source says
     whether it is the cached Spot rate, the user's discount or AWS's
-    advertised one.
+    advertised one. A region the table lacks runs with its cost unknown:
+    every rate is NaN and the note says why and how to price it.
+
+    Raises:
+        ConfigurationError: the region has no price and one of ``caps``
+            (``max_cost``, ``max_hourly_cost``) is set: a cap needs a price.
     """
     table = table_in_use()
-    on_demand = lookup(region, arch, table=table)
+    try:
+        on_demand = lookup(region, arch, table=table)
+    except ConfigurationError as exc:
+        for name, value in (caps or {}).items():
+            if value is not None:
+                raise ConfigurationError(
+                    f"{name}= needs a Fargate price, and {exc} Or drop {name}= to run with "
+                    "the cost shown as unknown.") from None
+        unknown = {ON_DEMAND: math.nan, **({SPOT: math.nan} if spot is not None else {})}
+        return unknown, f"cost unknown: {exc}"
     rates = {ON_DEMAND: hourly_rate(on_demand, cpu, memory_mib, public_ip=public_ip)}
     price: FargatePrice = on_demand
     if spot is not None:
@@ -861,9 +870,11 @@ def _quota_name(spot: str | None) -> str:
 
 def _spot_note(spot: str, rates: dict[str, float], region: str) -> str:
     """What a Spot session tells the user before the run."""
-    text = (f"workers run on Fargate Spot in {region} (${rates[SPOT]:.4f}/h each, against "
-            f"${rates[ON_DEMAND]:.4f}/h On-Demand); an interrupted worker hands its chunk "
-            "back and the chunk runs elsewhere without counting as a failed attempt")
+    priced = ("cost unknown" if math.isnan(rates[SPOT]) else
+              f"${rates[SPOT]:.4f}/h each, against ${rates[ON_DEMAND]:.4f}/h On-Demand")
+    text = (f"workers run on Fargate Spot in {region} ({priced}); an interrupted worker "
+            "hands its chunk back and the chunk runs elsewhere without counting as a failed "
+            "attempt")
     if spot == "prefer":
         return text + "; when Spot capacity is short, workers start On-Demand"
     return text + "; spot='require': when Spot capacity is short, starburst waits for it"

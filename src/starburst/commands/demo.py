@@ -59,4 +59,5 @@ def demo(tasks: int, samples: int | None, workers: int | None, seed: int) -> Non
     click.echo(f"serial     {est.task_seconds:8.2f} s  sum of the tasks' own run times "
                "(one core, no starburst)")
     click.echo(f"speed-up   {est.task_seconds / wall:8.2f} x")
-    click.echo(fargate_estimate(tasks, est.task_seconds / tasks))
+    click.echo(fargate_estimate(tasks, est.task_seconds / tasks, local_cores=used,
+                                local_wall=wall))

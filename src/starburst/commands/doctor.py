@@ -13,7 +13,8 @@ __all__ = ["doctor"]
 @region_option
 @json_option
 def doctor(region: str | None, as_json: bool) -> None:
-    """Run each check (pass/fail, with the fix); exit 1 when any fails."""
+    """Run every check and report each (pass, FAIL with the fix, or skip when a check it
+    needs failed); exit 1 when any did not pass."""
     with aws_errors():
         from ..aws.doctor import run_checks
         checks = run_checks(region)
@@ -21,6 +22,7 @@ def doctor(region: str | None, as_json: bool) -> None:
         echo_json({"ok": all(c.ok for c in checks), "checks": [c.to_json() for c in checks]})
     else:
         table("starburst doctor", ["check", "result", "detail", "fix"],
-              [[c.name, "pass" if c.ok else "FAIL", c.detail, c.fix] for c in checks])
+              [[c.name, "pass" if c.ok else "skip" if c.skipped else "FAIL", c.detail, c.fix]
+               for c in checks])
     if not all(c.ok for c in checks):
         raise SystemExit(1)

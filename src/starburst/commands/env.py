@@ -30,12 +30,15 @@ deleted depends on where they live:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..exceptions import StarburstError
 from ._common import aws_errors, echo_json, json_option, region_option, table
 
 if TYPE_CHECKING:
@@ -99,6 +102,63 @@ def _where(region: str | None) -> tuple[str, str]:
     return config.resolved_region(region), config.ecr_repository
 
 
+#: Said after every "could not reach": the network itself is the first suspect.
+_NETWORK_FIX = ("check this machine's network connection and proxy settings (HTTPS_PROXY, "
+                "NO_PROXY)")
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """Where a connection failed, when ``exc`` (or what caused it) is one, else None.
+
+    httpx (registries) and botocore (AWS APIs) connection errors count; the
+    answer is the URL tried, or "" when the error does not carry it.
+    """
+    import httpx
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, httpx.TransportError):
+            try:
+                return str(current.request.url)
+            except RuntimeError:  # raised without a request
+                return ""
+        if isinstance(current, BotoConnectionError):
+            return str(current.kwargs.get("endpoint_url", ""))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextmanager
+def _reaching(what: str, fix: str) -> Iterator[None]:
+    """Name ``what`` was being reached, and the fix, when the block fails to connect.
+
+    Offline, the registry and AWS errors say only ``ConnectError`` and an
+    errno; this says which service, at which URL, and what to do.
+    """
+    try:
+        yield
+    except StarburstError as exc:
+        url = _unreachable(exc)
+        if url is None:
+            raise
+        at = f" at {url}" if url else ""
+        raise click.ClickException(
+            f"could not reach {what}{at} ({exc}). Fix: {fix}; {_NETWORK_FIX}") from exc
+
+
+_BASE_FIX = ("pass --base-image REF (or set STARBURST_BASE_IMAGE) naming a python:3.X-slim "
+             "image in a registry this machine can reach")
+
+
+def _ecr_fix(region: str) -> str:
+    return (f"check the region (--region; now {region}) and that this machine can reach ECR "
+            f"(api.ecr.{region}.amazonaws.com and the registry), directly, through a VPC "
+            "endpoint or a proxy")
+
+
 def _manifest_layers(registry: Registry, repository: str, ref: str) -> dict[str, Any]:
     """Layers (digest, size) and total compressed size of an image's manifest."""
     manifest = registry.get_manifest(repository, ref).json()
@@ -145,8 +205,11 @@ def build(platform: str, base_image: str | None, packages: tuple[str, ...],
         options = _options(platform, base_image, packages, index_url, find_links, no_index)
         where, repository = _where(region)
         snapshot = snapshot_of(options)
-        report = ensure_environment(options, snapshot, region=where, repository=repository)
-        with ecr_registry(region=where) as registry:
+        with _reaching("the base image's registry or ECR", f"{_BASE_FIX}; {_ecr_fix(where)}"):
+            report = ensure_environment(options, snapshot, region=where,
+                                        repository=repository)
+        with _reaching(f"ECR in {where}", _ecr_fix(where)), \
+                ecr_registry(region=where) as registry:
             stored = _manifest_layers(registry, repository, report.image.digest)
     image = report.image
     data = {
@@ -197,9 +260,11 @@ def show(platform: str, base_image: str | None, packages: tuple[str, ...],
         options = _options(platform, base_image, packages, index_url, find_links, no_index)
         where, repository = _where(region)
         snapshot = snapshot_of(options)
-        plan = plan_environment(options, snapshot)
+        with _reaching("the base image's registry", _BASE_FIX):
+            plan = plan_environment(options, snapshot)
         stored: dict[str, Any] | None = None
-        with ecr_registry(region=where) as registry:
+        with _reaching(f"ECR in {where}", _ecr_fix(where)), \
+                ecr_registry(region=where) as registry:
             digest = registry.manifest_digest(repository, plan.tag)
             if digest is not None:
                 stored = _manifest_layers(registry, repository, digest)

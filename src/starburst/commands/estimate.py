@@ -35,6 +35,7 @@ from ..options import parse_memory
 from ..pricing import SPOT_DISCOUNT
 from ..pricing_cache import load, spot_table_in_use, table_in_use
 from ..simulate import FargateModel
+from ._common import json_option
 
 __all__ = ["default_region", "estimate_command", "load_function", "read_items"]
 
@@ -244,7 +245,7 @@ def _table(est: Estimate) -> Table:
               help="The account's EC2 GPU vCPU quota (Service Quotas, EC2: 'Running "
                    "On-Demand G and VT instances' or 'Running On-Demand P instances').  "
                    "[default: no limit]")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def estimate_command(tasks: int | None, task_seconds: float | None, function: str | None,
                      sample: int, args_file: Path | None, workers_text: str, cpu_text: str,
                      memory_text: str | None, region: str | None, spot: bool,

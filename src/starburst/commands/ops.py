@@ -88,8 +88,9 @@ def status(session: str | None, region: str | None, as_json: bool) -> None:
 @region_option
 @json_option
 def sessions(region: str | None, as_json: bool) -> None:
-    """List ``sessions/*/record.json`` under the configured bucket and prefix, with how
-    many of each session's workers (ECS tasks, GPU jobs) may still be running."""
+    """List the session records (sessions/ID/record.json) under the configured bucket
+    and prefix, with how many of each session's workers (ECS tasks, GPU jobs) may
+    still be running."""
     with aws_errors():
         from ..aws import ops
         place = _place(region)
@@ -200,7 +201,8 @@ class _Rates:
 @region_option
 @json_option
 def cost(session: str, region: str | None, as_json: bool) -> None:
-    """Compare the estimate (hourly rate x workers x wall time) with the cost computed
+    """Compare the estimate (hourly rate x workers x wall time, each worker billed at
+    least a minute) with the cost computed
     from each worker's runtime (per second, one-minute minimum): an ECS task's
     pullStartedAt..stoppedAt at its capacity provider's rate (Fargate Spot tasks at the
     Spot rate), a GPU job's startedAt..stoppedAt at its instance's rate. Computed from
@@ -211,6 +213,7 @@ def cost(session: str, region: str | None, as_json: bool) -> None:
         from ..backends.batch import job_exit
         from ..backends.fargate import task_exit
         from ..cost import LABEL
+        from ..pricing import billed_seconds
         place = _place(region)
         record = ops.read_record(place, session)
         tasks = ops.session_tasks(place, session)
@@ -234,10 +237,13 @@ def cost(session: str, region: str | None, as_json: bool) -> None:
         workers = record.workers if record else len(runs)
         start_at = record.created if record else first
         wall = max(0.0, (last or time.time()) - start_at)
-        estimated = rate * workers * wall / 3600
+        # Like with like: each worker is billed at least a minute, as in the computed figure.
+        billed = billed_seconds(0.0, wall)
+        estimated = rate * workers * billed / 3600
     out = {"session": session, "state": record.state if record else "gone",
            "tasks": len(tasks), "gpu_jobs": len(jobs), "hourly_rate": rate,
-           "workers": workers, "wall_seconds": wall, "estimated": estimated,
+           "workers": workers, "wall_seconds": wall, "billed_seconds_per_worker": billed,
+           "estimated": estimated,
            "computed": computed, "worker_seconds": worker_s, "rates": rates.kinds,
            "note": LABEL}
     if as_json:
@@ -249,7 +255,8 @@ def cost(session: str, region: str | None, as_json: bool) -> None:
         return
     table(f"cost of session {session} ({LABEL})", ["", "dollars", "basis"], [
         ["estimated", f"${estimated:,.4f}",
-         f"{workers} workers x ${rate:,.4f}/h x {wall:,.0f} s wall"],
+         f"{workers} workers x ${rate:,.4f}/h x {billed:,.0f} s ({wall:,.0f} s wall, "
+         "one-minute minimum)"],
         ["computed", f"${computed:,.4f}",
          f"{len(tasks)} tasks, {len(jobs)} GPU jobs, {worker_s:,.0f} billed "
          "worker-seconds"],

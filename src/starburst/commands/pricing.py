@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -14,6 +15,7 @@ from rich.text import Text
 from ..exceptions import StarburstError
 from ..pricing import PRICES, SPOT_DISCOUNT_SOURCE, FargatePrice, lookup, spot_price
 from ..pricing_cache import cache_path, load, spot_table_in_use, table_in_use
+from ._common import echo_json, json_option
 
 __all__ = ["pricing"]
 
@@ -35,7 +37,8 @@ def pricing() -> None:
 @click.option("--endpoint-region", type=click.Choice(_ENDPOINTS), default="us-east-1",
               show_default=True,
               help="Pricing API endpoint to ask (it exists only in these three regions).")
-def refresh(regions: tuple[str, ...], endpoint_region: str) -> None:
+@json_option
+def refresh(regions: tuple[str, ...], endpoint_region: str, as_json: bool) -> None:
     """Fetch current Fargate prices from the AWS Pricing API into the local cache.
 
     Asks GetProducts (service code AmazonECS) for the Linux x86_64 and
@@ -56,12 +59,19 @@ def refresh(regions: tuple[str, ...], endpoint_region: str) -> None:
         raise click.ClickException(str(exc)) from exc
     cache = result.cache
     fetched = sorted({r for r, _ in cache.on_demand})
+    spot_regions = sorted({r for r, _ in cache.spot})
+    if as_json:
+        echo_json({"regions": fetched, "spot_regions": spot_regions, "source": cache.source,
+                   "fetched": cache.fetched, "missing": result.missing, "notes": result.notes,
+                   "cache": str(path),
+                   "on_demand": [asdict(p) for _, p in sorted(cache.on_demand.items())],
+                   "spot": [asdict(p) for _, p in sorted(cache.spot.items())]})
+        return
     click.echo(f"Fetched Fargate prices for {len(fetched)} region"
                f"{'s' if len(fetched) != 1 else ''} ({', '.join(fetched)}) from {cache.source} "
                f"at {cache.fetched}.")
-    if cache.spot:
-        spot_regions = ", ".join(sorted({r for r, _ in cache.spot}))
-        click.echo(f"Fargate Spot rates listed for: {spot_regions}.")
+    if spot_regions:
+        click.echo(f"Fargate Spot rates listed for: {', '.join(spot_regions)}.")
     else:
         click.echo("The Price List carried no Fargate Spot rates: Spot is "
                    f"{SPOT_DISCOUNT_SOURCE}.")
@@ -89,7 +99,7 @@ def _rows(regions: tuple[str, ...]) -> list[tuple[str, FargatePrice]]:
 @pricing.command()
 @click.option("--region", "regions", multiple=True, metavar="REGION",
               help="Only this region (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def show(regions: tuple[str, ...], as_json: bool) -> None:
     """Print the Fargate price table in use, with the source and date of each row.
 

@@ -9,7 +9,7 @@ import click
 from ..aws.sizes import FARGATE_SIZES
 from ..exceptions import StarburstError
 from ..quota import suggest_quota
-from ._common import aws_errors, echo_json
+from ._common import aws_errors, echo_json, json_option
 
 __all__ = ["quota"]
 
@@ -32,7 +32,7 @@ __all__ = ["quota"]
                    "(one worker per GPU).")
 @click.option("--instance-type", default=None, metavar="TYPE",
               help="With --gpu: the EC2 instance type (default: the GPU's smallest).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def quota(region: str | None, cpu: float, workers: int, spot: bool, request: float | None,
           gpu: str | None, instance_type: str | None, as_json: bool) -> None:
     """Read the Fargate vCPU quota and the vCPUs in use; say how many workers fit.
@@ -70,15 +70,19 @@ def quota(region: str | None, cpu: float, workers: int, spot: bool, request: flo
         code = aws_quota.quota_code(spot)
         plan = status.plan
         out.update(region=region, capacity=kind, quota_code=code,
-                   quota_vcpu=status.quota_vcpu, in_use_vcpu=status.in_use_vcpu,
+                   quota_vcpu=status.quota_vcpu, quota_source=status.read_from,
+                   in_use_vcpu=status.in_use_vcpu,
                    workers_requested=workers, cpu=cpu, workers_fit=plan.workers,
                    waves=plan.waves, message=plan.message())
+        source = ("" if status.read_from == aws_quota.READ_FROM_SERVICE_QUOTAS
+                  else f" ({status.read_from})")
         if status.quota_vcpu is None:
             lines.append(f"Fargate {kind} vCPU quota in {region} ({code}): unknown (no "
                          "permission to read Service Quotas).")
         else:
             lines.append(f"Fargate {kind} vCPU quota in {region} ({code}): "
-                         f"{status.quota_vcpu:g} vCPU; in use: {status.in_use_vcpu:g} vCPU.")
+                         f"{status.quota_vcpu:g} vCPU{source}; in use: "
+                         f"{status.in_use_vcpu:g} vCPU.")
         if status.in_use_note:
             lines.append(status.in_use_note)
             out["in_use_note"] = status.in_use_note
@@ -91,8 +95,15 @@ def quota(region: str | None, cpu: float, workers: int, spot: bool, request: flo
             lines.append(f"To run {workers} workers at once, ask for {wanted} vCPU: "
                          f"starburst quota --region {region} --cpu {cpu:g} --workers {workers}"
                          f"{' --spot' if spot else ''} --request")
-        _requests(out, lines, request, float(wanted), status.quota_vcpu, clients, region,
-                  spot=spot, what=f"{kind} vCPU quota")
+        if request is None and status.read_from != aws_quota.READ_FROM_SERVICE_QUOTAS:
+            # The quota was not read from AWS, so neither are its requests (an
+            # emulator has no Service Quotas for Fargate; `--request` still asks).
+            out["requests"] = []
+            lines.append(f"Increase requests not listed: the quota comes from "
+                         f"{status.read_from} (unset it to read Service Quotas).")
+        else:
+            _requests(out, lines, request, float(wanted), status.quota_vcpu, clients, region,
+                      spot=spot, what=f"{kind} vCPU quota")
     except StarburstError as exc:
         raise click.ClickException(str(exc)) from exc
     _print(out, lines, as_json)
