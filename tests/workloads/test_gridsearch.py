@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from joblib import parallel_config
+from joblib.parallel import get_active_backend
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 from sklearn.svm import SVC
@@ -41,7 +42,10 @@ def test_grid_search_matches_a_serial_fit(workload: Workload, digits: tuple[Any,
     options.pop("workers")  # n_jobs is the worker count
     with parallel_config(backend="starburst", **options):
         search = GridSearchCV(SVC(), GRID, cv=FOLDS, n_jobs=2).fit(X, y)
-    workload.assert_nothing_left()
+        backend, _ = get_active_backend()
+    assert isinstance(backend, starburst.joblib.StarburstBackend) and backend.session_ids, (
+        "the search ran outside starburst")
+    workload.assert_nothing_left(backend.session_ids)
     keys = [k for k in serial.cv_results_ if not k.endswith("_time")]
     assert sorted(search.cv_results_) == sorted(serial.cv_results_)
     found = [d for k in keys for d in differences(search.cv_results_[k], serial.cv_results_[k],
