@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _programs as programs
+from . import _plain_tasks as tasks
 from ._harness import Workload, assert_identical
 
 #: Input files, of a few thousand words each.
@@ -34,9 +34,9 @@ def test_tasks_read_and_write_files(workload: Workload, tmp_path: Path) -> None:
     inputs = _write_inputs(tmp_path / "in")
     (tmp_path / "serial").mkdir()
     (tmp_path / "parallel").mkdir()
-    expected = [programs.count_words(str(p), str(tmp_path / "serial" / p.name)) for p in inputs]
+    expected = [tasks.count_words(str(p), str(tmp_path / "serial" / p.name)) for p in inputs]
     with workload.executor() as ex:
-        got = list(ex.map(programs.count_words, map(str, inputs),
+        got = list(ex.map(tasks.count_words, map(str, inputs),
                           [str(tmp_path / "parallel" / p.name) for p in inputs]))
     assert_identical(got, expected, what="word counts")
     written = sorted(p.name for p in (tmp_path / "parallel").iterdir())

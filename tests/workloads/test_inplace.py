@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import _programs as programs
+from . import _array_tasks as array_tasks
+from . import _frame_tasks as frame_tasks
 from ._harness import Workload, assert_identical
 
 #: Array lengths from a few elements to 4 MiB of float64 (above the 1 MiB
@@ -32,7 +33,7 @@ def _arrays(seed: int) -> list[np.ndarray]:
 def test_arguments_arrive_writable_and_aligned(workload: Workload) -> None:
     arrays = _arrays(1)
     with workload.executor() as ex:
-        layouts = list(ex.map(programs.layout, arrays))
+        layouts = list(ex.map(array_tasks.layout, arrays))
     # As pickle gives them: writable, and aligned for their dtype (numpy's
     # own flag; 8 bytes for float64).
     assert all(writable and aligned and address % 8 == 0
@@ -45,10 +46,10 @@ def test_numpy_functions_that_modify_their_arguments(workload: Workload) -> None
     arrays = _arrays(1)
     before = [a.copy() for a in arrays]
     with workload.executor() as ex:
-        bumped = list(ex.map(programs.bump, arrays, return_exceptions=True))
-        scaled = list(ex.map(programs.normalise, arrays, return_exceptions=True))
-    assert_identical(bumped, [programs.bump(a.copy()) for a in before], what="a += 1")
-    assert_identical(scaled, [programs.normalise(a.copy()) for a in before], what="out=")
+        bumped = list(ex.map(array_tasks.bump, arrays, return_exceptions=True))
+        scaled = list(ex.map(array_tasks.normalise, arrays, return_exceptions=True))
+    assert_identical(bumped, [array_tasks.bump(a.copy()) for a in before], what="a += 1")
+    assert_identical(scaled, [array_tasks.normalise(a.copy()) for a in before], what="out=")
     assert_identical(arrays, before, what="the caller's own arrays")
 
 
@@ -60,8 +61,8 @@ def test_float_sums_are_bitwise_the_serial_ones(workload: Workload) -> None:
         # Nine chunks, so that no chunk id is a prefix of another's ("1" and
         # "10"): this test shows the sums alone (test_pandas_groups.py has
         # the ids that share prefixes).
-        got = list(ex.map(programs.total, arrays, chunksize=-(-SUM_ARRAYS // 9)))
-    assert_identical(got, [programs.total(a) for a in arrays], what="float sums")
+        got = list(ex.map(array_tasks.total, arrays, chunksize=-(-SUM_ARRAYS // 9)))
+    assert_identical(got, [array_tasks.total(a) for a in arrays], what="float sums")
 
 
 def test_a_pandas_function_that_assigns_into_its_frame(workload: Workload) -> None:
@@ -71,7 +72,7 @@ def test_a_pandas_function_that_assigns_into_its_frame(workload: Workload) -> No
               for n in (10, 400_000)]
     before = [f.copy() for f in frames]
     with workload.executor() as ex:
-        got = list(ex.map(programs.stamp, frames, return_exceptions=True))
-    assert_identical(got, [programs.stamp(f.copy()) for f in before],
+        got = list(ex.map(frame_tasks.stamp, frames, return_exceptions=True))
+    assert_identical(got, [frame_tasks.stamp(f.copy()) for f in before],
                      what="df.loc[0, 'v'] = 99")
     assert_identical(frames, before, what="the caller's own frames")

@@ -14,7 +14,7 @@ import re
 import pytest
 from _support import wait_for
 
-from . import _programs as programs
+from . import _plain_tasks as tasks
 from ._harness import Workload, assert_identical
 
 #: Enough tasks to span several chunks on two workers.
@@ -31,7 +31,7 @@ def test_print_and_log_output_comes_back(workload: Workload, capsys: pytest.Capt
                                          caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     with workload.executor() as ex:
-        got = list(ex.map(programs.chatty, range(ITEMS)))
+        got = list(ex.map(tasks.chatty, range(ITEMS)))
     assert_identical(got, [2 * i for i in range(ITEMS)], what="chatty results")
     out, err = "", ""
 
@@ -44,7 +44,7 @@ def test_print_and_log_output_comes_back(workload: Workload, capsys: pytest.Capt
     wait_for(all_lines_arrived, timeout=10, what="every task's printed line")
     assert _lines(r"processing item (\d+)", out) == list(range(ITEMS))
     assert _lines(r"item (\d+) looks odd", err) == list(range(ITEMS))
-    records = [r for r in caplog.records if r.name == programs.LOGGER]
+    records = [r for r in caplog.records if r.name == tasks.LOGGER]
     assert sorted(r.getMessage() for r in records) == sorted(
         f"item {i} needs a second look" for i in range(ITEMS))
     assert all(isinstance(getattr(r, "starburst_task", None), int) for r in records)

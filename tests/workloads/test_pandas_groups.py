@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from . import _programs as programs
+from . import _frame_tasks as tasks
 from ._harness import Workload, assert_identical
 
 #: Groups of the frame: more than the 100 chunk ids under which ids share
@@ -27,9 +27,14 @@ ROWS_PER_GROUP = 65_600
 CHUNK = 2
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def groups() -> list[tuple[Any, pd.DataFrame]]:
-    """The groups of a 26M-row frame (420 MB), in ``groupby`` order."""
+    """The groups of a 26M-row frame (420 MB), in ``groupby`` order.
+
+    Session-scoped: pytest runs all local tests before all fargate ones,
+    and a module-scoped fixture would be split (10 s on a loaded machine)
+    again for the second backend.
+    """
     rng = np.random.default_rng(17)
     n = GROUPS * ROWS_PER_GROUP
     # Keys in runs, as data sorted by time usually arrives (and several
@@ -44,9 +49,9 @@ def test_groupby_apply_over_400_groups(workload: Workload,
     with workload.executor() as ex:
         # Two groups a chunk: 200 chunks. (The default sizing packs about
         # four 1 MiB groups into its 4 MiB payload target: some 50 chunks.)
-        got = list(ex.map(programs.summarise_group, groups, chunksize=CHUNK,
+        got = list(ex.map(tasks.summarise_group, groups, chunksize=CHUNK,
                           return_exceptions=True))
         chunks = ex.status().chunks_done
     assert chunks > 100, f"the map ran in {chunks} chunks, not the 100+ it must span"
-    assert_identical(got, [programs.summarise_group(g) for g in groups],
+    assert_identical(got, [tasks.summarise_group(g) for g in groups],
                      what="groupby-apply over 400 groups")
