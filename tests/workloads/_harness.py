@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import struct
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,48 +26,6 @@ import starburst
 #: backend sends SIGTERM and waits 5 s before SIGKILL; the rest is slack for
 #: a loaded 2-core machine.
 EXIT_TIMEOUT = 15.0
-
-#: The environment variable every worker carries (``_support.session_processes``).
-_SESSION_VARIABLE = b"STARBURST_SESSION="
-
-
-def _children() -> dict[int, list[int]]:
-    """Parent pid -> pids of its children, from ``/proc``."""
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The parent pid is the second field after the parenthesised name.
-        parent = int(stat.rpartition(")")[2].split()[1])
-        tree.setdefault(parent, []).append(int(entry.name))
-    return tree
-
-
-def worker_descendants() -> list[int]:
-    """Live descendants of this process that carry a starburst session id.
-
-    This finds the workers of sessions whose ids the test never saw (the
-    joblib backend opens its own executors), and only this test process's:
-    other test runs on the same machine have their own workers.
-    """
-    tree = _children()
-    found: list[int] = []
-    stack = list(tree.get(os.getpid(), []))
-    while stack:
-        pid = stack.pop()
-        stack.extend(tree.get(pid, []))
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and any(v.startswith(_SESSION_VARIABLE) for v in environ):
-            found.append(pid)
-    return found
 
 
 class Workload:
@@ -102,18 +58,22 @@ class Workload:
             raise
         self.assert_nothing_left([ex.session_id])
 
-    def assert_nothing_left(self, session_ids: Sequence[str] = ()) -> None:
+    def assert_nothing_left(self, session_ids: Sequence[str]) -> None:
         """Fail if a worker, queue or stored object of these sessions survived them.
 
+        By session id, not "anything at all": under pytest-xdist other suites'
+        tests run in this process too, and some leave things on purpose
+        (detached sessions).
+
         Args:
-            session_ids: the sessions to check by id; the workers of any other
-                session this process started are found as its descendants.
+            session_ids: the sessions to check. Every process started for one
+                carries ``STARBURST_SESSION=<id>`` (its workers, and their
+                children, which inherit the environment).
         """
+        assert session_ids, "no session to check: the work did not run on starburst"
+
         def leftovers() -> list[int]:
-            pids = set(worker_descendants())
-            for session in session_ids:
-                pids.update(session_processes(session))
-            return sorted(pids)
+            return sorted({pid for s in session_ids for pid in session_processes(s)})
 
         try:
             wait_for(lambda: not leftovers(), timeout=EXIT_TIMEOUT,
@@ -131,13 +91,17 @@ class Workload:
 
         from starburst.aws.clients import client
 
-        queues = client("sqs").list_queues(QueueNamePrefix="starburst-").get("QueueUrls", [])
-        assert not queues, f"session queues left on the emulated AWS: {queues}"
-        bucket = SharedEmulator.get().shared.bucket
+        shared = SharedEmulator.get().shared
+        bucket = shared.bucket
+        # The store's keys live under the shared prefix (S3Store._key).
+        root = f"{shared.prefix.strip('/')}/" if shared.prefix.strip("/") else ""
         for session in session_ids:
-            listing = client("s3").list_objects_v2(Bucket=bucket)
-            keys = [o["Key"] for o in listing.get("Contents", [])
-                    if f"sessions/{session}/" in o["Key"]]
+            queues = client("sqs").list_queues(
+                QueueNamePrefix=f"starburst-{session}").get("QueueUrls", [])
+            assert not queues, f"queues of session {session} left on the emulated AWS: {queues}"
+            listing = client("s3").list_objects_v2(Bucket=bucket,
+                                                   Prefix=f"{root}sessions/{session}/")
+            keys = [o["Key"] for o in listing.get("Contents", [])]
             assert not keys, f"objects of session {session} left in s3://{bucket}: {keys[:5]}"
 
 

@@ -1,12 +1,13 @@
 """Fixtures of the workload suite: every program runs on each backend.
 
-* ``workload`` (session, parametrized ``local`` / ``fargate``): a
-  :class:`Workload` whose :meth:`Workload.executor` builds an Executor on
-  that backend and, after its ``with`` block, asserts that nothing is left
-  behind. The fargate variant uses the test session's one emulated AWS
+* ``workload`` (parametrized ``local`` / ``fargate`` through the
+  session-scoped ``_backend``): a :class:`Workload` whose
+  :meth:`Workload.executor` builds an Executor on that backend and, after
+  its ``with`` block, asserts that its session left nothing behind. The
+  fargate variant uses the test session's one emulated AWS
   (``_support.SharedEmulator``), reset once when the first fargate test
-  needs it, not before each test: the programs here are independent, and
-  the leak checks after each of them prove the previous one cleaned up.
+  needs it and provisioned again (cheap, idempotent) before each test; the
+  leak checks go by session id, so they hold whatever else ran before.
 * ``_clean_environment`` overrides the core suite's fixture of that name,
   as ``tests/aws/conftest.py`` does: it keeps the emulator's variables and
   drops every other ``AWS_*`` and ``STARBURST_*``.
@@ -63,13 +64,26 @@ def _emulated_fargate() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", params=["local", "fargate"])
-def workload(request: pytest.FixtureRequest) -> Iterator[Workload]:
+def _backend(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each backend, set up once for every workload that runs on it."""
     name: str = request.param
     setup: contextlib.AbstractContextManager[Any] = (
         _emulated_fargate() if name == "fargate" else contextlib.nullcontext())
     with setup:
-        yield Workload(name, settings=SETTINGS)
+        yield name
+
+
+@pytest.fixture
+def workload(_backend: str) -> Workload:
+    """The backend of this run, its shared AWS resources present.
+
+    Provisioning again is idempotent and cheap (a fraction of a second,
+    against about one for a full reset): it restores what a test of
+    another suite, run in between by pytest-xdist, may have torn down.
+    """
+    if _backend == "fargate":
+        SharedEmulator.get().provision()
+    return Workload(_backend, settings=SETTINGS)
 
 
 #: Protocol intervals of the core suite's ``fast_settings``: a lost worker or
