@@ -1,0 +1,1 @@
+"""Real programs a user would write, run on every backend and compared with a serial run."""
