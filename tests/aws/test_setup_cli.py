@@ -241,3 +241,43 @@ def _setup_json_private() -> dict:
     code, out = _run("setup", "--yes", "--json", "--private")
     assert code == 0, out
     return json.loads(out)
+
+
+def test_private_endpoints_go_only_into_the_azs_each_service_supports(config_file, aws,
+                                                                     monkeypatch):
+    from starburst.aws import private_network
+
+    ec2 = client("ec2")
+    subnets = {s["SubnetId"]: s["AvailabilityZone"]
+               for s in ec2.describe_subnets(Filters=[{"Name": "default-for-az",
+                                                       "Values": ["true"]}])["Subnets"]}
+    assert len(set(subnets.values())) >= 2
+    lacking = sorted(set(subnets.values()))[0]  # SQS has no endpoint in this AZ here
+    sqs = f"com.amazonaws.{aws.region}.sqs"
+    created: list[dict] = []
+
+    def hooked(service: str, **kwargs):
+        made = client(service, **kwargs)
+        if service != "ec2":
+            return made
+
+        def narrow(parsed, model, **_):
+            if model.name == "DescribeVpcEndpointServices":
+                for detail in parsed.get("ServiceDetails", []):
+                    if detail.get("ServiceName") == sqs:
+                        detail["AvailabilityZones"] = [
+                            z for z in detail.get("AvailabilityZones", []) if z != lacking]
+
+        made.meta.events.register("after-call.ec2.DescribeVpcEndpointServices", narrow)
+        made.meta.events.register("provide-client-params.ec2.CreateVpcEndpoint",
+                                  lambda params, **_: created.append(dict(params)))
+        return made
+
+    monkeypatch.setattr(private_network, "client", hooked)
+    code, out = _run("setup", "--yes", "--private")
+    assert code == 0, out
+    by_service = {c["ServiceName"].rsplit(".", 1)[-1]: c for c in created}
+    assert "ssmmessages" in by_service  # ECS Exec reaches a worker without a public IP
+    assert lacking not in {subnets[s] for s in by_service["sqs"]["SubnetIds"]}
+    assert by_service["sqs"]["SubnetIds"]
+    assert lacking in {subnets[s] for s in by_service["logs"]["SubnetIds"]}

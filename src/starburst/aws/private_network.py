@@ -1,6 +1,7 @@
 """``starburst setup --private``: workers without public IPs, reaching AWS through VPC endpoints.
 
-Workers need S3, SQS, ECR (API and image layers), CloudWatch Logs and STS.
+Workers need S3, SQS, ECR (API and image layers), CloudWatch Logs and STS;
+ECS Exec into a kept worker (``debug=True``) needs SSM Messages.
 Without a public IP they reach them either through a NAT gateway or
 through VPC endpoints; endpoints are cheaper for bursty work and keep the
 traffic inside the VPC. The S3 endpoint is a gateway endpoint (free); the
@@ -26,10 +27,12 @@ if TYPE_CHECKING:
 __all__ = ["ENDPOINT_SECURITY_GROUP", "SERVICES", "NetworkOption", "network_options",
            "setup_endpoints"]
 
-#: Services workers call, and the kind of endpoint each needs.
+#: Services workers call, and the kind of endpoint each needs (ssmmessages:
+#: the channels of ECS Exec, without which `aws ecs execute-command` cannot
+#: reach a worker that has no public IP).
 SERVICES: dict[str, str] = {
     "s3": "Gateway", "sqs": "Interface", "ecr.api": "Interface", "ecr.dkr": "Interface",
-    "logs": "Interface", "sts": "Interface",
+    "logs": "Interface", "sts": "Interface", "ssmmessages": "Interface",
 }
 #: Interface endpoints accept HTTPS from the workers' security group only.
 ENDPOINT_SECURITY_GROUP = "starburst-endpoints"
@@ -99,8 +102,22 @@ def setup_endpoints(plan: SetupPlan, subnets: list[str], workers_group: str) -> 
         {"Name": "vpc-id", "Values": [vpc]}])["RouteTables"]]
     tags: list[Any] = [{"ResourceType": "vpc-endpoint",
                         "Tags": [{"Key": provision.MANAGED_TAG, "Value": "true"}]}]
+    zone_of = {str(d["SubnetId"]): str(d.get("AvailabilityZone", "")) for d in described}
     for svc, kind in sorted(missing.items()):
         name = f"com.amazonaws.{plan.region}.{svc}"
+        if kind == "Interface":
+            # Not every service has an endpoint in every AZ: CreateVpcEndpoint fails
+            # with InvalidParameter for a subnet of an AZ the service lacks.
+            zones = _service_zones(ec2, name)
+            usable = [s for s in subnets if zones is None or zone_of.get(s) in zones]
+            if not usable:
+                plan.changes.append(
+                    f"skip the {svc} interface endpoint: {name} has no endpoint in the "
+                    f"workers' AZs ({', '.join(sorted(set(zone_of.values())))}); add a subnet "
+                    f"in one of {', '.join(sorted(zones or []))}")
+                continue
+        else:
+            usable = subnets
         if kind == "Gateway":
             plan.change(f"create the {svc} gateway endpoint in {vpc} (free)",
                         lambda name=name: ec2.create_vpc_endpoint(  # type: ignore[misc]
@@ -108,7 +125,16 @@ def setup_endpoints(plan: SetupPlan, subnets: list[str], workers_group: str) -> 
                             RouteTableIds=tables, TagSpecifications=tags))
         else:
             plan.change(f"create the {svc} interface endpoint in {vpc}",
-                        lambda name=name: ec2.create_vpc_endpoint(  # type: ignore[misc]
+                        lambda name=name, usable=usable: ec2.create_vpc_endpoint(  # type: ignore[misc]
                             VpcId=vpc, ServiceName=name, VpcEndpointType="Interface",
-                            SubnetIds=subnets, SecurityGroupIds=[group] if group else [],
+                            SubnetIds=usable, SecurityGroupIds=[group] if group else [],
                             PrivateDnsEnabled=True, TagSpecifications=tags))
+
+
+def _service_zones(ec2: Any, name: str) -> set[str] | None:
+    """The AZs in which endpoint service ``name`` exists (None: not said, assume all)."""
+    details = ec2.describe_vpc_endpoint_services(ServiceNames=[name]).get("ServiceDetails", [])
+    for detail in details:
+        if detail.get("ServiceName") == name and detail.get("AvailabilityZones"):
+            return {str(z) for z in detail["AvailabilityZones"]}
+    return None
