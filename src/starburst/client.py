@@ -93,6 +93,9 @@ SHARE_THRESHOLD = 1 << 20
 _SHARED_CACHE = 256
 # Argument types never worth sharing (checked by type, the cheapest test).
 _SCALARS = frozenset({int, float, bool, type(None), complex})
+# What a store put raises when it fails (a full disk, the network, AWS): the
+# tasks it was for fail with a TransportError, the session goes on.
+_STORE_ERRORS = (TransportError, CloudError, OSError)
 # How long shutdown waits for a billed backend to report its workers'
 # stop times (Fargate: StopTask to STOPPED takes a few seconds to ~30 s).
 _EXIT_WAIT = 30.0
@@ -389,12 +392,15 @@ class Client:
         digest = checksum(frame)
         with self._shared_lock:
             known = digest in self._stored
+        if not known:
+            # Remembered only once stored: a put that fails (a full disk) is
+            # tried again by the next task that needs the object.
+            self.transport.store.put(shared_key(self.session_id, digest), frame)
+        with self._shared_lock:
             self._stored.add(digest)
             self._shared[key] = (obj, digest)
             while len(self._shared) > _SHARED_CACHE:
                 self._shared.popitem(last=False)
-        if not known:
-            self.transport.store.put(shared_key(self.session_id, digest), frame)
         return digest
 
     def _persistent_id(self, obj: Any) -> Any:
@@ -414,6 +420,9 @@ class Client:
         """
         try:
             chunk = self._encode_chunk(tasks, targets)
+        except _STORE_ERRORS as exc:
+            self._fail_unstored(tasks, targets, exc)
+            return None
         except SerializationError:
             good_tasks, good_targets = [], []
             for task, target in zip(tasks, targets, strict=True):
@@ -429,7 +438,11 @@ class Client:
                     good_targets.append(target)
             if not good_tasks:
                 return None
-            chunk = self._encode_chunk(good_tasks, good_targets)
+            try:
+                chunk = self._encode_chunk(good_tasks, good_targets)
+            except _STORE_ERRORS as exc:
+                self._fail_unstored(good_tasks, good_targets, exc)
+                return None
         futures = [t for t in chunk.targets if isinstance(t, Future)]
         if futures:
             with self._lock:
@@ -441,6 +454,28 @@ class Client:
             self._outbox.append(chunk)
         self._wake.set()
         return chunk.id, chunk.size
+
+    def _fail_unstored(self, tasks: Sequence[TaskSpec], targets: Sequence[Target],
+                       exc: BaseException) -> None:
+        """Fail tasks whose function, arguments or payload the store refused.
+
+        Nothing of them was queued, so nothing else would ever resolve them;
+        the session goes on (the next submit stores what it needs anew).
+        """
+        ids = ", ".join(str(t[0]) for t in tasks[:5]) + (", ..." if len(tasks) > 5 else "")
+        error = TransportError(
+            f"task(s) {ids} of session {self.session_id} could not be stored, so they "
+            f"were not run: {type(exc).__name__}: {exc}. Free space in the store (the "
+            "local directory, STARBURST_LOCAL_DIR, or the S3 bucket's access) and submit "
+            "them again; the session goes on")
+        error.__cause__ = exc
+        for target in targets:
+            if isinstance(target, Future) and not (target.running() or target.done()):
+                target.set_running_or_notify_cancel()  # False (and notified) if cancelled
+            deliver(target, "fail", error)
+        with self._lock:
+            self.counters.tasks_done += len(targets)
+            self.counters.tasks_failed += len(targets)
 
     def _on_future_done(self, future: Future[Any]) -> None:
         """A submitted future finished or was cancelled by the user."""
@@ -553,14 +588,20 @@ class Client:
         if not live:
             return
         size = submit_group_size(len(live), self.workers)
+        with self._lock:
+            self.counters.tasks_total += len(live)
         for start in range(0, len(live), size):
             group = live[start : start + size]
             tasks: list[TaskSpec] = [
                 (self.next_task_id(), fn, args, kwargs or None, next(self._submit_positions))
                 for _, fn, args, kwargs in group]
-            with self._lock:
-                self.counters.tasks_total += len(group)
-            self.build_chunk(tasks, [f for f, *_ in group])
+            try:
+                self.build_chunk(tasks, [f for f, *_ in group])
+            except BaseException as exc:
+                # These futures left the submit queue: fail them here, or
+                # nothing would ever resolve them.
+                self._fail_unstored(tasks, [f for f, *_ in live[start:]], exc)
+                raise
 
     def add_total(self, n: int) -> None:
         """Count ``n`` more tasks towards the progress total (map)."""
@@ -892,8 +933,15 @@ class Client:
         now = time.monotonic()
         if now >= self._next_beat:
             self._next_beat = now + self.settings.client_heartbeat
-            self.transport.store.put(client_heartbeat_key(self.session_id),
-                                     f"{time.time():.3f}".encode())
+            try:
+                self.transport.store.put(client_heartbeat_key(self.session_id),
+                                         f"{time.time():.3f}".encode())
+            except _STORE_ERRORS as exc:
+                # Workers wait minutes (client_stale) for a beat: a full disk
+                # now is retried next beat rather than breaking the session.
+                log.warning("starburst: cannot write the client heartbeat of %s (retried "
+                            "in %g s): %s", self.session_id, self.settings.client_heartbeat,
+                            exc)
 
     # -- the loop -----------------------------------------------------------
     def _idle(self) -> bool:
