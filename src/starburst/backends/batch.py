@@ -39,6 +39,7 @@ from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
 from ..aws.gpu_quota import read_gpu_plan
+from ..cost import check_caps
 from ..exceptions import BackendError, ConfigurationError, ProtocolError
 from ..gpu import GpuInstance, InstancePrice, given_price, instance_price, resolve_gpu
 from ..scheduler import SPOT_INTERRUPTION, LaunchPacing
@@ -210,6 +211,9 @@ class BatchBackend(ComputeBackend):
         # The price first: a region without a recorded price fails before any
         # queue or Batch resource exists.
         price = _price_of(instance, shared.region, spot=spot, rate=rate)
+        check_caps(max_cost=options.max_cost, max_hourly_cost=options.max_hourly_cost,
+                   hourly_rate=price.hourly / instance.gpus,
+                   price_note=_price_note(instance, price, spot=spot))
         notes: list[str] = []
         requested = options.workers or DEFAULT_WORKERS
         quota = read_gpu_plan(instance, math.ceil(requested / instance.gpus),
