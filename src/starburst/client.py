@@ -47,7 +47,7 @@ from .exceptions import (
     TransportError,
     WorkerLostError,
 )
-from .options import ExecutorOptions
+from .options import ExecutorOptions, cap_local_workers
 from .scheduler import (
     SPOT_INTERRUPTION,
     Budget,
@@ -380,18 +380,21 @@ class Client:
     def _fit_workers(self, requested: int) -> int:
         """Cap the worker count by the quota and ``max_hourly_cost``."""
         workers = requested
+        if self.options.backend == "local":
+            # User code -> Executor.__init__ -> Client.__init__ -> here -> the cap.
+            workers = cap_local_workers(workers, stacklevel=4)
         if self.session.max_workers is not None:
             workers = min(workers, max(1, self.session.max_workers))
-        cap = self.options.max_hourly_cost
+        hourly_cap = self.options.max_hourly_cost
         rate = self.session.hourly_rate
-        check_caps(max_cost=self.options.max_cost, max_hourly_cost=cap, hourly_rate=rate,
+        check_caps(max_cost=self.options.max_cost, max_hourly_cost=hourly_cap, hourly_rate=rate,
                    max_hourly_rate=self.session.max_hourly_rate,
                    price_note=self.session.price_note)
-        if cap is not None and rate > 0:
-            affordable = int(cap // rate)
+        if hourly_cap is not None and rate > 0:
+            affordable = int(hourly_cap // rate)
             if affordable < workers:
                 self.session.notes.append(
-                    f"max_hourly_cost={format_money(cap, 3)} allows {affordable} workers at "
+                    f"max_hourly_cost={format_money(hourly_cap, 3)} allows {affordable} workers at "
                     f"{format_money(rate, 3)}/h each: running {affordable} instead of {workers}")
                 workers = affordable
         return workers
