@@ -89,3 +89,25 @@ def test_a_failing_heartbeat_write_does_not_break_the_session(
         ex._client._next_beat = 0.0
         assert ex.submit(len, b"abc").result(timeout=30) == 3
         assert ex._client.broken is None
+
+
+def test_a_queue_send_that_fails_fails_its_futures_and_the_session_goes_on(
+        fast_settings: starburst.Settings) -> None:
+    with starburst.Executor(workers=1, progress=False, settings=fast_settings) as ex:
+        queue = ex._client.transport.tasks
+        real = queue.send
+        failed: list[int] = []
+
+        def send(bodies: Any) -> None:
+            if not failed:
+                failed.append(len(bodies))
+                raise TransportError("local queue tasks: send failed: disk I/O error")
+            real(bodies)
+
+        queue.send = send
+        future = ex.submit(len, b"abc")
+        with pytest.raises(TransportError, match="could not be queued"):
+            future.result(timeout=10)
+        assert ex._client.broken is None
+        assert ex.submit(len, b"abcd").result(timeout=30) == 4
+        assert ex.status().tasks_failed == 1

@@ -486,18 +486,19 @@ class Client:
         return chunk.id, chunk.size
 
     def _fail_unstored(self, tasks: Sequence[TaskSpec], targets: Sequence[Target],
-                       exc: BaseException) -> None:
-        """Fail tasks whose function, arguments or payload the store refused.
+                       exc: BaseException, what: str = "stored") -> None:
+        """Fail tasks whose function, arguments or payload the store refused
+        (``what="stored"``), or whose message the queue refused (``"queued"``).
 
         Nothing of them was queued, so nothing else would ever resolve them;
         the session goes on (the next submit stores what it needs anew).
         """
         ids = ", ".join(str(t[0]) for t in tasks[:5]) + (", ..." if len(tasks) > 5 else "")
         error = TransportError(
-            f"task(s) {ids} of session {self.session_id} could not be stored, so they "
+            f"task(s) {ids} of session {self.session_id} could not be {what}, so they "
             f"were not run: {type(exc).__name__}: {exc}. Free space in the store (the "
-            "local directory, STARBURST_LOCAL_DIR, or the S3 bucket's access) and submit "
-            "them again; the session goes on")
+            "local directory, STARBURST_LOCAL_DIR) or fix access to the bucket or queue, "
+            "and submit them again; the session goes on")
         error.__cause__ = exc
         for target in targets:
             if isinstance(target, Future) and not (target.running() or target.done()):
@@ -648,9 +649,30 @@ class Client:
                 self._chunks[chunk.id] = chunk
                 self.scheduler.submit(chunk.id, len(chunk.tasks))
             self.counters.chunks_sent += len(chunks)
-        self.transport.tasks.send([c.body for c in chunks])
-        write_manifest(self.transport.store, self.session_id, self._manifests,
-                       [(c.id, [t[0] for t in c.tasks]) for c in chunks])
+        try:
+            self.transport.tasks.send([c.body for c in chunks])
+        except _STORE_ERRORS as exc:
+            # Not queued (a full disk, the network): fail these chunks' tasks
+            # and go on, as for a payload the store refused.
+            with self._lock:
+                for chunk in chunks:
+                    self.scheduler.cancel(chunk.id)
+                    self.scheduler.forget(chunk.id)
+                    self._chunks.pop(chunk.id, None)
+                self.counters.chunks_sent -= len(chunks)
+            for chunk in chunks:
+                self._fail_unstored(chunk.tasks, chunk.targets, exc, what="queued")
+            return
+        try:
+            write_manifest(self.transport.store, self.session_id, self._manifests,
+                           [(c.id, [t[0] for t in c.tasks]) for c in chunks])
+        except _STORE_ERRORS as exc:
+            # The chunks are queued and this client gets their results; only a
+            # client that attaches later would not know of them.
+            log.warning("starburst: the manifest of %d chunk(s) of session %s could not be "
+                        "stored (%s): this client collects their results, a client that "
+                        "attaches later will not", len(chunks), self.session_id, exc)
+            return
         self._manifests += 1
 
     def cancel_chunks(self, chunk_ids: Sequence[int]) -> None:
