@@ -5,8 +5,11 @@ store works again (issue #17, defect 4)."""
 from __future__ import annotations
 
 import errno
+import os
 import random
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,3 +114,35 @@ def test_a_queue_send_that_fails_fails_its_futures_and_the_session_goes_on(
         assert ex._client.broken is None
         assert ex.submit(len, b"abcd").result(timeout=30) == 4
         assert ex.status().tasks_failed == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MiB tmpfs (root only; skipped elsewhere)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_real_full_disk_fails_the_future_and_the_session_recovers_once_space_is_back(
+        small_disk: Path, monkeypatch: pytest.MonkeyPatch,
+        fast_settings: starburst.Settings) -> None:
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(small_disk / "sessions"))
+    with starburst.Executor(workers=1, progress=False, settings=fast_settings) as ex:
+        assert ex.submit(len, b"warm").result(timeout=30) == 4
+        stat = os.statvfs(small_disk)
+        filler = small_disk / "filler"
+        # Leave 256 KiB: the 2 MiB shared argument cannot be written.
+        filler.write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - (256 << 10)))
+        big = random.Random(0).randbytes(2 << 20)  # incompressible
+        with pytest.raises(TransportError, match="could not be stored"):
+            ex.submit(len, big).result(timeout=10)
+        filler.unlink()  # space is back
+        assert ex.submit(len, big).result(timeout=30) == len(big)
