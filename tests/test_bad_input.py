@@ -50,7 +50,7 @@ OPTION_CASES = [
     ({"seed": -1}, ["seed=-1", "non-negative integer"]),
     ({"session_timeout": 0}, ["session_timeout=0", "positive number of seconds"]),
     ({"backend": "nope"}, ["unknown backend 'nope'", "fargate", "local"]),
-    ({"bogus": 1}, ["bogus", "backend='fargate'"]),
+    ({"bogus": 1}, ["bogus", "not an option of any backend", "check the spelling"]),
     ({"backend": "fargate", "cpu": 3}, ["cpu=3", "0.25, 0.5, 1, 2, 4, 8, 16"]),
     ({"backend": "fargate", "cpu": 1, "memory": "100GB"}, ["cpu=1", "'2GB' to '8GB'"]),
 ]

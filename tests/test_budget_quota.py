@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from starburst.backends.base import WorkerExit
 from starburst.quota import plan_workers, suggest_quota
 from starburst.scheduler import Budget, Launch, OverBudget, Retire, Scheduler
 
@@ -80,3 +81,33 @@ def test_quota_plan_never_exceeds_free_vcpus(requested: int, cpu: float, quota: 
     assert plan.workers * cpu <= max(0.0, quota - used) + 1e-6
     if plan.workers:
         assert plan.workers * plan.waves >= requested
+
+
+def test_budget_that_cannot_pay_another_worker_fails_the_rest_instead_of_waiting() -> None:
+    # $0.01 per worker-second, cap $1: the first worker commits $0.60 (one-minute
+    # minimum) and exits; $0.40 is left, less than the next worker's first minute.
+    s = Scheduler(max_workers=1, max_attempts=3, budget=Budget(0.01, 1.0))
+    for c in range(3):
+        s.submit(c, 1)
+    assert s.tick(0.0) == [Launch(1)]
+    s.launched(["a"], 1, 0.0)
+    _run_one_chunk(s, "a", 0, 0.0, 1.0)
+    s.worker_exited(WorkerExit("a", exit_code=0))
+    actions = s.tick(2.0)
+    over = [a for a in actions if isinstance(a, OverBudget)]
+    assert over, actions  # before the fix: [] on every tick, forever
+    assert set(over[0].chunks) == {1, 2}
+    assert over[0].needed == pytest.approx(0.60)
+    assert s.pending == 0
+    assert s.outstanding == 0
+    assert not any(isinstance(a, Launch) for a in s.tick(3.0))
+
+
+def test_budget_waits_while_a_live_worker_can_still_drain_the_queue() -> None:
+    s = Scheduler(max_workers=2, max_attempts=3, budget=Budget(0.01, 1.0))
+    for c in range(3):
+        s.submit(c, 1)
+    assert s.tick(0.0) == [Launch(1)]  # $1 buys one worker-minute, not two
+    s.launched(["a"], 1, 0.0)
+    _run_one_chunk(s, "a", 0, 0.0, 1.0)
+    assert not any(isinstance(a, OverBudget) for a in s.tick(2.0))  # "a" runs the rest

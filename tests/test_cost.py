@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import _tasks
 import pytest
@@ -52,7 +53,7 @@ def test_cost_after_the_run_comes_from_worker_timestamps(
     assert after.worker_seconds == pytest.approx(60 * ex.status().workers_launched)
     assert after.computed == pytest.approx(0.01 * after.worker_seconds)
     err = capsys.readouterr().err
-    assert "2 workers x $36.0000/h" in err
+    assert "2 workers x $36.00/h" in err
     assert LABEL in err
 
 
@@ -82,3 +83,34 @@ def test_max_hourly_cost_caps_workers(billed: str, fast_settings: starburst.Sett
     with pytest.raises(starburst.ConfigurationError, match="max_hourly_cost"):
         starburst.Executor(billed, workers=2, settings=fast_settings, progress=False,
                            max_hourly_cost=1.0)
+
+
+def test_max_cost_below_one_worker_minute_is_refused_at_once(
+        billed: str, fast_settings: starburst.Settings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # $0.01 per worker-second: the least a run costs is one worker's minute, $0.60.
+    # Before: no worker was affordable, nothing failed, the map waited forever.
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    started = time.monotonic()
+    with pytest.raises(starburst.BudgetExceededError) as info:
+        starburst.Executor(billed, workers=2, settings=fast_settings, progress=False,
+                           max_cost=0.5)
+    assert time.monotonic() - started < 10
+    message = str(info.value)
+    assert "max_cost=$0.50 cannot pay for one worker" in message
+    assert "at least $0.60" in message
+    assert list(tmp_path.iterdir()) == []  # the refused session left nothing behind
+
+
+def test_max_cost_that_cannot_pay_the_next_worker_fails_the_rest_promptly(
+        billed: str, fast_settings: starburst.Settings) -> None:
+    # $0.90 pays one worker's first minute ($0.60), not a second one. A worker
+    # that dies leaves work nobody can afford to run: it fails, it does not hang.
+    with starburst.Executor(billed, workers=1, settings=fast_settings, progress=False,
+                            max_cost=0.9, max_attempts=5) as ex:
+        out = list(ex.map(_tasks.crash_if, [0, 1, 2], [0, 0, 0], chunksize=1,
+                          return_exceptions=True, timeout=30))
+    over = [r for r in out if isinstance(r, starburst.BudgetExceededError)]
+    assert over, out
+    assert "no worker is left" in str(over[0])
+    assert "$0.60" in str(over[0])

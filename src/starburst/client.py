@@ -34,11 +34,10 @@ from . import protocol
 from .backends import get_backend_class
 from .backends.base import WorkerExit, WorkerSpec, describe_exit, exit_signal
 from .chunking import submit_group_size
-from .cost import CostReport, computed_cost
+from .cost import CostReport, check_caps, computed_cost, format_money
 from .exceptions import (
     BudgetExceededError,
     CloudError,
-    ConfigurationError,
     ExecutorBroken,
     ProtocolError,
     RemoteTraceback,
@@ -48,7 +47,7 @@ from .exceptions import (
     TransportError,
     WorkerLostError,
 )
-from .options import ExecutorOptions
+from .options import ExecutorOptions, cap_local_workers
 from .scheduler import (
     SPOT_INTERRUPTION,
     Budget,
@@ -93,6 +92,9 @@ SHARE_THRESHOLD = 1 << 20
 _SHARED_CACHE = 256
 # Argument types never worth sharing (checked by type, the cheapest test).
 _SCALARS = frozenset({int, float, bool, type(None), complex})
+# What a store put raises when it fails (a full disk, the network, AWS): the
+# tasks it was for fail with a TransportError, the session goes on.
+_STORE_ERRORS = (TransportError, CloudError, OSError)
 # How long shutdown waits for a billed backend to report its workers'
 # stop times (Fargate: StopTask to STOPPED takes a few seconds to ~30 s).
 _EXIT_WAIT = 30.0
@@ -254,115 +256,146 @@ class Client:
                 session=session_id, options=options, on_output=self._on_output)
         self.backend = self.session.backend
         self.transport = self.session.transport
-        self.workers = self._fit_workers(options.workers or self.session.workers)
-        rate = self.session.hourly_rate
-        dearest = self.session.max_hourly_rate
-        budget = (Budget(rate / 3600.0, options.max_cost,
-                         launch_rate_per_second=None if dearest is None else dearest / 3600.0)
-                  if options.max_cost is not None and rate > 0 else None)
-        self.scheduler = Scheduler(
-            max_workers=self.workers, max_attempts=options.max_attempts,
-            pacing=self.session.pacing,
-            linger=self.settings.linger if self.backend.bills_idle else None,
-            budget=budget)
-        if rate > 0 and dearest is not None and dearest > rate:
-            self.session.notes.append(
-                f"{self.workers} workers x ${rate:.4f}/h = ${self.workers * rate:.4f}/h, up to "
-                f"${self.workers * dearest:.4f}/h if every worker starts at ${dearest:.4f}/h "
-                f"({self.session.price_note}); the spend shown prices each worker at its own "
-                "rate")
-        elif rate > 0:
-            self.session.notes.append(
-                f"{self.workers} workers x ${rate:.4f}/h = ${self.workers * rate:.4f}/h "
-                f"at most ({self.session.price_note})")
-        for note in self.session.notes:
-            self.display.print(f"starburst: {note}", stream="stderr")
-        env = {**self.session.spec.env, **self.settings.to_env()}
-        self.deadline = record.deadline if record is not None else (
-            time.time() + options.session_timeout if options.detached else 0.0)
-        if options.detached or (record is not None and record.detached):
-            env["STARBURST_DETACHED"] = "1"
-            env["STARBURST_SESSION_DEADLINE"] = f"{self.deadline:.0f}"
-        if options.debug:
-            env["STARBURST_DEBUG_KEEPALIVE"] = f"{options.debug_keepalive:g}"
-        self._debug_kept: set[str] = set()
-        self.spec = WorkerSpec(env=env, cpu=self.session.spec.cpu,
-                               memory_mib=self.session.spec.memory_mib,
-                               image=self.session.spec.image)
-        self.counters = _Counters()
-        self._lock = threading.RLock()
-        self._chunks: dict[int, _Chunk] = {}
-        self._outbox: list[_Chunk] = []
-        self._outbox_lock = threading.Lock()
-        self._submits: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...],
-                                   dict[str, Any]]] = deque()
-        self._wake = threading.Event()
-        self._chunk_ids = itertools.count()
-        self._task_ids = itertools.count()
-        self._submit_positions = itertools.count()
-        self._shared: OrderedDict[int, tuple[Any, str]] = OrderedDict()
-        self._stored: set[str] = set()
-        self._shared_lock = threading.Lock()
-        self._closing = False
-        self._aborted: BaseException | None = None
-        self._broken: BaseException | None = None
-        self._futile_exits = 0
-        # Workers that ran something: their deaths are losses, not start failures.
-        self._productive: set[str] = set()
-        self._ended = False
-        self._started_at = time.time()
-        self._next_beat = 0.0
-        self._next_dead_check = 0.0
-        self._manifests = 0
-        self._adopted_workers = 0  # the previous client's, still running at attach
-        self._detaching = False
-        self._future_chunk: dict[Future[Any], int] = {}
-        self._maybe_cancelled: set[int] = set()
-        self.record = record or SessionRecord(
-            session=session_id, backend=options.backend, transport=self.transport.spec,
-            detached=options.detached, deadline=self.deadline, workers=self.workers,
-            max_attempts=options.max_attempts,
-            options={**_json_safe(options.extra), WORKER_OPTION: {
-                "image": self.session.spec.image, "cpu": self.session.spec.cpu,
-                "memory_mib": self.session.spec.memory_mib,
-                "arch": str(getattr(self.backend, "arch", "")),
-                "env": dict(self.session.spec.env)}})
-        self.attached_futures: dict[int, Future[Any]] = {}
-        if record is None:
-            self._write_record("running")
-        else:
-            self._manifests = self._adopt()
-        self._beat()
-        self._receiver = threading.Thread(target=self._receive_loop, daemon=True,
-                                          name=f"starburst-receiver-{session_id}")
-        # A daemon thread, joined by an interpreter-exit hook that runs
-        # before non-daemon threads are joined (as concurrent.futures does):
-        # work still outstanding at exit is finished, and a second Ctrl-C
-        # during that wait aborts it instead of hanging.
-        self._loop_thread = threading.Thread(target=self._loop, daemon=True,
-                                             name=f"starburst-client-{session_id}")
-        self._receiver.start()
-        self._loop_thread.start()
-        _LIVE.add(self)
+        try:
+            self.workers = self._fit_workers(options.workers or self.session.workers)
+            rate = self.session.hourly_rate
+            dearest = self.session.max_hourly_rate
+            budget = (Budget(rate / 3600.0, options.max_cost,
+                             launch_rate_per_second=None if dearest is None else dearest / 3600.0)
+                      if options.max_cost is not None and rate > 0 else None)
+            self.scheduler = Scheduler(
+                max_workers=self.workers, max_attempts=options.max_attempts,
+                pacing=self.session.pacing,
+                linger=self.settings.linger if self.backend.bills_idle else None,
+                budget=budget)
+            if rate > 0 and dearest is not None and dearest > rate:
+                self.session.notes.append(
+                    f"{self.workers} workers x {format_money(rate, 3)}/h = "
+                    f"{format_money(self.workers * rate, 3)}/h, up to "
+                    f"{format_money(self.workers * dearest, 3)}/h if every worker starts at "
+                    f"{format_money(dearest, 3)}/h "
+                    f"({self.session.price_note}); the spend shown prices each worker at its own "
+                    "rate")
+            elif rate > 0:
+                self.session.notes.append(
+                    f"{self.workers} workers x {format_money(rate, 3)}/h = "
+                    f"{format_money(self.workers * rate, 3)}/h "
+                    f"at most ({self.session.price_note})")
+            for note in self.session.notes:
+                self.display.print(f"starburst: {note}", stream="stderr")
+            env = {**self.session.spec.env, **self.settings.to_env()}
+            self.deadline = record.deadline if record is not None else (
+                time.time() + options.session_timeout if options.detached else 0.0)
+            if options.detached or (record is not None and record.detached):
+                env["STARBURST_DETACHED"] = "1"
+                env["STARBURST_SESSION_DEADLINE"] = f"{self.deadline:.0f}"
+            if options.debug:
+                env["STARBURST_DEBUG_KEEPALIVE"] = f"{options.debug_keepalive:g}"
+            self._debug_kept: set[str] = set()
+            self.spec = WorkerSpec(env=env, cpu=self.session.spec.cpu,
+                                   memory_mib=self.session.spec.memory_mib,
+                                   image=self.session.spec.image)
+            self.counters = _Counters()
+            self._lock = threading.RLock()
+            self._chunks: dict[int, _Chunk] = {}
+            self._outbox: list[_Chunk] = []
+            self._outbox_lock = threading.Lock()
+            self._submits: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...],
+                                       dict[str, Any]]] = deque()
+            self._wake = threading.Event()
+            self._chunk_ids = itertools.count()
+            self._task_ids = itertools.count()
+            self._submit_positions = itertools.count()
+            self._shared: OrderedDict[int, tuple[Any, str]] = OrderedDict()
+            self._stored: set[str] = set()
+            self._shared_lock = threading.Lock()
+            self._closing = False
+            self._aborted: BaseException | None = None
+            self._broken: BaseException | None = None
+            self._futile_exits = 0
+            # Workers that ran something: their deaths are losses, not start failures.
+            self._productive: set[str] = set()
+            self._ended = False
+            self._started_at = time.time()
+            self._next_beat = 0.0
+            self._next_dead_check = 0.0
+            self._manifests = 0
+            self._adopted_workers = 0  # the previous client's, still running at attach
+            self._detaching = False
+            self._future_chunk: dict[Future[Any], int] = {}
+            self._maybe_cancelled: set[int] = set()
+            self.record = record or SessionRecord(
+                session=session_id, backend=options.backend, transport=self.transport.spec,
+                detached=options.detached, deadline=self.deadline, workers=self.workers,
+                max_attempts=options.max_attempts,
+                options={**_json_safe(options.extra), WORKER_OPTION: {
+                    "image": self.session.spec.image, "cpu": self.session.spec.cpu,
+                    "memory_mib": self.session.spec.memory_mib,
+                    "arch": str(getattr(self.backend, "arch", "")),
+                    "env": dict(self.session.spec.env)}})
+            self.attached_futures: dict[int, Future[Any]] = {}
+            if record is None:
+                self._write_record("running")
+            else:
+                self._manifests = self._adopt()
+            self._beat()
+            self._receiver = threading.Thread(target=self._receive_loop, daemon=True,
+                                              name=f"starburst-receiver-{session_id}")
+            # A daemon thread, joined by an interpreter-exit hook that runs
+            # before non-daemon threads are joined (as concurrent.futures does):
+            # work still outstanding at exit is finished, and a second Ctrl-C
+            # during that wait aborts it instead of hanging.
+            self._loop_thread = threading.Thread(target=self._loop, daemon=True,
+                                                 name=f"starburst-client-{session_id}")
+            self._receiver.start()
+            self._loop_thread.start()
+            _LIVE.add(self)
+        except BaseException:
+            # A refused or failed construction leaves nothing of its session behind.
+            self._discard_session(attach)
+            raise
+
+    def _discard_session(self, attach: bool) -> None:
+        """Undo what opening the session created: workers, the session's data and queues.
+
+        An attached client only lets go of the transport: the session, its
+        data and its queues belong to whoever attaches next.
+        """
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("stop its workers", self.backend.stop), ("close its backend", self.backend.close)]
+        if not attach:
+            steps += [("delete its data", lambda: self.transport.store.delete_prefix(
+                          f"sessions/{self.session_id}/")),
+                      ("delete its queues", self.transport.destroy)]
+        steps += [("close its transport", self.transport.close),
+                  ("close its display", self.display.close)]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:
+                log.error("starburst: session %s was refused, and a cleanup step (%s) "
+                          "failed: %s; `starburst cleanup` removes what is left",
+                          self.session_id, what, exc)
 
     def _fit_workers(self, requested: int) -> int:
         """Cap the worker count by the quota and ``max_hourly_cost``."""
         workers = requested
+        if self.options.backend == "local":
+            # User code -> Executor.__init__ -> Client.__init__ -> here -> the cap.
+            workers = cap_local_workers(workers, stacklevel=4)
         if self.session.max_workers is not None:
             workers = min(workers, max(1, self.session.max_workers))
-        cap = self.options.max_hourly_cost
+        hourly_cap = self.options.max_hourly_cost
         rate = self.session.hourly_rate
-        if cap is not None and rate > 0:
-            affordable = int(cap // rate)
-            if affordable < 1:
-                raise ConfigurationError(
-                    f"max_hourly_cost=${cap:.2f} does not pay for one worker "
-                    f"(${rate:.4f}/h each, {self.session.price_note}); raise it or choose "
-                    "a smaller cpu=/memory=")
+        check_caps(max_cost=self.options.max_cost, max_hourly_cost=hourly_cap, hourly_rate=rate,
+                   max_hourly_rate=self.session.max_hourly_rate,
+                   price_note=self.session.price_note)
+        if hourly_cap is not None and rate > 0:
+            affordable = int(hourly_cap // rate)
             if affordable < workers:
                 self.session.notes.append(
-                    f"max_hourly_cost=${cap:.2f} allows {affordable} workers at "
-                    f"${rate:.4f}/h each: running {affordable} instead of {workers}")
+                    f"max_hourly_cost={format_money(hourly_cap, 3)} allows {affordable} workers at "
+                    f"{format_money(rate, 3)}/h each: running {affordable} instead of {workers}")
                 workers = affordable
         return workers
 
@@ -389,12 +422,15 @@ class Client:
         digest = checksum(frame)
         with self._shared_lock:
             known = digest in self._stored
+        if not known:
+            # Remembered only once stored: a put that fails (a full disk) is
+            # tried again by the next task that needs the object.
+            self.transport.store.put(shared_key(self.session_id, digest), frame)
+        with self._shared_lock:
             self._stored.add(digest)
             self._shared[key] = (obj, digest)
             while len(self._shared) > _SHARED_CACHE:
                 self._shared.popitem(last=False)
-        if not known:
-            self.transport.store.put(shared_key(self.session_id, digest), frame)
         return digest
 
     def _persistent_id(self, obj: Any) -> Any:
@@ -414,6 +450,9 @@ class Client:
         """
         try:
             chunk = self._encode_chunk(tasks, targets)
+        except _STORE_ERRORS as exc:
+            self._fail_unstored(tasks, targets, exc)
+            return None
         except SerializationError:
             good_tasks, good_targets = [], []
             for task, target in zip(tasks, targets, strict=True):
@@ -429,7 +468,11 @@ class Client:
                     good_targets.append(target)
             if not good_tasks:
                 return None
-            chunk = self._encode_chunk(good_tasks, good_targets)
+            try:
+                chunk = self._encode_chunk(good_tasks, good_targets)
+            except _STORE_ERRORS as exc:
+                self._fail_unstored(good_tasks, good_targets, exc)
+                return None
         futures = [t for t in chunk.targets if isinstance(t, Future)]
         if futures:
             with self._lock:
@@ -441,6 +484,29 @@ class Client:
             self._outbox.append(chunk)
         self._wake.set()
         return chunk.id, chunk.size
+
+    def _fail_unstored(self, tasks: Sequence[TaskSpec], targets: Sequence[Target],
+                       exc: BaseException, what: str = "stored") -> None:
+        """Fail tasks whose function, arguments or payload the store refused
+        (``what="stored"``), or whose message the queue refused (``"queued"``).
+
+        Nothing of them was queued, so nothing else would ever resolve them;
+        the session goes on (the next submit stores what it needs anew).
+        """
+        ids = ", ".join(str(t[0]) for t in tasks[:5]) + (", ..." if len(tasks) > 5 else "")
+        error = TransportError(
+            f"task(s) {ids} of session {self.session_id} could not be {what}, so they "
+            f"were not run: {type(exc).__name__}: {exc}. Free space in the store (the "
+            "local directory, STARBURST_LOCAL_DIR) or fix access to the bucket or queue, "
+            "and submit them again; the session goes on")
+        error.__cause__ = exc
+        for target in targets:
+            if isinstance(target, Future) and not (target.running() or target.done()):
+                target.set_running_or_notify_cancel()  # False (and notified) if cancelled
+            deliver(target, "fail", error)
+        with self._lock:
+            self.counters.tasks_done += len(targets)
+            self.counters.tasks_failed += len(targets)
 
     def _on_future_done(self, future: Future[Any]) -> None:
         """A submitted future finished or was cancelled by the user."""
@@ -554,14 +620,20 @@ class Client:
         if not live:
             return
         size = submit_group_size(len(live), self.workers)
+        with self._lock:
+            self.counters.tasks_total += len(live)
         for start in range(0, len(live), size):
             group = live[start : start + size]
             tasks: list[TaskSpec] = [
                 (self.next_task_id(), fn, args, kwargs or None, next(self._submit_positions))
                 for _, fn, args, kwargs in group]
-            with self._lock:
-                self.counters.tasks_total += len(group)
-            self.build_chunk(tasks, [f for f, *_ in group])
+            try:
+                self.build_chunk(tasks, [f for f, *_ in group])
+            except BaseException as exc:
+                # These futures left the submit queue: fail them here, or
+                # nothing would ever resolve them.
+                self._fail_unstored(tasks, [f for f, *_ in live[start:]], exc)
+                raise
 
     def add_total(self, n: int) -> None:
         """Count ``n`` more tasks towards the progress total (map)."""
@@ -578,9 +650,30 @@ class Client:
                 self._chunks[chunk.id] = chunk
                 self.scheduler.submit(chunk.id, len(chunk.tasks))
             self.counters.chunks_sent += len(chunks)
-        self.transport.tasks.send([c.body for c in chunks])
-        write_manifest(self.transport.store, self.session_id, self._manifests,
-                       [(c.id, [t[0] for t in c.tasks]) for c in chunks])
+        try:
+            self.transport.tasks.send([c.body for c in chunks])
+        except _STORE_ERRORS as exc:
+            # Not queued (a full disk, the network): fail these chunks' tasks
+            # and go on, as for a payload the store refused.
+            with self._lock:
+                for chunk in chunks:
+                    self.scheduler.cancel(chunk.id)
+                    self.scheduler.forget(chunk.id)
+                    self._chunks.pop(chunk.id, None)
+                self.counters.chunks_sent -= len(chunks)
+            for chunk in chunks:
+                self._fail_unstored(chunk.tasks, chunk.targets, exc, what="queued")
+            return
+        try:
+            write_manifest(self.transport.store, self.session_id, self._manifests,
+                           [(c.id, [t[0] for t in c.tasks]) for c in chunks])
+        except _STORE_ERRORS as exc:
+            # The chunks are queued and this client gets their results; only a
+            # client that attaches later would not know of them.
+            log.warning("starburst: the manifest of %d chunk(s) of session %s could not be "
+                        "stored (%s): this client collects their results, a client that "
+                        "attaches later will not", len(chunks), self.session_id, exc)
+            return
         self._manifests += 1
 
     def cancel_chunks(self, chunk_ids: Sequence[int]) -> None:
@@ -805,11 +898,19 @@ class Client:
             for cid in action.chunks:
                 self.scheduler.forget(cid)
         tasks = sum(len(c.tasks) for c in chunks)
+        limit, spent = format_money(action.limit, 3), format_money(action.spent, 3)
+        if action.needed:
+            why = (f"{spent} committed so far leaves {format_money(action.limit - action.spent, 3)}"
+                   f", and no worker is left to run the {tasks} tasks still waiting: the next "
+                   f"one would commit {format_money(action.needed, 3)} (its one-minute "
+                   "minimum)")
+        else:
+            why = (f"{spent} committed so far and {format_money(action.projected, 3)} "
+                   f"projected for the {tasks} tasks still waiting")
         error = BudgetExceededError(
-            f"max_cost=${action.limit:.2f} reached: ${action.spent:.2f} committed so far and "
-            f"${action.projected:.2f} projected for the {tasks} tasks still waiting, so "
-            f"they were not run (session {self.session_id}). Raise max_cost= or run "
-            "fewer tasks; running tasks finished normally")
+            f"max_cost={limit} reached: {why}, so they were not run (session "
+            f"{self.session_id}). Raise max_cost= or run fewer tasks; running tasks "
+            "finished normally")
         for chunk in chunks:
             for target in chunk.targets:
                 deliver(target, "fail", error)
@@ -897,8 +998,15 @@ class Client:
         now = time.monotonic()
         if now >= self._next_beat:
             self._next_beat = now + self.settings.client_heartbeat
-            self.transport.store.put(client_heartbeat_key(self.session_id),
-                                     f"{time.time():.3f}".encode())
+            try:
+                self.transport.store.put(client_heartbeat_key(self.session_id),
+                                         f"{time.time():.3f}".encode())
+            except _STORE_ERRORS as exc:
+                # Workers wait minutes (client_stale) for a beat: a full disk
+                # now is retried next beat rather than breaking the session.
+                log.warning("starburst: cannot write the client heartbeat of %s (retried "
+                            "in %g s): %s", self.session_id, self.settings.client_heartbeat,
+                            exc)
 
     # -- the loop -----------------------------------------------------------
     def _idle(self) -> bool:
@@ -937,7 +1045,7 @@ class Client:
         if c.tasks_total:
             extra = ""
             if self.session.hourly_rate > 0:
-                extra = f"${self.cost().spent:,.4f} so far"
+                extra = f"{format_money(self.cost().spent, 3)} so far"
             self.display.update(completed=c.tasks_done, total=c.tasks_total,
                                 workers=len(self.scheduler.alive), extra=extra)
 

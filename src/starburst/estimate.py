@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .aws.sizes import FARGATE_SIZES, valid_memory
+from .cost import format_money
 from .exceptions import ConfigurationError
 from .gpu import (
     GPU_SPOT_DISCOUNT,
@@ -208,7 +209,7 @@ def format_duration(seconds: float) -> str:
 def format_dollars(amount: float) -> str:
     """``$0.0072``, ``$1.42``, ``$1,234``."""
     if amount < 0.1:
-        return f"${amount:.4f}"
+        return format_money(amount)
     if amount < 1000:
         return f"${amount:,.2f}"
     return f"${amount:,.0f}"

@@ -96,11 +96,28 @@ class Executor(_StdExecutor):
     max_hourly_cost, chunksize, seed, and backend options such as Fargate's
     ``region`` or ``platform`` (those only when that backend runs).
 
+    The constructor takes :class:`~concurrent.futures.ProcessPoolExecutor`'s
+    arguments unchanged: ``Executor(4)`` and ``Executor(max_workers=4)`` are
+    ``workers=4``; ``mp_context``, ``initializer``, ``initargs`` and
+    ``max_tasks_per_child`` are accepted and checked here.
+
     Args:
         backend: ``"local"`` (default: processes on this machine) or
-            ``"fargate"``.
+            ``"fargate"``; an int here is ``max_workers``.
         workers: number of workers; None means one per core locally and
-            10 on Fargate (capped by quota).
+            10 on Fargate (capped by quota). Locally at most
+            :func:`~starburst.options.local_worker_cap` (8 per core, at least
+            32): more are capped with a :class:`RuntimeWarning`.
+        max_workers: ``ProcessPoolExecutor``'s name for ``workers``.
+        mp_context: a :mod:`multiprocessing` context, accepted on the local
+            backend for drop-in compatibility; it changes nothing there, since
+            local workers are always fresh interpreters (like ``"spawn"``):
+            nothing set up in this process is inherited. Refused elsewhere.
+        initializer: called once in each process that runs tasks, before its
+            first task, with ``initargs``.
+        initargs: a tuple of arguments for ``initializer``.
+        max_tasks_per_child: tasks a worker process runs before a fresh one
+            replaces it (None: no limit).
         cpu: vCPUs per worker (Fargate sizes; default 1).
         memory: memory per worker, e.g. ``"8GB"`` (= 8 GiB; default 2 GiB).
         chunksize: tasks per chunk for ``map``; None chooses automatically.
@@ -142,7 +159,7 @@ class Executor(_StdExecutor):
             travels with each session either way.
     """
 
-    def __init__(self, backend: str | None = None, *, workers: int | None = None,
+    def __init__(self, backend: str | int | None = None, *, workers: int | None = None,
                  cpu: float | None = None, memory: str | int | float | None = None,
                  chunksize: int | None = None,
                  max_attempts: int | None = None, task_timeout: float | None = None,
@@ -151,13 +168,30 @@ class Executor(_StdExecutor):
                  max_cost: float | None = None, max_hourly_cost: float | None = None,
                  seed: int | None = None, session_timeout: float = 24 * 3600.0,
                  debug: bool = False, debug_keepalive: float = 600.0,
+                 max_workers: int | None = None, mp_context: Any = None,
+                 initializer: Callable[..., object] | None = None,
+                 initargs: tuple[Any, ...] = (), max_tasks_per_child: int | None = None,
                  **backend_options: Any) -> None:
+        if isinstance(backend, int) and not isinstance(backend, bool):
+            # ProcessPoolExecutor(4): an int first argument is max_workers.
+            if max_workers is not None and max_workers != backend:
+                raise ConfigurationError(
+                    f"Executor({backend}, max_workers={max_workers!r}): the first argument "
+                    "is max_workers when it is a number; pass one of them")
+            backend, max_workers = None, backend
+        elif backend is not None and not isinstance(backend, str):
+            raise ConfigurationError(
+                f"Executor({backend!r}): the first argument is the backend name (such as "
+                "'local' or 'fargate') or, as in ProcessPoolExecutor, max_workers (a "
+                f"positive integer), not {type(backend).__name__}")
         self._options = ExecutorOptions.resolve(
             backend=backend, workers=workers, cpu=cpu, memory=memory, chunksize=chunksize,
             max_attempts=max_attempts, task_timeout=task_timeout, idle_timeout=idle_timeout,
             progress=progress, detached=detached, settings=settings, max_cost=max_cost,
             max_hourly_cost=max_hourly_cost, seed=seed, session_timeout=session_timeout,
-            debug=debug, debug_keepalive=debug_keepalive, **backend_options)
+            debug=debug, debug_keepalive=debug_keepalive, max_workers=max_workers,
+            mp_context=mp_context, initializer=initializer, initargs=initargs,
+            max_tasks_per_child=max_tasks_per_child, **backend_options)
         self._session_id = new_session_id()
         self._shutdown_lock = threading.Lock()
         self._shutdown = False

@@ -16,10 +16,13 @@ only (``starburst.attach`` uses it: a session keeps the options it ran with).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import multiprocessing.context
 import os
 import re
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,9 @@ from .config_files import keys_of, load_layers
 from .exceptions import ConfigurationError
 from .settings import Settings
 
-__all__ = ["FILE_OPTIONS", "ExecutorOptions", "parse_memory"]
+__all__ = ["FILE_OPTIONS", "ExecutorOptions", "cap_local_workers", "local_worker_cap",
+           "parse_memory",
+           "unknown_options_error"]
 
 #: Executor options that ``STARBURST_<OPTION>``, ``[tool.starburst]`` and the
 #: user config file may set (``idle_timeout`` and the other protocol
@@ -138,9 +143,62 @@ def _check_session_timeout(value: Any) -> None:
             "of at most a week")
 
 
-def _check_debug(value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"debug={value!r} must be True or False")
+def _flag(name: str, meaning: str) -> Callable[[Any], None]:
+    """A check that ``name`` is a real bool: ``detached="no"`` is truthy and would run
+    detached, so nothing but True and False is taken."""
+    def check(value: Any) -> None:
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{name}={value!r} must be True or False ({meaning})")
+    return check
+
+
+_check_debug = _flag("debug", "keep the first worker whose task fails alive to debug it")
+
+
+def _check_progress(value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise ConfigurationError(
+            f"progress={value!r} must be True, False or None (None: show a progress bar "
+            "only on a terminal)")
+
+
+def _check_settings(value: Any) -> None:
+    if value is not None and not isinstance(value, Settings):
+        hint = ""
+        if isinstance(value, Mapping):
+            hint = ("; pass starburst.Settings("
+                    + ", ".join(f"{k}={v!r}" for k, v in value.items()) + ")")
+        raise ConfigurationError(
+            f"settings={value!r} must be a starburst.Settings (or None for the defaults), "
+            f"not {type(value).__name__}{hint}")
+
+
+def _check_initializer(value: Any) -> None:
+    if value is not None and not callable(value):
+        raise ConfigurationError(
+            f"initializer={value!r} must be a callable (run once in each worker process "
+            "before its first task) or None")
+
+
+def _check_initargs(value: Any) -> None:
+    if not isinstance(value, tuple):
+        raise ConfigurationError(
+            f"initargs={value!r} must be a tuple of the initializer's arguments, "
+            f"e.g. initargs=({value!r},)")
+
+
+def _check_max_tasks_per_child(value: Any) -> None:
+    if value is not None and not _is_count(value, 1):
+        raise ConfigurationError(
+            f"max_tasks_per_child={value!r} must be a positive integer (tasks a worker "
+            "process runs before a fresh one replaces it) or None (no limit)")
+
+
+def _check_mp_context(value: Any) -> None:
+    if value is not None and not isinstance(value, multiprocessing.context.BaseContext):
+        raise ConfigurationError(
+            f"mp_context={value!r} must be a multiprocessing context, such as "
+            "multiprocessing.get_context('spawn'), or None")
 
 
 def _check_debug_keepalive(value: Any) -> None:
@@ -160,7 +218,107 @@ _CHECKS: dict[str, Callable[[Any], object]] = {
     "max_cost": _dollars("max_cost"), "max_hourly_cost": _dollars("max_hourly_cost"),
     "seed": _check_seed, "session_timeout": _check_session_timeout, "debug": _check_debug,
     "debug_keepalive": _check_debug_keepalive, "memory": parse_memory,
+    "detached": _flag("detached", "keep working after this client exits"),
+    "progress": _check_progress, "settings": _check_settings,
+    "initializer": _check_initializer, "initargs": _check_initargs,
+    "max_tasks_per_child": _check_max_tasks_per_child, "mp_context": _check_mp_context,
 }
+
+# Local workers at most, per core this process may use: each is a whole
+# interpreter (tens of MiB, a fraction of a second to start); past a few per
+# core, more only add memory and start-up time, and 10**9 would exhaust the
+# process table. The floor lets a small machine still overlap I/O-bound tasks.
+_LOCAL_WORKERS_PER_CORE = 8
+_LOCAL_WORKERS_FLOOR = 32
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def local_worker_cap() -> int:
+    """The most worker processes the local backend starts (more are capped, with a warning)."""
+    return max(_LOCAL_WORKERS_FLOOR, _LOCAL_WORKERS_PER_CORE * _cores())
+
+
+def cap_local_workers(workers: int, *, stacklevel: int = 2) -> int:
+    """``workers``, or :func:`local_worker_cap` with a :class:`RuntimeWarning` when more.
+
+    Capped rather than refused: ``workers=`` sized for Fargate still runs
+    locally, on as many processes as this machine can hold.
+    """
+    cap = local_worker_cap()
+    if workers <= cap:
+        return workers
+    warnings.warn(
+        f"workers={workers} local worker processes would exhaust this machine: capped at "
+        f"{cap} ({_LOCAL_WORKERS_PER_CORE} per core, at least {_LOCAL_WORKERS_FLOOR}; this "
+        f"process may use {_cores()} cores). Pass workers= up to {cap}, or run on "
+        "backend='fargate' for more", RuntimeWarning, stacklevel=stacklevel + 1)
+    return cap
+
+
+def _merge_max_workers(given: dict[str, Any]) -> None:
+    """Fold ``max_workers`` (``ProcessPoolExecutor``'s name) into ``workers``, in place."""
+    alias = given.pop("max_workers", None)
+    if alias is None:
+        return
+    if not _is_count(alias, 1):
+        raise ConfigurationError(
+            f"max_workers={alias!r} must be a positive integer (or None for the default)")
+    workers = given.get("workers")
+    if workers is not None and workers != alias:
+        raise ConfigurationError(
+            f"max_workers={alias!r} and workers={workers!r} disagree; they are the same "
+            "option (max_workers is ProcessPoolExecutor's name for it): pass one of them")
+    given["workers"] = alias
+
+
+def _cloud_option_names() -> dict[str, str]:
+    """Backend option -> the backend that takes it, from each backend's own list.
+
+    Read from the backend modules when they import (the AWS extra is
+    installed), else from the options that files may set.
+    """
+    names = {key.name: "fargate" for key in keys_of("backend")}
+    names.update((key.name, "fargate") for key in keys_of("aws"))
+    try:
+        from .aws.config import FIELDS
+        from .backends import _environment, batch, fargate
+    except ImportError:  # pragma: no cover - without the aws extra
+        return names
+    for name in (*FIELDS, *fargate._EXTRA, *_environment.OPTION_NAMES):
+        names.setdefault(name, "fargate")
+    for name in batch._EXTRA:
+        names.setdefault(name, "fargate (GPU workers on AWS Batch)")
+    return names
+
+
+def _executor_option_names() -> list[str]:
+    """The options of ``Executor(...)`` itself (those of :meth:`ExecutorOptions.build`)."""
+    params = inspect.signature(ExecutorOptions.build).parameters
+    return sorted(name for name, p in params.items() if p.kind is p.KEYWORD_ONLY)
+
+
+def unknown_options_error(backend: str, names: Iterable[str]) -> ConfigurationError:
+    """The error for options ``backend`` does not take, saying truly where each applies."""
+    given = sorted(names)
+    owners = _cloud_option_names()
+    elsewhere = [n for n in given if n in owners and owners[n] != backend]
+    unknown = [n for n in given if n not in owners]
+    parts = [f"{name} applies to backend={owners[name].split(' ')[0]!r} only"
+             + (f" ({owners[name].split(' ', 1)[1].strip('()')})" if " " in owners[name] else "")
+             for name in elsewhere]
+    if unknown:
+        parts.append(
+            f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not an option of "
+            "any backend (check the spelling; Executor options: "
+            f"{', '.join(_executor_option_names())})")
+    return ConfigurationError(
+        f"the {backend} backend takes no option(s) {', '.join(given)}: {'; '.join(parts)}")
 
 
 @dataclass(frozen=True)
@@ -188,6 +346,9 @@ class ExecutorOptions:
     session_timeout: float = 24 * 3600.0
     debug: bool = False
     debug_keepalive: float = 600.0
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
+    max_tasks_per_child: int | None = None
     settings: Settings = field(default_factory=Settings)
     extra: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -201,16 +362,42 @@ class ExecutorOptions:
               max_cost: float | None = None, max_hourly_cost: float | None = None,
               seed: int | None = None, session_timeout: float = 24 * 3600.0,
               debug: bool = False, debug_keepalive: float = 600.0,
+              max_workers: int | None = None, mp_context: Any = None,
+              initializer: Callable[..., object] | None = None,
+              initargs: tuple[Any, ...] = (), max_tasks_per_child: int | None = None,
               **extra: Any) -> ExecutorOptions:
         """Validate user-facing arguments as given (no files, no environment);
-        every error names the fix."""
+        every error names the fix.
+
+        ``max_workers`` is ``workers`` by ``ProcessPoolExecutor``'s name.
+        ``mp_context`` is accepted (a multiprocessing context) on the local
+        backend for drop-in compatibility and has no effect there: local
+        workers are always fresh interpreters, as with the ``"spawn"`` start
+        method, so nothing set up in this process is inherited.
+        """
+        merged: dict[str, Any] = {"workers": workers, "max_workers": max_workers}
+        _merge_max_workers(merged)
+        workers = merged["workers"]
         for name, value in (("backend", backend), ("workers", workers), ("cpu", cpu),
                             ("chunksize", chunksize), ("max_attempts", max_attempts),
                             ("task_timeout", task_timeout), ("idle_timeout", idle_timeout),
                             ("max_cost", max_cost), ("max_hourly_cost", max_hourly_cost),
                             ("seed", seed), ("session_timeout", session_timeout),
-                            ("debug", debug), ("debug_keepalive", debug_keepalive)):
+                            ("debug", debug), ("debug_keepalive", debug_keepalive),
+                            ("detached", detached), ("progress", progress),
+                            ("settings", settings), ("initializer", initializer),
+                            ("initargs", initargs),
+                            ("max_tasks_per_child", max_tasks_per_child),
+                            ("mp_context", mp_context)):
             _CHECKS[name](value)
+        if initargs and initializer is None:
+            raise ConfigurationError(
+                f"initargs={initargs!r} given without an initializer: pass initializer= "
+                "(the function they are for) or drop initargs=")
+        if mp_context is not None and backend != "local":
+            raise ConfigurationError(
+                f"mp_context= applies to the local backend only, not backend={backend!r} "
+                "(its workers are not processes of this machine): drop it")
         base = settings or Settings.from_env()
         if idle_timeout is not None:
             base = Settings(**{**_settings_dict(base), "idle_timeout": float(idle_timeout)})
@@ -222,7 +409,8 @@ class ExecutorOptions:
                    max_cost=None if max_cost is None else float(max_cost),
                    max_hourly_cost=None if max_hourly_cost is None else float(max_hourly_cost),
                    seed=seed, session_timeout=float(session_timeout), debug=debug,
-                   debug_keepalive=float(debug_keepalive), extra=extra)
+                   debug_keepalive=float(debug_keepalive), initializer=initializer,
+                   initargs=initargs, max_tasks_per_child=max_tasks_per_child, extra=extra)
 
     @classmethod
     def resolve(cls, *, environ: Mapping[str, str] | None = None, cwd: Path | None = None,
@@ -246,6 +434,8 @@ class ExecutorOptions:
             ConfigurationError: a bad argument, or a bad value from a
                 variable or a file (naming the variable, or the file and line).
         """
+        given = dict(given)
+        _merge_max_workers(given)  # before the files: an argument beats STARBURST_WORKERS
         layers = load_layers(environ=environ, cwd=cwd)
         values = dict(given)
         sources: dict[str, str] = {}
@@ -274,10 +464,7 @@ class ExecutorOptions:
 
     def default_local_workers(self) -> int:
         """One worker per core this process may use."""
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            return os.cpu_count() or 1
+        return _cores()
 
 
 def _settings_dict(settings: Settings) -> dict[str, Any]:

@@ -118,12 +118,18 @@ class Retire:
 
 @dataclass(frozen=True, slots=True)
 class OverBudget:
-    """Fail these pending chunks: the budget cannot pay for them."""
+    """Fail these pending chunks: the budget cannot pay for them.
+
+    ``needed`` is set (dollars) when no worker is left to run them and the
+    budget cannot pay the next one's first billed minute; 0 when the
+    projection of the pending tasks went over the cap.
+    """
 
     chunks: tuple[int, ...]
     spent: float
     projected: float
     limit: float
+    needed: float = 0.0
 
 
 @dataclass(slots=True)
@@ -460,15 +466,22 @@ class Scheduler:
         if budget is None or self.draining:
             return []
         spent, projected = self.spent(now), self.projected()
+        needed = 0.0
         if spent + projected <= budget.max_cost:
-            return []
+            if not self._pending or self.alive or self.launching or self._affordable(1, now):
+                return []
+            # Work waits, no worker is left to run it and none is affordable:
+            # without this the run would wait forever.
+            rate = (budget.rate_per_second if budget.launch_rate_per_second is None
+                    else budget.launch_rate_per_second)
+            needed = budget.min_seconds * rate
         self.draining = True
         self.stopped = True
         over = tuple(sorted(r.chunk for r in self.chunks.values()
                             if r.state is ChunkState.PENDING))
         for chunk in over:
             self._finish(self.chunks[chunk], ChunkState.CANCELLED)
-        return [OverBudget(over, spent, projected, budget.max_cost)]
+        return [OverBudget(over, spent, projected, budget.max_cost, needed)]
 
     def _affordable(self, n: int, now: float) -> int:
         """How many of ``n`` new workers the budget can still pay one minute each for."""

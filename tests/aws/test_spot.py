@@ -34,7 +34,7 @@ from starburst.backends.fargate import (
     FargateBackend,
     spot_mode,
 )
-from starburst.cost import computed_cost
+from starburst.cost import computed_cost, format_money
 from starburst.exceptions import BackendError, ConfigurationError
 from starburst.options import ExecutorOptions
 from starburst.pricing import SPOT_DISCOUNT_SOURCE, hourly_rate, lookup, spot_price
@@ -194,8 +194,8 @@ def test_prefer_falls_back_to_on_demand_once_said_and_tries_spot_again(aws):
     tasks = describe_tasks(client("ecs"), "starburst", first)
     assert {t.get("launchType") for t in tasks} == {"FARGATE"}
     assert said == [f"starburst: Fargate Spot capacity unavailable in {aws.region}: launched "
-                    f"2 workers On-Demand at ${RATES[ON_DEMAND]:.4f}/h instead (Spot: "
-                    f"${RATES[SPOT]:.4f}/h); later launches try Spot first again"]
+                    f"2 workers On-Demand at {format_money(RATES[ON_DEMAND], 3)}/h instead (Spot: "
+                    f"{format_money(RATES[SPOT], 3)}/h); later launches try Spot first again"]
     second = backend.launch(1, spec)
     assert len(second) == 1
     assert calls == [True, False, True, False]  # Spot first again, On-Demand after it
@@ -231,7 +231,7 @@ def test_the_hourly_cap_counts_live_fallbacks_at_their_on_demand_rate(aws):
     assert backend.launch(1, spec) == []
     assert calls == [True, False]
     assert said[-1] == ("starburst: max_hourly_cost=$0.11: the workers running now (On-Demand "
-                        "ones cost $0.0500/h) leave room for 0 of 1 more; later launches start "
+                        "ones cost $0.05/h) leave room for 0 of 1 more; later launches start "
                         "the rest as room frees up")
     _stopped(backend, 2)
     assert [backend.rate_of(arn) for arn in fallbacks] == [None, None]  # gone: not asked

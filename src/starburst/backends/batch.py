@@ -39,6 +39,7 @@ from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
 from ..aws.gpu_quota import read_gpu_plan
+from ..cost import check_caps
 from ..exceptions import BackendError, ConfigurationError, ProtocolError
 from ..gpu import GpuInstance, InstancePrice, given_price, instance_price, resolve_gpu
 from ..scheduler import SPOT_INTERRUPTION, LaunchPacing
@@ -215,14 +216,18 @@ class BatchBackend(ComputeBackend):
         config = load_config(extra)
         env_options = _environment.settle_mode(env_mode, env_options, config.image)
         shared = provision.ensure_shared(config)
-        # The price first: a cap in a region without a recorded price fails
-        # before any queue or Batch resource exists; without a cap the session
-        # runs with its cost unknown.
+        # The price first: a cap in a region without a recorded price, or one that
+        # cannot pay a worker, fails before any queue or Batch resource exists;
+        # without a cap the session runs with its cost unknown.
         notes: list[str] = []
         price, unknown = _price_or_unknown(instance, shared.region, spot=spot, rate=rate, caps={
             "max_cost": options.max_cost, "max_hourly_cost": options.max_hourly_cost})
         if price is None:
             notes.append(unknown)
+        else:
+            check_caps(max_cost=options.max_cost, max_hourly_cost=options.max_hourly_cost,
+                       hourly_rate=price.hourly / instance.gpus,
+                       price_note=_price_note(instance, price, spot=spot))
         requested = options.workers or DEFAULT_WORKERS
         quota = read_gpu_plan(instance, math.ceil(requested / instance.gpus),
                               region=shared.region, spot=spot)

@@ -57,6 +57,7 @@ from ..aws.errors import error_code, is_throttling, translate_errors
 from ..aws.propagation import retry_while_propagating
 from ..aws.quota import QuotaStatus, read_plan, request_increase
 from ..aws.sizes import validate_size
+from ..cost import check_caps, format_money
 from ..exceptions import BackendError, CloudError, ConfigurationError, TransportError
 from ..pricing import FargatePrice, hourly_rate, lookup
 from ..pricing_cache import spot_price_in_use, table_in_use
@@ -250,6 +251,9 @@ class FargateBackend(ComputeBackend):
                                        "max_hourly_cost": options.max_hourly_cost})
         if math.isnan(rates[ON_DEMAND]):
             notes.append(price_note)
+        check_caps(max_cost=options.max_cost, max_hourly_cost=options.max_hourly_cost,
+                   hourly_rate=rates[SPOT if spot is not None else ON_DEMAND],
+                   max_hourly_rate=_dearest(spot, rates), price_note=price_note)
         snapshot = None
         expected_hash: str | None = None
         if env_options.mode == "auto":
@@ -471,8 +475,10 @@ class FargateBackend(ComputeBackend):
         room = self._hourly_room(first)
         if room is not None and room < count:
             self._say_once("hourly", (
-                f"max_hourly_cost=${self.max_hourly_cost:.2f}: the workers running now "
-                f"(On-Demand ones cost ${self.rates.get(ON_DEMAND, 0.0):.4f}/h) leave room for "
+                f"max_hourly_cost={format_money(self.max_hourly_cost or 0.0, 3)}: the workers "
+                "running now "
+                f"(On-Demand ones cost {format_money(self.rates.get(ON_DEMAND, 0.0), 3)}/h) "
+                "leave room for "
                 f"{room} of {count} more; later launches start the rest as room frees up"))
             count = room
         if count <= 0:
@@ -522,8 +528,9 @@ class FargateBackend(ComputeBackend):
             started.extend(fallback)
             self.fallbacks += len(fallback)
             text = (f"Fargate Spot capacity unavailable in {self.shared.region}: launched "
-                    f"{len(fallback)} workers On-Demand at ${self.rates.get(ON_DEMAND, 0.0):.4f}"
-                    f"/h instead (Spot: ${self.rates.get(SPOT, 0.0):.4f}/h); later launches "
+                    f"{len(fallback)} workers On-Demand at "
+                    f"{format_money(self.rates.get(ON_DEMAND, 0.0), 3)}/h instead (Spot: "
+                    f"{format_money(self.rates.get(SPOT, 0.0), 3)}/h); later launches "
                     "try Spot first again")
             if room < short:
                 text += f"; {short - room} not started: {why}"
@@ -540,8 +547,8 @@ class FargateBackend(ComputeBackend):
                 room, why = quota_room, "the On-Demand vCPU quota has no room for them"
         affordable = self._hourly_room(ON_DEMAND)
         if affordable is not None and affordable < room:
-            room, why = affordable, (f"max_hourly_cost=${self.max_hourly_cost:.2f} does not "
-                                     "pay for them On-Demand")
+            cap = format_money(self.max_hourly_cost or 0.0, 3)
+            room, why = affordable, f"max_hourly_cost={cap} does not pay for them On-Demand"
         return room, why
 
     def _hourly_room(self, provider: str) -> int | None:
@@ -871,7 +878,8 @@ def _quota_name(spot: str | None) -> str:
 def _spot_note(spot: str, rates: dict[str, float], region: str) -> str:
     """What a Spot session tells the user before the run."""
     priced = ("cost unknown" if math.isnan(rates[SPOT]) else
-              f"${rates[SPOT]:.4f}/h each, against ${rates[ON_DEMAND]:.4f}/h On-Demand")
+              f"{format_money(rates[SPOT], 3)}/h each, against "
+              f"{format_money(rates[ON_DEMAND], 3)}/h On-Demand")
     text = (f"workers run on Fargate Spot in {region} ({priced}); an interrupted worker "
             "hands its chunk back and the chunk runs elsewhere without counting as a failed "
             "attempt")

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
 from ..exceptions import BackendError, ConfigurationError
+from ..options import unknown_options_error
 from ..scheduler import LaunchPacing
 from ..session import SessionRecord, record_key
 from ..transport import open_transport
@@ -132,9 +133,7 @@ class LocalBackend(ComputeBackend):
     def open_session(cls, *, session: str, options: ExecutorOptions,
                      on_output: OutputCallback | None = None) -> Session:
         if options.extra:
-            raise ConfigurationError(
-                f"the local backend takes no option(s) {', '.join(sorted(options.extra))}; "
-                "they apply to backend='fargate'")
+            raise unknown_options_error(cls.name, options.extra)
         directory = _session_dir(session)
         transport = LocalTransport(directory, max_receives=options.settings.max_receives)
         spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ..cost import format_money
 from ._common import aws_errors, echo_json, json_option, region_option, table
 
 __all__ = ["cleanup", "cost", "logs", "sessions", "status"]
@@ -254,14 +255,14 @@ def cost(session: str, region: str | None, as_json: bool) -> None:
                    "ran, or they stopped too long ago); nothing to compute.")
         return
     table(f"cost of session {session} ({LABEL})", ["", "dollars", "basis"], [
-        ["estimated", f"${estimated:,.4f}",
-         f"{workers} workers x ${rate:,.4f}/h x {billed:,.0f} s ({wall:,.0f} s wall, "
-         "one-minute minimum)"],
-        ["computed", f"${computed:,.4f}",
+        ["estimated", format_money(estimated, 3),
+         f"{workers} workers x {format_money(rate, 3)}/h x {billed:,.0f} s ({wall:,.0f} s "
+         "wall, one-minute minimum)"],
+        ["computed", format_money(computed, 3),
          f"{len(tasks)} tasks, {len(jobs)} GPU jobs, {worker_s:,.0f} billed "
          "worker-seconds"],
-        *[[f"  {label}", f"${k['computed']:,.4f}",
-           f"{k['workers']} x ${k['hourly_rate']:,.4f}/h ({k['source']})"]
+        *[[f"  {label}", format_money(k["computed"], 3),
+           f"{k['workers']} x {format_money(k['hourly_rate'], 3)}/h ({k['source']})"]
           for label, k in rates.kinds.items()]])
 
 

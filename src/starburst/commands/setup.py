@@ -6,6 +6,7 @@ import json
 
 import click
 
+from ..cost import format_money
 from ._common import aws_errors, echo_json, json_option, region_option
 
 __all__ = ["setup", "teardown"]
@@ -26,7 +27,7 @@ def _report(plan: object, verb: str, as_json: bool) -> None:
         _report_gpu(plan)
     click.echo("How workers reach AWS, per hour (10 workers; --private picks endpoints):")
     for option in options:
-        click.echo(f"  {option.name:<28} ${option.hourly:.3f}/h  ({option.note})")
+        click.echo(f"  {option.name:<28} {format_money(option.hourly, 3)}/h  ({option.note})")
     if not plan.changes:
         click.echo(f"starburst {verb}: no changes ({plan.region}, bucket {plan.bucket}).")
         return
