@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .auth import RegistryAuth
-from .base import DEFAULT_BASE_IMAGE, BaseImage, copy_base, resolve_base
+from .base import BaseImage, copy_base, default_base_image, resolve_base
 from .cache import LAYOUT_VERSION, LayerCache, default_cache_dir
 from .layers import DEFAULT_SPLIT_BYTES, BuildStats, Layer, build_layers
 from .oci import (
@@ -114,7 +114,7 @@ def env_hash(lock: Lock, base: BaseImage, me: SelfInstall, *, threshold: int) ->
     payload = {
         "recipe": [_RECIPE_VERSION, LAYOUT_VERSION, ENTRYPOINT, threshold],
         "lock": lock.digest(),
-        "python": lock.target.python,
+        "python": lock.target.version,
         "platform": lock.target.uv_platform,
         "base": base.digest,
         "starburst": me.identity,
@@ -154,7 +154,7 @@ def ensure_image(registry: Registry, repository: str, *, snapshot: Snapshot | No
     lock = resolve(snap, index=index, cache_dir=root, refresh=refresh)
     timings["resolve"] = time.perf_counter() - start
 
-    ref = parse_reference(base_image or DEFAULT_BASE_IMAGE.format(python=target.python))
+    ref = parse_reference(base_image or default_base_image(target))
     with contextlib.ExitStack() as stack:
         source = base_registry or stack.enter_context(Registry(ref.url, auth=RegistryAuth()))
         mark = time.perf_counter()
@@ -228,7 +228,7 @@ def plan_image(*, snapshot: Snapshot, base_image: str | None = None,
     """
     root = cache_dir or default_cache_dir()
     lock = resolve(snapshot, index=index, cache_dir=root, refresh=refresh)
-    ref = parse_reference(base_image or DEFAULT_BASE_IMAGE.format(python=snapshot.target.python))
+    ref = parse_reference(base_image or default_base_image(snapshot.target))
     with contextlib.ExitStack() as stack:
         source = base_registry or stack.enter_context(Registry(ref.url, auth=RegistryAuth()))
         base = resolve_base(source, ref, snapshot.target, cache_dir=root, refresh=refresh)
@@ -256,6 +256,7 @@ def compose_config(base: BaseImage, layers: list[Layer], target: Target, full_ha
     labels.update({
         f"{_LABEL}.env-hash": full_hash,
         f"{_LABEL}.python": target.python,
+        f"{_LABEL}.python-version": target.version,
         f"{_LABEL}.platform": target.uv_platform,
         f"{_LABEL}.site-packages": "/" + target.site_packages,
         f"{_LABEL}.version": me.version,
