@@ -134,7 +134,8 @@ def ensure_image(registry: Registry, repository: str, *, snapshot: Snapshot | No
         repository: the target repository; it must exist (ECR) or be creatable.
         snapshot: the environment; the running interpreter's by default.
         platform: ``x86_64`` or ``arm64`` (ignored when ``snapshot`` is given).
-        base_image: base image reference; ``python:3.X-slim`` from ECR Public by default.
+        base_image: base image reference; ``python:3.X.Y-slim`` (the target's exact
+            Python release) from ECR Public by default.
         base_registry: client for the base image's registry (anonymous by default).
         index: where packages come from.
         threshold: installed size from which a distribution gets its own layer.
