@@ -123,12 +123,14 @@ def _record_hash(data: bytes) -> str:
 
 def make_wheel(directory: Path, name: str, version: str, files: dict[str, bytes], *,
                requires: tuple[str, ...] = (), tag: str = "py3-none-any",
-               scripts: dict[str, str] | None = None) -> Path:
+               scripts: dict[str, str] | None = None,
+               requires_python: str | None = None) -> Path:
     """Write a wheel with ``files`` (path -> bytes) and return its path."""
     dist = f"{name.replace('-', '_')}-{version}"
     content = dict(files)
     meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
     meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    meta += f"Requires-Python: {requires_python}\n" if requires_python else ""
     content[f"{dist}.dist-info/METADATA"] = meta.encode()
     purelib = "true" if tag.endswith("none-any") else "false"
     content[f"{dist}.dist-info/WHEEL"] = (

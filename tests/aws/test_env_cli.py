@@ -13,13 +13,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import platform
 import shutil
+import sys
 import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import make_wheel
 from click.testing import CliRunner
 
 from starburst.cli import main
@@ -152,6 +155,23 @@ def test_a_second_build_uploads_nothing(offline, pkg):
     assert code == 0, out
     assert "built:    no" in out
     assert "0 bytes uploaded" in out
+
+
+@needs_registry
+@pytest.mark.skipif(sys.version_info.micro == 0,
+                    reason="on an x.y.0 interpreter the minor and the exact version agree")
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_env_build_resolves_a_pin_that_needs_this_patch_release(offline, tmp_path, arch):
+    # Defect 11: like pymdown-extensions 13.1.2 (Python >= 3.11.5) on 3.11.7,
+    # `env build --platform arm64` exited 1: uv was asked for Python 3.11 (3.11.0).
+    exact = platform.python_version()
+    name = f"needspatch_{uuid.uuid4().hex[:10]}"
+    make_wheel(tmp_path / "wheels", name, "1.0", {f"{name}.py": b"X = 1\n"},
+               requires_python=f">={exact}")
+    code, out = _invoke("build", "--platform", arch, *_pin((name, tmp_path / "wheels"), "1.0"),
+                        "--json")
+    assert code == 0, out
+    assert json.loads(out)["built"] is True
 
 
 @needs_registry

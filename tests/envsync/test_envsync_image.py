@@ -8,6 +8,7 @@ image in a second, anonymous registry; packages are wheels built here.
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -15,11 +16,19 @@ import time
 from pathlib import Path
 
 import pytest
-from _envsync_support import PYTHON, SITE, Traffic, compiled_sdist, make_wheel, payload
+from _envsync_support import (
+    PYTHON,
+    SITE,
+    Traffic,
+    compiled_sdist,
+    make_wheel,
+    payload,
+    push_synthetic_base,
+)
 
 from starburst._version import __version__
 from starburst.envsync.base import resolve_base
-from starburst.envsync.errors import UnsupportedPackageError
+from starburst.envsync.errors import EnvironmentBuildError, UnsupportedPackageError
 from starburst.envsync.image import BuildReport, ensure_image
 from starburst.envsync.oci import OCI_MANIFEST, parse_reference
 from starburst.envsync.pull import extract_image
@@ -249,3 +258,45 @@ def test_a_failing_install_sends_nothing(
     assert traffic.body_bytes == 0
     assert not registry.has_blob(repo, next(iter(
         resolve_base(source, parse_reference(base_image), Target.of("x86_64")).layers)).digest)
+
+
+EXACT = platform.python_version()
+
+
+@pytest.mark.skipif(sys.version_info.micro == 0,
+                    reason="on an x.y.0 interpreter the minor and the exact version agree")
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_an_image_with_a_pin_that_needs_this_patch_release_is_built_for_it(
+        registry: Registry, source: Registry, base_image: str, wheels: Path, cache_dir: Path,
+        repo: str, tmp_path: Path, arch: str) -> None:
+    # Defect 11: a pin requiring Python >= 3.11.5 failed to resolve for "3.11".
+    make_wheel(wheels, "needspatch", "1.0", {"needspatch.py": b"X = 1\n"},
+               requires_python=f">={EXACT}")
+    snap = Snapshot(target=Target.of(arch),
+                    distributions=(Distribution("needspatch", "1.0", pure=True),))
+    report = ensure_image(registry, repo, snapshot=snap, base_image=base_image,
+                          base_registry=source, cache_dir=cache_dir, threshold=THRESHOLD,
+                          index=IndexOptions(find_links=(str(wheels),), no_index=True))
+    config = json.loads(registry.get_blob(
+        repo, registry.get_manifest(repo, report.image.tag).json()["config"]["digest"]))
+    assert config["config"]["Labels"]["dev.starburst.python-version"] == EXACT
+    assert f"PYTHON_VERSION={EXACT}" in config["config"]["Env"]  # the base's own Python
+    site = extract_image(registry, f"{repo}:{report.image.tag}", tmp_path / "rootfs")
+    assert (site / "needspatch.py").is_file()
+
+
+def test_a_base_image_with_another_python_release_is_refused_at_once(
+        registry: Registry, source: Registry, wheels: Path, cache_dir: Path, repo: str,
+        traffic: Traffic) -> None:
+    other = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro + 1}"
+    push_synthetic_base(source, "library/otherpython", python=other)
+    base = f"{source.url.removeprefix('http://')}/library/otherpython:{other}-slim"
+    make_wheel(wheels, "app", "1.0", {"app.py": b""})
+    with pytest.raises(EnvironmentBuildError) as info:
+        _build(registry, repo, _snapshot(Distribution("app", "1.0", pure=True)),
+               wheels=wheels, cache=cache_dir, source=source, base_image=base)
+    message = str(info.value)
+    assert f"has Python {other}" in message
+    assert f"Python {EXACT}" in message
+    assert "base_image=" in message
+    assert traffic.body_bytes == 0  # refused before anything was pushed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,36 @@ def test_the_lock_is_cached_per_snapshot(wheels: Path, tmp_path: Path,
     with pytest.raises(AssertionError):
         resolve(snap, index=_index(wheels), cache_dir=tmp_path, refresh=True)
     assert Lock.from_json(first.to_json()) == first
+
+
+# The interpreter the workers run: its exact version, not only its minor one.
+EXACT = platform.python_version()
+
+
+@pytest.mark.skipif(sys.version_info.micro == 0,
+                    reason="on an x.y.0 interpreter the minor and the exact version agree")
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_a_pin_that_needs_this_exact_patch_release_resolves_and_installs(
+        wheels: Path, tmp_path: Path, arch: str) -> None:
+    # Defect 11: pymdown-extensions 13.1.2 requires Python >= 3.11.5; asked to
+    # resolve for "3.11" (3.11.0), uv found the pin unsatisfiable.
+    make_wheel(wheels, "needspatch", "1.0", {"needspatch.py": b"X = 1\n"},
+               requires_python=f">={EXACT}")
+    snap = _snap(Distribution("needspatch", "1.0", pure=True), arch=arch)
+    assert snap.target.version == EXACT
+    lock = resolve(snap, index=_index(wheels))
+    assert lock.pins == (("needspatch", "1.0"),)
+    install(lock, tmp_path / "site", index=_index(wheels))
+    assert (tmp_path / "site" / "needspatch.py").is_file()
+
+
+def test_a_lock_records_the_exact_python_and_is_not_shared_across_patch_releases(
+        wheels: Path, tmp_path: Path) -> None:
+    make_wheel(wheels, "app", "1.0", {"app.py": b""})
+    dist = Distribution("app", "1.0", pure=True)
+    here = resolve(_snap(dist), index=_index(wheels), cache_dir=tmp_path)
+    older = resolve(Snapshot(target=Target.of("x86_64", "3.11.1"), distributions=(dist,)),
+                    index=_index(wheels), cache_dir=tmp_path)
+    assert Lock.from_json(here.to_json()).target.version == EXACT
+    assert older.target.version == "3.11.1"
+    assert here.digest() != older.digest()

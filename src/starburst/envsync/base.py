@@ -1,10 +1,13 @@
 """The base image: resolve it for the target platform, copy its layers once.
 
-The default base is the official ``python:3.X-slim`` image (from ECR
-Public, which mirrors Docker Hub's official images without Docker Hub's
-anonymous pull limits). ``base_image=`` names another one, which is the
-route for system libraries: build an image with them once, point
-starburst at it.
+The default base is the official ``python:3.X.Y-slim`` image of the
+running interpreter's exact release (from ECR Public, which mirrors Docker
+Hub's official images, every patch tag included, without Docker Hub's
+anonymous pull limits): packages are resolved for that release, so the
+image must run it. ``base_image=`` names another one, which is the route
+for system libraries: build an image with them once, point starburst at
+it. A base whose config declares another Python (the official images set
+``PYTHON_VERSION``) is refused at once, before anything is built.
 
 Resolving a tag costs a round trip to the source registry, and the
 resolved digest is part of the image tag; it is cached for a day (a
@@ -38,10 +41,14 @@ from .oci import (
 from .registry import Manifest, ProgressCallback, Registry
 from .target import Target
 
-__all__ = ["DEFAULT_BASE_IMAGE", "BaseImage", "copy_base", "resolve_base"]
+__all__ = ["DEFAULT_BASE_IMAGE", "BaseImage", "copy_base", "default_base_image",
+           "resolve_base"]
 
-#: The default base; ``{python}`` is the target's minor version.
+#: The default base; ``{python}`` is the target's exact Python version (``3.11.7``).
 DEFAULT_BASE_IMAGE = "public.ecr.aws/docker/library/python:{python}-slim"
+# The variable the official python images (and the synthetic test base) set
+# to the interpreter release they carry.
+_PYTHON_VERSION_ENV = "PYTHON_VERSION="
 # python:3.X-slim is rebuilt about weekly for Debian security updates; a day
 # picks those up soon while sparing every warm check a round trip.
 _TAG_TTL_S = 24 * 3600.0
@@ -64,6 +71,11 @@ class BaseImage:
     layers: tuple[Descriptor, ...]
 
 
+def default_base_image(target: Target) -> str:
+    """The default base reference for ``target``: ``python:<exact version>-slim``."""
+    return DEFAULT_BASE_IMAGE.format(python=target.version)
+
+
 def resolve_base(source: Registry, ref: ImageReference, target: Target, *,
                  cache_dir: Path | None = None, refresh: bool = False,
                  clock: float | None = None) -> BaseImage:
@@ -71,7 +83,8 @@ def resolve_base(source: Registry, ref: ImageReference, target: Target, *,
 
     Raises:
         EnvironmentBuildError: the image has no manifest for the platform,
-            or its config does not match it.
+            its config does not match it, or it declares another Python
+            release than the one packages are resolved for.
         RegistryError: the source registry failed.
     """
     now = time.time() if clock is None else clock
@@ -81,6 +94,7 @@ def resolve_base(source: Registry, ref: ImageReference, target: Target, *,
         cache_file = cache_dir / "base" / f"{key}.json"
         cached = _load(cache_file, ref, now) if not refresh else None
         if cached is not None:
+            _check_python(cached, target)
             return cached
     manifest = source.get_manifest(ref.repository, ref.reference)
     if manifest.media_type in (OCI_INDEX, DOCKER_MANIFEST_LIST) or \
@@ -97,7 +111,41 @@ def resolve_base(source: Registry, ref: ImageReference, target: Target, *,
     base = _build(ref, manifest.digest, body, config_bytes, target.oci_arch)
     if cache_file is not None:
         _store(cache_file, manifest, config_bytes, now, target.oci_arch)
+    _check_python(base, target)
     return base
+
+
+def python_of(base: BaseImage) -> str | None:
+    """The Python release the base image declares (``PYTHON_VERSION``), or None."""
+    env = (base.config.get("config") or {}).get("Env") or []
+    for item in env:
+        if isinstance(item, str) and item.startswith(_PYTHON_VERSION_ENV):
+            return item[len(_PYTHON_VERSION_ENV):].strip() or None
+    return None
+
+
+def _check_python(base: BaseImage, target: Target) -> None:
+    """Refuse a base whose Python is not the release packages are resolved for.
+
+    Packages are resolved for ``target.version``; an image with another
+    release may lack what they require (or, for another minor version,
+    cannot load their compiled modules at all). A base that declares no
+    ``PYTHON_VERSION`` cannot be checked and is trusted.
+    """
+    found = python_of(base)
+    if found is None:
+        return
+    wanted = target.version
+    same_minor = found.split(".")[:2] == wanted.split(".")[:2]
+    exact = wanted.count(".") == 2
+    if same_minor and (not exact or found == wanted):
+        return
+    raise EnvironmentBuildError(
+        f"base image {base.reference} has Python {found}, but the workers' packages are "
+        f"resolved for Python {wanted} (the interpreter they must match). Fix: pass "
+        f"base_image= an image with Python {wanted} (the default is "
+        f"{default_base_image(target)}), or build from a Python {found} interpreter "
+        f"(take_snapshot(python={found!r}) resolves for it)")
 
 
 def copy_base(base: BaseImage, source: Registry, dest: Registry, repo: str, *,

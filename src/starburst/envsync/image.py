@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .auth import RegistryAuth
-from .base import DEFAULT_BASE_IMAGE, BaseImage, copy_base, resolve_base
+from .base import BaseImage, copy_base, default_base_image, resolve_base
 from .cache import LAYOUT_VERSION, LayerCache, default_cache_dir
 from .layers import DEFAULT_SPLIT_BYTES, BuildStats, Layer, build_layers
 from .oci import (
@@ -114,7 +114,7 @@ def env_hash(lock: Lock, base: BaseImage, me: SelfInstall, *, threshold: int) ->
     payload = {
         "recipe": [_RECIPE_VERSION, LAYOUT_VERSION, ENTRYPOINT, threshold],
         "lock": lock.digest(),
-        "python": lock.target.python,
+        "python": lock.target.version,
         "platform": lock.target.uv_platform,
         "base": base.digest,
         "starburst": me.identity,
@@ -134,7 +134,8 @@ def ensure_image(registry: Registry, repository: str, *, snapshot: Snapshot | No
         repository: the target repository; it must exist (ECR) or be creatable.
         snapshot: the environment; the running interpreter's by default.
         platform: ``x86_64`` or ``arm64`` (ignored when ``snapshot`` is given).
-        base_image: base image reference; ``python:3.X-slim`` from ECR Public by default.
+        base_image: base image reference; ``python:3.X.Y-slim`` (the target's exact
+            Python release) from ECR Public by default.
         base_registry: client for the base image's registry (anonymous by default).
         index: where packages come from.
         threshold: installed size from which a distribution gets its own layer.
@@ -154,7 +155,7 @@ def ensure_image(registry: Registry, repository: str, *, snapshot: Snapshot | No
     lock = resolve(snap, index=index, cache_dir=root, refresh=refresh)
     timings["resolve"] = time.perf_counter() - start
 
-    ref = parse_reference(base_image or DEFAULT_BASE_IMAGE.format(python=target.python))
+    ref = parse_reference(base_image or default_base_image(target))
     with contextlib.ExitStack() as stack:
         source = base_registry or stack.enter_context(Registry(ref.url, auth=RegistryAuth()))
         mark = time.perf_counter()
@@ -228,7 +229,7 @@ def plan_image(*, snapshot: Snapshot, base_image: str | None = None,
     """
     root = cache_dir or default_cache_dir()
     lock = resolve(snapshot, index=index, cache_dir=root, refresh=refresh)
-    ref = parse_reference(base_image or DEFAULT_BASE_IMAGE.format(python=snapshot.target.python))
+    ref = parse_reference(base_image or default_base_image(snapshot.target))
     with contextlib.ExitStack() as stack:
         source = base_registry or stack.enter_context(Registry(ref.url, auth=RegistryAuth()))
         base = resolve_base(source, ref, snapshot.target, cache_dir=root, refresh=refresh)
@@ -256,6 +257,7 @@ def compose_config(base: BaseImage, layers: list[Layer], target: Target, full_ha
     labels.update({
         f"{_LABEL}.env-hash": full_hash,
         f"{_LABEL}.python": target.python,
+        f"{_LABEL}.python-version": target.version,
         f"{_LABEL}.platform": target.uv_platform,
         f"{_LABEL}.site-packages": "/" + target.site_packages,
         f"{_LABEL}.version": me.version,

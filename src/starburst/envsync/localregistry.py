@@ -22,7 +22,6 @@ import io
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 import time
 import warnings
@@ -42,6 +41,7 @@ from .oci import (
     sha256_digest,
 )
 from .registry import Registry
+from .target import Target
 
 __all__ = ["LocalRegistry", "bcrypt_hash", "push_synthetic_base", "registry_binary"]
 
@@ -215,16 +215,23 @@ class LocalRegistry:
 
 def push_synthetic_base(registry: Registry, repo: str = "library/python",
                         tag: str | None = None, *, python: str | None = None) -> dict[str, str]:
-    """Push a tiny multi-platform stand-in for ``python:3.X-slim``; return digests by arch.
+    """Push a tiny multi-platform stand-in for ``python:3.X.Y-slim``; return digests by arch.
 
-    For tests and benchmarks that must not download a real base image. Each
-    platform's single layer holds the python:3.X-slim directories
+    For tests and benchmarks that must not download a real base image.
+    ``python`` is ``"3.X.Y"`` or ``"3.X"`` (the running interpreter's exact
+    release when it names the running minor version; ``3.X.0`` otherwise).
+    The image declares it in ``PYTHON_VERSION``, as the official images do,
+    and is tagged both ``3.X.Y-slim`` and ``3.X-slim`` (unless ``tag`` is
+    given). Each platform's single layer holds the python:3.X-slim directories
     (``usr/local/bin``, ``usr/local/lib/python3.X/site-packages``) and a marker
     file. linux/amd64 uses Docker schema 2 media types (as Docker Hub's
     images do), linux/arm64 OCI ones, and an OCI index ties them together,
     so copying it exercises index resolution and media type conversion.
     """
-    version = python or f"{sys.version_info.major}.{sys.version_info.minor}"
+    target = Target.of("x86_64", python)
+    version, exact = target.python, target.version
+    if exact.count(".") == 1:
+        exact += ".0"
     site_dir = f"usr/local/lib/python{version}/site-packages"
     digests: dict[str, str] = {}
     descriptors: list[dict[str, object]] = []
@@ -237,7 +244,7 @@ def push_synthetic_base(registry: Registry, repo: str = "library/python",
         config = canonical_json({
             "architecture": arch, "os": "linux", "created": "2024-01-01T00:00:00Z",
             "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin",
-                               f"PYTHON_VERSION={version}.0"], "Cmd": ["python3"]},
+                               f"PYTHON_VERSION={exact}"], "Cmd": ["python3"]},
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
             "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "synthetic"}],
         })
@@ -260,7 +267,8 @@ def push_synthetic_base(registry: Registry, repo: str = "library/python",
                             "platform": platform})
     index = canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX,
                             "manifests": descriptors})
-    registry.put_manifest(repo, tag or f"{version}-slim", index, OCI_INDEX)
+    for name in [tag] if tag else [f"{exact}-slim", f"{version}-slim"]:
+        registry.put_manifest(repo, name, index, OCI_INDEX)
     return digests
 
 

@@ -41,7 +41,8 @@ from .target import Target
 __all__ = ["IndexOptions", "Lock", "install", "resolve"]
 
 # Bump when the way a lock is computed changes, so cached locks are not reused.
-_RESOLVER_VERSION = 1
+# 2: resolved for the exact Python release (3.11.7), no longer for 3.11 (= 3.11.0).
+_RESOLVER_VERSION = 2
 
 _NAME = r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)"
 _VERSION = r"(?:==(?P<version>[^\s,;]+?))?"
@@ -107,7 +108,7 @@ class Lock:
 
     def digest(self) -> str:
         """sha256 of the lock's content; part of the image tag."""
-        payload = {"target": [self.target.arch, self.target.python], "pins": self.pins,
+        payload = {"target": [self.target.arch, self.target.version], "pins": self.pins,
                    "buildable": self.buildable}
         return hashlib.sha256(_canonical(payload)).hexdigest()
 
@@ -119,6 +120,7 @@ class Lock:
     def to_json(self) -> str:
         """Serialise for the local lock cache."""
         return json.dumps({"arch": self.target.arch, "python": self.target.python,
+                           "version": self.target.version,
                            "pins": self.pins, "buildable": self.buildable,
                            "warnings": self.warnings}, indent=1)
 
@@ -126,7 +128,8 @@ class Lock:
     def from_json(cls, text: str) -> Lock:
         """Inverse of :meth:`to_json`."""
         data = json.loads(text)
-        return cls(target=Target(arch=data["arch"], python=data["python"]),
+        return cls(target=Target(arch=data["arch"], python=data["python"],
+                                 version=data.get("version", "")),
                    pins=tuple((str(n), str(v)) for n, v in data["pins"]),
                    buildable=tuple(data["buildable"]), warnings=tuple(data["warnings"]))
 
@@ -219,7 +222,7 @@ def _compile(snapshot: Snapshot, index: IndexOptions) -> Lock:
                                 for r in d.requires if r.name == name})
             dropped[name] = (
                 f"left out {name}=={by_name[name].version}: it has no build for "
-                f"{target.uv_platform} (Python {target.python}) and is required only "
+                f"{target.uv_platform} (Python {target.version}) and is required only "
                 f"conditionally (by {', '.join(requirers)}), as on the laptop's platform")
     raise EnvironmentBuildError("the resolver did not converge; this is a starburst bug")
 
@@ -285,11 +288,11 @@ def _failure(stderr: str, target: Target, *, known: dict[str, Distribution],
     detail = _tail(stderr)
     if parsed is None:
         return EnvironmentBuildError(f"uv could not {action} the environment for "
-                                     f"{target.uv_platform} (Python {target.python}):\n{detail}")
+                                     f"{target.uv_platform} (Python {target.version}):\n{detail}")
     name, version, reason = parsed
     version = version or (known[name].version if name in known else None)
     spec = f"{name}=={version}" if version else name
-    where = f"{target.uv_platform} (Python {target.python})"
+    where = f"{target.uv_platform} (Python {target.version})"
     if reason == "missing":
         return UnsupportedPackageError(
             f"{spec} is not on the package index, so workers cannot install it. Fix: pass "
@@ -320,7 +323,9 @@ def _failure(stderr: str, target: Target, *, known: dict[str, Distribution],
 
 
 def _target_args(target: Target) -> list[str]:
-    args = ["--python-platform", target.uv_platform, "--python-version", target.python]
+    # The exact release: uv reads "3.11" as 3.11.0, and a pin that requires
+    # Python >= 3.11.5 would then be unsatisfiable although the workers run 3.11.7.
+    args = ["--python-platform", target.uv_platform, "--python-version", target.version]
     # Source builds of pure-Python packages need an interpreter; the running
     # one has the target's minor version unless another was asked for.
     if f"{sys.version_info.major}.{sys.version_info.minor}" == target.python:

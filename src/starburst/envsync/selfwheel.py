@@ -143,7 +143,7 @@ def _install_built_wheel(source: Path, site: Path, work: Path, target: Target) -
             f"could not build a wheel of starburst from its checkout {source} "
             f"(uv build --wheel):\n{result.stderr.strip()[-3000:]}")
     result = run_uv(["pip", "install", "--target", str(site), "--no-deps", "--no-index",
-                     "--python-platform", target.uv_platform, "--python-version", target.python,
+                     "--python-platform", target.uv_platform, "--python-version", target.version,
                      str(wheels[0])])
     if result.returncode != 0:
         raise EnvironmentBuildError(

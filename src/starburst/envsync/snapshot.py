@@ -133,7 +133,7 @@ class Snapshot:
     def key(self) -> str:
         """sha256 of everything the resolver sees; equal snapshots resolve alike."""
         payload = {
-            "target": [self.target.arch, self.target.python],
+            "target": [self.target.arch, self.target.version],
             "dists": [[d.name, d.version, d.pure] for d in self.distributions],
             "deps": [[d.name, [[r.name, r.conditional] for r in d.requires]]
                      for d in self.distributions],
@@ -148,7 +148,8 @@ def take_snapshot(platform: str = "x86_64", *, python: str | None = None,
 
     Args:
         platform: target architecture, ``x86_64`` or ``arm64``.
-        python: target Python minor version; the running one by default.
+        python: target Python version, ``"3.11"`` or exact (``"3.11.7"``);
+            the running interpreter's exact release by default.
         exclude: distribution names to leave out (for instance a
             macOS-only package the workers never import).
         path: where to look for distributions; ``sys.path`` by default.
