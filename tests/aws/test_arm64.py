@@ -19,7 +19,7 @@ import pytest
 from _support import make_wheel
 
 from starburst.aws.clients import client
-from starburst.backends.fargate import ARM64_SPOT_RULE, FargateBackend
+from starburst.backends.fargate import ON_DEMAND, SPOT, FargateBackend
 from starburst.envsync.ecrauth import ecr_registry
 from starburst.envsync.errors import UnsupportedPackageError
 from starburst.envsync.localregistry import registry_binary
@@ -79,10 +79,9 @@ def test_an_arm64_session_has_an_aarch64_image_an_arm64_definition_and_graviton_
     backend = session.backend
     try:
         assert isinstance(backend, FargateBackend)
-        # Fargate Spot runs no ARM64 task: On-Demand Graviton, and the user is told why.
-        assert backend.spot is None
-        assert any(ARM64_SPOT_RULE in note and "On-Demand on Graviton" in note
-                   for note in session.notes)
+        # Fargate Spot runs ARM64 tasks (AWS, since 2024): Graviton on Spot, no note.
+        assert backend.spot == "prefer"
+        assert not any("On-Demand on Graviton" in note for note in session.notes)
         config, files = _image_files(session.spec.image, str(aws.runner.registry_url))
         assert (config["architecture"], config["os"]) == ("arm64", "linux")
         site = f"usr/local/lib/python{sys.version_info.major}.{sys.version_info.minor}/" \
@@ -97,12 +96,15 @@ def test_an_arm64_session_has_an_aarch64_image_an_arm64_definition_and_graviton_
         assert definition["runtimePlatform"]["cpuArchitecture"] == "ARM64"
         [container] = definition["containerDefinitions"]
         assert container["image"] == session.spec.image
-        assert "stopTimeout" not in container  # On-Demand keeps ECS's default
+        assert container["stopTimeout"] == 120  # Spot: the whole two-minute notice
         graviton = lookup(aws.region, "arm64")
-        assert session.hourly_rate == pytest.approx(hourly_rate(
-            graviton, 1, 2048, public_ip=aws.shared.network.assign_public_ip))
-        assert session.hourly_rate < hourly_rate(lookup(aws.region, "x86_64"), 1, 2048,
-                                                 public_ip=aws.shared.network.assign_public_ip)
+        public_ip = aws.shared.network.assign_public_ip
+        assert backend.rates[ON_DEMAND] == pytest.approx(hourly_rate(
+            graviton, 1, 2048, public_ip=public_ip))
+        assert backend.rates[ON_DEMAND] < hourly_rate(lookup(aws.region, "x86_64"), 1, 2048,
+                                                      public_ip=public_ip)
+        assert session.hourly_rate == pytest.approx(backend.rates[SPOT])  # Graviton on Spot
+        assert session.hourly_rate < backend.rates[ON_DEMAND]
         assert session.price_note.startswith(f"{aws.region} arm64, ")
     finally:
         backend.close()

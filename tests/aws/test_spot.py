@@ -28,7 +28,6 @@ from starburst.aws.propagation import retry_while_propagating
 from starburst.aws.quota import vcpus_in_use
 from starburst.backends.base import WorkerExit, WorkerSpec
 from starburst.backends.fargate import (
-    ARM64_SPOT_RULE,
     ON_DEMAND,
     SPOT,
     FargateBackend,
@@ -64,15 +63,22 @@ def test_other_spot_values_name_the_choices(value):
         spot_mode(value)
 
 
-def test_spot_require_with_arm64_is_refused_before_anything_starts():
-    options = ExecutorOptions.build(backend="fargate", spot="require", platform="arm64",
-                                    image="example/worker:1")
-    with pytest.raises(ConfigurationError) as info:
-        FargateBackend.open_session(session="sb-spot-arm", options=options)
-    text = str(info.value)
-    assert ARM64_SPOT_RULE in text
-    assert "platform='x86_64'" in text
-    assert "spot=False" in text
+def test_graviton_runs_on_fargate_spot(aws, monkeypatch):
+    # AWS supports Fargate Spot for ARM64 since 2024 (platform version 1.4.0).
+    monkeypatch.setenv("STARBURST_SPOT_VCPU_QUOTA", "1000")
+    settings = starburst.Settings(poll=0.05, idle_timeout=30)
+    with starburst.Executor(backend="fargate", platform="arm64", spot="require", workers=1,
+                            settings=settings, progress=False) as ex:
+        assert ex._client.backend.spot == "require"
+        assert list(ex.map(abs, [-1, -2])) == [1, 2]
+        sid = ex.session_id
+    ecs = client("ecs")
+    arns = ecs.list_tasks(cluster="starburst", desiredStatus="STOPPED")["taskArns"]
+    ours = [t for t in describe_tasks(ecs, "starburst", arns, tags=True)
+            if {"key": "starburst:session", "value": sid} in t.get("tags", [])]
+    assert ours and {t["capacityProviderName"] for t in ours} == {"FARGATE_SPOT"}
+    definition = ecs.describe_task_definition(taskDefinition=ours[0]["taskDefinitionArn"])
+    assert definition["taskDefinition"]["runtimePlatform"]["cpuArchitecture"] == "ARM64"
 
 
 def test_a_spot_interruption_redelivers_without_charging_an_attempt():
@@ -250,22 +256,42 @@ def test_require_starts_fewer_and_says_it_waits_for_spot(aws):
                     "try again)"]
 
 
-def test_an_aws_refusal_of_arm64_on_spot_says_which_rule_and_what_to_pass(aws):
-    backend, spec = _probe(aws, spot="require")
-
-    def refuse(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+def _refuse_arm64_on_spot(backend: FargateBackend) -> None:
+    """A region that still refuses ARM64 on Fargate Spot: RunTask on FARGATE_SPOT fails."""
+    def refuse(params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        if b"FARGATE_SPOT" not in params.get("body", b""):
+            return None  # the On-Demand fallback goes through
         return AWSResponse("http://127.0.0.1/", 400, {}, None), {"Error": {
             "Code": "InvalidParameterException",
             "Message": "The FARGATE_SPOT capacity provider does not support the ARM64 "
                        "CPU architecture."}}
 
     backend.ecs.meta.events.register("before-call.ecs.RunTask", refuse)
+
+
+def test_a_region_refusing_arm64_on_spot_fails_a_require_session_saying_what_to_pass(aws):
+    backend, spec = _probe(aws, spot="require")
+    _refuse_arm64_on_spot(backend)
     with pytest.raises(BackendError) as info:
         backend.launch(1, spec)
     text = str(info.value)
     assert "AWS refused to run arm64 workers on Fargate Spot" in text
-    assert ARM64_SPOT_RULE in text
     assert "platform='x86_64'" in text
+    assert "spot=False" in text
+
+
+def test_a_region_refusing_arm64_on_spot_runs_a_prefer_session_on_demand(aws):
+    said: list[str] = []
+    backend, spec = _probe(aws, spot="prefer",
+                           on_output=lambda worker, stream, line: said.append(line))
+    _refuse_arm64_on_spot(backend)
+    [arn] = backend.launch(1, spec)
+    [task] = describe_tasks(client("ecs"), "starburst", [arn])
+    assert task.get("launchType") == "FARGATE"
+    assert backend.launch(1, spec)  # later launches go On-Demand at once
+    assert len(said) == 1
+    assert "refused arm64 workers on Fargate Spot" in said[0]
+    assert "On-Demand" in said[0]
 
 
 def test_open_session_plans_against_the_spot_quota_and_prices_spot(aws, monkeypatch):

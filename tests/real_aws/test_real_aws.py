@@ -58,9 +58,10 @@ def test_graviton_runs_a_map_from_an_arm64_image() -> None:
     assert ex.status().tasks_done == 40
 
 
-def test_graviton_with_spot_required_is_refused_before_anything_starts() -> None:
-    with pytest.raises(starburst.ConfigurationError, match="ARM64"):
-        starburst.Executor(backend="fargate", platform="arm64", spot="require", progress=False)
+def test_graviton_runs_on_fargate_spot() -> None:
+    # Fargate Spot supports ARM64 since 2024 (platform version 1.4.0).
+    ex = _run_and_check(platform="arm64", cpu=0.25, spot="require")
+    assert ex.status().tasks_done == 40
 
 
 @pytest.mark.skipif(os.environ.get("STARBURST_TEST_REAL_GPU") != "1",

@@ -113,10 +113,10 @@ ON_DEMAND, SPOT = "FARGATE", "FARGATE_SPOT"
 #: ``spot=`` values: what the user may pass -> the mode (None: On-Demand).
 SPOT_MODES: dict[object, str | None] = {False: None, True: "prefer", "prefer": "prefer",
                                         "require": "require"}
-#: AWS, "Fargate capacity providers" (Amazon ECS Developer Guide).
-ARM64_SPOT_RULE = ("Linux tasks with the ARM64 architecture don't support the Fargate Spot "
-                   "capacity provider. Fargate Spot only supports Linux tasks with the X86_64 "
-                   "architecture.")
+#: What starburst says when a region still refuses ARM64 tasks on Fargate Spot
+#: (AWS supports it since 2024, on platform version 1.4.0).
+ARM64_SPOT_RULE = ("AWS runs Linux ARM64 tasks on Fargate Spot since 2024 (platform version "
+                   "1.4.0), but this region refused them")
 _CREDENTIAL_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                               "AWS_SECURITY_TOKEN", "AWS_PROFILE",
                               "AWS_CONTAINER_CREDENTIALS_FULL_URI"})
@@ -215,6 +215,8 @@ class FargateBackend(ComputeBackend):
         self._stop_sent: set[str] = set()
         self._keep: set[str] = set()
         self._next_poll = 0.0
+        #: The region refused ARM64 tasks on Fargate Spot ("prefer" runs On-Demand).
+        self._spot_refuses_arm64 = False
 
     # -- session --------------------------------------------------------
     @classmethod
@@ -234,9 +236,6 @@ class FargateBackend(ComputeBackend):
             extra, arch=extra.pop("arch", None))
         arch = env_options.platform
         notes: list[str] = []
-        spot, arch_note = _spot_for_arch(spot, arch)
-        if arch_note:
-            notes.append(arch_note)
         validate_size(options.cpu, options.memory_mib)
         config = load_config(extra)
         env_options = _environment.settle_mode(env_mode, env_options, config.image)
@@ -395,9 +394,8 @@ class FargateBackend(ComputeBackend):
                 raise ConfigurationError(
                     f"the record of session {session} names no container image")
             # Replacement workers run on the capacity the first client chose.
-            spot, _ = _spot_for_arch(spot_mode(
-                spot_given if spot_given is not None else record.options.get("spot", False)),
-                arch)
+            spot = spot_mode(
+                spot_given if spot_given is not None else record.options.get("spot", False))
             discount = _spot_discount(discount_given if discount_given is not None
                                       else record.options.get("spot_discount"))
             if spot is not None:
@@ -483,8 +481,19 @@ class FargateBackend(ComputeBackend):
             count = room
         if count <= 0:
             return []
-        if self.spot is not None:
-            return self._launch_spot(definition, count, overrides)
+        if self.spot is not None and not self._spot_refuses_arm64:
+            try:
+                return self._launch_spot(definition, count, overrides)
+            except _Arm64SpotRefused as exc:
+                if self.spot == "require":
+                    raise BackendError(_arm64_spot_refusal(str(exc))) from exc
+                # "prefer": this region still refuses ARM64 on Spot; run On-Demand.
+                self._spot_refuses_arm64 = True
+                self._say_once("arm64-spot", (
+                    f"AWS refused arm64 workers on Fargate Spot in {self.shared.region} "
+                    f"({exc}); they run On-Demand on Graviton at "
+                    f"{format_money(self.rates.get(ON_DEMAND, 0.0), 3)}/h instead; pass "
+                    "platform='x86_64' to use Fargate Spot"))
         started: list[str] = []
         while len(started) < count:
             arns = self._run_task(definition, min(_PER_CALL, count - len(started)), overrides)
@@ -604,7 +613,7 @@ class FargateBackend(ComputeBackend):
                     what="starting workers (ECS RunTask)", region=self.shared.region)
             except ClientError as exc:
                 if provider == SPOT and _rejects_arm64(str(exc)):
-                    raise BackendError(_arm64_spot_refusal(str(exc))) from exc
+                    raise _Arm64SpotRefused(str(exc)) from exc
                 if not is_throttling(exc):
                     raise
                 # botocore already retried it: leave it to the next round.
@@ -620,7 +629,7 @@ class FargateBackend(ComputeBackend):
             text = "; ".join(f"{f.get('reason', '?')} {f.get('detail', '')}".strip()
                              for f in failures)
             if provider == SPOT and _rejects_arm64(text):
-                raise BackendError(_arm64_spot_refusal(text))
+                raise _Arm64SpotRefused(text)
             if not all(any(r in f.get("reason", "").lower() for r in _TRANSIENT_REASONS)
                        for f in failures):
                 raise BackendError(f"ECS RunTask could not start workers: {text}")
@@ -796,26 +805,6 @@ def _spot_discount(value: object) -> float | None:
     return float(value)
 
 
-def _spot_for_arch(spot: str | None, arch: str) -> tuple[str | None, str]:
-    """Fargate Spot runs X86_64 only: refuse ``"require"`` on arm64, drop ``"prefer"``.
-
-    Returns the effective mode and a note for the user ("" when nothing changed).
-
-    Raises:
-        ConfigurationError: ``spot="require"`` with ``platform="arm64"``.
-    """
-    if spot is None or arch != "arm64":
-        return spot, ""
-    if spot == "require":
-        raise ConfigurationError(
-            f"spot='require' cannot run platform='arm64' workers: AWS says \"{ARM64_SPOT_RULE}\" "
-            "Pass platform='x86_64' to run on Fargate Spot, or spot=False to run On-Demand "
-            "Graviton (arm64)")
-    return None, (f"Fargate Spot does not run arm64 tasks (AWS: \"{ARM64_SPOT_RULE}\"): "
-                  "the workers run On-Demand on Graviton (arm64) instead; pass "
-                  "platform='x86_64' to use Fargate Spot")
-
-
 def _rates(region: str, arch: str, cpu: float, memory_mib: int, *, public_ip: bool,
            spot: str | None, discount: float | None,
            caps: dict[str, float | None] | None = None) -> tuple[dict[str, float], str]:
@@ -897,6 +886,10 @@ def _rejects_arm64(text: str) -> bool:
     """Whether an AWS answer refuses an ARM64 task on Fargate Spot."""
     lower = text.lower()
     return "arm64" in lower and ("spot" in lower or "capacity provider" in lower)
+
+
+class _Arm64SpotRefused(Exception):
+    """RunTask on FARGATE_SPOT refused an ARM64 task (a region without ARM64 Spot)."""
 
 
 def _arm64_spot_refusal(said: str) -> str:
