@@ -1,0 +1,102 @@
+"""The shipped price tables hold only plausible, sourced, dated rows.
+
+Every Fargate row (:data:`starburst.pricing.PRICES`) and every GPU instance
+row (:func:`starburst.gpu.instance_price`) must be a positive finite figure
+that names where it came from and the ISO date it was recorded, so a wrong
+or unsourced row added later fails here rather than mispricing a session.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import math
+
+import pytest
+
+from starburst import pricing
+from starburst.gpu import gpu_instance, gpu_instances, instance_price, known_gpus, priced_regions
+
+_FARGATE_KEYS = sorted(pricing.PRICES)
+_REGIONS = sorted({region for region, _ in pricing.PRICES})
+_GPU_ROWS = sorted((spec.instance_type, region) for name in known_gpus()
+                   for spec in gpu_instances(name) for region in priced_regions(spec.instance_type))
+
+
+def _iso_date(text: str) -> datetime.date:
+    return datetime.date.fromisoformat(text)
+
+
+def test_the_tables_are_not_empty() -> None:
+    assert _FARGATE_KEYS
+    assert _GPU_ROWS
+
+
+@pytest.mark.parametrize("key", _FARGATE_KEYS, ids=lambda k: f"{k[0]}-{k[1]}")
+def test_every_fargate_row_is_positive_finite_sourced_and_dated(key: tuple[str, str]) -> None:
+    row = pricing.PRICES[key]
+    assert (row.region, row.arch) == key
+    assert row.arch in {"x86_64", "arm64"}
+    for figure in (row.vcpu_hour, row.gib_hour, row.storage_gib_hour):
+        assert math.isfinite(figure)
+        assert figure > 0
+    assert row.source.strip()
+    assert _iso_date(row.recorded) <= datetime.date.today()
+
+
+@pytest.mark.parametrize("region", _REGIONS)
+def test_every_priced_region_has_both_architectures(region: str) -> None:
+    assert (region, "x86_64") in pricing.PRICES
+    assert (region, "arm64") in pricing.PRICES
+
+
+@pytest.mark.parametrize("region", _REGIONS)
+def test_arm64_is_cheaper_than_x86_64_in_the_same_region(region: str) -> None:
+    x86, arm = pricing.PRICES[(region, "x86_64")], pricing.PRICES[(region, "arm64")]
+    assert arm.vcpu_hour < x86.vcpu_hour
+    assert arm.gib_hour < x86.gib_hour
+
+
+@pytest.mark.parametrize("key", _FARGATE_KEYS, ids=lambda k: f"{k[0]}-{k[1]}")
+def test_the_shipped_spot_rule_prices_below_on_demand(key: tuple[str, str]) -> None:
+    on_demand = pricing.PRICES[key]
+    spot = pricing.spot_price(on_demand)
+    assert 0 < spot.vcpu_hour < on_demand.vcpu_hour
+    assert 0 < spot.gib_hour < on_demand.gib_hour
+    assert on_demand.source in spot.source  # the Spot figure names what it derives from
+
+
+@pytest.mark.parametrize(("itype", "region"), _GPU_ROWS, ids=str)
+def test_every_gpu_row_is_positive_finite_sourced_and_dated(itype: str, region: str) -> None:
+    row = instance_price(itype, region)
+    assert (row.instance_type, row.region, row.spot) == (itype, region, False)
+    assert math.isfinite(row.hourly)
+    assert row.hourly > 0
+    assert region in row.source
+    assert _iso_date(row.recorded) <= datetime.date.today()
+
+
+@pytest.mark.parametrize(("itype", "region"), _GPU_ROWS, ids=str)
+def test_an_assumed_gpu_spot_price_is_below_on_demand(itype: str, region: str) -> None:
+    on_demand = instance_price(itype, region)
+    spot = instance_price(itype, region, spot=True)
+    assert 0 < spot.hourly < on_demand.hourly
+    assert spot.recorded == on_demand.recorded
+
+
+@pytest.mark.parametrize("region", sorted({r for _, r in _GPU_ROWS}))
+def test_a_bigger_instance_of_one_gpu_family_never_costs_less(region: str) -> None:
+    """Within a family (g5, g6, ...) price grows with GPUs and then vCPUs: a typo'd row shows."""
+    by_family: dict[str, list[tuple[int, int, float, str]]] = {}
+    for itype, row_region in _GPU_ROWS:
+        if row_region != region:
+            continue
+        spec = gpu_instance(itype)
+        by_family.setdefault(itype.split(".")[0], []).append(
+            (spec.gpus, spec.vcpus, instance_price(itype, region).hourly, itype))
+    for rows in by_family.values():
+        rows.sort()
+        # Same GPU count: more vCPUs and memory cost more.
+        for (g1, _, p1, t1), (g2, _, p2, t2) in itertools.pairwise(rows):
+            if g1 == g2:
+                assert p1 < p2, f"{t1} ({p1}) should cost less than {t2} ({p2})"
