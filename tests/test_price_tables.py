@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,29 @@ def test_a_bigger_instance_of_one_gpu_family_never_costs_less(region: str) -> No
         for (g1, _, p1, t1), (g2, _, p2, t2) in itertools.pairwise(rows):
             if g1 == g2:
                 assert p1 < p2, f"{t1} ({p1}) should cost less than {t2} ({p2})"
+
+
+_DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _paragraph(page: str, opening: str) -> str:
+    """The paragraph or list item of ``docs/page`` that starts with ``opening``, on one line."""
+    page_text = (_DOCS / page).read_text(encoding="utf-8").replace("\n- ", "\n\n- ")
+    for paragraph in page_text.split("\n\n"):
+        text = " ".join(paragraph.split())
+        if text.startswith(opening):
+            return text
+    raise AssertionError(f"docs/{page} has no paragraph starting {opening!r}")
+
+
+def test_the_cost_docs_name_every_region_the_fargate_table_prices() -> None:
+    text = _paragraph("costs-and-quotas.md", "In a region the price table in use does not carry")
+    named = {region for region in _REGIONS if f"`{region}`" in text}
+    assert named == set(_REGIONS), f"docs/costs-and-quotas.md misses {set(_REGIONS) - named}"
+
+
+def test_the_gpu_docs_name_every_region_the_gpu_table_prices() -> None:
+    text = _paragraph("spot-graviton-gpu.md", "- **Prices.** The hourly rate is the instance's")
+    regions = {region for _, region in _GPU_ROWS}
+    named = {region for region in regions if f"`{region}`" in text}
+    assert named == regions, f"docs/spot-graviton-gpu.md misses {regions - named}"
