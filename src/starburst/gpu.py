@@ -164,8 +164,12 @@ _CATALOG: dict[str, GpuInstance] = _catalog()
 # https://aws.amazon.com/ec2/pricing/on-demand/ and cross-checked against
 # instances.vantage.sh. p4d/p5 carry the prices after AWS's June 2025 cut.
 # Types and regions left out could not be confirmed; they raise rather than guess.
-_ON_DEMAND: dict[tuple[str, str], float] = {
-    (t, "us-east-1"): rate for t, rate in [
+# No official per-region figures for other regions were found in stored sources
+# on 2026-12-04 (the EC2 pricing page renders its figures with JavaScript).
+# Each row is (dollars per hour, source, recorded date), so a row added from
+# another source keeps its own provenance.
+_ON_DEMAND: dict[tuple[str, str], tuple[float, str, str]] = {
+    (t, "us-east-1"): (rate, f"{GPU_SOURCE}, us-east-1", _RECORDED) for t, rate in [
         ("g4dn.xlarge", 0.526), ("g4dn.2xlarge", 0.752), ("g4dn.4xlarge", 1.204),
         ("g4dn.8xlarge", 2.176), ("g4dn.12xlarge", 3.912), ("g4dn.16xlarge", 4.352),
         ("g5.xlarge", 1.006), ("g5.2xlarge", 1.212), ("g5.4xlarge", 1.624),
@@ -279,7 +283,7 @@ def instance_price(instance_type: str, region: str, *, spot: bool = False,
     """
     itype = gpu_instance(instance_type).instance_type
     try:
-        hourly = _ON_DEMAND[(itype, region)]
+        hourly, source, recorded = _ON_DEMAND[(itype, region)]
     except KeyError:
         regions = priced_regions(itype)
         raise ConfigurationError(
@@ -288,8 +292,7 @@ def instance_price(instance_type: str, region: str, *, spot: bool = False,
             "https://aws.amazon.com/ec2/pricing/on-demand/ and pass it as a rate "
             f"(`starburst estimate --gpu-rate {itype}=DOLLARS_PER_HOUR`; in Python, "
             "starburst.gpu.given_price), or choose a priced instance type or region.") from None
-    on_demand = InstancePrice(itype, region, hourly, False, f"{GPU_SOURCE}, {region}",
-                              _RECORDED)
+    on_demand = InstancePrice(itype, region, hourly, False, source, recorded)
     return spot_price(on_demand, discount) if spot else on_demand
 
 

@@ -86,17 +86,30 @@ class FargatePrice:
 
 
 def _table() -> dict[tuple[str, str], FargatePrice]:
-    rows = [
-        # region, x86 vCPU, x86 GiB, arm vCPU, arm GiB, storage GiB
-        ("us-east-1", 0.04048, 0.004445, 0.03238, 0.00356, 0.000111),
-        ("us-east-2", 0.04048, 0.004445, 0.03238, 0.00356, 0.000111),
-        ("us-west-2", 0.04048, 0.004445, 0.03238, 0.00356, 0.000111),
-        ("eu-west-1", 0.04048, 0.004445, 0.03238, 0.00356, 0.000111),
+    # Each row names its own source and recorded date, so a region added from
+    # another source (a Price List snapshot, say) keeps its own provenance.
+    # A region is added only with figures read from an official AWS source;
+    # none is extrapolated from a neighbour. The four regions below share one
+    # price: AWS's pricing page has grouped exactly these four under a single
+    # Fargate rate (the stored copy of https://aws.amazon.com/jp/fargate/pricing/
+    # from before the January 2019 price cut lists "US East (N. Virginia), US
+    # East (Ohio), US West (Oregon), EU (Ireland)" together), which is why the
+    # rows are identical; no stored official source contradicts today's figures,
+    # and none re-states them per region either. No official per-region figures
+    # for other regions could be found in stored sources on 2026-12-04 (the
+    # current pricing page renders its figures with JavaScript); those regions
+    # stay unpriced until `starburst pricing refresh` fetches them.
+    rows: list[tuple[str, float, float, float, float, float, str, str]] = [
+        # region, x86 vCPU, x86 GiB, arm vCPU, arm GiB, storage GiB, source, recorded
+        ("us-east-1", 0.04048, 0.004445, 0.03238, 0.00356, 0.000111, _SOURCE, _RECORDED),
+        ("us-east-2", 0.04048, 0.004445, 0.03238, 0.00356, 0.000111, _SOURCE, _RECORDED),
+        ("us-west-2", 0.04048, 0.004445, 0.03238, 0.00356, 0.000111, _SOURCE, _RECORDED),
+        ("eu-west-1", 0.04048, 0.004445, 0.03238, 0.00356, 0.000111, _SOURCE, _RECORDED),
     ]
     out: dict[tuple[str, str], FargatePrice] = {}
-    for region, xc, xm, ac, am, st in rows:
-        out[(region, "x86_64")] = FargatePrice(region, "x86_64", xc, xm, st)
-        out[(region, "arm64")] = FargatePrice(region, "arm64", ac, am, st)
+    for region, xc, xm, ac, am, st, source, recorded in rows:
+        out[(region, "x86_64")] = FargatePrice(region, "x86_64", xc, xm, st, source, recorded)
+        out[(region, "arm64")] = FargatePrice(region, "arm64", ac, am, st, source, recorded)
     return out
 
 
