@@ -76,7 +76,8 @@ def test_graviton_runs_on_fargate_spot(aws, monkeypatch):
     arns = ecs.list_tasks(cluster="starburst", desiredStatus="STOPPED")["taskArns"]
     ours = [t for t in describe_tasks(ecs, "starburst", arns, tags=True)
             if {"key": "starburst:session", "value": sid} in t.get("tags", [])]
-    assert ours and {t["capacityProviderName"] for t in ours} == {"FARGATE_SPOT"}
+    assert ours
+    assert {t["capacityProviderName"] for t in ours} == {"FARGATE_SPOT"}
     definition = ecs.describe_task_definition(taskDefinition=ours[0]["taskDefinitionArn"])
     assert definition["taskDefinition"]["runtimePlatform"]["cpuArchitecture"] == "ARM64"
 
