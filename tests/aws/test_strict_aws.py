@@ -137,3 +137,22 @@ def test_a_compute_environment_made_before_its_instance_profile_propagated_is_ma
         computeEnvironments=["starburst-gpu-g4dn-xlarge"])["computeEnvironments"]
     assert env["status"] == "VALID"
     assert env["computeResources"]["ec2Configuration"] == [{"imageType": "ECS_AL2023_NVIDIA"}]
+
+
+def test_a_large_incompressible_layer_reaches_the_emulated_ecr_whole(emulated):
+    # ECR keeps only the first PATCH of an upload session: the blob must go up as
+    # one streamed PATCH (then the commit PUT), whatever its size.
+    import hashlib
+    import os
+
+    from starburst.envsync.ecrauth import ecr_registry
+
+    if emulated.ecr is None:
+        pytest.skip("needs the distribution registry (apt-get install docker-registry)")
+    blob = os.urandom(41 * 1024 * 1024)  # incompressible, over two 16 MiB chunks
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    discarded = emulated.ecr.patches_discarded
+    with ecr_registry(registry_url=emulated.ecr.url) as registry:
+        registry.push_blob("starburst", digest, blob)
+        assert registry.get_blob("starburst", digest) == blob
+    assert emulated.ecr.patches_discarded == discarded  # nothing was sent twice or dropped

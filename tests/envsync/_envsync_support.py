@@ -117,4 +117,5 @@ class Traffic:
     def hook(self, request: httpx.Request) -> None:
         self.requests += 1
         if request.method in ("PUT", "PATCH", "POST"):
-            self.body_bytes += len(request.content)
+            # A blob's PATCH streams its body: its declared length is what is sent.
+            self.body_bytes += int(request.headers.get("content-length") or 0)

@@ -4,14 +4,15 @@ Only what environment sync needs, and each call at most once::
 
     blob:     HEAD /v2/<repo>/blobs/<digest>            exists? then nothing is sent
               POST /v2/<repo>/blobs/uploads/           open an upload session
-              PATCH <location>  (chunk after chunk)     offsets tracked here
+              PATCH <location>  (the whole blob, streamed)   one request per blob
               PUT <location>?digest=<digest>            commit
               POST ...uploads/?mount=<digest>&from=<repo>   same-registry copy, no bytes
     manifest: HEAD /v2/<repo>/manifests/<ref>           exists? (the warm check)
               GET / PUT /v2/<repo>/manifests/<ref>
 
-Offsets are tracked on the client: ECR answers a PATCH with 201 and a
-``Range`` that may lag behind, so the ``Range`` header is never trusted.
+A blob goes up as one streamed PATCH: ECR's registry API keeps the body of
+the first PATCH of an upload session only, and answers an empty commit PUT
+after several PATCHes with a 500; the ``Range`` it answers is never trusted.
 Transient failures (connection errors, 429, 5xx) are retried with capped
 exponential backoff and jitter; a blob upload that fails midway restarts
 in a new session. Everything else raises :class:`RegistryError` at once.
@@ -23,7 +24,7 @@ import contextlib
 import hashlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,9 +40,9 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "Manifest", "ProgressCallback", "Registry"]
 #: Called with the number of bytes just sent to the registry.
 ProgressCallback = Callable[[int], None]
 
-#: Upload chunk size. ECR refuses layer parts under 5 MiB (except the last);
-#: 16 MiB keeps the request count of a 500 MiB layer near 30 while a retried
-#: chunk costs little.
+#: Bytes read (and counted for progress) per step of a blob's one streamed
+#: PATCH: large enough that the per-read cost is nothing, small enough that
+#: progress moves often and memory stays flat.
 DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
 # Four attempts with backoff capped at 8 s ride out a registry restart or a
 # throttling burst without hiding a real outage for minutes.
@@ -281,34 +282,45 @@ class Registry:
 
     def _send_chunks(self, repo: str, digest: str, source: Path | bytes, size: int,
                      location: str, progress: ProgressCallback | None) -> str:
-        """PATCH the blob in chunks; return the session location for the commit."""
-        offset = 0
-        fh = None if isinstance(source, bytes) else source.open("rb")
-        try:
-            while offset < size:
-                if fh is None:
-                    assert isinstance(source, bytes)
-                    chunk = source[offset:offset + self.chunk_size]
-                else:
-                    chunk = fh.read(self.chunk_size)
-                if not chunk:
-                    raise RegistryError(f"the blob {digest} shrank while it was uploaded")
-                end = offset + len(chunk) - 1
-                resp = self._call(
-                    "PATCH", location, ok=(201, 202, 204), retry=False, content=chunk,
-                    headers={"Content-Type": "application/octet-stream",
-                             "Content-Range": f"{offset}-{end}"},
-                    what=f"upload bytes {offset}-{end} of {digest[:19]} to {repo}")
-                # Our own count decides the next offset, not the answer's Range.
-                offset += len(chunk)
-                self.bytes_uploaded += len(chunk)
-                if progress is not None:
-                    progress(len(chunk))
-                location = self._location(resp, default=location)
-        finally:
-            if fh is not None:
-                fh.close()
-        return location
+        """PATCH the whole blob as one streamed request; return the location for the commit.
+
+        One PATCH, read ``chunk_size`` bytes at a time: ECR's registry API keeps
+        only the first PATCH of an upload session (the bytes of later ones are
+        discarded, and an empty commit PUT after several PATCHes fails), so a
+        blob is never sent in several requests. A failure midway restarts the
+        upload in a new session (:meth:`push_blob`).
+        """
+        sent = 0
+
+        def body() -> Iterator[bytes]:
+            nonlocal sent
+            fh = None if isinstance(source, bytes) else source.open("rb")
+            try:
+                while sent < size:
+                    if fh is None:
+                        assert isinstance(source, bytes)
+                        chunk = source[sent:sent + self.chunk_size]
+                    else:
+                        chunk = fh.read(min(self.chunk_size, size - sent))
+                    if not chunk:
+                        raise RegistryError(f"the blob {digest} shrank while it was uploaded")
+                    sent += len(chunk)
+                    self.bytes_uploaded += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+                    yield chunk
+            finally:
+                if fh is not None:
+                    fh.close()
+
+        if size == 0:
+            return location
+        resp = self._call(
+            "PATCH", location, ok=(201, 202, 204), retry=False, content=body(),
+            headers={"Content-Type": "application/octet-stream",
+                     "Content-Length": str(size), "Content-Range": f"0-{size - 1}"},
+            what=f"upload {size} bytes of {digest[:19]} to {repo}")
+        return self._location(resp, default=location)
 
     def _location(self, resp: httpx.Response, default: str | None = None) -> str:
         location = resp.headers.get("location") or default

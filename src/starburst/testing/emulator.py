@@ -18,6 +18,9 @@ Inside the block:
 * moto's ECS tasks are set to manual state progression with a huge step
   count, so only the task runner moves them;
 * the shared resources of a run are provisioned (:mod:`starburst.aws.provision`);
+* with ``registry=True``, the account's ECR is a distribution registry
+  behind a proxy that keeps only the first PATCH of a blob upload, as ECR
+  does (:class:`~starburst.testing.ecr_proxy.EcrLikeProxy`);
 * an :class:`~starburst.testing.task_runner.EcsTaskRunner` runs every
   RunTask'd task as a local worker process;
 * a :class:`~starburst.testing.batch_runner.BatchJobRunner` runs every
@@ -55,6 +58,7 @@ from moto.server import ThreadedMotoServer
 from ..aws.config import load_config
 from ..aws.provision import Shared, ensure_shared
 from .batch_runner import BatchJobRunner
+from .ecr_proxy import EcrLikeProxy
 from .strict import StrictRules
 from .task_runner import DEFAULT_STOP_TIMEOUT, EcsTaskRunner
 
@@ -80,12 +84,15 @@ class EmulatedAws:
         shared: the provisioned shared resources (bucket, cluster, network...).
         config_path: the starburst config file the environment points to.
         rules: the AWS rules applied on top of moto, with their counters.
+        ecr: with ``registry=True``, the proxy that answers blob uploads as ECR
+            does (``patches_discarded``), in front of the account's registry.
     """
 
     def __init__(self, *, endpoint: str, region: str, runner: EcsTaskRunner,
                  config_path: Path, batch: BatchJobRunner | None = None,
-                 rules: StrictRules | None = None) -> None:
+                 rules: StrictRules | None = None, ecr: EcrLikeProxy | None = None) -> None:
         self.endpoint = endpoint
+        self.ecr = ecr
         self.rules = rules or StrictRules(describe_missing_s=0, empty_log_pages=0)
         self.region = region
         self.runner = runner
@@ -140,7 +147,8 @@ def _swap_environment(updates: dict[str, str | None]) -> dict[str, str | None]:
     return previous
 
 
-def _start_registries(home: Path, stack: contextlib.ExitStack) -> dict[str, str]:
+def _start_registries(home: Path, stack: contextlib.ExitStack,
+                      proxies: list[EcrLikeProxy]) -> dict[str, str]:
     """Start the emulated ECR and a public registry holding a synthetic base image.
 
     The ECR stand-in is a distribution registry behind Basic auth with user
@@ -162,12 +170,15 @@ def _start_registries(home: Path, stack: contextlib.ExitStack) -> dict[str, str]
     finally:
         ecr.close()
     user, _, password = base64.b64decode(token).decode().partition(":")
-    server = stack.enter_context(LocalRegistry(home / "ecr-registry", user=user,
-                                               password=password))
+    registry = stack.enter_context(LocalRegistry(home / "ecr-registry", user=user,
+                                                 password=password))
+    # ECR keeps only the first PATCH of an upload: the proxy answers as it does.
+    server = stack.enter_context(EcrLikeProxy(registry.url))
     public = stack.enter_context(LocalRegistry(home / "public-registry"))
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     with Registry(public.url) as source:
         push_synthetic_base(source, python=python)
+    proxies.append(server)
     return {"STARBURST_REGISTRY_URL": server.url,
             "STARBURST_BASE_IMAGE": f"{public.host}/library/python:{python}-slim"}
 
@@ -229,11 +240,12 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
     batch: BatchJobRunner | None = None
     registries = contextlib.ExitStack()
     strict = rules if rules is not None else StrictRules()
+    proxies: list[EcrLikeProxy] = []
     try:
         strict.install()
         registry_url: str | None = None
         if registry:
-            extra = _start_registries(home, registries)
+            extra = _start_registries(home, registries, proxies)
             registry_url = extra["STARBURST_REGISTRY_URL"]
             for name, value in _swap_environment(dict(extra)).items():
                 previous.setdefault(name, value)
@@ -244,7 +256,8 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
         batch = BatchJobRunner(ecs=runner, region=region, echo=echo, stop_timeout=stop_timeout)
         batch.start()
         yield EmulatedAws(endpoint=endpoint, region=region, runner=runner,
-                          config_path=config_path, batch=batch, rules=strict)
+                          config_path=config_path, batch=batch, rules=strict,
+                          ecr=proxies[0] if proxies else None)
     finally:
         try:
             if batch is not None:
