@@ -188,6 +188,18 @@ class DirStore(Store):
         return count
 
 
+def _as_bytes(body: object) -> bytes:
+    """A row's body as bytes, whatever SQLite type another writer gave it.
+
+    starburst writes BLOBs; a number (SQLite is dynamically typed) would make
+    ``bytes(n)`` allocate ``n`` zero bytes, so it is handed over as its text
+    for the protocol parser to reject.
+    """
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    return str(body).encode()
+
+
 class SqliteQueue(Queue):
     """A :class:`Queue` in one table of a SQLite database in WAL mode.
 
@@ -196,7 +208,11 @@ class SqliteQueue(Queue):
     receive the same visible message.
     """
 
-    max_body = 256 << 20
+    #: Bodies above the transport's inline limit (1 MiB) go to the store, so
+    #: 16 MiB leaves room for any message starburst sends while keeping one
+    #: insert short: it holds the write lock every other worker's lease waits on.
+    max_body = 16 << 20
+    #: Most messages one receive leases (one transaction, one lock hold).
     max_batch = 100
 
     def __init__(self, path: str | os.PathLike[str], name: str, *, max_receives: int = 0,
@@ -225,6 +241,9 @@ class SqliteQueue(Queue):
                                        isolation_level=None, check_same_thread=False)
             except sqlite3.Error as exc:
                 raise TransportError(f"cannot open the local queue {self.path}: {exc}") from exc
+            # TEXT values come back as bytes: a row another program wrote with
+            # text that is not UTF-8 must reach the protocol parser, not crash here.
+            conn.text_factory = bytes
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
@@ -253,6 +272,11 @@ class SqliteQueue(Queue):
     def send(self, bodies: Sequence[bytes]) -> None:
         if not bodies:
             return
+        for body in bodies:
+            if len(body) > self.max_body:
+                raise ValueError(
+                    f"a message body of {len(body)} bytes exceeds the local queue limit of "
+                    f"{self.max_body} bytes; put larger data in the store")
         now = time.time()
         self._run("send", "INSERT INTO messages (queue, body, visible_at) VALUES (?, ?, ?)",
                   [(self.name, body, now) for body in bodies])
@@ -288,7 +312,7 @@ class SqliteQueue(Queue):
                 conn.execute(
                     "UPDATE messages SET visible_at = ?, receipt = ?, receives = ?"
                     " WHERE id = ?", (now + visibility, receipt, receives + 1, row_id))
-                out.append(Message(bytes(body), receipt, receives + 1))
+                out.append(Message(_as_bytes(body), receipt, receives + 1))
         return out
 
     def receive(self, *, max_messages: int = 1, wait_seconds: float = 0.0,
