@@ -35,7 +35,7 @@ UV = Path(sys.executable).with_name("uv")
 _STEP_TIMEOUT = 240
 #: What an sdist must hold for a wheel to be built from it and for its
 #: tests to run; and what it must never carry.
-_SDIST_NEEDS = ("pyproject.toml", "README.md", "src/starburst/__init__.py",
+_SDIST_NEEDS = ("pyproject.toml", "README.md", "LICENSE", "src/starburst/__init__.py",
                 "src/starburst/py.typed", "src/starburst/_version.py", "tests/conftest.py")
 _SDIST_NEVER = (".venv/", "__pycache__/", ".hypothesis/", ".mypy_cache/", ".pytest_cache/",
                 ".ruff_cache/", "site/", "dist/")
@@ -94,7 +94,7 @@ def test_the_sdist_holds_the_sources_and_no_build_debris(dist: Path) -> None:
     assert debris == []
 
 
-def test_the_wheel_holds_every_package_file(dist: Path) -> None:
+def test_the_wheel_holds_every_package_file_and_the_license(dist: Path) -> None:
     wheel, _ = _built(dist)
     with zipfile.ZipFile(wheel) as zf:
         packaged = {n for n in zf.namelist() if n.startswith("starburst/")}
@@ -102,6 +102,11 @@ def test_the_wheel_holds_every_package_file(dist: Path) -> None:
     expected = {p.relative_to(source).as_posix() for p in (source / "starburst").rglob("*")
                 if p.is_file() and "__pycache__" not in p.parts}
     assert expected - packaged == set()
+    with zipfile.ZipFile(wheel) as zf:
+        licenses = [n for n in zf.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+        metadata = zf.read(next(n for n in zf.namelist() if n.endswith("/METADATA"))).decode()
+    assert licenses, "the license text is not in the wheel"
+    assert "License-Expression: Apache-2.0" in metadata
 
 
 def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo(dist: Path,
