@@ -16,6 +16,8 @@ import pytest
 from _support import alive, session_processes, wait_for
 
 import starburst
+from starburst.session import record_key
+from starburst.transport.local import key_path
 
 SCRIPT = textwrap.dedent("""
     import json, sys, time
@@ -76,8 +78,8 @@ def test_detached_client_exits_and_workers_go_on(tmp_path: Path,
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0  # shutdown of a detached executor returns at once
     assert "runs on without this client" in err
-    record = json.loads((tmp_path / f"starburst-{session}" / "store" / "sessions" / session
-                         / "record.json").read_text())
+    record = json.loads(key_path(tmp_path / f"starburst-{session}" / "store",
+                                 record_key(session)).read_text())
     assert record["state"] == "submitted"
     assert record["detached"] is True
     monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))

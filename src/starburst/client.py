@@ -797,7 +797,7 @@ class Client:
         # Results stay in the store until the session ends (an attaching
         # client finds them there); the payload is no longer needed.
         if chunk.payload_key:
-            self.transport.store.delete_prefix(chunk.payload_key)
+            self.transport.store.delete(chunk.payload_key)
         if rerun and not chunk.tasks:
             lost = TaskError(
                 f"{len(rerun)} task(s) of chunk {chunk.id} were not run "

@@ -105,6 +105,75 @@ def test_store_delete_prefix_removes_only_that_prefix(store):
     assert store.delete_prefix("nothing/") == 0
 
 
+def test_store_delete_prefix_acts_on_whole_segments(store):
+    """Issue #17, defect 1: deleting payload 1 took payloads 10..19 and 100.. with it."""
+    keys = ["p/1", "p/10", "p/100", "p/19/x", "p/1/x", "p/1/y/z", "p/1x", "p/1.zip", "p/2/x"]
+    for key in keys:
+        store.put(key, key.encode())
+    assert store.delete_prefix("p/1") == 3  # p/1, p/1/x, p/1/y/z
+    assert [k for k in keys if store.exists(k)] == [
+        "p/10", "p/100", "p/19/x", "p/1x", "p/1.zip", "p/2/x"]
+    assert store.get("p/10") == b"p/10"
+
+
+def test_store_delete_prefix_with_a_slash_keeps_the_key_itself(store):
+    for key in ("a/1", "a/1/x", "a/1/y/z", "a/10"):
+        store.put(key, b"v")
+    assert store.delete_prefix("a/1/") == 2
+    assert store.list_prefix("a") == ["a/1", "a/10"]
+    assert store.delete_prefix("") == 2
+    assert store.list_prefix("") == []
+
+
+def test_store_list_prefix_acts_on_whole_segments(store):
+    for key in ("s/1", "s/10", "s/1/b", "s/1/a/c", "s/2", "t/1"):
+        store.put(key, b"")
+    assert store.list_prefix("s/1") == ["s/1", "s/1/a/c", "s/1/b"]
+    assert store.list_prefix("s/1/") == ["s/1/a/c", "s/1/b"]
+    assert store.list_prefix("s") == ["s/1", "s/1/a/c", "s/1/b", "s/10", "s/2"]
+    assert store.list_prefix("") == ["s/1", "s/1/a/c", "s/1/b", "s/10", "s/2", "t/1"]
+    assert store.list_prefix("nothing") == []
+
+
+def test_store_a_key_can_also_be_the_parent_of_other_keys(store):
+    """The same on every store: ``a/1`` and ``a/1/x`` both hold their own bytes."""
+    store.put("a/1/x", b"child")
+    store.put("a/1", b"parent")
+    assert store.put_if_absent("a", b"grandparent") is True
+    assert (store.get("a"), store.get("a/1"), store.get("a/1/x")) == (
+        b"grandparent", b"parent", b"child")
+    assert store.list_prefix("a") == ["a", "a/1", "a/1/x"]
+    store.delete("a/1")
+    assert not store.exists("a/1")
+    assert store.get("a/1/x") == b"child"
+    assert store.list_prefix("a/1") == ["a/1/x"]
+
+
+def test_store_delete_removes_one_key_and_ignores_a_missing_one(store):
+    store.put("d/1", b"x")
+    store.put("d/10", b"y")
+    store.delete("d/1")
+    store.delete("d/1")  # twice: no error
+    store.delete("never/was")
+    assert not store.exists("d/1")
+    assert store.get("d/10") == b"y"
+
+
+@pytest.mark.parametrize(("key", "why"), [
+    ("", "empty"), ("a//b", "empty segment"), ("a/", "empty segment"),
+    ("a/./b", "'.'"), ("x\x00y", "control character"), ("tab\there", "control character"),
+    ("\ud800", "UTF-8"), ("s" * 128, "longer than 127 bytes"),
+    ("/".join(["k" * 100] * 8), "longer than 768 bytes"),
+])
+def test_store_refuses_invalid_keys_the_same_everywhere(store, key, why):
+    for call in (lambda: store.put(key, b"x"), lambda: store.get(key),
+                 lambda: store.exists(key), lambda: store.put_if_absent(key, b"x"),
+                 lambda: store.delete(key)):
+        with pytest.raises(ValueError, match="invalid store key") as info:
+            call()
+        assert why in str(info.value)
+
+
 def test_store_rejects_keys_that_escape(store):
     for key in ("/abs", "a/../b", ".."):
         with pytest.raises(ValueError, match="invalid store key"):

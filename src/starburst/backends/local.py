@@ -37,7 +37,7 @@ from ..options import unknown_options_error
 from ..scheduler import LaunchPacing
 from ..session import SessionRecord, record_key
 from ..transport import open_transport
-from ..transport.local import LocalTransport
+from ..transport.local import LocalTransport, key_path
 from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ class LocalBackend(ComputeBackend):
                        on_output: OutputCallback | None = None,
                        ) -> tuple[Session, SessionRecord]:
         directory = _session_dir(session)
-        if not os.path.isfile(os.path.join(directory, "store", record_key(session))):
+        if not key_path(os.path.join(directory, "store"), record_key(session)).is_file():
             raise ConfigurationError(
                 f"no local session {session} in {os.path.dirname(directory)}: it ended (its "
                 "data is deleted when it ends) or ran with another STARBURST_LOCAL_DIR")

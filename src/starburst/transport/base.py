@@ -23,7 +23,8 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Message", "Queue", "Store", "Transport"]
+__all__ = ["MAX_KEY_BYTES", "MAX_SEGMENT_BYTES", "Message", "Queue", "Store", "Transport",
+           "check_key", "split_prefix"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +42,76 @@ class Message:
     receives: int
 
 
+#: The longest key, in UTF-8 bytes. S3 allows 1,024 for the whole object key;
+#: this leaves 255 bytes for an S3 store's own prefix (S3Store checks it).
+MAX_KEY_BYTES = 768
+#: The longest segment, in UTF-8 bytes: a directory store doubles each ``%``
+#: and adds one (see DirStore), and 2 * 127 + 1 = 255 is the longest file
+#: name common filesystems (ext4, APFS, XFS, NTFS) allow.
+MAX_SEGMENT_BYTES = 127
+
+
+def _key_error(key: str, why: str) -> ValueError:
+    return ValueError(
+        f"invalid store key {key!r}: {why}. A store key is a path of '/'-separated "
+        f"segments: each non-empty, not '.' or '..', without control characters, at most "
+        f"{MAX_SEGMENT_BYTES} UTF-8 bytes, the whole at most {MAX_KEY_BYTES}")
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid store key; else raise a ``ValueError`` saying why.
+
+    The rules are the contract of every :class:`Store`, checked here once
+    so a key that one store takes is never refused by another.
+    """
+    if not key:
+        raise _key_error(key, "it is empty")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _key_error(key, "it is not valid UTF-8 (a lone surrogate)") from None
+    if size > MAX_KEY_BYTES:
+        raise _key_error(key, f"it is {size} bytes, longer than {MAX_KEY_BYTES} bytes")
+    for number, segment in enumerate(key.split("/"), 1):
+        if not segment:
+            raise _key_error(key, f"segment {number} is an empty segment")
+        if segment in (".", ".."):
+            raise _key_error(key, f"segment {number} is {segment!r}")
+        if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in segment):
+            raise _key_error(key, f"segment {number} holds a control character")
+        if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+            raise _key_error(key, f"segment {number} is longer than {MAX_SEGMENT_BYTES} bytes")
+    return key
+
+
+def split_prefix(prefix: str) -> tuple[str, bool]:
+    """Split a prefix into (key path, whether the path itself is included).
+
+    ``""`` is everything: ``("", False)``. ``"a/1"`` is ``a/1`` and what lies
+    below it: ``("a/1", True)``. ``"a/1/"`` is only what lies below ``a/1``:
+    ``("a/1", False)``.
+
+    Raises:
+        ValueError: the path is not a valid key (see :func:`check_key`).
+    """
+    if not prefix:
+        return "", False
+    if prefix.endswith("/"):
+        return check_key(prefix[:-1]), False
+    return check_key(prefix), True
+
+
 class Store(abc.ABC):
-    """A flat key -> bytes store. Keys are ``/``-separated paths."""
+    """A key -> bytes store whose keys are paths.
+
+    A key is ``/``-separated segments (:func:`check_key` says which keys are
+    valid; every method refuses an invalid one with ``ValueError``). Prefix
+    operations act on whole segments: the prefix ``a/1`` means the key
+    ``a/1`` and every key below ``a/1/``, never ``a/10``; with a trailing
+    slash, ``a/1/`` means only the keys below it; ``""`` means every key. A
+    key may also be the parent of other keys: ``a/1`` and ``a/1/x`` each
+    hold their own bytes, on every store.
+    """
 
     @abc.abstractmethod
     def put(self, key: str, data: bytes) -> None:
@@ -65,8 +134,16 @@ class Store(abc.ABC):
         """Return whether something is stored at ``key``."""
 
     @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete ``key`` only (not the keys below it); a missing key is no error."""
+
+    @abc.abstractmethod
+    def list_prefix(self, prefix: str) -> list[str]:
+        """Return the keys under ``prefix`` (whole segments, see above), sorted."""
+
+    @abc.abstractmethod
     def delete_prefix(self, prefix: str) -> int:
-        """Delete every key starting with ``prefix``; return how many went."""
+        """Delete the keys under ``prefix`` (whole segments, see above); return how many went."""
 
 
 class Queue(abc.ABC):

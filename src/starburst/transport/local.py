@@ -21,9 +21,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..exceptions import TransportError
-from .base import Message, Queue, Store, Transport
+from .base import Message, Queue, Store, Transport, check_key, split_prefix
 
-__all__ = ["DirStore", "LocalTransport", "SqliteQueue"]
+__all__ = ["DirStore", "LocalTransport", "SqliteQueue", "key_path"]
 
 # SQLite waits this long for a competing writer before raising "locked";
 # generous because a laptop may be busy running every worker at once.
@@ -34,31 +34,79 @@ _POLL_MIN = 0.0005
 _POLL_MAX = 0.005
 
 
+#: On disk, a key's last segment is a file named ``<segment>%`` and every
+#: other segment a directory named ``<segment>``, each ``%`` doubled: a name
+#: ends in an odd number of ``%`` exactly when it is a key's file. So ``a/1``
+#: (file ``a/1%``) and ``a/1/x`` (directory ``a/1``, file ``x%``) coexist, as
+#: they do on S3.
+_LEAF = "%"
+#: Temporary files: a single ``%`` inside a name is neither a key's file nor
+#: a key's directory, so no key can ever collide with one being written.
+_TMP_PREFIX = ".tmp%"
+
+
+def _dir_name(segment: str) -> str:
+    return segment.replace("%", "%%")
+
+
+def _decode(name: str) -> tuple[str, bool] | None:
+    """(segment, is a key's file) of an on-disk name; None for a name no key maps to."""
+    trailing = len(name) - len(name.rstrip("%"))
+    leaf = trailing % 2 == 1
+    base = name[:-1] if leaf else name
+    segment = base.replace("%%", "%")
+    if not segment or "%" in base.replace("%%", ""):
+        return None  # a temporary file, or a name not written by DirStore
+    return segment, leaf
+
+
+def key_path(root: str | os.PathLike[str], key: str) -> Path:
+    """The file that holds ``key`` in a :class:`DirStore` at ``root``.
+
+    Raises:
+        ValueError: ``key`` is not a valid store key.
+    """
+    *parents, last = check_key(key).split("/")
+    return Path(root).joinpath(*map(_dir_name, parents), _dir_name(last) + _LEAF)
+
+
 class DirStore(Store):
-    """A :class:`Store` in a directory; ``put`` is atomic (write + rename)."""
+    """A :class:`Store` in a directory; ``put`` is atomic (write + rename).
+
+    Keys are encoded on disk (see :data:`_LEAF`) so that a key may also be
+    the parent of other keys, as on S3: a file cannot also be a directory.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        if key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"invalid store key {key!r}")
-        return self.root / key
+        return key_path(self.root, key)
+
+    def _dir(self, path: str) -> Path:
+        """The directory that holds the keys below ``path`` (the root for ``""``)."""
+        return self.root.joinpath(*map(_dir_name, path.split("/"))) if path else self.root
 
     def _write_temp(self, path: Path, data: bytes) -> str:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
+        except OSError as exc:
+            raise self._failed("write", path, exc) from exc
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
         except OSError as exc:
             os.unlink(tmp)
-            raise TransportError(
-                f"cannot write {path}: {exc}. Free disk space or point the local store "
-                "elsewhere (STARBURST_LOCAL_DIR)."
-            ) from exc
+            raise self._failed("write", path, exc) from exc
         return tmp
+
+    @staticmethod
+    def _failed(what: str, path: Path, exc: OSError) -> TransportError:
+        return TransportError(
+            f"cannot {what} {path}: {exc}. Free disk space or point the local store "
+            "elsewhere (STARBURST_LOCAL_DIR).")
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -76,34 +124,80 @@ class DirStore(Store):
         return True
 
     def get(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
         except OSError as exc:
-            raise TransportError(f"cannot read {self._path(key)}: {exc}") from exc
+            raise TransportError(f"cannot read {path} (store key {key!r}): {exc}") from exc
 
     def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def _walk(self, directory: Path, path: str) -> Iterator[tuple[str, Path]]:
+        """(key, file) of every key below ``directory``, whose keys start ``path/``."""
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            decoded = _decode(entry.name)
+            if decoded is None:
+                continue
+            segment, leaf = decoded
+            key = f"{path}/{segment}" if path else segment
+            try:
+                if leaf and entry.is_file(follow_symlinks=False):
+                    yield key, Path(entry.path)
+                elif not leaf and entry.is_dir(follow_symlinks=False):
+                    yield from self._walk(Path(entry.path), key)
+            except OSError:  # removed while we looked
+                continue
+
+    def _under(self, prefix: str) -> Iterator[tuple[str, Path]]:
+        path, itself = split_prefix(prefix)
+        if itself:
+            file = self._path(path)
+            if file.is_file():
+                yield path, file
+        yield from self._walk(self._dir(path), path)
+
+    def list_prefix(self, prefix: str) -> list[str]:
+        return sorted(key for key, _ in self._under(prefix))
 
     def delete_prefix(self, prefix: str) -> int:
-        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
-        if base.is_dir():
-            count = sum(1 for p in base.rglob("*") if p.is_file())
-            shutil.rmtree(base, ignore_errors=True)
-            return count
         count = 0
-        parent = base.parent
-        if parent.is_dir():
-            for path in parent.iterdir():
-                if path.name.startswith(base.name):
-                    if path.is_dir():
-                        count += sum(1 for p in path.rglob("*") if p.is_file())
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        path.unlink(missing_ok=True)
-                        count += 1
+        for _, file in list(self._under(prefix)):
+            try:
+                file.unlink()
+            except FileNotFoundError:
+                continue
+            count += 1
+        path, _ = split_prefix(prefix)
+        directory = self._dir(path)
+        if path:
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            for entry in list(os.scandir(self.root)):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
         return count
+
+
+def _as_bytes(body: object) -> bytes:
+    """A row's body as bytes, whatever SQLite type another writer gave it.
+
+    starburst writes BLOBs; a number (SQLite is dynamically typed) would make
+    ``bytes(n)`` allocate ``n`` zero bytes, so it is handed over as its text
+    for the protocol parser to reject.
+    """
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    return str(body).encode()
 
 
 class SqliteQueue(Queue):
@@ -114,7 +208,11 @@ class SqliteQueue(Queue):
     receive the same visible message.
     """
 
-    max_body = 256 << 20
+    #: Bodies above the transport's inline limit (1 MiB) go to the store, so
+    #: 16 MiB leaves room for any message starburst sends while keeping one
+    #: insert short: it holds the write lock every other worker's lease waits on.
+    max_body = 16 << 20
+    #: Most messages one receive leases (one transaction, one lock hold).
     max_batch = 100
 
     def __init__(self, path: str | os.PathLike[str], name: str, *, max_receives: int = 0,
@@ -143,6 +241,9 @@ class SqliteQueue(Queue):
                                        isolation_level=None, check_same_thread=False)
             except sqlite3.Error as exc:
                 raise TransportError(f"cannot open the local queue {self.path}: {exc}") from exc
+            # TEXT values come back as bytes: a row another program wrote with
+            # text that is not UTF-8 must reach the protocol parser, not crash here.
+            conn.text_factory = bytes
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
@@ -171,6 +272,11 @@ class SqliteQueue(Queue):
     def send(self, bodies: Sequence[bytes]) -> None:
         if not bodies:
             return
+        for body in bodies:
+            if len(body) > self.max_body:
+                raise ValueError(
+                    f"a message body of {len(body)} bytes exceeds the local queue limit of "
+                    f"{self.max_body} bytes; put larger data in the store")
         now = time.time()
         self._run("send", "INSERT INTO messages (queue, body, visible_at) VALUES (?, ?, ?)",
                   [(self.name, body, now) for body in bodies])
@@ -206,7 +312,7 @@ class SqliteQueue(Queue):
                 conn.execute(
                     "UPDATE messages SET visible_at = ?, receipt = ?, receives = ?"
                     " WHERE id = ?", (now + visibility, receipt, receives + 1, row_id))
-                out.append(Message(bytes(body), receipt, receives + 1))
+                out.append(Message(_as_bytes(body), receipt, receives + 1))
         return out
 
     def receive(self, *, max_messages: int = 1, wait_seconds: float = 0.0,

@@ -19,6 +19,7 @@ import hashlib
 import io
 import random
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from boto3.s3.transfer import TransferConfig
@@ -27,7 +28,7 @@ from botocore.exceptions import ClientError
 from ..aws.clients import client as make_client
 from ..aws.errors import error_code, translate_errors
 from ..exceptions import ProtocolError, TransportError
-from .base import Store
+from .base import MAX_KEY_BYTES, Store, check_key, split_prefix
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -51,6 +52,9 @@ _LIST_PAGE = 1000
 #: ConditionalRequestConflict (409) clears once the competing write ends;
 #: eight tries with capped backoff span several seconds.
 _CONFLICT_RETRIES = 8
+#: S3's longest object key is 1,024 UTF-8 bytes; a store key may take
+#: MAX_KEY_BYTES of it, and the slash after the prefix one more.
+_MAX_PREFIX_BYTES = 1024 - MAX_KEY_BYTES - 1
 _META_DIGEST = "sha256"
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 
@@ -71,6 +75,11 @@ class S3Store(Store):
             raise ValueError(f"part_size={part_size} is below S3's 5 MiB minimum part size")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        if len(self.prefix.encode("utf-8")) > _MAX_PREFIX_BYTES:
+            raise ValueError(
+                f"S3 store prefix {self.prefix!r} is longer than {_MAX_PREFIX_BYTES} bytes: "
+                f"S3 keys hold at most 1,024 bytes and a store key may take {MAX_KEY_BYTES}; "
+                "use a shorter prefix")
         self.client = client or make_client("s3", region=region)
         self.multipart_threshold = multipart_threshold
         self._transfer = TransferConfig(multipart_threshold=multipart_threshold,
@@ -78,9 +87,11 @@ class S3Store(Store):
                                         max_concurrency=max_concurrency, use_threads=True)
 
     def _key(self, key: str) -> str:
-        if key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"invalid store key {key!r}")
+        check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _relative(self, full: str) -> str:
+        return full[len(self.prefix) + 1:] if self.prefix else full
 
     def url(self, key: str) -> str:
         """``s3://`` URL of ``key`` (for messages and logs)."""
@@ -159,27 +170,46 @@ class S3Store(Store):
                 raise
         return True
 
-    def delete_prefix(self, prefix: str) -> int:
-        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
-        deleted = 0
-        batch: list[ObjectIdentifierTypeDef] = []
-        with translate_errors(f"S3 delete of s3://{self.bucket}/{full}*", kind=TransportError):
+    def delete(self, key: str) -> None:
+        with translate_errors(f"S3 DeleteObject {self.url(key)}", kind=TransportError):
+            # S3 answers 204 whether or not the key existed: a missing key is no error.
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def _under(self, prefix: str) -> Iterator[str]:
+        """Full S3 keys under ``prefix`` (whole segments): HEAD for the key itself,
+        then one listing of what lies below ``<key>/`` (never of ``<key>10``...)."""
+        path, itself = split_prefix(prefix)
+        if itself and self.exists(path):
+            yield self._key(path)
+        below = f"{self._key(path)}/" if path else (f"{self.prefix}/" if self.prefix else "")
+        with translate_errors(f"S3 ListObjectsV2 of s3://{self.bucket}/{below}",
+                              kind=TransportError):
             paginator = self.client.get_paginator("list_objects_v2")
-            pages = paginator.paginate(Bucket=self.bucket, Prefix=full,
+            pages = paginator.paginate(Bucket=self.bucket, Prefix=below,
                                        PaginationConfig={"PageSize": _LIST_PAGE})
             for page in pages:
                 for obj in page.get("Contents", []):
-                    batch.append({"Key": obj["Key"]})
-                    if len(batch) == _DELETE_BATCH:
-                        deleted += self._delete(batch)
-                        batch = []
-            if batch:
+                    yield obj["Key"]
+
+    def list_prefix(self, prefix: str) -> list[str]:
+        return sorted(self._relative(full) for full in self._under(prefix))
+
+    def delete_prefix(self, prefix: str) -> int:
+        deleted = 0
+        batch: list[ObjectIdentifierTypeDef] = []
+        for full in self._under(prefix):
+            batch.append({"Key": full})
+            if len(batch) == _DELETE_BATCH:
                 deleted += self._delete(batch)
+                batch = []
+        if batch:
+            deleted += self._delete(batch)
         return deleted
 
     def _delete(self, batch: list[ObjectIdentifierTypeDef]) -> int:
-        response = self.client.delete_objects(
-            Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        with translate_errors(f"S3 DeleteObjects in s3://{self.bucket}", kind=TransportError):
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         errors = response.get("Errors", [])
         if errors:
             first = errors[0]
