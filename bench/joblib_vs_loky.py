@@ -28,7 +28,8 @@ loky's bitwise, except the ``*_time`` columns.
 Usage (from the repository root)::
 
     nice -n 10 .venv/bin/python bench/joblib_vs_loky.py [--repeat 5] [--json]
-    .venv/bin/python bench/joblib_vs_loky.py --quick --calls 10 --cv 2 --json   # smoke test
+    .venv/bin/python bench/joblib_vs_loky.py --quick --repeat 1 --calls 5 --cv 2 \
+        --samples 200 --json   # smoke test
 """
 
 from __future__ import annotations
@@ -70,13 +71,14 @@ def small_task(i: int) -> int:
 
 # -- the workloads -----------------------------------------------------------------
 
-def _grid(cv: int, n_jobs: int) -> dict[str, Any]:
-    """Fit the issue's ``GridSearchCV``; return its ``cv_results_``."""
+def _grid(cv: int, n_jobs: int, samples: int | None) -> dict[str, Any]:
+    """Fit the issue's ``GridSearchCV`` (on the first ``samples`` digits); its ``cv_results_``."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import GridSearchCV
     from sklearn.svm import SVC
 
     X, y = load_digits(return_X_y=True)
+    X, y = X[:samples], y[:samples]
     search = GridSearchCV(SVC(), {"C": [0.1, 1, 10], "gamma": [1e-3, 1e-4]}, cv=cv,
                           n_jobs=n_jobs)
     return dict(search.fit(X, y).cv_results_)
@@ -160,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv", type=int, default=5, help="GridSearchCV folds (5)")
     parser.add_argument("--calls", type=int, default=200, help="small Parallel calls (200)")
     parser.add_argument("--tasks", type=int, default=10, help="tasks per small call (10)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="fit on the first N digits only (default: all 1,797)")
     add_common_args(parser, repeat=5)
     args = parser.parse_args(argv)
     repeat = resolve_repeat(args)
     logging.getLogger("starburst").setLevel(logging.WARNING)
 
     workloads: dict[str, Callable[[], Any]] = {
-        "grid": lambda: _grid(args.cv, args.n_jobs),
+        "grid": lambda: _grid(args.cv, args.n_jobs, args.samples),
         "calls": lambda: _calls(args.calls, args.tasks, args.n_jobs),
     }
     timings = {(w, m, b): Timing(tasks=1) for w in workloads for m in MODES for b in BACKENDS}
@@ -215,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         emit_json({
             "bench": "joblib_vs_loky", "n_jobs": args.n_jobs, "cv": args.cv,
-            "calls": args.calls, "tasks": args.tasks, "repeat": repeat, "quick": args.quick,
+            "calls": args.calls, "tasks": args.tasks, "samples": args.samples,
+            "repeat": repeat, "quick": args.quick,
             "env": environment(),
             "figures": {f"{w}_{m}": {b: timings[w, m, b].as_dict() for b in BACKENDS}
                         for w in workloads for m in MODES},
