@@ -12,10 +12,13 @@ Two workloads, each run on both joblib backends in the same process, with
 
 Each workload is timed in two ways:
 
-* ``warm`` (the target): every pool is started and warmed with one small
-  ``Parallel`` call before timing, as in the other benches. starburst runs
-  inside one ``parallel_config(backend="starburst")`` block (one session);
-  loky's reusable executor stays up.
+* ``warm`` (the target): every pool is started fresh and warmed with one
+  small ``Parallel`` call before timing, as in the other benches. starburst
+  runs inside one ``parallel_config(backend="starburst")`` block (one
+  session); loky's reusable executor is shut down before the warm-up, so
+  neither pool's workers have imported scikit-learn from an earlier run
+  (loky keeps its workers for the life of the process: a loop of fits in
+  one starburst block gets the same reuse).
 * ``cold``: the pool's start is in the timed region: starburst opens its
   ``parallel_config`` block (a new session, new workers) inside it; loky's
   reusable executor is shut down before each run.
@@ -117,6 +120,8 @@ def _stop_loky() -> None:
 def _run(name: str, mode: str, work: Callable[[], Any], n_jobs: int, timing: Timing) -> Any:
     """Time ``work`` on backend ``name`` in ``mode``; return its result."""
     gc.collect()
+    if name == "loky":
+        _stop_loky()
     if mode == "warm":
         with _backend(name, n_jobs):
             _calls(1, n_jobs, n_jobs)  # start and warm the pool
@@ -124,8 +129,6 @@ def _run(name: str, mode: str, work: Callable[[], Any], n_jobs: int, timing: Tim
             out = work()
             timing.add(time.perf_counter() - t0)
         return out
-    if name == "loky":
-        _stop_loky()
     t0 = time.perf_counter()
     with _backend(name, n_jobs):
         out = work()
