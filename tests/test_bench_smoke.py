@@ -1,4 +1,4 @@
-"""Smoke test of bench/local_throughput.py: it runs end to end and its JSON line parses.
+"""Smoke tests of the benches: each runs end to end at tiny sizes and its JSON line parses.
 
 The figures themselves are not asserted (200 tasks on a busy CI machine say
 nothing about throughput); only that every pool ran, shut down, and the
@@ -81,3 +81,28 @@ def test_dataframes_bench_json() -> None:
         assert data["ratios_vs_pickle"][direction]["pickle"]["frame"] == 1.0
     assert "assumption: S3 moves" in proc.stdout
     assert "pickle+zstd" in proc.stdout
+
+
+@pytest.mark.slow
+def test_joblib_vs_loky_quick_json() -> None:
+    """bench/joblib_vs_loky.py at tiny sizes: both backends, both modes, equal results."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "joblib_vs_loky.py"), "--quick", "--repeat", "1",
+         "--calls", "5", "--cv", "2", "--samples", "200", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert data["bench"] == "joblib_vs_loky"
+    assert (data["calls"], data["cv"], data["samples"], data["repeat"]) == (5, 2, 200, 1)
+    workloads = {"grid_warm", "grid_cold", "calls_warm", "calls_cold"}
+    assert set(data["figures"]) == workloads
+    assert set(data["ratios"]) == workloads
+    for figures in data["figures"].values():
+        assert set(figures) == {"starburst", "loky"}
+        for backend in figures.values():
+            assert backend["median_s"] > 0
+            assert len(backend["runs_s"]) == 1
+    # starburst's cv_results_ equal loky's bitwise (but *_time); calls' results too.
+    assert data["equal"] == {"grid": True, "calls": True}
+    assert set(data["targets"]) == {f"{w}" for w in workloads}
+    assert "grid (warm)" in proc.stdout

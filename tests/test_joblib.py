@@ -54,16 +54,13 @@ def assert_sessions_ended(session_ids: list[str]) -> None:
 def starburst_config(n_jobs: int, **executor_options: Any) -> Iterator[StarburstBackend]:
     """``parallel_config(backend="starburst", ...)``; yields the backend joblib built.
 
-    On exit the backend must have closed its executor and its sessions'
+    Leaving the block must close the backend's executor, and its sessions'
     workers must be gone.
     """
     with parallel_config(backend="starburst", n_jobs=n_jobs, **executor_options):
         active, _ = get_active_backend()
         assert isinstance(active, StarburstBackend)
-        try:
-            yield active
-        finally:
-            active.terminate()  # a no-op when joblib already did (the check below)
+        yield active
     assert active.executor is None
     assert_sessions_ended(active.session_ids)
 
@@ -99,10 +96,58 @@ def test_results_in_order_with_options_and_generators(options) -> None:
         unordered = Parallel(return_as="generator_unordered")(
             delayed(tasks.jittered_square)(i) for i in range(20))
         assert sorted(unordered) == [i * i for i in range(20)]
-        # One session per (unmanaged) Parallel call, each closed at its end.
-        assert len(backend.session_ids) == 2
-        assert backend.executor is None
+        # Both (unmanaged) Parallel calls ran in the block's one session.
+        assert len(backend.session_ids) == 1
     assert out == [i * i for i in range(40)]
+
+
+def test_parallel_calls_in_one_config_block_share_one_session(options) -> None:
+    X, y = load_iris(return_X_y=True)
+    with starburst_config(n_jobs=2, **options) as backend:
+        for call in range(12):
+            out = Parallel()(delayed(tasks.jittered_square)(i) for i in range(call, call + 5))
+            assert out == [i * i for i in range(call, call + 5)]
+            executor = backend.executor
+            assert executor is not None, "a Parallel call closed the block's session"
+        GridSearchCV(SVC(), {"C": [0.1, 1.0]}, cv=2).fit(X, y)
+        with Parallel() as parallel:
+            assert parallel(delayed(tasks.jittered_square)(i) for i in range(3)) == [0, 1, 4]
+        # A nested block that sets no backend shares the outer block's one too.
+        with parallel_config(verbose=0):
+            assert Parallel()(delayed(tasks.jittered_square)(i) for i in range(3)) == [0, 1, 4]
+        assert backend.executor is executor
+        assert len(backend.session_ids) == 1, backend.session_ids
+
+
+def test_parallel_outside_a_config_block_closes_its_session_at_its_end(fast_settings) -> None:
+    backend = StarburstBackend(settings=fast_settings, progress=False)
+    out = Parallel(n_jobs=2, backend=backend)(
+        delayed(tasks.jittered_square)(i) for i in range(6))
+    assert out == [i * i for i in range(6)]
+    assert len(backend.session_ids) == 1
+    assert backend.executor is None
+    assert_sessions_ended(backend.session_ids)
+
+
+def test_grid_search_cv_results_equal_lokys_bitwise_except_times(options) -> None:
+    X, y = load_iris(return_X_y=True)
+    grid = {"C": [0.1, 1.0, 10.0], "gamma": [0.01, 0.1]}
+    with parallel_config(backend="loky", n_jobs=2):
+        loky = GridSearchCV(SVC(), grid, cv=3).fit(X, y).cv_results_
+    with starburst_config(n_jobs=2, **options):
+        ours = GridSearchCV(SVC(), grid, cv=3).fit(X, y).cv_results_
+    keys = sorted(k for k in loky if not k.endswith("_time"))
+    assert keys == sorted(k for k in ours if not k.endswith("_time"))
+    for key in keys:
+        expected, got = loky[key], ours[key]
+        if isinstance(expected, np.ma.MaskedArray):
+            assert list(got) == list(expected), key
+            assert np.array_equal(np.ma.getmaskarray(got), np.ma.getmaskarray(expected)), key
+        elif isinstance(expected, np.ndarray):
+            assert got.dtype == expected.dtype, key
+            assert got.tobytes() == expected.tobytes(), key
+        else:
+            assert got == expected, key
 
 
 def test_task_exception_keeps_its_type_and_aborts_the_rest(options) -> None:

@@ -20,9 +20,16 @@ locally), ``-2`` one fewer, and so on.
 
 How joblib's calls map onto the executor:
 
-* ``configure`` (start of a ``Parallel`` call, or of ``with Parallel(...)``)
-  opens an executor; ``terminate`` (end of it) shuts it down, stopping its
-  workers. ``n_jobs=1`` runs in this process, as on every joblib backend.
+* One session per ``parallel_config(backend="starburst")`` block: the first
+  ``Parallel`` call in it (``configure``) opens an executor, every later call
+  in the block reuses it and its warm workers (``terminate``, at the end of
+  each call, keeps it), and leaving the block shuts it down, stopping its
+  workers. joblib tells a backend nothing when a block ends, so importing
+  this module wraps ``parallel_config.unregister`` (what its ``__exit__``
+  calls) to close a starburst backend the block held. A backend used
+  outside any block (``Parallel(backend="starburst")``) closes its session
+  at the end of each call. ``n_jobs=1`` runs in this process, as on every
+  joblib backend.
 * Each joblib batch is one :meth:`Executor.submit`. Large arguments of the
   batch's calls (scikit-learn's ``X`` and ``y``) are handed to the executor
   as top-level arguments, so it stores each once per session by content
@@ -35,8 +42,9 @@ How joblib's calls map onto the executor:
   the rest of the input for results nobody will read.
 
 With ``seed=``, each *batch* gets the random stream of its submission
-position; pass ``batch_size=`` (an integer) to ``Parallel`` when results must
-be reproducible, since joblib's automatic batch size depends on timing.
+position in the session (counted across the block's ``Parallel`` calls);
+pass ``batch_size=`` (an integer) to ``Parallel`` when results must be
+reproducible, since joblib's automatic batch size depends on timing.
 """
 
 from __future__ import annotations
@@ -207,7 +215,7 @@ class StarburstBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[
         if workers == 1:
             # Capped to one (quota, max_hourly_cost): joblib would run the
             # call here and never terminate this backend, so close it now.
-            self.terminate()
+            self.close()
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
         return workers
 
@@ -238,7 +246,20 @@ class StarburstBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[
         return future.result()
 
     def terminate(self) -> None:
-        """Shut the executor down (its workers stop); called at the end of a call."""
+        """End a ``Parallel`` call: keep the session for the block's next call, or close it.
+
+        Inside a ``parallel_config`` block that holds this backend the
+        executor stays open (the block's end closes it, see :meth:`close`):
+        starting a session per call made many small calls, and libraries
+        that make several calls per fit, pay worker start-up each time.
+        """
+        if _active_backend() is self:
+            self.reset_batch_stats()
+            return
+        self.close()
+
+    def close(self) -> None:
+        """Shut the executor down (its workers stop); the next call opens a new one."""
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
@@ -316,9 +337,39 @@ def _rebuild(nesting_level: int | None, options: dict[str, Any]) -> StarburstBac
     return StarburstBackend(nesting_level=nesting_level, **renamed)
 
 
+def _active_backend() -> Any:
+    """The backend the current thread's joblib configuration holds (None outside blocks)."""
+    config = getattr(joblib.parallel._backend, "config", None)
+    return config.get("backend") if isinstance(config, dict) else None
+
+
+def _close_on_unregister(unregister: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Wrap ``parallel_config.unregister`` to close the starburst backend its block leaves.
+
+    A nested block that sets no backend of its own holds its parent's: the
+    backend is closed only when the configuration restored no longer holds it.
+    """
+    def wrapped(self: Any) -> None:
+        leaving = getattr(self, "parallel_config", {}).get("backend")
+        unregister(self)
+        if isinstance(leaving, StarburstBackend) and _active_backend() is not leaving:
+            leaving.close()
+
+    wrapped._starburst_closes = True  # type: ignore[attr-defined]
+    wrapped.__doc__ = unregister.__doc__
+    return wrapped
+
+
 def register() -> None:
-    """Make ``backend="starburst"`` known to joblib (done on import)."""
+    """Make ``backend="starburst"`` known to joblib (done on import).
+
+    Also wraps ``joblib.parallel_config.unregister`` (once) so that leaving a
+    block closes the session its ``Parallel`` calls shared.
+    """
     joblib.register_parallel_backend(BACKEND_NAME, StarburstBackend)
+    config_class = joblib.parallel.parallel_config
+    if not getattr(config_class.unregister, "_starburst_closes", False):
+        config_class.unregister = _close_on_unregister(config_class.unregister)
 
 
 register()

@@ -48,13 +48,14 @@ import io
 import pickle
 import struct
 import sys
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import cloudpickle
 import zstandard
 
-from . import tables
+from . import sources, tables
 from .exceptions import ProtocolError, SerializationError, VersionMismatchError
 
 __all__ = [
@@ -154,6 +155,9 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     table: pickle calls it for every object it saves, so a class-level
     method would cost a Python call per int and tuple of every payload.
     """
+
+    # Code shipped by value keeps its file name and source lines (sources.py).
+    dispatch_table = ChainMap(sources.DISPATCH, cloudpickle.Pickler.dispatch_table)
 
     def __init__(self, file: io.BytesIO, persistent: PersistentId | None, **kw: Any) -> None:
         if persistent is not None:
