@@ -444,3 +444,35 @@ def test_a_large_buffer_whose_sample_does_not_compress_is_stored_raw():
     text = np.frombuffer(b"starburst " * 400_000, np.uint8).copy()
     codecs = [codec for codec, _, _ in segments(dumps([noise, text], codec="zstd"))]
     assert codecs == [0, 0, 1]  # pickle stream, noise raw, text compressed
+
+
+def test_a_structure_digest_is_accepted_on_the_local_transport_only():
+    import numpy as np
+
+    from starburst.serialization import frame_checksum, verify_checksum
+
+    frame = dumps({"a": np.arange(100_000, dtype=np.float64), "name": "x"})
+    local, s3 = "local:/tmp/session", "aws:s3://bucket/prefix|sqs"
+    digest = frame_checksum(frame, local)
+    assert digest.startswith("s:")
+    assert verify_checksum(frame, digest, local)
+    assert not verify_checksum(frame, digest, s3)  # no downgrade where bytes crossed a network
+    full = frame_checksum(frame, s3)
+    assert not full.startswith("s:")
+    assert verify_checksum(frame, full, s3)
+    assert verify_checksum(frame, full, local)
+
+
+def test_a_structure_digest_covers_header_tables_streams_and_length():
+    import numpy as np
+
+    from starburst.serialization import structure_checksum
+
+    frame = bytearray(dumps({"a": np.arange(100_000, dtype=np.float64), "name": "x"}))
+    digest = structure_checksum(frame)
+    other = bytearray(dumps({"a": np.arange(100_000, dtype=np.float64), "name": "y"}))
+    assert structure_checksum(other) != digest  # a pickle stream differs
+    assert structure_checksum(frame[:-1]) != digest  # truncated
+    assert structure_checksum(frame[:8]) != digest  # truncated into the header
+    frame[3 + 2] ^= 1  # the header
+    assert structure_checksum(frame) != digest

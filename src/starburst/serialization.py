@@ -68,10 +68,13 @@ __all__ = [
     "describe_unpicklable",
     "dumps",
     "dumps_parts",
+    "frame_checksum",
     "loads",
     "loads_parts",
     "locate_unpicklable",
     "sizeof",
+    "structure_checksum",
+    "verify_checksum",
 ]
 
 #: ``"none"``: segments stored raw; ``"zstd"``: large segments compressed
@@ -179,6 +182,72 @@ class _Unpickler(pickle.Unpickler):
 def checksum(data: bytes | memoryview) -> str:
     """Return the hex BLAKE2b-128 digest used to verify frames before unpickling."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+#: Prefix of a structure digest (:func:`structure_checksum`).
+STRUCTURE_PREFIX = "s:"
+
+
+def structure_checksum(frame: bytes | memoryview) -> str:
+    """A digest of a frame's structure: header, tables and pickle streams, and its length.
+
+    The out-of-band buffers (an array's or a DataFrame block's memory) are
+    covered by their lengths in the segment table, not by their bytes. Used
+    on the local transport only (:func:`frame_checksum`), where frames go
+    through files on this machine written whole (temporary file, then
+    rename) and a SQLite database, never a network: hashing every byte there
+    cost more than the frame itself (``bench/dataframes.py``). A frame that
+    is not version 3 is hashed whole.
+    """
+    view = memoryview(frame)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    end = _structure_end(view)
+    digest = hashlib.blake2b(view[:end], digest_size=16)
+    digest.update(len(view).to_bytes(8, "little"))
+    return STRUCTURE_PREFIX + digest.hexdigest()
+
+
+def _structure_end(view: memoryview) -> int:
+    """Where a version-3 frame's buffer segments begin (its length for other frames)."""
+    try:
+        magic, version, _ = _HEAD.unpack_from(view)
+        if magic != FRAME_MAGIC or version != 3:
+            return len(view)
+        counts: tuple[int, int] = _COUNTS.unpack_from(view, _HEAD.size)
+        n_parts, n = counts[0], counts[0] + counts[1]
+        tables = _HEAD.size + _COUNTS.size + 4 * n_parts + _SEGMENT_SIZE * n
+        if tables > len(view):
+            return len(view)
+        stored: tuple[int, ...] = struct.unpack_from(f"<{n}Q", view, tables - 8 * n)
+    except struct.error:
+        return len(view)
+    return min(len(view), tables + sum(stored[:n_parts]))
+
+
+def frame_checksum(frame: bytes | memoryview, transport_spec: str) -> str:
+    """The integrity digest a message carries for ``frame`` on ``transport_spec``.
+
+    The whole frame's BLAKE2b everywhere bytes cross a network or a store
+    another machine writes (S3); on the local transport, its structure only
+    (:func:`structure_checksum`).
+    """
+    return structure_checksum(frame) if _is_local(transport_spec) else checksum(frame)
+
+
+def verify_checksum(frame: bytes | memoryview, digest: str, transport_spec: str) -> bool:
+    """Whether ``frame`` matches ``digest`` on ``transport_spec``.
+
+    A structure digest is accepted on the local transport only, so no
+    message can downgrade the check of a frame that crossed the network.
+    """
+    if digest.startswith(STRUCTURE_PREFIX):
+        return _is_local(transport_spec) and structure_checksum(frame) == digest
+    return checksum(frame) == digest
+
+
+def _is_local(transport_spec: str) -> bool:
+    return transport_spec.startswith("local:")
 
 
 def _aligned(size: int) -> memoryview:
