@@ -114,3 +114,14 @@ def crash_if(x, bad):
     if x == bad:
         os._exit(3)
     return x
+
+
+def _raise_key_error(name):
+    raise KeyError(name)
+
+
+class FailsToUnpickle:
+    """An argument whose unpickling raises ``KeyError`` (not a missing store key)."""
+
+    def __reduce__(self):
+        return (_raise_key_error, ("no-such-column",))

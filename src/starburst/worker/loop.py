@@ -32,12 +32,13 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import uuid
 from types import FrameType
 from typing import Any
 
 from .. import protocol
-from ..exceptions import ProtocolError, SerializationError, StarburstError, TaskError
+from ..exceptions import ProtocolError, SerializationError, TaskError
 from ..serialization import checksum, dumps, loads
 from ..settings import Settings
 from ..transport import Transport
@@ -296,7 +297,7 @@ class Worker:
 
     def _execute(self, task: protocol.TaskMessage) -> list[Outcome]:
         try:
-            body = task.body if not task.key else self.transport.store.get(task.key)
+            body = task.body if not task.key else self._payload(task)
             if checksum(body) != task.checksum:
                 raise ProtocolError(
                     f"payload of chunk {task.chunk} fails its checksum "
@@ -313,10 +314,12 @@ class Worker:
                 raise ProtocolError(
                     f"payload of chunk {task.chunk} holds {len(items)} tasks, header says {task.n}")
         except (ProtocolError, SerializationError, KeyError) as exc:
-            error: StarburstError = (
-                exc if isinstance(exc, StarburstError) else
-                ProtocolError(f"payload {task.key!r} of chunk {task.chunk} is missing"))
-            return [(i, "err", (error, ""), "", None) for i in range(task.n)]
+            # What really failed, with its traceback (and the cause's: the
+            # user's own KeyError raised while unpickling, say). A missing
+            # store key was made a ProtocolError by _payload; any other
+            # KeyError stays itself.
+            tb = "".join(traceback.format_exception(exc))
+            return [(i, "err", (exc, tb), "", None) for i in range(task.n)]
         run = ChunkRun(items, timeout=task.timeout, capture=task.capture, seed=seed,
                        log_level=log_level)
         self._run = run
@@ -337,6 +340,17 @@ class Worker:
         finally:
             self._in_task = False
             self._run = None
+
+    def _payload(self, task: protocol.TaskMessage) -> bytes:
+        """The stored payload of ``task``; only an absent store key is "missing"."""
+        try:
+            return self.transport.store.get(task.key)
+        except KeyError as exc:
+            if exc.args[:1] != (task.key,):
+                raise  # not the store saying the key is absent: that error, as it is
+            raise ProtocolError(
+                f"payload {task.key!r} of chunk {task.chunk} is missing from the store (the "
+                "session ended, or its data was deleted while the chunk was queued)") from None
 
     def _load_shared(self, pid: Any) -> Any:
         if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == "sb"):
