@@ -125,3 +125,22 @@ class FailsToUnpickle:
 
     def __reduce__(self):
         return (_raise_key_error, ("no-such-column",))
+
+
+def spawn_sleeper(directory, name):
+    """Start ``sleep 60`` as a child of the task's process and return its pid
+    (also left in ``directory/name``): a task that leaves a process behind."""
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc.returncode = 0  # the task does not wait for it; no ResourceWarning when dropped
+    Path(directory, str(name)).write_text(str(proc.pid))
+    return proc.pid
+
+
+def nap_with_sleeper(directory, name, seconds):
+    """Leave a ``sleep 60`` child (pid in ``directory/child-name``), write a start
+    marker, then sleep ``seconds``."""
+    spawn_sleeper(directory, f"child-{name}")
+    return marked_nap(directory, name, seconds)

@@ -26,6 +26,7 @@ when it retires or aborts) SIGTERM interrupts the task at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -122,6 +123,11 @@ class Worker:
         self.deadline = float(deadline) if deadline.replace(".", "", 1).isdigit() else 0.0
         parent = os.environ.get("STARBURST_PARENT_PID")
         self._parent = int(parent) if parent and parent.isdigit() else None
+        # The read end of the local backend's parent-watch pipe: EOF on it
+        # means the client died, whatever killed it (even when this worker
+        # is not its direct child).
+        watch = os.environ.get("STARBURST_PARENT_FD", "")
+        self._parent_fd = int(watch) if watch.isdigit() else None
         # Debug mode: after the first chunk with a failed task, stay alive this
         # long (for ECS Exec / a debugger), taking no work, then exit.
         keepalive = os.environ.get("STARBURST_DEBUG_KEEPALIVE", "")
@@ -169,7 +175,22 @@ class Worker:
         raise _Stop
 
     def _log(self, text: str) -> None:
-        print(f"[starburst worker {self.worker_id}] {text}", file=sys.__stderr__, flush=True)
+        _say(f"[starburst worker {self.worker_id}] {text}")
+
+    def _watch_parent(self, fd: int) -> None:
+        """Block on the parent-watch pipe; at EOF (the client died) stop everything."""
+        while True:
+            try:
+                if not os.read(fd, 1):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        if self.detached or self._keeping_alive:
+            return
+        self._log("the client process is gone, exiting")
+        _leave_with_group()
 
     # -- main loop ------------------------------------------------------
     def run(self) -> int:
@@ -179,6 +200,9 @@ class Worker:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         beat = threading.Thread(target=self._heartbeat, name="starburst-heartbeat", daemon=True)
         beat.start()
+        if self._parent_fd is not None and not self.detached:
+            threading.Thread(target=self._watch_parent, args=(self._parent_fd,),
+                             name="starburst-parent-watch", daemon=True).start()
         self._log(f"serving session {self.session}")
         idle_since = time.monotonic()
         next_client_check = 0.0
@@ -191,7 +215,7 @@ class Worker:
                     return 0
             if not self.detached and self._orphaned():
                 self._log("the client process is gone, exiting")
-                return 0
+                _leave_with_group()  # with what earlier tasks left running
             if self.deadline and time.time() > self.deadline:
                 self._log("the session reached its session_timeout, exiting")
                 return 0
@@ -450,7 +474,7 @@ class Worker:
             self._end_drain(now)
             if not self.detached and not self._keeping_alive and self._orphaned():
                 self._log("the client process is gone, exiting")
-                os._exit(0)
+                _leave_with_group()
             with self._lock:
                 lease = self._lease
             # While a chunk runs the main loop cannot look at the client's
@@ -506,6 +530,29 @@ class Worker:
             self._report(task, run.partial(), attempt, lease, time.time(), UNRUN_STUCK)
         finally:
             os._exit(EXIT_STUCK)
+
+
+def _say(text: str) -> None:
+    """Write a line to the real stderr; never raise (a dead client's pipe, a closed
+    stream): a worker must not die, nor its heartbeat thread, over a log line."""
+    stream = sys.__stderr__
+    if stream is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=stream, flush=True)
+
+
+def _leave_with_group() -> None:
+    """Exit now, taking along every process the tasks started.
+
+    A local worker leads its own process group (the backend starts it in a
+    new session), so the group holds exactly it and its tasks' processes:
+    SIGKILL to the group stops them all. Elsewhere (a container's init, a
+    test running the worker in its own process) only this process exits.
+    """
+    if os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os._exit(0)
 
 
 def _portable_error(outcome: Outcome) -> Outcome:

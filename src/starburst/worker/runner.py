@@ -21,6 +21,7 @@ handed to the client's loggers with the task and worker attached.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import signal
@@ -94,16 +95,21 @@ class _LabelledStream(io.TextIOBase):
             lines = data.split("\n")
             self._partial = lines.pop()
             if lines:
-                self._target.write("".join(f"{self._label}{line}\n" for line in lines))
-                self._target.flush()
+                self._emit("".join(f"{self._label}{line}\n" for line in lines))
         return len(text)
 
     def flush(self) -> None:
         with self._lock:
             if self._partial:
-                self._target.write(f"{self._label}{self._partial}\n")
-                self._partial = ""
-                self._target.flush()
+                text, self._partial = f"{self._label}{self._partial}\n", ""
+                self._emit(text)
+
+    def _emit(self, text: str) -> None:
+        """Write to the worker's stream; a closed one (the client that read it died)
+        loses the line, never fails the task: the captured copy still travels."""
+        with contextlib.suppress(OSError, ValueError):
+            self._target.write(text)
+            self._target.flush()
 
 
 class _Interrupt(BaseException):
