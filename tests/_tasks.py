@@ -144,3 +144,28 @@ def nap_with_sleeper(directory, name, seconds):
     marker, then sleep ``seconds``."""
     spawn_sleeper(directory, f"child-{name}")
     return marked_nap(directory, name, seconds)
+
+
+_INITIALIZED: list[object] = []
+
+
+def remember_init(directory, tag):
+    """An initializer: note ``tag`` in this process and leave a marker file per process."""
+    _INITIALIZED.append(tag)
+    Path(directory, f"init-{os.getpid()}").write_text(str(tag))
+
+
+def initialized(x):
+    """What the initializer left in this process, and the process id."""
+    return list(_INITIALIZED), os.getpid()
+
+
+def failing_init():
+    raise FileNotFoundError("settings.toml")
+
+
+def hold_gil_if_zero(x):
+    """For ``x == 0``, hold the GIL in C code for minutes (no alarm can stop it)."""
+    if x == 0:
+        return sum(range(10**12))
+    return x * 10

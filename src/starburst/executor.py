@@ -150,8 +150,11 @@ class Executor(_StdExecutor):
                  max_cost: float | None = None, max_hourly_cost: float | None = None,
                  seed: int | None = None, session_timeout: float = 24 * 3600.0,
                  debug: bool = False, debug_keepalive: float = 600.0,
+                 initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = (),
+                 max_tasks_per_child: int | None = None,
                  **backend_options: Any) -> None:
         self._options = ExecutorOptions.resolve(
+            initializer=initializer, initargs=initargs, max_tasks_per_child=max_tasks_per_child,
             backend=backend, workers=workers, cpu=cpu, memory=memory, chunksize=chunksize,
             max_attempts=max_attempts, task_timeout=task_timeout, idle_timeout=idle_timeout,
             progress=progress, detached=detached, settings=settings, max_cost=max_cost,

@@ -177,6 +177,12 @@ class ExecutorOptions:
     session_timeout: float = 24 * 3600.0
     debug: bool = False
     debug_keepalive: float = 600.0
+    #: Run in each process that runs tasks, before its first task (as in
+    #: ProcessPoolExecutor), with ``initargs``; shipped once per session.
+    initializer: Callable[..., Any] | None = None
+    initargs: tuple[Any, ...] = ()
+    #: Tasks a task process runs before a fresh one replaces it (None: no limit).
+    max_tasks_per_child: int | None = None
     settings: Settings = field(default_factory=Settings)
     extra: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -190,6 +196,8 @@ class ExecutorOptions:
               max_cost: float | None = None, max_hourly_cost: float | None = None,
               seed: int | None = None, session_timeout: float = 24 * 3600.0,
               debug: bool = False, debug_keepalive: float = 600.0,
+              initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = (),
+              max_tasks_per_child: int | None = None,
               **extra: Any) -> ExecutorOptions:
         """Validate user-facing arguments as given (no files, no environment);
         every error names the fix."""
@@ -211,7 +219,9 @@ class ExecutorOptions:
                    max_cost=None if max_cost is None else float(max_cost),
                    max_hourly_cost=None if max_hourly_cost is None else float(max_hourly_cost),
                    seed=seed, session_timeout=float(session_timeout), debug=debug,
-                   debug_keepalive=float(debug_keepalive), extra=extra)
+                   debug_keepalive=float(debug_keepalive), initializer=initializer,
+                   initargs=tuple(initargs), max_tasks_per_child=max_tasks_per_child,
+                   extra=extra)
 
     @classmethod
     def resolve(cls, *, environ: Mapping[str, str] | None = None, cwd: Path | None = None,
