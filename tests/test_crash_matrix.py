@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _support import alive, kill_all, wait_for
+from _support import alive, kill_all, wait_for, worker_of
 from _tasks import (
     call_sys_exit,
     double,
@@ -50,13 +50,6 @@ def worker_pids(ex: starburst.Executor) -> dict[str, int]:
     if pids is None:
         pytest.skip(f"backend {ex._options.backend!r} does not expose worker pids")
     return pids()
-
-
-def worker_of(pid: int) -> int:
-    """The worker (supervisor) of a task process: its parent. Tasks run in a
-    long-lived child of the worker, never in the worker's own process."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rpartition(")")[2].split()[1])
 
 
 def started_pid(directory: Path, name: object) -> int:

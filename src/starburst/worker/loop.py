@@ -201,6 +201,12 @@ class Worker:
 
     # -- signals --------------------------------------------------------
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        if (self._link is not None and self._drain_until is not None
+                and not self._drain_kicked):
+            # A task process may get SIGTERM twice, from its supervisor and
+            # from a stop that signals the whole process group; during the
+            # drain only its own kick (below) ends the running task.
+            return
         first = not self._stopping.is_set()
         self._stopping.set()
         # Interrupt a running task, or an idle SQS long poll (up to 20 s that

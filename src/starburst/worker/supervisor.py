@@ -201,9 +201,10 @@ class Supervisor:
 
     # -- signals ------------------------------------------------------------
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
-        if not self._stopping:
-            self._stopping = True
-            self._stop_at = time.monotonic()
+        if self._stopping:
+            return  # forwarded once; the child's drain ends on its own clock
+        self._stopping = True
+        self._stop_at = time.monotonic()
         child = self._child
         if child is not None:
             child.signal(signal.SIGTERM)  # it stops, reports what finished, exits
@@ -229,6 +230,8 @@ class Supervisor:
                 if resume is None and code is not None:
                     return code
                 if resume is None:
+                    if self._stopping:
+                        return 0  # no fresh child for a worker that is leaving
                     child = self._spawn()  # retired after max_tasks_per_child
         finally:
             if self._child is not None:
