@@ -11,7 +11,7 @@ for an answer, so the common path costs nothing in latency::
     child --("body", task message)     [timed, drainable or retiring chunks]
     child --("begin", task id, t) / ("one", task id, frame)
               [timed, drainable or retiring chunks: what a kill must not lose]
-    child --("progress", tasks done)   [at most every PROGRESS_EVERY s]
+    child --("progress", tasks done)   [heartbeat thread, at most once a second]
     child --("free", chunk)            [reported or released]
     child --("exit", "retire")         [max_tasks_per_child reached]
     supervisor --Resume(...)--> fresh child   [finish a killed child's chunk]

@@ -77,9 +77,9 @@ UNRUN_STOPPED, UNRUN_STUCK = "stopped", "stuck"
 STOP_MARGIN = 15.0
 #: How often the heartbeat thread looks at a running task while stopping.
 _DRAIN_CHECK = 0.1
-#: Least seconds between two progress reports of a task process to its
-#: supervisor (and so of ``progress`` notices): per-task progress without a
-#: message per task.
+#: Least seconds between two ``progress`` notices of a worker: per-task
+#: progress without a message per task. (A task process tells its supervisor
+#: from its heartbeat thread, once a heartbeat period of at most 1 s.)
 PROGRESS_EVERY = 1.0
 
 
@@ -177,7 +177,7 @@ class Worker:
         self._init_error: BaseException | None = None
         self.max_tasks: int | None = None
         self.tasks_run = 0
-        self._last_progress = 0.0
+        self._tell_lock = threading.Lock()
         # Debug mode: after the first chunk with a failed task, stay alive this
         # long (for ECS Exec / a debugger), taking no work, then exit.
         keepalive = os.environ.get("STARBURST_DEBUG_KEEPALIVE", "")
@@ -385,9 +385,10 @@ class Worker:
         self._tell(("free", task.chunk))
 
     def _tell(self, message: tuple[Any, ...]) -> None:
-        """Tell the supervisor (as a task process); one-way, it never answers."""
+        """Tell the supervisor (as a task process); one way, it never answers."""
         if self._link is not None:
-            self._link[1].send(message)
+            with self._tell_lock:  # the main and the heartbeat thread both tell
+                self._link[1].send(message)
 
     def _resume_if_asked(self) -> None:
         """As a fresh task process: finish the chunk the last one left, if asked to;
@@ -492,7 +493,8 @@ class Worker:
                 # What a successor needs to finish the chunk, should this
                 # process be killed (or retire) part-way through it.
                 self._tell(("body", self._lease.body if self._lease else b""))
-            run.on_task = self._hook(run, stream=stream)
+            if stream:  # else no per-task call at all: no-op tasks cost ~1 us each
+                run.on_task = self._hook(run)
         self._run = run
         self._in_task = True
         try:
@@ -516,27 +518,21 @@ class Worker:
             self._in_task = False
             self._run = None
 
-    def _hook(self, run: ChunkRun, *, stream: bool) -> Any:
-        """What a task process tells its supervisor per task: when a task begins
-        and its outcome (only where a kill must not lose it: timed, drainable
-        or retiring chunks), and the tasks done, at most every PROGRESS_EVERY s."""
+    def _hook(self, run: ChunkRun) -> Any:
+        """What a task process tells its supervisor per task where a kill must
+        not lose it (timed, drainable or retiring chunks): when a task begins,
+        and its outcome. (Progress goes from the heartbeat thread.)"""
         send = self._tell
 
         def on_task(event: str, task_id: int, outcome: Outcome | None) -> None:
             in_task, self._in_task = self._in_task, False  # no _Stop mid-message
             try:
                 if event == "begin":
-                    if stream:
-                        send(("begin", task_id, time.monotonic()))
+                    send(("begin", task_id, time.monotonic()))
                     return
                 assert outcome is not None
                 self.tasks_run += 1
-                if stream:
-                    send(("one", task_id, _encode([outcome])))
-                now = time.monotonic()
-                if now - self._last_progress >= PROGRESS_EVERY:
-                    self._last_progress = now
-                    send(("progress", len(run.outcomes)))
+                send(("one", task_id, _encode([outcome])))
             finally:
                 self._in_task = in_task
             if (self.max_tasks is not None and self.tasks_run >= self.max_tasks
@@ -635,12 +631,21 @@ class Worker:
         period = min(self.settings.heartbeat, 1.0)
         last_extend = time.monotonic()
         last_client_check = last_extend
+        told = 0
         while True:
             time.sleep(_DRAIN_CHECK if self._drain_until is not None else period)
             now = time.monotonic()
             self._end_drain(now)
             if self._link is not None:
-                continue  # the supervisor keeps the lease and watches the client
+                # The supervisor keeps the lease and watches the client; this
+                # thread tells it how far the chunk got, once a period at most.
+                run = self._run
+                done = len(run.outcomes) if run is not None else 0
+                if done and done != told:
+                    told = done
+                    with contextlib.suppress(OSError, ValueError):
+                        self._tell(("progress", done))
+                continue
             if not self.detached and not self._keeping_alive and self._orphaned():
                 self._log("the client process is gone, exiting")
                 _leave_with_group()
