@@ -51,6 +51,13 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def worker_of(pid: int) -> int:
+    """The worker (supervisor) of a task process: its parent. Tasks run in a
+    long-lived child of the worker, never in the worker's own process."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[1])
+
+
 def session_processes(session_id: str) -> list[int]:
     """Pids of live processes started for ``session_id`` (its workers).
 

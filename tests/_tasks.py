@@ -114,3 +114,58 @@ def crash_if(x, bad):
     if x == bad:
         os._exit(3)
     return x
+
+
+def _raise_key_error(name):
+    raise KeyError(name)
+
+
+class FailsToUnpickle:
+    """An argument whose unpickling raises ``KeyError`` (not a missing store key)."""
+
+    def __reduce__(self):
+        return (_raise_key_error, ("no-such-column",))
+
+
+def spawn_sleeper(directory, name):
+    """Start ``sleep 60`` as a child of the task's process and return its pid
+    (also left in ``directory/name``): a task that leaves a process behind."""
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc.returncode = 0  # the task does not wait for it; no ResourceWarning when dropped
+    Path(directory, str(name)).write_text(str(proc.pid))
+    return proc.pid
+
+
+def nap_with_sleeper(directory, name, seconds):
+    """Leave a ``sleep 60`` child (pid in ``directory/child-name``), write a start
+    marker, then sleep ``seconds``."""
+    spawn_sleeper(directory, f"child-{name}")
+    return marked_nap(directory, name, seconds)
+
+
+_INITIALIZED: list[object] = []
+
+
+def remember_init(directory, tag):
+    """An initializer: note ``tag`` in this process and leave a marker file per process."""
+    _INITIALIZED.append(tag)
+    Path(directory, f"init-{os.getpid()}").write_text(str(tag))
+
+
+def initialized(x):
+    """What the initializer left in this process, and the process id."""
+    return list(_INITIALIZED), os.getpid()
+
+
+def failing_init():
+    raise FileNotFoundError("settings.toml")
+
+
+def hold_gil_if_zero(x):
+    """For ``x == 0``, hold the GIL in C code for minutes (no alarm can stop it)."""
+    if x == 0:
+        return sum(range(10**12))
+    return x * 10

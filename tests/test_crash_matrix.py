@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _support import alive, kill_all, wait_for
+from _support import alive, kill_all, wait_for, worker_of
 from _tasks import (
     call_sys_exit,
     double,
@@ -66,8 +66,8 @@ def test_worker_killed_mid_chunk_is_retried(executor_factory, tmp_path):
     ex = executor_factory()
     n = 6
     results = ex.map(marked_nap, [tmp_path] * n, range(n), [0.3] * n, chunksize=2)
-    victim = started_pid(tmp_path, 0)
-    assert victim in worker_pids(ex).values()
+    victim = started_pid(tmp_path, 0)  # the task process: its worker dies with it
+    assert worker_of(victim) in worker_pids(ex).values()
     os.kill(victim, signal.SIGKILL)
     assert list(results) == list(range(n))
     status = ex.status()
@@ -80,7 +80,7 @@ def test_worker_killed_mid_chunk_is_retried(executor_factory, tmp_path):
 def test_all_workers_killed_are_replaced(executor_factory, tmp_path):
     ex = executor_factory()
     futures = [ex.submit(marked_nap, tmp_path, i, 1.0) for i in range(2)]
-    first = {started_pid(tmp_path, i) for i in range(2)}
+    first = {worker_of(started_pid(tmp_path, i)) for i in range(2)}
     pids = worker_pids(ex)
     assert first == set(pids.values())  # both workers are busy
     kill_all(list(pids.values()))
@@ -103,15 +103,19 @@ def test_stalled_worker_loses_its_lease_and_the_first_result_wins(executor_facto
     ex._client._on_notice = record
     future = ex.submit(marked_nap, tmp_path, "slow", 0.5)
     other = ex.submit(marked_nap, tmp_path, "other", 0.0)  # so that two workers start
-    stalled = started_pid(tmp_path, "slow")
+    task_pid = started_pid(tmp_path, "slow")
+    stalled = worker_of(task_pid)
     stalled_id = next(w for w, p in worker_pids(ex).items() if p == stalled)
-    os.kill(stalled, signal.SIGSTOP)  # no heartbeat: its 2 s lease lapses
+    # The whole worker stalls (its supervisor too): no heartbeat, its 2 s lease lapses.
+    for pid in (stalled, task_pid):
+        os.kill(pid, signal.SIGSTOP)
     try:
         assert future.result(timeout=60) == "slow"
         assert other.result(timeout=60) == "other"
-        assert int((tmp_path / "start-slow").read_text()) != stalled
+        assert int((tmp_path / "start-slow").read_text()) != task_pid
     finally:
-        os.kill(stalled, signal.SIGCONT)
+        for pid in (task_pid, stalled):
+            os.kill(pid, signal.SIGCONT)
     # The stalled worker finishes too; its conditional commit fails, so its late
     # result is dropped at the source and never reaches the client. (Worker log
     # lines reach the client's logger only on the local backend; on Fargate

@@ -298,6 +298,8 @@ class Client:
             self.counters = _Counters()
             self._lock = threading.RLock()
             self._chunks: dict[int, _Chunk] = {}
+            #: Tasks finished in chunks still running, from workers' progress notices.
+            self._partial: dict[int, int] = {}
             self._outbox: list[_Chunk] = []
             self._outbox_lock = threading.Lock()
             self._submits: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...],
@@ -572,6 +574,12 @@ class Client:
             items.append((tid, index, args, kwargs or None, position))
         payload = {"fns": list(digests), "items": items, "seed": self.options.seed,
                    "log_level": logging.getLogger().getEffectiveLevel()}
+        if self.options.initializer is not None:  # stored once, like the functions
+            pair = self.__dict__.setdefault(
+                "_init_pair", (self.options.initializer, self.options.initargs))
+            payload["init"] = self._share(pair)
+        if self.options.max_tasks_per_child is not None:
+            payload["max_tasks_per_child"] = self.options.max_tasks_per_child
         try:
             frame = dumps(payload, persistent_id=self._persistent_id if shares else None,
                           codec=codec_for(self.transport.spec))
@@ -739,7 +747,13 @@ class Client:
                         if isinstance(target, Future) and not (target.running()
                                                                or target.done()):
                             target.set_running_or_notify_cancel()
+            elif notice.kind == "progress":
+                running = self._chunks.get(notice.chunk)
+                done = notice.info.get("done")
+                if running is not None and isinstance(done, int):
+                    self._partial[notice.chunk] = max(0, min(done, len(running.targets)))
             elif notice.kind == "release":
+                self._partial.pop(notice.chunk, None)
                 self.scheduler.released(notice.chunk, notice.worker)
             elif notice.kind == "bad":
                 log.warning("starburst: worker %s moved a malformed task message aside: %s",
@@ -747,6 +761,7 @@ class Client:
             elif notice.kind == "done" and self.scheduler.finished(notice.chunk,
                                                                     time.monotonic()):
                 chunk = self._chunks.pop(notice.chunk, None)
+                self._partial.pop(notice.chunk, None)
                 self.scheduler.forget(notice.chunk)
         self._act(actions)
         if chunk is not None:
@@ -1040,13 +1055,19 @@ class Client:
         finally:
             self._teardown()
 
+    def tasks_finished(self) -> int:
+        """Tasks finished so far, counting those of chunks still running (what the
+        progress bar shows: tasks as they finish, not chunks)."""
+        with self._lock:
+            return self.counters.tasks_done + sum(self._partial.values())
+
     def _show_progress(self) -> None:
         c = self.counters
         if c.tasks_total:
             extra = ""
             if self.session.hourly_rate > 0:
                 extra = f"{format_money(self.cost().spent, 3)} so far"
-            self.display.update(completed=c.tasks_done, total=c.tasks_total,
+            self.display.update(completed=self.tasks_finished(), total=c.tasks_total,
                                 workers=len(self.scheduler.alive), extra=extra)
 
     def cost(self) -> CostReport:

@@ -20,7 +20,9 @@ traceback is attached as their ``__cause__`` (:class:`RemoteTraceback`).
      +-- TransportError                       the store or queue failed (I/O, AWS)
      +-- CloudError                           an AWS call failed; says what to do
      +-- ExecutorBroken (concurrent.futures.BrokenExecutor)
-                                              the executor can no longer run anything
+     |                                        the executor can no longer run anything
+     +-- InitializerError (concurrent.futures.BrokenExecutor)
+                                              ``initializer=`` raised in a worker process
 
 A :class:`TaskError` fails one future only; the executor keeps running.
 """
@@ -35,6 +37,7 @@ __all__ = [
     "CloudError",
     "ConfigurationError",
     "ExecutorBroken",
+    "InitializerError",
     "ProtocolError",
     "RemoteTraceback",
     "SerializationError",
@@ -166,6 +169,35 @@ class CloudError(StarburstError):
 
 class ExecutorBroken(StarburstError, concurrent.futures.BrokenExecutor):
     """The executor can no longer run anything (its transport or backend failed)."""
+
+
+class InitializerError(StarburstError, concurrent.futures.BrokenExecutor):
+    """The ``initializer=`` raised in a worker process, so no task ran there.
+
+    Like :class:`concurrent.futures.process.BrokenProcessPool` after a failed
+    initializer, it fails the futures of the tasks that process was given.
+    Its ``__cause__`` is the initializer's own exception, whose ``__cause__``
+    in turn is the :class:`RemoteTraceback`. Both survive pickling (plain
+    exception pickling drops ``__cause__``), so it arrives whole from the worker.
+    """
+
+    def __init__(self, message: str, *, cause: BaseException | None = None,
+                 traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+        if cause is not None:
+            if traceback:
+                cause.__cause__ = RemoteTraceback(traceback)
+            self.__cause__ = cause
+
+    def __reduce__(self) -> tuple[object, ...]:
+        cause = self.__cause__
+        return (_initializer_error, (str(self), cause, self.traceback))
+
+
+def _initializer_error(message: str, cause: BaseException | None,
+                       traceback: str) -> InitializerError:
+    return InitializerError(message, cause=cause, traceback=traceback)
 
 
 class RemoteTraceback(Exception):

@@ -346,8 +346,11 @@ class ExecutorOptions:
     session_timeout: float = 24 * 3600.0
     debug: bool = False
     debug_keepalive: float = 600.0
+    #: Run in each process that runs tasks, before its first task (as in
+    #: ProcessPoolExecutor), with ``initargs``; shipped once per session.
     initializer: Callable[..., object] | None = None
     initargs: tuple[Any, ...] = ()
+    #: Tasks a task process runs before a fresh one replaces it (None: no limit).
     max_tasks_per_child: int | None = None
     settings: Settings = field(default_factory=Settings)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -410,7 +413,8 @@ class ExecutorOptions:
                    max_hourly_cost=None if max_hourly_cost is None else float(max_hourly_cost),
                    seed=seed, session_timeout=float(session_timeout), debug=debug,
                    debug_keepalive=float(debug_keepalive), initializer=initializer,
-                   initargs=initargs, max_tasks_per_child=max_tasks_per_child, extra=extra)
+                   initargs=tuple(initargs), max_tasks_per_child=max_tasks_per_child,
+                   extra=extra)
 
     @classmethod
     def resolve(cls, *, environ: Mapping[str, str] | None = None, cwd: Path | None = None,

@@ -12,7 +12,9 @@ both (and can be fuzzed): a small JSON header, then optional raw bytes
   attempt and redeliver at once if the worker dies), ``done`` with the
   result (inline or a store key), ``release`` when a worker hands a chunk
   back on SIGTERM (not an attempt), ``bad`` when a message could not be
-  parsed and was moved aside.
+  parsed and was moved aside, ``progress`` (rate-limited: at most one a
+  second per worker) with how many tasks of the running chunk finished,
+  ``info={"done": n}``, so progress counts tasks, not chunks.
 
 Headers are JSON, never pickle: parsing a message runs no code. The
 payload a message points to is verified against its checksum before it
@@ -36,8 +38,8 @@ _HEAD = struct.Struct("<3sBI")
 # A header is a few hundred bytes; anything near this is corrupt or hostile.
 _MAX_HEADER = 64 * 1024
 
-NoticeKind = Literal["start", "done", "release", "bad"]
-_NOTICE_KINDS = ("start", "done", "release", "bad")
+NoticeKind = Literal["start", "done", "release", "bad", "progress"]
+_NOTICE_KINDS = ("start", "done", "release", "bad", "progress")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,7 @@ class Notice:
     """A worker's report about a chunk.
 
     Attributes:
-        kind: ``start``, ``done``, ``release`` or ``bad``.
+        kind: ``start``, ``done``, ``release``, ``bad`` or ``progress``.
         session: session id.
         chunk: chunk id (-1 for ``bad`` when unknown).
         worker: worker id (local process or ECS task ARN).

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _support import wait_for
+from _support import wait_for, worker_of
 from _tasks import double, exit_process, identity, marked_nap
 
 import starburst
@@ -42,8 +42,10 @@ def executor(aws, settings) -> Iterator[starburst.Executor]:
 
 
 def _task_of_pid(aws, pid: int) -> str:
-    return wait_for(lambda: next((a for a, p in aws.runner.pids().items() if p == pid), None),
-                    timeout=10, what=f"the task running pid {pid}")
+    """The ECS task whose worker runs the task process ``pid`` (its parent)."""
+    worker = worker_of(pid)
+    return wait_for(lambda: next((a for a, p in aws.runner.pids().items() if p == worker),
+                                 None), timeout=10, what=f"the task running pid {pid}")
 
 
 def test_map_returns_ordered_results(executor):

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _support import wait_for
+from _support import wait_for, worker_of
 from _tasks import double, marked_nap
 from click.testing import CliRunner
 
@@ -232,13 +232,14 @@ def test_a_gpu_worker_killed_mid_chunk_reruns_the_chunk(aws, gpu_executor, tmp_p
     future = gpu_executor.submit(marked_nap, str(tmp_path), "victim", 2.0)
     marker = tmp_path / "start-victim"
     wait_for(marker.exists, timeout=30, what="the job to start")
-    first_pid = int(wait_for(marker.read_text, timeout=5, what="the start marker"))
+    task_pid = int(wait_for(marker.read_text, timeout=5, what="the start marker"))
+    first_pid = worker_of(task_pid)  # the job's worker: the task process's parent
     job_id = wait_for(lambda: next((j for j, p in aws.batch.pids().items() if p == first_pid),
                                    None), timeout=10, what="the job running the task")
     marker.unlink()
     aws.batch.kill(job_id, signal.SIGKILL)
     assert future.result(timeout=60) == "victim"
-    assert int(marker.read_text()) != first_pid  # it ran again, in another job
+    assert int(marker.read_text()) != task_pid  # it ran again, in another job
     assert gpu_executor.status().attempts >= 2
     [killed] = client("batch").describe_jobs(jobs=[job_id])["jobs"]
     assert killed["status"] == "FAILED"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import alive, wait_for
+from _support import alive, wait_for, worker_of
 from _tasks import double, marked_nap
 from botocore.awsrequest import AWSResponse
 
@@ -343,13 +343,15 @@ def test_an_interrupted_worker_finishes_its_task_and_hands_back_the_rest(aws, tm
         results = ex.map(marked_nap, [tmp_path] * 6, range(6), [0.8] * 6, chunksize=3)
         start = tmp_path / "start-0"
         wait_for(start.exists, timeout=60, what="the first task to start")
-        pid = int(start.read_text())
+        pid = int(start.read_text())  # the task process; its worker is its parent
+        worker = worker_of(pid)
         by_pid = {p: arn for arn, p in aws.runner.pids().items()}
-        aws.runner.interrupt(by_pid[pid])
+        aws.runner.interrupt(by_pid[worker])
         # Both hold Spot vCPUs: the interrupted one finishes its task first.
         assert vcpus_in_use(region=aws.region, spot=True) >= 1
         assert list(results) == list(range(6))
-    [gone] = client("ecs").describe_tasks(cluster="starburst", tasks=[by_pid[pid]])["tasks"]
+    [gone] = client("ecs").describe_tasks(cluster="starburst",
+                                          tasks=[by_pid[worker]])["tasks"]
     assert (gone["containers"][0]["exitCode"], gone["stopCode"]) == (0, SPOT_INTERRUPTION)
     assert gone["stoppedReason"] == SPOT_STOPPED_REASON
     # Task 0 finished on the interrupted worker (not run again); 1 and 2 ran elsewhere.

@@ -128,6 +128,13 @@ class LocalBackend(ComputeBackend):
         # it exits instead of left a zombie (and a ResourceWarning). Not at exit:
         # the interpreter's end reaps nothing and must not start threads.
         weakref.finalize(self, _reap_running, self._procs).atexit = False
+        # The parent watch: every attached worker holds the read end of this
+        # pipe and only this process holds the write end, so when the client
+        # dies, by any signal, the workers read EOF and stop (with their tasks'
+        # processes) within a moment. Non-inheritable: no other child keeps
+        # the write end open. Made on first launch.
+        self._watch: tuple[int, int] | None = None
+        self._watch_closer: weakref.finalize[[tuple[int, int]], LocalBackend] | None = None
 
     @classmethod
     def open_session(cls, *, session: str, options: ExecutorOptions,
@@ -195,6 +202,9 @@ class LocalBackend(ComputeBackend):
                    "STARBURST_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1",
                    "PYTHONPATH": _client_path()}
             detached = spec.env.get("STARBURST_DETACHED") == "1"
+            passed = () if detached else (self._watch_fd(),)
+            if passed:
+                env["STARBURST_PARENT_FD"] = str(passed[0])
             log_file = None
             lock_fd = None
             try:
@@ -211,7 +221,7 @@ class LocalBackend(ComputeBackend):
                     stdin=subprocess.DEVNULL,
                     stdout=log_file or subprocess.PIPE,
                     stderr=log_file or subprocess.PIPE,
-                    start_new_session=True, pass_fds=(lock_fd,))
+                    start_new_session=True, pass_fds=(lock_fd, *passed))
                 try:
                     _record_pid(lock_fd, proc.pid)
                 except OSError as exc:
@@ -240,6 +250,14 @@ class LocalBackend(ComputeBackend):
                 self._pumps[worker] = pumps
             ids.append(worker)
         return ids
+
+    def _watch_fd(self) -> int:
+        """The read end of the parent-watch pipe (made on first use)."""
+        with self._lock:
+            if self._watch is None:
+                self._watch = os.pipe()
+                self._watch_closer = weakref.finalize(self, _close_fds, self._watch)
+            return self._watch[0]
 
     def _pump(self, worker: str, name: str, stream: IO[bytes] | None) -> None:
         if stream is None:
@@ -307,6 +325,11 @@ class LocalBackend(ComputeBackend):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+                # Whatever its tasks started (subprocesses, multiprocessing
+                # pools) is in the worker's process group: stop it too. The
+                # group id stays taken while a member lives, so this reaches
+                # only those leftovers.
+                _signal_group(proc.pid, signal.SIGKILL)
         for pid, path in adopted:
             while _lock_held(path) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -344,6 +367,8 @@ class LocalBackend(ComputeBackend):
     def close(self) -> None:
         self.stop()
         self.poll()
+        if not self._keep and self._watch_closer is not None:
+            self._watch_closer()  # a worker kept for debugging keeps the pipe open
         # A worker kept for debugging runs on past its client: its handle goes
         # to the reaper like a detached worker's, never dropped while it runs.
         self.detach()
@@ -356,6 +381,12 @@ def _reap_running(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     if handles:
         threading.Thread(target=_reap, args=(handles,), name="starburst-reaper",
                          daemon=True).start()
+
+
+def _close_fds(fds: tuple[int, ...]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _reap(procs: list[subprocess.Popen[bytes]]) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from ..exceptions import ConfigurationError, ProtocolError, StarburstError
 from ..settings import Settings
 from ..transport import Transport, open_transport
-from .loop import Worker
+from .supervisor import Supervisor
 
 
 def _ecs_task_arn() -> str | None:
@@ -95,7 +95,8 @@ def load_code(transport: Transport, environ: Mapping[str, str] | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a worker until it is idle, stopped or orphaned; return its exit code."""
+    """Run a worker (its supervisor, which starts the task process) until it is idle,
+    stopped or orphaned; return its exit code."""
     parser = argparse.ArgumentParser(prog="python -m starburst.worker")
     parser.add_argument("--transport", default=os.environ.get("STARBURST_TRANSPORT"))
     parser.add_argument("--session", default=os.environ.get("STARBURST_SESSION"))
@@ -110,10 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         check_environment()
         settings = Settings.from_env()
         transport = open_transport(args.transport)
-        load_code(transport)
-        worker = Worker(transport, session=args.session,
-                        worker_id=args.worker_id or _ecs_task_arn(),
-                        settings=settings, detached=args.detached)
+        # The supervisor runs no task code: the task process loads the
+        # session's code archive itself.
+        worker = Supervisor(transport, session=args.session,
+                            worker_id=args.worker_id or _ecs_task_arn(),
+                            settings=settings, detached=args.detached)
         return worker.run()
     except StarburstError as exc:
         print(f"starburst worker: {type(exc).__name__}: {exc}", file=sys.stderr)

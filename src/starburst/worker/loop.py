@@ -8,9 +8,14 @@ run exactly this. Per chunk::
     result --inline, or store (attempt key + conditional commit)--> "done" notice
     delete the task message (ack)
 
-A heartbeat thread extends the lease while a chunk runs, watches for a
-task stuck past its timeout, and (unless detached) for a client that is
-gone. The worker exits after ``idle_timeout`` without work. On SIGTERM it
+``python -m starburst.worker`` runs this loop as the task process of a
+supervisor (:mod:`.supervisor`, given ``link``): the supervisor extends
+the lease, watches the client and kills a task stuck past its timeout, from
+outside this process; the loop tells it what it holds and runs (see
+:mod:`.child`), and its own heartbeat thread only ends Spot drains. Run on
+its own (``link=None``), a heartbeat thread extends the lease while a chunk
+runs, watches for a task stuck past its timeout, and (unless detached) for
+a client that is gone. The worker exits after ``idle_timeout`` without work. On SIGTERM it
 stops taking work, releases its chunk (not an attempt) and exits.
 
 When its container says how long ECS waits between SIGTERM and SIGKILL
@@ -26,23 +31,34 @@ when it retires or aborts) SIGTERM interrupts the task at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import sys
 import threading
 import time
+import traceback
 import uuid
+from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import protocol
-from ..exceptions import ProtocolError, SerializationError, StarburstError, TaskError
-from ..serialization import checksum, codec_for, dumps, dumps_parts, loads
+from ..exceptions import (
+    InitializerError,
+    ProtocolError,
+    SerializationError,
+    TaskError,
+)
+from ..serialization import Codec, checksum, codec_for, dumps, dumps_parts, loads, loads_parts
 from ..settings import Settings
 from ..transport import Transport
 from ..transport.base import Message
-from .runner import ChunkRun, Outcome
+from .runner import ChunkRun, Outcome, timeout_error
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 __all__ = ["EXIT_STUCK", "UNRUN_STOPPED", "UNRUN_STUCK", "Worker", "cancel_key",
            "client_heartbeat_key", "result_commit_key", "result_key", "shared_key"]
@@ -66,6 +82,10 @@ UNRUN_STOPPED, UNRUN_STUCK = "stopped", "stuck"
 STOP_MARGIN = 15.0
 #: How often the heartbeat thread looks at a running task while stopping.
 _DRAIN_CHECK = 0.1
+#: Least seconds between two ``progress`` notices of a worker: per-task
+#: progress without a message per task. (A task process tells its supervisor
+#: from its heartbeat thread, once a heartbeat period of at most 1 s.)
+PROGRESS_EVERY = 1.0
 
 
 def shared_key(session: str, digest: str) -> str:
@@ -97,11 +117,37 @@ class _Stop(BaseException):
     """Raised into the running task when SIGTERM asks the worker to leave."""
 
 
+class _Retire(BaseException):
+    """Raised between two tasks when the task process used up ``max_tasks_per_child``."""
+
+
+@dataclass
+class Resume:
+    """A chunk a killed (or retired) task process left unfinished, for its successor.
+
+    Attributes:
+        body: the task message as received.
+        receipt: its lease receipt (the supervisor kept the lease alive).
+        attempt: the attempt token (one attempt, whichever process finishes it).
+        frames: one-task result frames of the tasks that finished.
+        timed_out: ids of tasks killed past their timeout.
+        stop: report what finished and hand the rest back (a stop request).
+    """
+
+    body: bytes
+    receipt: str
+    attempt: str
+    frames: list[bytes]
+    timed_out: list[int]
+    stop: bool = False
+
+
 class Worker:
     """Serves chunks of one session until idle, stopped, or orphaned."""
 
     def __init__(self, transport: Transport, *, session: str, worker_id: str | None = None,
-                 settings: Settings | None = None, detached: bool = False) -> None:
+                 settings: Settings | None = None, detached: bool = False,
+                 link: tuple[Connection, Connection] | None = None) -> None:
         self.transport = transport
         self.session = session
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -125,6 +171,22 @@ class Worker:
         self.deadline = float(deadline) if deadline.replace(".", "", 1).isdigit() else 0.0
         parent = os.environ.get("STARBURST_PARENT_PID")
         self._parent = int(parent) if parent and parent.isdigit() else None
+        # The read end of the local backend's parent-watch pipe: EOF on it
+        # means the client died, whatever killed it (even when this worker
+        # is not its direct child).
+        watch = os.environ.get("STARBURST_PARENT_FD", "")
+        self._parent_fd = int(watch) if watch.isdigit() else None
+        #: As a task process: the pipes to and from its supervisor, which
+        #: holds the lease and the heartbeat and watches the client; this
+        #: process only pulls, runs and reports.
+        self._link = link
+        if link is not None:
+            self._parent = self._parent_fd = None
+        self._inits: set[str] = set()
+        self._init_error: BaseException | None = None
+        self.max_tasks: int | None = None
+        self.tasks_run = 0
+        self._tell_lock = threading.Lock()
         # Debug mode: after the first chunk with a failed task, stay alive this
         # long (for ECS Exec / a debugger), taking no work, then exit.
         keepalive = os.environ.get("STARBURST_DEBUG_KEEPALIVE", "")
@@ -148,6 +210,12 @@ class Worker:
 
     # -- signals --------------------------------------------------------
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        if (self._link is not None and self._drain_until is not None
+                and not self._drain_kicked):
+            # A task process may get SIGTERM twice, from its supervisor and
+            # from a stop that signals the whole process group; during the
+            # drain only its own kick (below) ends the running task.
+            return
         first = not self._stopping.is_set()
         self._stopping.set()
         # Interrupt a running task, or an idle SQS long poll (up to 20 s that
@@ -172,7 +240,22 @@ class Worker:
         raise _Stop
 
     def _log(self, text: str) -> None:
-        print(f"[starburst worker {self.worker_id}] {text}", file=sys.__stderr__, flush=True)
+        _say(f"[starburst worker {self.worker_id}] {text}")
+
+    def _watch_parent(self, fd: int) -> None:
+        """Block on the parent-watch pipe; at EOF (the client died) stop everything."""
+        while True:
+            try:
+                if not os.read(fd, 1):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        if self.detached or self._keeping_alive:
+            return
+        self._log("the client process is gone, exiting")
+        _leave_with_group()
 
     # -- main loop ------------------------------------------------------
     def run(self) -> int:
@@ -182,6 +265,11 @@ class Worker:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         beat = threading.Thread(target=self._heartbeat, name="starburst-heartbeat", daemon=True)
         beat.start()
+        if self._link is not None:
+            self._resume_if_asked()
+        if self._parent_fd is not None and not self.detached:
+            threading.Thread(target=self._watch_parent, args=(self._parent_fd,),
+                             name="starburst-parent-watch", daemon=True).start()
         self._log(f"serving session {self.session}")
         idle_since = time.monotonic()
         next_client_check = 0.0
@@ -194,7 +282,7 @@ class Worker:
                     return 0
             if not self.detached and self._orphaned():
                 self._log("the client process is gone, exiting")
-                return 0
+                _leave_with_group()  # with what earlier tasks left running
             if self.deadline and time.time() > self.deadline:
                 self._log("the session reached its session_timeout, exiting")
                 return 0
@@ -220,6 +308,9 @@ class Worker:
             if got:
                 self._handle(got[0])
                 idle_since = time.monotonic()
+                if self.max_tasks is not None and self.tasks_run >= self.max_tasks:
+                    self._tell(("exit", "retire"))  # max_tasks_per_child: a fresh one follows
+                    return 0
                 if self._keeping_alive:
                     self._keep_alive()
                     return 0
@@ -266,7 +357,7 @@ class Worker:
         self.transport.tasks.delete([msg.receipt])
         self._notify("bad", -1, info={"error": str(error)[:500]})
 
-    def _handle(self, msg: Message) -> None:
+    def _handle(self, msg: Message, resume: Resume | None = None) -> None:
         try:
             task = protocol.decode(msg.body)
             if not isinstance(task, protocol.TaskMessage):
@@ -276,31 +367,64 @@ class Worker:
         except ProtocolError as exc:
             self._move_aside(msg, exc)
             return
-        if task.cancellable and self.transport.store.exists(cancel_key(self.session,
-                                                                        task.chunk)):
+        if resume is None and task.cancellable and self.transport.store.exists(
+                cancel_key(self.session, task.chunk)):
             self._log(f"chunk {task.chunk} was cancelled before it started; skipping it")
             self.transport.tasks.delete([msg.receipt])
             return
-        attempt = uuid.uuid4().hex[:16]
+        attempt = resume.attempt if resume is not None else uuid.uuid4().hex[:16]
         with self._lock:
             self._lease, self._chunk, self._attempt = msg, task.chunk, attempt
             self._reported = False
-        self._notify("start", task.chunk, attempt=attempt, receipt=msg.receipt)
+        if resume is None:
+            self._tell(("lease", msg.receipt, task.chunk, attempt, task.timeout))
+            self._notify("start", task.chunk, attempt=attempt, receipt=msg.receipt)
         started = time.time()
         try:
-            outcomes = self._execute(task)
+            outcomes = self._execute(task, resume)
         except _Stop:
             self._release(task.chunk)
+            self._tell(("free", task.chunk))
             return
         with self._lock:
             if self._reported:  # the watchdog already reported a partial result
                 return
             self._reported = True
         self._report(task, outcomes, attempt, msg, started)
+        self._tell(("free", task.chunk))
 
-    def _execute(self, task: protocol.TaskMessage) -> list[Outcome]:
+    def _tell(self, message: tuple[Any, ...]) -> None:
+        """Tell the supervisor (as a task process); one way, it never answers."""
+        if self._link is not None:
+            with self._tell_lock:  # the main and the heartbeat thread both tell
+                self._link[1].send(message)
+
+    def _resume_if_asked(self) -> None:
+        """As a fresh task process: finish the chunk the last one left, if asked to;
+        then watch the supervisor (this process ends with it)."""
+        assert self._link is not None
+        inbox = self._link[0]
+        resume = inbox.recv() if inbox.poll(0) else None
+        threading.Thread(target=self._watch_supervisor, args=(inbox,),
+                         name="starburst-supervisor-watch", daemon=True).start()
+        if isinstance(resume, Resume):
+            if resume.stop:
+                self._stopping.set()  # finish that chunk's report, then leave
+            self._handle(Message(body=resume.body, receipt=resume.receipt, receives=0), resume)
+
+    def _watch_supervisor(self, inbox: Connection) -> None:
+        """Exit when the supervisor is gone (EOF on its pipe): without it nobody
+        keeps the lease, so the chunk goes to another worker anyway."""
+        with contextlib.suppress(EOFError, OSError):
+            while True:
+                inbox.recv_bytes()
+        os._exit(0)
+
+    def _load_chunk(self, task: protocol.TaskMessage) -> tuple[list[Any], Any, Any] | \
+            list[Outcome]:
+        """The tasks, seed and log level of a chunk, or outcomes failing them all."""
         try:
-            body = task.body if not task.key else self.transport.store.get(task.key)
+            body = task.body if not task.key else self._payload(task)
             if checksum(body) != task.checksum:
                 raise ProtocolError(
                     f"payload of chunk {task.chunk} fails its checksum "
@@ -312,36 +436,133 @@ class Worker:
                 items = [(tid, fns[fi], tuple(args), kwargs or {}, pos)
                          for tid, fi, args, kwargs, pos in payload["items"]]
                 seed, log_level = payload.get("seed"), payload.get("log_level")
+                init = payload.get("init")
+                limit = payload.get("max_tasks_per_child")
             except (TypeError, ValueError, IndexError, KeyError) as exc:
                 raise ProtocolError(f"payload of chunk {task.chunk} is malformed: {exc}") from exc
             if len(items) != task.n:
                 raise ProtocolError(
                     f"payload of chunk {task.chunk} holds {len(items)} tasks, header says {task.n}")
+            if isinstance(limit, int) and limit > 0:
+                self.max_tasks = limit
+            if init:
+                self._initialize(str(init))
         except (ProtocolError, SerializationError, KeyError) as exc:
-            error: StarburstError = (
-                exc if isinstance(exc, StarburstError) else
-                ProtocolError(f"payload {task.key!r} of chunk {task.chunk} is missing"))
-            return [(i, "err", (error, ""), "", None) for i in range(task.n)]
-        run = ChunkRun(items, timeout=task.timeout, capture=task.capture, seed=seed,
-                       log_level=log_level)
+            # What really failed, with its traceback (and the cause's: the
+            # user's own KeyError raised while unpickling, say). A missing
+            # store key was made a ProtocolError by _payload; any other
+            # KeyError stays itself.
+            tb = "".join(traceback.format_exception(exc))
+            return [(i, "err", (exc, tb), "", None) for i in range(task.n)]
+        if self._init_error is not None:
+            return [(tid, "err", (self._init_error, ""), "", None) for tid, *_ in items]
+        return items, seed, log_level
+
+    def _initialize(self, digest: str) -> None:
+        """Run the session's initializer once in this process, before its first task."""
+        if digest in self._inits:
+            return
+        self._inits.add(digest)
+        initializer, initargs = self._load_shared(("sb", digest))
+        try:
+            initializer(*initargs)
+        except BaseException as exc:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            exc.__traceback__ = None
+            name = getattr(initializer, "__qualname__", repr(initializer))
+            self._init_error = InitializerError(
+                f"the initializer {name}() raised {type(exc).__name__}: {exc}; no task runs "
+                "in this worker process. Fix the initializer (its traceback is this "
+                "error's __cause__)", cause=exc, traceback=tb)
+            self._log(f"the initializer {name}() raised {type(exc).__name__}: {exc}")
+
+    def _execute(self, task: protocol.TaskMessage,
+                 resume: Resume | None = None) -> list[Outcome]:
+        loaded = self._load_chunk(task)
+        if not isinstance(loaded, tuple):
+            return loaded
+        items, seed, log_level = loaded
+        order = {t[0]: i for i, t in enumerate(items)}
+        pre: dict[int, Outcome] = {}
+        if resume is not None:
+            for frame in resume.frames:
+                for outcome, error in loads_parts(frame):
+                    if error is not None:  # this worker's own frame: cannot happen
+                        raise error
+                    pre[outcome[0]] = tuple(outcome)
+            for tid in resume.timed_out:
+                pre[tid] = (tid, "timeout", timeout_error(tid, task.timeout), "", None)
+
+        def ordered(outcomes: list[Outcome]) -> list[Outcome]:
+            merged = {**pre, **{o[0]: o for o in outcomes}}
+            return sorted(merged.values(), key=lambda o: order.get(o[0], -1))
+
+        run = ChunkRun([t for t in items if t[0] not in pre], timeout=task.timeout,
+                       capture=task.capture, seed=seed, log_level=log_level)
+        if self._link is not None:
+            stream = bool(task.timeout or self.drain or self.max_tasks)
+            if stream and resume is None:
+                # What a successor needs to finish the chunk, should this
+                # process be killed (or retire) part-way through it.
+                self._tell(("body", self._lease.body if self._lease else b""))
+            if stream:  # else no per-task call at all: no-op tasks cost ~1 us each
+                run.on_task = self._hook(run)
         self._run = run
         self._in_task = True
         try:
-            if self._stopping.is_set():
+            if self._stopping.is_set() or (resume is not None and resume.stop):
                 raise _Stop
-            return run.run()
+            return ordered(run.run())
+        except _Retire:
+            self._in_task = False
+            self._tell(("exit", "retire"))  # the supervisor finishes the chunk in a fresh one
+            os._exit(0)
         except _Stop:
             self._in_task = False
-            if not run.outcomes:
+            if not run.outcomes and not pre:
                 raise  # nothing finished: release the whole chunk
-            done = {o[0] for o in run.outcomes}
-            rest = [t[0] for t in run.tasks if t[0] not in done]
+            done = {o[0] for o in run.outcomes} | set(pre)
+            rest = [t[0] for t in items if t[0] not in done]
             self._log(f"chunk {task.chunk}: stopping; reporting {len(done)} finished "
                       f"task(s) and handing back {len(rest)}")
-            return [*run.outcomes, *((tid, "unrun", None, "", None) for tid in rest)]
+            return ordered([*run.outcomes, *((tid, "unrun", None, "", None) for tid in rest)])
         finally:
             self._in_task = False
             self._run = None
+
+    def _hook(self, run: ChunkRun) -> Any:
+        """What a task process tells its supervisor per task where a kill must
+        not lose it (timed, drainable or retiring chunks): when a task begins,
+        and its outcome. (Progress goes from the heartbeat thread.)"""
+        send = self._tell
+
+        def on_task(event: str, task_id: int, outcome: Outcome | None) -> None:
+            in_task, self._in_task = self._in_task, False  # no _Stop mid-message
+            try:
+                if event == "begin":
+                    send(("begin", task_id, time.monotonic()))
+                    return
+                assert outcome is not None
+                self.tasks_run += 1
+                send(("one", task_id, _encode([outcome])))
+            finally:
+                self._in_task = in_task
+            if (self.max_tasks is not None and self.tasks_run >= self.max_tasks
+                    and len(run.outcomes) < len(run.tasks)):
+                raise _Retire
+
+        return on_task
+
+    def _payload(self, task: protocol.TaskMessage) -> bytes:
+        """The stored payload of ``task``; only an absent store key is "missing"."""
+        try:
+            return self.transport.store.get(task.key)
+        except KeyError as exc:
+            if exc.args[:1] != (task.key,):
+                raise  # not the store saying the key is absent: that error, as it is
+            raise ProtocolError(
+                f"payload {task.key!r} of chunk {task.chunk} is missing from the store (the "
+                "session ended, or its data was deleted while the chunk was queued)") from None
 
     def _load_shared(self, pid: Any) -> Any:
         if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == "sb"):
@@ -363,22 +584,7 @@ class Worker:
         return obj
 
     def _encode(self, outcomes: list[Outcome]) -> bytes:
-        fixed = [_portable_error(_fix_exit(o)) for o in outcomes]
-        codec = codec_for(self.transport.spec)  # one part per task: see dumps_parts
-        try:
-            return dumps_parts(fixed, codec=codec)
-        except SerializationError:
-            pass
-        safe: list[Outcome] = []
-        for outcome in fixed:
-            try:
-                dumps(outcome)
-                safe.append(outcome)
-            except SerializationError as exc:
-                safe.append((outcome[0], "err", (SerializationError(
-                    f"the result of task {outcome[0]} cannot be pickled: {exc}. Return "
-                    "plain data (numbers, arrays, frames) instead."), ""), outcome[3], None))
-        return dumps_parts(safe, codec=codec)
+        return _encode(outcomes, codec_for(self.transport.spec))
 
     def _report(self, task: protocol.TaskMessage, outcomes: list[Outcome], attempt: str,
                 msg: Message, started: float, unrun: str = UNRUN_STOPPED) -> None:
@@ -440,13 +646,24 @@ class Worker:
         period = min(self.settings.heartbeat, 1.0)
         last_extend = time.monotonic()
         last_client_check = last_extend
+        told = 0
         while True:
             time.sleep(_DRAIN_CHECK if self._drain_until is not None else period)
             now = time.monotonic()
             self._end_drain(now)
+            if self._link is not None:
+                # The supervisor keeps the lease and watches the client; this
+                # thread tells it how far the chunk got, once a period at most.
+                run = self._run
+                done = len(run.outcomes) if run is not None else 0
+                if done and done != told:
+                    told = done
+                    with contextlib.suppress(OSError, ValueError):
+                        self._tell(("progress", done))
+                continue
             if not self.detached and not self._keeping_alive and self._orphaned():
                 self._log("the client process is gone, exiting")
-                os._exit(0)
+                _leave_with_group()
             with self._lock:
                 lease = self._lease
             # While a chunk runs the main loop cannot look at the client's
@@ -504,6 +721,29 @@ class Worker:
             os._exit(EXIT_STUCK)
 
 
+def _say(text: str) -> None:
+    """Write a line to the real stderr; never raise (a dead client's pipe, a closed
+    stream): a worker must not die, nor its heartbeat thread, over a log line."""
+    stream = sys.__stderr__
+    if stream is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=stream, flush=True)
+
+
+def _leave_with_group() -> None:
+    """Exit now, taking along every process the tasks started.
+
+    A local worker leads its own process group (the backend starts it in a
+    new session), so the group holds exactly it and its tasks' processes:
+    SIGKILL to the group stops them all. Elsewhere (a container's init, a
+    test running the worker in its own process) only this process exits.
+    """
+    if os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os._exit(0)
+
+
 def _portable_error(outcome: Outcome) -> Outcome:
     """An exception that pickles but does not unpickle would fail the whole
     chunk's result on the client; replace it with a SerializationError that
@@ -532,3 +772,24 @@ def _fix_exit(outcome: Outcome) -> Outcome:
             f"task {task_id} {what}; return a value or raise an exception instead"),
             value[1]), output, logs)
     return outcome
+
+
+def _encode(outcomes: list[Outcome], codec: Codec = "none") -> bytes:
+    """The result frame of ``outcomes``, one part per task (:func:`dumps_parts`): a result
+    that cannot be unpickled on the client fails its task only, and so does one that
+    does not pickle here."""
+    fixed = [_portable_error(_fix_exit(o)) for o in outcomes]
+    try:
+        return dumps_parts(fixed, codec=codec)
+    except SerializationError:
+        pass
+    safe: list[Outcome] = []
+    for outcome in fixed:
+        try:
+            dumps(outcome)
+            safe.append(outcome)
+        except SerializationError as exc:
+            safe.append((outcome[0], "err", (SerializationError(
+                f"the result of task {outcome[0]} cannot be pickled: {exc}. Return "
+                "plain data (numbers, arrays, frames) instead."), ""), outcome[3], None))
+    return dumps_parts(safe, codec=codec)

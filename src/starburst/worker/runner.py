@@ -21,6 +21,7 @@ handed to the client's loggers with the task and worker attached.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import signal
@@ -36,7 +37,7 @@ from typing import Any, TextIO
 from .. import seeding
 from ..exceptions import TaskTimeoutError
 
-__all__ = ["ChunkRun", "Outcome", "Task"]
+__all__ = ["ChunkRun", "Outcome", "Task", "timeout_error"]
 
 Outcome = tuple[int, str, Any, str, list[dict[str, Any]] | None]
 Task = tuple[int, Callable[..., Any], tuple[Any, ...], dict[str, Any], int]
@@ -94,16 +95,21 @@ class _LabelledStream(io.TextIOBase):
             lines = data.split("\n")
             self._partial = lines.pop()
             if lines:
-                self._target.write("".join(f"{self._label}{line}\n" for line in lines))
-                self._target.flush()
+                self._emit("".join(f"{self._label}{line}\n" for line in lines))
         return len(text)
 
     def flush(self) -> None:
         with self._lock:
             if self._partial:
-                self._target.write(f"{self._label}{self._partial}\n")
-                self._partial = ""
-                self._target.flush()
+                text, self._partial = f"{self._label}{self._partial}\n", ""
+                self._emit(text)
+
+    def _emit(self, text: str) -> None:
+        """Write to the worker's stream; a closed one (the client that read it died)
+        loses the line, never fails the task: the captured copy still travels."""
+        with contextlib.suppress(OSError, ValueError):
+            self._target.write(text)
+            self._target.flush()
 
 
 class _Interrupt(BaseException):
@@ -127,6 +133,9 @@ class ChunkRun:
     outcomes: list[Outcome] = field(default_factory=list)
     current: int | None = None
     current_started: float = 0.0
+    #: Called with ("begin", task id, None) before each task and ("end", task
+    #: id, outcome) after it: how the task process tells its supervisor.
+    on_task: Callable[[str, int, Outcome | None], None] | None = None
 
     def partial(self) -> list[Outcome]:
         """Outcomes so far, the current task timed out, the rest unrun."""
@@ -136,7 +145,7 @@ class ChunkRun:
             if task_id in done:
                 continue
             if task_id == self.current:
-                out.append((task_id, "timeout", _timeout_error(task_id, self.timeout), "",
+                out.append((task_id, "timeout", timeout_error(task_id, self.timeout), "",
                             None))
             else:
                 out.append((task_id, "unrun", None, "", None))
@@ -159,8 +168,14 @@ class ChunkRun:
         if self.log_level is not None:
             root.setLevel(self.log_level)
         try:
+            hook = self.on_task
             for task in self.tasks:
-                self.outcomes.append(self._run_one(task, out, err, collector))
+                if hook is not None:
+                    hook("begin", task[0], None)
+                outcome = self._run_one(task, out, err, collector)
+                self.outcomes.append(outcome)
+                if hook is not None:
+                    hook("end", task[0], outcome)
         finally:
             sys.stdout, sys.stderr = saved
             root.removeHandler(collector)
@@ -195,7 +210,7 @@ class ChunkRun:
                     signal.signal(signal.SIGALRM, previous)
             outcome: Outcome = (task_id, "ok", value, "", None)
         except _Interrupt:
-            outcome = (task_id, "timeout", _timeout_error(task_id, self.timeout), "", None)
+            outcome = (task_id, "timeout", timeout_error(task_id, self.timeout), "", None)
         except BaseException as exc:
             if type(exc).__name__ == "_Stop":  # SIGTERM: the worker releases the chunk
                 raise
@@ -214,7 +229,8 @@ class ChunkRun:
         return outcome
 
 
-def _timeout_error(task_id: int, timeout: float | None) -> TaskTimeoutError:
+def timeout_error(task_id: int, timeout: float | None) -> TaskTimeoutError:
+    """The error of a task that ran past ``task_timeout``."""
     return TaskTimeoutError(
         f"task {task_id} ran past task_timeout={timeout}s and was stopped (timeouts are "
         "not retried); raise task_timeout= if it needs longer"

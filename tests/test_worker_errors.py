@@ -1,0 +1,40 @@
+"""What the worker says when a chunk cannot be loaded: the real cause, never a guess."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from _tasks import FailsToUnpickle, identity
+
+import starburst
+
+
+def test_key_error_while_unpickling_is_that_error_not_a_missing_payload(executor_factory):
+    # Only a store key that is absent is "missing"; a KeyError raised while the
+    # arguments are unpickled is the user's own error, with its traceback.
+    ex = executor_factory()
+    fut = ex.submit(identity, FailsToUnpickle())
+    with pytest.raises(Exception, match="no-such-column") as info:
+        fut.result(timeout=60)
+    assert not re.search(r"of chunk \d+ is missing", str(info.value))
+    assert isinstance(info.value, (KeyError, starburst.SerializationError))
+    assert isinstance(info.value.__cause__, starburst.RemoteTraceback)
+    assert "_raise_key_error" in str(info.value.__cause__)
+    assert ex.submit(identity, 3).result(timeout=60) == 3
+
+
+def test_absent_payload_key_is_reported_missing(tmp_path):
+    from starburst import protocol
+    from starburst.transport.local import LocalTransport
+    from starburst.worker.loop import Worker
+
+    transport = LocalTransport(tmp_path / "session")
+    worker = Worker(transport, session="sb-x", worker_id="w")
+    task = protocol.TaskMessage(session="sb-x", chunk=13, n=2, checksum="0",
+                                key="sessions/sb-x/payloads/13")
+    outcomes = worker._execute(task)
+    assert [o[1] for o in outcomes] == ["err", "err"]
+    error = outcomes[0][2][0]
+    assert isinstance(error, starburst.ProtocolError)
+    assert "payload 'sessions/sb-x/payloads/13' of chunk 13 is missing" in str(error)
