@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-__all__ = ["Decision", "PolicyError", "Request", "evaluate", "matches"]
+__all__ = ["ContextValue", "Decision", "PolicyError", "Request", "evaluate", "matches"]
 
 #: What a context key may hold: one value, several (multivalued keys such as
 #: ``aws:TagKeys``), or a boolean (``aws:SecureTransport``).
