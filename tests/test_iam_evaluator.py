@@ -295,3 +295,16 @@ def test_bucket_policy_denies_plain_http_and_leaves_reads_to_identity() -> None:
     outsider = Request("s3:GetObject", data, f"arn:aws:iam::{ACCOUNT}:role/x",
                        {"aws:SecureTransport": True})
     assert evaluate(outsider, [], [_bucket([TASK_ROLE])]).outcome == "implicit-deny"
+
+
+def test_user_policy_lets_the_quota_count_see_every_cluster() -> None:
+    """quota.vcpus_in_use lists every cluster and describes its tasks: reads only."""
+    policy = [policies.user_policy(part="aws", region=REGION, account=ACCOUNT, bucket=BUCKET,
+                                   prefix=PREFIX, cluster="starburst", repository="starburst",
+                                   log_group="/starburst")]
+    user = f"arn:aws:iam::{ACCOUNT}:user/alice"
+    ecs = f"arn:aws:ecs:{REGION}:{ACCOUNT}"
+    assert evaluate(Request("ecs:ListClusters", "*", user), policy).allowed
+    assert evaluate(Request("ecs:DescribeTasks", f"{ecs}:task/other/abc", user), policy).allowed
+    assert not evaluate(Request("ecs:StopTask", f"{ecs}:task/other/abc", user), policy).allowed
+    assert policies.wildcard_writes(policy[0]) == []
