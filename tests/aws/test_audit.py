@@ -113,7 +113,12 @@ def test_sse_kms_needs_the_data_key_grant_on_that_key(aws: EmulatedAws) -> None:
     assert "kms:GenerateDataKey" in str(refused.decision.policy)
     _write_task_policy(aws, kms_key=key)
     assert _try(put) == "ok"
-    assert _try(lambda: s3.get_object(Bucket=bucket, Key=key_name)) == "ok"
+    get = lambda: s3.get_object(Bucket=bucket, Key=key_name)  # noqa: E731
+    assert _try(get) == "ok"
+    _write_task_policy(aws, kms_key=other)  # reads need Decrypt on the object's own key
+    assert _try(get) == "AccessDenied"
+    assert "kms:Decrypt" in str(aws.audit.worker_calls()[-1].decision)
+    assert _try(lambda: s3.head_object(Bucket=bucket, Key=key_name)) == "ok"  # no KMS
 
 
 def test_the_bucket_policy_applies_to_workers(aws: EmulatedAws) -> None:

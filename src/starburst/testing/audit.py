@@ -273,16 +273,15 @@ class Audit:
             model = _bucket(bucket)
             if model is not None and model.policy:
                 resource[f"bucket policy of {bucket}"] = model.policy.decode()
-            kms_key = call.context.get("s3:kms-key") or (_default_kms_key(model)
-                                                         if model is not None else None)
-            if kms_key and call.action == "s3:PutObject":
-                kms_checks.append(("kms:GenerateDataKey", kms_key))
-            elif kms_key and call.action == "s3:GetObject":
-                kms_checks.append(("kms:Decrypt", kms_key))
+            kms_checks = _kms_needs(call, model)
         context: dict[str, iam.ContextValue] = {
             k: v for k, v in call.context.items() if not k.startswith("s3:kms")}
         request = iam.Request(call.action, call.resource, role_arn, context)
-        decision = iam.evaluate(request, identity, resource)
+        try:
+            decision = iam.evaluate(request, identity, resource)
+        except iam.PolicyError as exc:  # refused, and the answer says why
+            return iam.Decision(False, "implicit-deny", None,
+                                f"no policy the emulator can read ({exc})")
         if not decision.allowed:
             return decision
         region = _region_of(call)
@@ -304,6 +303,37 @@ def _enforced(call: Call) -> bool:
     if call.principal == "user":
         return call.service == "s3"
     return call.principal is not None and call.service in _ENFORCED
+
+
+#: S3 operations that make S3 use the object's SSE-KMS key, and the KMS actions
+#: they need of the caller (AWS: a multipart upload needs Decrypt as well,
+#: HeadObject needs neither).
+_KMS_BY_OPERATION: dict[str, tuple[str, ...]] = {
+    "PutObject": ("kms:GenerateDataKey",),
+    "CreateMultipartUpload": ("kms:GenerateDataKey", "kms:Decrypt"),
+    "UploadPart": ("kms:GenerateDataKey", "kms:Decrypt"),
+    "CompleteMultipartUpload": ("kms:GenerateDataKey", "kms:Decrypt"),
+    "GetObject": ("kms:Decrypt",),
+}
+
+
+def _kms_needs(call: Call, bucket: Any) -> list[tuple[str, str]]:
+    """(KMS action, key) pairs an S3 call needs: a new object takes the request's key
+    or the bucket's default, a read the key its object was written with."""
+    operation = call.operation
+    if call.operation == "CopyObject":
+        operation = "PutObject" if call.action == "s3:PutObject" else "GetObject"
+    actions = _KMS_BY_OPERATION.get(operation, ())
+    if not actions or bucket is None:
+        return []
+    if operation == "GetObject":
+        key_name = call.resource.split(":::", 1)[-1].partition("/")[2]
+        obj = bucket.keys.get(key_name) if hasattr(bucket, "keys") else None
+        key = getattr(obj, "kms_key_id", None) if getattr(
+            obj, "encryption", None) == "aws:kms" else None
+    else:
+        key = call.context.get("s3:kms-key") or _default_kms_key(bucket)
+    return [(action, str(key)) for action in actions] if key else []
 
 
 def _neutral(bucket: Any, action: str, resource: str) -> Any:
