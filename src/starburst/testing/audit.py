@@ -37,6 +37,7 @@ uses HTTPS there): ``aws:SecureTransport`` is ``true`` in every request.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import threading
@@ -104,7 +105,8 @@ class Call:
         action: the IAM action it is authorized as (``s3:GetObject``...).
         resource: the resource ARN (``*`` where the action has none or it
             could not be derived).
-        context: condition keys of the request (``s3:prefix``...).
+        context: condition keys of the request (``s3:prefix``...), and what the
+            audit noted for itself under ``emulator:`` (region, SSE-KMS key).
         access_key: the access key id that signed it.
         principal: ``user``, the role ARN of an assumed role, or None.
         decision: the enforcement decision, None where not enforced.
@@ -228,7 +230,7 @@ class Audit:
                     self.checked += 1
                 if not decision.allowed and denial is None:
                     denial = (one, decision)
-            decided.append(Call(**{**one.__dict__, "decision": decision}))
+            decided.append(dataclasses.replace(one, decision=decision))
         with self._lock:
             self._calls.extend(decided)
             if denial is not None:
@@ -275,7 +277,7 @@ class Audit:
                 resource[f"bucket policy of {bucket}"] = model.policy.decode()
             kms_checks = _kms_needs(call, model)
         context: dict[str, iam.ContextValue] = {
-            k: v for k, v in call.context.items() if not k.startswith("s3:kms")}
+            k: v for k, v in call.context.items() if not k.startswith("emulator:")}
         request = iam.Request(call.action, call.resource, role_arn, context)
         try:
             decision = iam.evaluate(request, identity, resource)
@@ -332,7 +334,7 @@ def _kms_needs(call: Call, bucket: Any) -> list[tuple[str, str]]:
         key = getattr(obj, "kms_key_id", None) if getattr(
             obj, "encryption", None) == "aws:kms" else None
     else:
-        key = call.context.get("s3:kms-key") or _default_kms_key(bucket)
+        key = call.context.get("emulator:kms-key") or _default_kms_key(bucket)
     return [(action, str(key)) for action in actions] if key else []
 
 
@@ -394,7 +396,7 @@ def _default_kms_key(bucket: Any) -> str | None:
 
 
 def _region_of(call: Call) -> str:
-    return str(call.context.get("s3:region") or "us-east-1")
+    return str(call.context.get("emulator:region") or "us-east-1")
 
 
 def _key_arn(key: str, region: str) -> str:
@@ -454,10 +456,10 @@ def _s3_needs(environ: dict[str, Any]) -> list[Need]:
     if len(labels) > 1 and not host.replace(".", "").isdigit() and labels[0] != "s3":
         bucket, key = labels[0], path.lstrip("/")  # virtual-hosted style
     region = _scope(environ)[1]
-    base = {"s3:region": region}
+    base = {"emulator:region": region}
     sse = environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION")
     if sse and sse.startswith("aws:kms"):
-        base["s3:kms-key"] = environ.get(
+        base["emulator:kms-key"] = environ.get(
             "HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_AWS_KMS_KEY_ID") or "alias/aws/s3"
     if not bucket:
         return [("ListBuckets", "s3:ListAllMyBuckets", "*", base)]
