@@ -136,6 +136,22 @@ def test_the_bucket_policy_applies_to_workers(aws: EmulatedAws) -> None:
     assert _try(lambda: s3.put_object(Bucket=bucket, Key=key_name, Body=b"x")) == "ok"
 
 
+def test_sessions_run_under_the_bucket_policy_setup_writes(aws: EmulatedAws) -> None:
+    """moto's own check ignores conditions, so setup's TLS-only Deny denied every write;
+    the audit evaluates them: the writers (workers, the user) write, nobody else."""
+    caller = client("sts").get_caller_identity()["Arn"]
+    writers = [aws.shared.roles.task, *policies.principal_arn(caller)]
+    client("s3").put_bucket_policy(Bucket=aws.shared.bucket, Policy=json.dumps(
+        policies.bucket_policy(aws.shared.bucket, aws.shared.prefix, part="aws",
+                               writers=writers)))
+    denied = aws.audit.denied
+    with starburst.Executor(backend="fargate", workers=1, settings=_SETTINGS,
+                            progress=False) as ex:
+        assert list(ex.map(_greet, range(3))) == [1, 2, 3]
+    assert aws.audit.denied == denied
+    assert any(c.decision and c.decision.allowed for c in aws.audit.user_calls())
+
+
 # -- the user's side ----------------------------------------------------------------
 #: User-side calls the user policy leaves out on purpose, because the code takes
 #: their denial as an answer (and why).

@@ -63,8 +63,10 @@ __all__ = ["Audit", "Call"]
 MAX_CALLS = 100_000
 #: The emulator's fake access key: the user's identity.
 USER_KEY = "testing"
-#: The principal ARN moto gives the fake credentials (GetCallerIdentity).
-USER_ARN = "arn:aws:iam::123456789012:user/moto"
+#: The principal ARN of the fake credentials: what moto's GetCallerIdentity
+#: answers for them (an STS-style user ARN, a moto quirk), so a bucket policy
+#: written from it (`starburst setup`'s writers) names the user as AWS would.
+USER_ARN = "arn:aws:sts::123456789012:user/moto"
 #: The user's identity policy in the emulator: an administrator.
 _ADMIN = {"Statement": [{"Sid": "EmulatedAdministrator", "Effect": "Allow", "Action": "*",
                          "Resource": "*"}]}
@@ -621,7 +623,8 @@ def _access_denied(call: Call, decision: iam.Decision, environ: dict[str, Any],
         why += f" (statement {decision.sid})"
     if "SSE-KMS" in (decision.policy or ""):
         why += f" [{decision.policy}]"
-    message = (f"User: {call.principal} is not authorized to perform: {call.action} on "
+    who = USER_ARN if call.principal == "user" else call.principal
+    message = (f"User: {who} is not authorized to perform: {call.action} on "
                f"resource: {call.resource} {why}")
     request_id = uuid.uuid4().hex.upper()[:16]
     if call.service == "s3":
