@@ -244,7 +244,7 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
         {"Sid": "Unscopable", "Effect": "Allow", "Resource": "*",
          "Action": ["ecr:GetAuthorizationToken", "ecs:RegisterTaskDefinition",
                     "ecs:DeregisterTaskDefinition", "ecs:DescribeTaskDefinition",
-                    "ecs:ListTasks", "ec2:DescribeVpcs", "ec2:DescribeSubnets",
+                    "ecs:ListTasks", "ecs:ListClusters", "ec2:DescribeVpcs", "ec2:DescribeSubnets",
                     "ec2:DescribeSecurityGroups", "logs:DescribeLogGroups",
                     "servicequotas:GetServiceQuota",
                     "servicequotas:ListRequestedServiceQuotaChangeHistory",
@@ -253,6 +253,10 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
         {"Sid": "RunWorkers", "Effect": "Allow",
          "Action": ["ecs:RunTask", "ecs:StopTask", "ecs:DescribeTasks", "ecs:TagResource"],
          "Resource": [f"{ecs}:task-definition/starburst-*", f"{ecs}:task/{cluster}/*"]},
+        # The Fargate vCPUs in use count every cluster's tasks (quota.vcpus_in_use):
+        # ListClusters (unscopable, above), then DescribeTasks, a read, in each.
+        {"Sid": "CountFargateVcpus", "Effect": "Allow", "Action": "ecs:DescribeTasks",
+         "Resource": f"{ecs}:task/*"},
         {"Sid": "Cluster", "Effect": "Allow", "Action": ["ecs:DescribeClusters"],
          "Resource": f"{ecs}:cluster/{cluster}"},
         {"Sid": "PassRoles", "Effect": "Allow", "Action": "iam:PassRole",

@@ -8,8 +8,9 @@ unchanged; see :mod:`starburst.testing.emulator`.
 
 from __future__ import annotations
 
+from .audit import Audit
 from .emulator import EmulatedAws, emulated_aws
 from .strict import StrictRules
 from .task_runner import EcsTaskRunner
 
-__all__ = ["EcsTaskRunner", "EmulatedAws", "StrictRules", "emulated_aws"]
+__all__ = ["Audit", "EcsTaskRunner", "EmulatedAws", "StrictRules", "emulated_aws"]

@@ -29,6 +29,9 @@ Inside the block:
 * AWS rules moto lacks are applied (:class:`~starburst.testing.strict.StrictRules`:
   DescribeTasks/DescribeJobs do not know a task or job for a while after
   launch, GetLogEvents returns empty pages before a stream's events);
+* every request is recorded and a worker's S3, SQS and KMS requests are
+  held to its role's policies (:class:`~starburst.testing.audit.Audit`,
+  ``aws.audit``);
 * the Fargate Spot and EC2 GPU vCPU quotas are injected
   (``STARBURST_SPOT_VCPU_QUOTA``, ``STARBURST_GPU_VCPU_QUOTA``), as
   the Fargate one is (``STARBURST_VCPU_QUOTA``).
@@ -57,6 +60,7 @@ from moto.server import ThreadedMotoServer
 
 from ..aws.config import load_config
 from ..aws.provision import Shared, ensure_shared
+from .audit import Audit
 from .batch_runner import BatchJobRunner
 from .ecr_proxy import EcrLikeProxy
 from .strict import StrictRules
@@ -86,13 +90,17 @@ class EmulatedAws:
         rules: the AWS rules applied on top of moto, with their counters.
         ecr: with ``registry=True``, the proxy that answers blob uploads as ECR
             does (``patches_discarded``), in front of the account's registry.
+        audit: every request recorded, workers' S3/SQS/KMS ones enforced
+            (:class:`~starburst.testing.audit.Audit`).
     """
 
     def __init__(self, *, endpoint: str, region: str, runner: EcsTaskRunner,
                  config_path: Path, batch: BatchJobRunner | None = None,
-                 rules: StrictRules | None = None, ecr: EcrLikeProxy | None = None) -> None:
+                 rules: StrictRules | None = None, ecr: EcrLikeProxy | None = None,
+                 audit: Audit | None = None) -> None:
         self.endpoint = endpoint
         self.ecr = ecr
+        self.audit = audit or Audit(enforce=False)
         self.rules = rules or StrictRules(describe_missing_s=0, empty_log_pages=0)
         self.region = region
         self.runner = runner
@@ -127,6 +135,7 @@ class EmulatedAws:
         self._post("/moto-api/reset")
         self.rules.reset()
         self.provision()
+        self.audit.reset()
 
 
 #: The Fargate On-Demand vCPU quota the emulated account has.
@@ -187,7 +196,8 @@ def _start_registries(home: Path, stack: contextlib.ExitStack,
 def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | None = None,
                  stop_timeout: float = DEFAULT_STOP_TIMEOUT, registry: bool = False,
                  isolate: bool = False,
-                 rules: StrictRules | None = None) -> Iterator[EmulatedAws]:
+                 rules: StrictRules | None = None,
+                 audit: Audit | None = None) -> Iterator[EmulatedAws]:
     """Run an emulated AWS (moto server + ECS and Batch runners) for the duration of the block.
 
     Args:
@@ -204,6 +214,9 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
         rules: the AWS rules to apply on top of moto (default: all of them,
             with their default windows); ``StrictRules(describe_missing_s=0)``
             and the like turn one off.
+        audit: the request audit (default: record everything and enforce
+            workers' S3, SQS and KMS requests against their role's policies);
+            ``Audit(enforce=False)`` only records.
 
     Yields:
         The :class:`EmulatedAws`, for resets and fault injection.
@@ -241,8 +254,10 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
     registries = contextlib.ExitStack()
     strict = rules if rules is not None else StrictRules()
     proxies: list[EcrLikeProxy] = []
+    recorder = audit if audit is not None else Audit()
     try:
         strict.install()
+        recorder.install()
         registry_url: str | None = None
         if registry:
             extra = _start_registries(home, registries, proxies)
@@ -255,9 +270,14 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
         runner.start()
         batch = BatchJobRunner(ecs=runner, region=region, echo=echo, stop_timeout=stop_timeout)
         batch.start()
-        yield EmulatedAws(endpoint=endpoint, region=region, runner=runner,
-                          config_path=config_path, batch=batch, rules=strict,
-                          ecr=proxies[0] if proxies else None)
+        # The runners' own requests (role assumption, awslogs writes) are ECS's,
+        # not the user's or a worker's: the audit leaves them out.
+        Audit.exempt(runner._logs, runner._sts, batch._logs)
+        emulated = EmulatedAws(endpoint=endpoint, region=region, runner=runner,
+                               config_path=config_path, batch=batch, rules=strict,
+                               ecr=proxies[0] if proxies else None, audit=recorder)
+        recorder.reset()  # provisioning is the emulator's setup, not the code under test
+        yield emulated
     finally:
         try:
             if batch is not None:
@@ -269,6 +289,7 @@ def emulated_aws(*, region: str = "us-east-1", echo: Callable[[str], None] | Non
                 response.read()
         finally:
             strict.uninstall()
+            recorder.uninstall()
             registries.close()
             server.stop()
             _swap_environment(previous)
