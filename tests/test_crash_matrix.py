@@ -65,7 +65,9 @@ def started_pid(directory: Path, name: object) -> int:
 def test_worker_killed_mid_chunk_is_retried(executor_factory, tmp_path):
     ex = executor_factory()
     n = 6
-    results = ex.map(marked_nap, [tmp_path] * n, range(n), [0.3] * n, chunksize=2)
+    # Long enough that work remains when the death is seen: on the emulated AWS a
+    # task is unknown to DescribeTasks for its first seconds (StrictRules), as on ECS.
+    results = ex.map(marked_nap, [tmp_path] * n, range(n), [1.0] * n, chunksize=2)
     victim = started_pid(tmp_path, 0)  # the task process: its worker dies with it
     assert worker_of(victim) in worker_pids(ex).values()
     os.kill(victim, signal.SIGKILL)

@@ -463,7 +463,7 @@ def test_a_structure_digest_is_accepted_on_the_local_transport_only():
     assert verify_checksum(frame, full, local)
 
 
-def test_a_structure_digest_covers_header_tables_streams_and_length():
+def test_a_structure_digest_covers_header_tables_the_start_of_each_stream_and_length():
     import numpy as np
 
     from starburst.serialization import structure_checksum

@@ -60,7 +60,16 @@ from .scheduler import (
     Retire,
     Scheduler,
 )
-from .serialization import checksum, codec_for, dumps, loads_parts, locate_unpicklable, sizeof
+from .serialization import (
+    codec_for,
+    dumps,
+    frame_checksum,
+    loads_parts,
+    locate_unpicklable,
+    shared_digest,
+    sizeof,
+    verify_checksum,
+)
 from .session import (
     WORKER_OPTION,
     SessionRecord,
@@ -306,6 +315,7 @@ class Client:
                                        dict[str, Any]]] = deque()
             self._wake = threading.Event()
             self._chunk_ids = itertools.count()
+            self._object_ids = itertools.count()
             self._task_ids = itertools.count()
             self._submit_positions = itertools.count()
             self._shared: OrderedDict[int, tuple[Any, str]] = OrderedDict()
@@ -421,7 +431,7 @@ class Client:
                 self._shared.move_to_end(key)
                 return hit[1]
         frame = dumps(obj, codec=codec_for(self.transport.spec))
-        digest = checksum(frame)
+        digest = shared_digest(frame, self.transport.spec, next(self._object_ids))
         with self._shared_lock:
             known = digest in self._stored
         if not known:
@@ -600,7 +610,8 @@ class Client:
             self.transport.store.put(key, frame)
             body = b""
         msg = protocol.TaskMessage(
-            session=self.session_id, chunk=chunk_id, n=len(tasks), checksum=checksum(frame),
+            session=self.session_id, chunk=chunk_id, n=len(tasks),
+            checksum=frame_checksum(frame, self.transport.spec),
             key=key, timeout=self.options.task_timeout,
             capture=not self.backend.live_output,
             cancellable=any(isinstance(t, Future) for t in targets), body=body)
@@ -770,7 +781,7 @@ class Client:
     def _complete(self, chunk: _Chunk, notice: protocol.Notice) -> None:
         try:
             frame = notice.body if not notice.key else self.transport.store.get(notice.key)
-            if checksum(frame) != notice.checksum:
+            if not verify_checksum(frame, notice.checksum, self.transport.spec):
                 raise ProtocolError(
                     f"result of chunk {chunk.id} ({notice.key or 'inline'}) fails its "
                     "checksum: it is corrupt or truncated")

@@ -50,7 +50,8 @@ class TaskMessage:
         session: session id.
         chunk: chunk id, unique in the session.
         n: number of tasks in the chunk.
-        checksum: BLAKE2b of the payload frame.
+        checksum: of the payload frame (:func:`starburst.serialization.frame_checksum`:
+            BLAKE2b of every byte, or of its structure on the local transport).
         key: store key of the payload, or "" when it rides in ``body``.
         timeout: per-task timeout in seconds, or None.
         capture: whether the worker returns what each task printed.
@@ -82,7 +83,7 @@ class Notice:
         attempt: attempt token (unique per lease), names the result key.
         receipt: lease receipt of the task message (``start`` only).
         key: store key of the result, or "" when it rides in ``body``.
-        checksum: BLAKE2b of the result frame (``done``).
+        checksum: of the result frame (``done``), as for a task message.
         info: free-form details (durations, error text of ``bad``, why tasks came
             back ``unrun``: see :data:`starburst.worker.loop.UNRUN_STOPPED`).
         body: inline result frame.

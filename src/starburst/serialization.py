@@ -72,6 +72,8 @@ __all__ = [
     "loads",
     "loads_parts",
     "locate_unpicklable",
+    "shared_digest",
+    "shared_digest_matches",
     "sizeof",
     "structure_checksum",
     "verify_checksum",
@@ -189,40 +191,60 @@ STRUCTURE_PREFIX = "s:"
 
 
 def structure_checksum(frame: bytes | memoryview) -> str:
-    """A digest of a frame's structure: header, tables and pickle streams, and its length.
+    """A digest of a frame's structure: its header and segment table (every segment's
+    codec and lengths), the start of each pickle stream, and its total length.
 
-    The out-of-band buffers (an array's or a DataFrame block's memory) are
-    covered by their lengths in the segment table, not by their bytes. Used
-    on the local transport only (:func:`frame_checksum`), where frames go
-    through files on this machine written whole (temporary file, then
-    rename) and a SQLite database, never a network: hashing every byte there
-    cost more than the frame itself (``bench/dataframes.py``). A frame that
-    is not version 3 is hashed whole.
+    Used on the local transport only (:func:`frame_checksum`), where a frame
+    never leaves this machine: it goes through a file written whole
+    (temporary file, then rename) or a SQLite row, and back. What can go
+    wrong there is a truncated or foreign file, and this catches both; a
+    digest of every byte, as over S3, cost more than pickling the frame
+    (``python bench/dataframes.py``: 0.68x plain pickle's speed with a
+    BLAKE2b of the header, tables and whole pickle streams, since pandas
+    pickles string columns in band). A frame that is not version 3 is
+    hashed whole.
     """
     view = memoryview(frame)
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
-    end = _structure_end(view)
-    digest = hashlib.blake2b(view[:end], digest_size=16)
+    layout = _layout(view)
+    if layout is None:
+        digest = hashlib.blake2b(view, digest_size=16)
+    else:
+        tables_end, starts = layout
+        digest = hashlib.blake2b(view[:tables_end], digest_size=16)
+        for start, length in starts:
+            digest.update(view[start:start + min(length, _STREAM_HEAD)])
     digest.update(len(view).to_bytes(8, "little"))
     return STRUCTURE_PREFIX + digest.hexdigest()
 
 
-def _structure_end(view: memoryview) -> int:
-    """Where a version-3 frame's buffer segments begin (its length for other frames)."""
+#: Bytes of each pickle stream a structure digest covers: the pickle header,
+#: the first opcodes and the class names that say what the frame holds.
+_STREAM_HEAD = 4096
+
+
+def _layout(view: memoryview) -> tuple[int, list[tuple[int, int]]] | None:
+    """(end of the segment table, [(start, length) of each pickle stream]) of a
+    version-3 frame; None for any other frame."""
     try:
         magic, version, _ = _HEAD.unpack_from(view)
         if magic != FRAME_MAGIC or version != 3:
-            return len(view)
+            return None
         counts: tuple[int, int] = _COUNTS.unpack_from(view, _HEAD.size)
         n_parts, n = counts[0], counts[0] + counts[1]
         tables = _HEAD.size + _COUNTS.size + 4 * n_parts + _SEGMENT_SIZE * n
         if tables > len(view):
-            return len(view)
+            return None
         stored: tuple[int, ...] = struct.unpack_from(f"<{n}Q", view, tables - 8 * n)
     except struct.error:
-        return len(view)
-    return min(len(view), tables + sum(stored[:n_parts]))
+        return None
+    starts = []
+    offset = tables
+    for length in stored[:n_parts]:
+        starts.append((offset, length))
+        offset += length
+    return tables, starts
 
 
 def frame_checksum(frame: bytes | memoryview, transport_spec: str) -> str:
@@ -243,6 +265,30 @@ def verify_checksum(frame: bytes | memoryview, digest: str, transport_spec: str)
     """
     if digest.startswith(STRUCTURE_PREFIX):
         return _is_local(transport_spec) and structure_checksum(frame) == digest
+    return checksum(frame) == digest
+
+
+def shared_digest(frame: bytes | memoryview, transport_spec: str, serial: int) -> str:
+    """The key of a shared object (the function, a large argument) stored once per session.
+
+    Over S3 it is the frame's BLAKE2b (content-addressed: the same bytes are
+    stored once, whatever object they came from). On the local transport it
+    is ``o<serial>-<structure digest>``: hashing every byte of a large
+    argument cost more than pickling it, the client's identity cache already
+    stores a repeated object once, and the structure digest still checks the
+    frame read back (:func:`shared_digest_matches`).
+    """
+    if _is_local(transport_spec):
+        return f"o{serial:x}-{structure_checksum(frame)[len(STRUCTURE_PREFIX):]}"
+    return checksum(frame)
+
+
+def shared_digest_matches(frame: bytes | memoryview, digest: str, transport_spec: str) -> bool:
+    """Whether a shared object's ``frame`` matches the key it was stored under."""
+    serial, dash, structure = digest.partition("-")
+    if dash and serial.startswith("o"):
+        return _is_local(transport_spec) and structure_checksum(frame) == (
+            STRUCTURE_PREFIX + structure)
     return checksum(frame) == digest
 
 

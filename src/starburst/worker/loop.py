@@ -51,7 +51,17 @@ from ..exceptions import (
     SerializationError,
     TaskError,
 )
-from ..serialization import Codec, checksum, codec_for, dumps, dumps_parts, loads, loads_parts
+from ..serialization import (
+    Codec,
+    codec_for,
+    dumps,
+    dumps_parts,
+    frame_checksum,
+    loads,
+    loads_parts,
+    shared_digest_matches,
+    verify_checksum,
+)
 from ..settings import Settings
 from ..transport import Transport
 from ..transport.base import Message
@@ -425,7 +435,7 @@ class Worker:
         """The tasks, seed and log level of a chunk, or outcomes failing them all."""
         try:
             body = task.body if not task.key else self._payload(task)
-            if checksum(body) != task.checksum:
+            if not verify_checksum(body, task.checksum, self.transport.spec):
                 raise ProtocolError(
                     f"payload of chunk {task.chunk} fails its checksum "
                     f"({task.key or 'inline'}): it is corrupt or truncated; not running it")
@@ -576,7 +586,7 @@ class Worker:
                 frame = self.transport.store.get(key)
             except KeyError:
                 raise ProtocolError(f"shared object {key} is missing from the store") from None
-            if checksum(frame) != digest:
+            if not shared_digest_matches(frame, digest, self.transport.spec):
                 raise ProtocolError(f"shared object {key} fails its checksum: corrupt")
             self._shared[digest] = frame
         obj = self._decoded[digest] = loads(self._shared[digest],
@@ -600,7 +610,7 @@ class Worker:
         notice's info only when there are such tasks.
         """
         frame = self._encode(outcomes)
-        digest = checksum(frame)
+        digest = frame_checksum(frame, self.transport.spec)
         info: dict[str, Any] = {"seconds": round(time.time() - started, 6)}
         if any(o[1] == "unrun" for o in outcomes):
             info["unrun"] = unrun
