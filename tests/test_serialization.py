@@ -476,3 +476,31 @@ def test_a_structure_digest_covers_header_tables_the_start_of_each_stream_and_le
     assert structure_checksum(frame[:8]) != digest  # truncated into the header
     frame[3 + 2] ^= 1  # the header
     assert structure_checksum(frame) != digest
+
+
+def _sum_then_bump(a, b=None):
+    total = float(a.sum()) if hasattr(a, "sum") else float(sum(a))
+    if hasattr(a, "sum"):
+        a += 1.0
+    else:
+        a.append(1.0)
+    return total, b is a
+
+
+def test_each_task_of_a_chunk_gets_its_own_copy_of_its_arguments(executor_factory):
+    # As ProcessPoolExecutor pickles each call's arguments: a task's in-place
+    # change never reaches the next task of its chunk, shared (large) or not,
+    # and one object passed twice to one task is still one object there.
+    np = pytest.importorskip("numpy")
+    big = np.arange(300_000, dtype=float)  # above the sharing threshold
+    small = [1.0, 2.0, 3.0]  # pickled in band
+    ex = executor_factory(workers=1)
+    expect_big = (float(big.sum()), True)
+    got = list(ex.map(_sum_then_bump, [big] * 6, [big] * 6, chunksize=6, timeout=120))
+    assert got == [expect_big] * 6
+    got = list(ex.map(_sum_then_bump, [small] * 6, [small] * 6, chunksize=6, timeout=120))
+    assert got == [(6.0, True)] * 6
+    futures = [ex.submit(_sum_then_bump, big) for _ in range(6)]
+    assert [f.result(timeout=120)[0] for f in futures] == [expect_big[0]] * 6
+    assert float(big.sum()) == expect_big[0]
+    assert small == [1.0, 2.0, 3.0]

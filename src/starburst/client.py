@@ -63,6 +63,7 @@ from .scheduler import (
 from .serialization import (
     codec_for,
     dumps,
+    dumps_parts,
     frame_checksum,
     loads_parts,
     locate_unpicklable,
@@ -558,6 +559,7 @@ class Client:
     def _encode_chunk(self, tasks: list[TaskSpec], targets: list[Target]) -> _Chunk:
         digests: dict[str, int] = {}
         items = []
+        calls: list[tuple[tuple[Any, ...], dict[str, Any] | None]] = []
         shares = False
         last_fn: Any = None
         index = 0
@@ -581,9 +583,13 @@ class Client:
                     if id(arg) in self._shared or sizeof(arg) >= SHARE_THRESHOLD:
                         self._share(arg)
                         shares = True
-            items.append((tid, index, args, kwargs or None, position))
+            items.append((tid, index, position))
+            calls.append((args, kwargs or None))
+        # One frame part per task for its arguments, after the chunk's header:
+        # each task unpickles its own copy, as ProcessPoolExecutor pickles each
+        # call, so a task's in-place change never reaches the next one.
         payload = {"fns": list(digests), "items": items, "seed": self.options.seed,
-                   "log_level": logging.getLogger().getEffectiveLevel()}
+                   "log_level": logging.getLogger().getEffectiveLevel(), "calls": "parts"}
         if self.options.initializer is not None:  # stored once, like the functions
             pair = self.__dict__.setdefault(
                 "_init_pair", (self.options.initializer, self.options.initargs))
@@ -591,8 +597,9 @@ class Client:
         if self.options.max_tasks_per_child is not None:
             payload["max_tasks_per_child"] = self.options.max_tasks_per_child
         try:
-            frame = dumps(payload, persistent_id=self._persistent_id if shares else None,
-                          codec=codec_for(self.transport.spec))
+            frame = dumps_parts([payload, *calls],
+                                persistent_id=self._persistent_id if shares else None,
+                                codec=codec_for(self.transport.spec))
         except SerializationError as exc:
             if len(tasks) == 1:
                 tid, fn, args, kwargs, _ = tasks[0]

@@ -418,6 +418,7 @@ def loads(data: bytes | memoryview, *, persistent_load: PersistentLoad | None = 
 
 def loads_parts(data: bytes | memoryview, *,
                 persistent_load: PersistentLoad | None = None,
+                loader_per_part: Callable[[], PersistentLoad] | None = None,
                 ) -> list[tuple[Any, SerializationError | None]]:
     """Deserialise a frame of parts: ``[(value, None) | (None, error), ...]``.
 
@@ -431,7 +432,7 @@ def loads_parts(data: bytes | memoryview, *,
         VersionMismatchError: it was written by an incompatible version.
         SerializationError: a frame without parts fails to unpickle.
     """
-    parts, multi = _decode(data, persistent_load)
+    parts, multi = _decode(data, persistent_load, loader_per_part)
     if multi:
         return parts
     ((value, error),) = parts
@@ -452,8 +453,13 @@ def _version_error(version: int, flags: int) -> VersionMismatchError:
 
 
 def _decode(data: bytes | memoryview, persistent_load: PersistentLoad | None,
+            loader_per_part: Callable[[], PersistentLoad] | None = None,
             ) -> tuple[list[tuple[Any, SerializationError | None]], bool]:
-    """``(parts, is_multi)`` of any frame version; each part ``(value, error)``."""
+    """``(parts, is_multi)`` of any frame version; each part ``(value, error)``.
+
+    ``loader_per_part``: a fresh ``persistent_load`` for each part (a chunk's
+    tasks each resolve shared objects into copies of their own).
+    """
     view = memoryview(data)
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
@@ -472,7 +478,8 @@ def _decode(data: bytes | memoryview, persistent_load: PersistentLoad | None,
     start = 0
     multi = bool(flags & _FLAG_PARTS)
     for index, (stream, count) in enumerate(zip(streams, counts, strict=True)):
-        parts.append(_unpickle(stream, buffers[start : start + count], persistent_load,
+        load = loader_per_part() if loader_per_part is not None else persistent_load
+        parts.append(_unpickle(stream, buffers[start : start + count], load,
                                index if multi else None))
         start += count
     if not multi and len(parts) != 1:

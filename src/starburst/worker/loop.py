@@ -40,6 +40,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -65,7 +66,7 @@ from ..serialization import (
 from ..settings import Settings
 from ..transport import Transport
 from ..transport.base import Message
-from .runner import ChunkRun, Outcome, timeout_error
+from .runner import ChunkRun, Outcome, Task, timeout_error
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -440,11 +441,14 @@ class Worker:
                     f"payload of chunk {task.chunk} fails its checksum "
                     f"({task.key or 'inline'}): it is corrupt or truncated; not running it")
             self._decoded = {}
-            payload = loads(body, persistent_load=self._load_shared)
+            parts = loads_parts(body, loader_per_part=self._task_loader)
+            header, error = parts[0]
+            if error is not None:
+                raise error
+            payload = header
             try:
                 fns = [self._load_shared(("sb", digest)) for digest in payload["fns"]]
-                items = [(tid, fns[fi], tuple(args), kwargs or {}, pos)
-                         for tid, fi, args, kwargs, pos in payload["items"]]
+                items = _chunk_items(payload, parts[1:], fns)
                 seed, log_level = payload.get("seed"), payload.get("log_level")
                 init = payload.get("init")
                 limit = payload.get("max_tasks_per_child")
@@ -574,12 +578,37 @@ class Worker:
                 f"payload {task.key!r} of chunk {task.chunk} is missing from the store (the "
                 "session ended, or its data was deleted while the chunk was queued)") from None
 
-    def _load_shared(self, pid: Any) -> Any:
+    def _task_loader(self) -> Callable[[Any], Any]:
+        """A ``persistent_load`` for one task's arguments: each shared object it
+        references is decoded into a copy of its own (one copy per task, shared
+        by that task's references), as each call unpickles its own arguments."""
+        memo: dict[str, Any] = {}
+
+        def load(pid: Any) -> Any:
+            digest = self._shared_digest(pid)
+            if digest not in memo:
+                memo[digest] = loads(self._shared_frame(digest),
+                                     persistent_load=self._load_shared)
+            return memo[digest]
+
+        return load
+
+    @staticmethod
+    def _shared_digest(pid: Any) -> str:
         if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == "sb"):
             raise ProtocolError(f"unknown shared-object reference {pid!r}")
-        digest = str(pid[1])
-        if digest in self._decoded:
-            return self._decoded[digest]
+        return str(pid[1])
+
+    def _load_shared(self, pid: Any) -> Any:
+        """A shared object (a function, the initializer), decoded once per chunk."""
+        digest = self._shared_digest(pid)
+        if digest not in self._decoded:
+            self._decoded[digest] = loads(self._shared_frame(digest),
+                                          persistent_load=self._load_shared)
+        return self._decoded[digest]
+
+    def _shared_frame(self, digest: str) -> bytes:
+        """The checked frame of a shared object, fetched once per worker."""
         if digest not in self._shared:
             key = shared_key(self.session, digest)
             try:
@@ -589,9 +618,7 @@ class Worker:
             if not shared_digest_matches(frame, digest, self.transport.spec):
                 raise ProtocolError(f"shared object {key} fails its checksum: corrupt")
             self._shared[digest] = frame
-        obj = self._decoded[digest] = loads(self._shared[digest],
-                                            persistent_load=self._load_shared)
-        return obj
+        return self._shared[digest]
 
     def _encode(self, outcomes: list[Outcome]) -> bytes:
         return _encode(outcomes, codec_for(self.transport.spec))
@@ -782,6 +809,31 @@ def _fix_exit(outcome: Outcome) -> Outcome:
             f"task {task_id} {what}; return a value or raise an exception instead"),
             value[1]), output, logs)
     return outcome
+
+
+def _chunk_items(header: dict[str, Any], calls: list[tuple[Any, Any]],
+                 fns: list[Any]) -> list[Task]:
+    """The tasks of a chunk: its header's ``(task id, function, position)`` items and
+    one frame part of ``(args, kwargs)`` per task. A task whose arguments cannot be
+    unpickled gets a function that raises that error, so it fails alone."""
+    items = header["items"]
+    if header.get("calls") != "parts" or len(calls) != len(items):
+        raise ProtocolError(f"the chunk holds {len(calls)} argument parts for {len(items)} "
+                            "tasks")
+    tasks: list[Task] = []
+    for (tid, fi, pos), (call, error) in zip(items, calls, strict=True):
+        if error is not None:
+            tasks.append((tid, _raiser(error), (), {}, pos))
+            continue
+        args, kwargs = call
+        tasks.append((tid, fns[fi], tuple(args), kwargs or {}, pos))
+    return tasks
+
+
+def _raiser(error: BaseException) -> Callable[..., Any]:
+    def fail(*_: Any, **__: Any) -> Any:
+        raise error
+    return fail
 
 
 def _encode(outcomes: list[Outcome], codec: Codec = "none") -> bytes:
