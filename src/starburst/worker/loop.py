@@ -195,6 +195,8 @@ class Worker:
             self._parent = self._parent_fd = None
         self._inits: set[str] = set()
         self._init_error: BaseException | None = None
+        #: What a by-value initializer set in its globals: (module name, values).
+        self._init_globals: tuple[Any, dict[str, Any]] | None = None
         self.max_tasks: int | None = None
         self.tasks_run = 0
         self._tell_lock = threading.Lock()
@@ -461,6 +463,8 @@ class Worker:
                 self.max_tasks = limit
             if init:
                 self._initialize(str(init))
+            if self._init_globals is not None:
+                _share_initializer_globals(fns, *self._init_globals)
         except (ProtocolError, SerializationError, KeyError) as exc:
             # What really failed, with its traceback (and the cause's: the
             # user's own KeyError raised while unpickling, say). A missing
@@ -478,8 +482,13 @@ class Worker:
             return
         self._inits.add(digest)
         initializer, initargs = self._load_shared(("sb", digest))
+        namespace = getattr(initializer, "__globals__", None)
+        before = dict(namespace) if _by_value(initializer) and namespace is not None else None
         try:
             initializer(*initargs)
+            if before is not None and namespace is not None:
+                self._init_globals = (namespace.get("__name__"),
+                                      _set_by(initializer, namespace, before))
         except BaseException as exc:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             exc.__traceback__ = None
@@ -809,6 +818,45 @@ def _fix_exit(outcome: Outcome) -> Outcome:
             f"task {task_id} {what}; return a value or raise an exception instead"),
             value[1]), output, logs)
     return outcome
+
+
+def _by_value(fn: Any) -> bool:
+    """Whether ``fn`` came by value (cloudpickle), with globals of its own rather than
+    an importable module's: a function of ``__main__`` or of a notebook cell."""
+    namespace = getattr(fn, "__globals__", None)
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    return namespace is not None and (module is None or vars(module) is not namespace)
+
+
+def _set_by(initializer: Any, namespace: dict[str, Any],
+            before: dict[str, Any]) -> dict[str, Any]:
+    """The globals an initializer set or may have changed in place: names it assigned
+    (new or rebound values) and every global its code names (``CACHE.update(...)``)."""
+    named: set[str] = set()
+    codes = [getattr(initializer, "__code__", None)]
+    while codes:
+        code = codes.pop()
+        if code is None:
+            continue
+        named.update(code.co_names)
+        codes.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("__") and (k not in before or before[k] is not v
+                                           or (k in named and not callable(v)))}
+
+
+def _share_initializer_globals(fns: list[Any], name: Any, values: dict[str, Any]) -> None:
+    """Give by-value functions of the initializer's module what the initializer set.
+
+    A process pool's initializer and tasks share one ``__main__``; here each
+    arrives by value with globals of its own, so what the initializer set in
+    this process is copied into the globals of each task function of the
+    same module (as it would read them in a pool).
+    """
+    for fn in fns:
+        namespace = getattr(fn, "__globals__", None)
+        if namespace is not None and _by_value(fn) and namespace.get("__name__") == name:
+            namespace.update(values)
 
 
 def _chunk_items(header: dict[str, Any], calls: list[tuple[Any, Any]],
