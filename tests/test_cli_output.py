@@ -171,3 +171,11 @@ def test_a_missing_region_suggests_the_region_option(monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(main, ["quota"])
     assert result.exit_code == 1
     assert "no AWS region is set: on the command line pass --region us-east-1" in result.stderr
+
+
+def test_estimate_refuses_a_region_that_is_not_an_aws_region():
+    result = CliRunner().invoke(main, ["estimate", "--tasks", "10", "--task-seconds", "1",
+                                       "--region", "mars-1"])
+    assert result.exit_code == 2
+    assert "not an AWS region" in result.output
+    assert "pricing refresh" not in result.output

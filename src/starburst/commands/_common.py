@@ -119,3 +119,16 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     for row in rows:
         t.add_row(*(str(v) for v in row))
     Console(width=140).print(t)
+
+
+def checked_region(name: str, option: str = "--region") -> str:
+    """``name`` if it is a known AWS region, else a click error that says so (the same
+    check the Executor makes; skipped when the AWS extra is not installed)."""
+    try:
+        from ..aws.config import check_region
+    except ImportError:
+        return name
+    try:
+        return check_region(name, option)
+    except StarburstError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from exc

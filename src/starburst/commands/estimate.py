@@ -35,7 +35,7 @@ from ..options import parse_memory
 from ..pricing import SPOT_DISCOUNT
 from ..pricing_cache import load, spot_table_in_use, table_in_use
 from ..simulate import FargateModel
-from ._common import json_option
+from ._common import checked_region, json_option
 
 __all__ = ["default_region", "estimate_command", "load_function", "read_items"]
 
@@ -321,7 +321,7 @@ def estimate_command(tasks: int | None, task_seconds: float | None, function: st
         est = estimate(
             tasks, task_seconds, workers=_ints(workers_text, "--workers"),
             cpus=_floats(cpu_text, "--cpu"), memories_mib=memories,
-            region=region or default_region(),
+            region=checked_region(region or default_region()),
             archs=("x86_64", "arm64") if arm else ("x86_64",), spot=spot or rates is not None,
             spot_discount=spot_discount, spot_rates=rates,
             table=table_in_use(cache=cache), spot_table=spot_table_in_use(cache=cache),
