@@ -74,3 +74,11 @@ def test_a_single_task_longer_than_the_lease_limit_fails_naming_it(
             long.result(timeout=30)
         assert extra.result() == "x"
     assert len(list(tmp_path.glob("run-long-*"))) == 1  # stopped, not run again elsewhere
+
+
+def test_a_max_lease_past_the_sqs_limit_is_refused():
+    # Past SQS's 12 hours, lease extensions would be refused and the lease lapse.
+    with pytest.raises(starburst.ConfigurationError, match=r"max_lease \(43201s\) must be "
+                                                          r"at most 43200s"):
+        starburst.Settings(max_lease=43_201.0)
+    assert starburst.Settings().max_lease == 43_200.0 - 600.0

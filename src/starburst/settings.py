@@ -91,6 +91,11 @@ class Settings:
                 f"heartbeat ({self.heartbeat}s) must be shorter than lease ({self.lease}s), "
                 "or leases lapse while a chunk is still running; use heartbeat = lease / 4"
             )
+        if self.max_lease > SQS_MAX_VISIBILITY:
+            raise ConfigurationError(
+                f"max_lease ({self.max_lease:g}s) must be at most {SQS_MAX_VISIBILITY:g}s "
+                "(12 hours), the longest SQS keeps a message leased: past it, lease "
+                f"extensions are refused; leave it at its default ({MAX_LEASE:g}s)")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: float) -> Settings:

@@ -114,8 +114,9 @@ def lease_extension(settings: Settings, received: float, now: float) -> float:
 
 def hand_by(settings: Settings, received: float) -> float:
     """When a chunk leased at ``received`` must be handed back: ``max_lease``
-    after it, less a heartbeat left for reporting and acknowledging."""
-    return received + settings.max_lease - settings.heartbeat
+    after it, less a heartbeat left for reporting and acknowledging (at most
+    half of ``max_lease``, so a chunk is never handed back before it starts)."""
+    return received + settings.max_lease - min(settings.heartbeat, settings.max_lease / 2)
 
 
 def shared_key(session: str, digest: str) -> str:
