@@ -193,23 +193,24 @@ class ChunkRun:
             hook = self.on_task
             hand_by = self.hand_by
             longest = 0.0
+            last = 0.0
             for task in self.tasks:
                 if hand_by is not None:
-                    # One clock read per task: the lease limit is far away for
-                    # almost every chunk, so this is all it costs them.
+                    # One clock read per task (the time between two reads is the
+                    # last task's): the limit is far away for almost every chunk,
+                    # so this is all it costs them.
                     now = time.monotonic()
-                    if now + longest > hand_by:
+                    if last and now - last > longest:
+                        longest = now - last
+                    if now + longest > hand_by or self.lease_ended:
                         raise HandBack
+                    last = now
                 if hook is not None:
                     hook("begin", task[0], None)
                 outcome = self._run_one(task, out, err, collector)
                 self.outcomes.append(outcome)
                 if hook is not None:
                     hook("end", task[0], outcome)
-                if hand_by is not None:
-                    longest = max(longest, time.monotonic() - now)
-                    if self.lease_ended:
-                        raise HandBack
         finally:
             sys.stdout, sys.stderr = saved
             root.removeHandler(collector)
