@@ -169,3 +169,12 @@ def hold_gil_if_zero(x):
     if x == 0:
         return sum(range(10**12))
     return x * 10
+
+
+def counted_nap(directory, name, seconds):
+    """Leave one new file per run of task ``name`` (``run-<name>-<pid>-<n>``), then
+    sleep: a test counts the files to prove how often each task ran."""
+    runs = len(list(Path(directory).glob(f"run-{name}-*")))
+    Path(directory, f"run-{name}-{os.getpid()}-{runs}-{time.monotonic_ns()}").touch()
+    time.sleep(seconds)
+    return name

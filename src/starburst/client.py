@@ -81,6 +81,7 @@ from .session import (
 )
 from .worker.loop import (
     EXIT_STUCK,
+    UNRUN_LEASE,
     UNRUN_STOPPED,
     UNRUN_STUCK,
     cancel_key,
@@ -122,6 +123,8 @@ _UNRUN_WHY = {
     UNRUN_STOPPED: "their worker was stopped while running the chunk (a Fargate Spot "
                    "interruption, or a stop) and handed them back",
     UNRUN_STUCK: "their worker gave up on a task stuck past its timeout",
+    UNRUN_LEASE: "their chunk's lease neared max_lease, SQS's 12-hour limit, and its "
+                 "worker handed them back",
 }
 # What a worker of an older starburst, which did not say why, is told as.
 _UNRUN_UNSAID = "their worker handed them back: it was stopped, or a task was stuck"

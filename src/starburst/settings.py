@@ -14,10 +14,16 @@ from dataclasses import dataclass
 
 from .exceptions import ConfigurationError
 
-__all__ = ["MAX_RECEIVES", "Settings"]
+__all__ = ["MAX_LEASE", "MAX_RECEIVES", "SQS_MAX_VISIBILITY", "Settings"]
 
 #: SQS's upper bound on a redrive policy's ``maxReceiveCount`` (1 to 1,000).
 MAX_RECEIVES = 1000
+#: SQS's limit on a message's total invisibility since it was received (12
+#: hours): ChangeMessageVisibility past it is refused.
+SQS_MAX_VISIBILITY = 43_200.0
+#: The default ``max_lease``: the SQS limit less 10 minutes, room for the
+#: request that received the message, clock steps and the final report.
+MAX_LEASE = SQS_MAX_VISIBILITY - 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,12 @@ class Settings:
         linger: on backends that bill idle time (Fargate), a worker with
             nothing to do while no chunk waits is stopped after this long,
             rather than after its whole ``idle_timeout``.
+        max_lease: the longest a worker holds one chunk's message: SQS
+            refuses to keep a message invisible for more than 12 hours since
+            it was received, so before this much time has passed the worker
+            reports the tasks that finished and hands the rest back as a new
+            chunk (see :mod:`starburst.worker.loop`). Lease extensions never
+            reach past it.
     """
 
     lease: float = 60.0
@@ -56,6 +68,7 @@ class Settings:
     timeout_grace: float = 5.0
     max_receives: int = 100
     linger: float = 5.0
+    max_lease: float = MAX_LEASE
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -78,6 +91,11 @@ class Settings:
                 f"heartbeat ({self.heartbeat}s) must be shorter than lease ({self.lease}s), "
                 "or leases lapse while a chunk is still running; use heartbeat = lease / 4"
             )
+        if self.max_lease > SQS_MAX_VISIBILITY:
+            raise ConfigurationError(
+                f"max_lease ({self.max_lease:g}s) must be at most {SQS_MAX_VISIBILITY:g}s "
+                "(12 hours), the longest SQS keeps a message leased: past it, lease "
+                f"extensions are refused; leave it at its default ({MAX_LEASE:g}s)")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: float) -> Settings:

@@ -29,7 +29,12 @@ happened (a window shorter than the poller's interval proves nothing):
 * CloudWatch Logs GetLogEvents returns ``empty_log_pages`` empty pages at
   the start of every read of a stream, each with a new ``nextForwardToken``:
   AWS may return empty pages before the end of a stream, whose end is the
-  page whose token repeats (counter ``empty_pages_served``).
+  page whose token repeats (counter ``empty_pages_served``);
+* SQS ChangeMessageVisibility is refused (``InvalidParameterValue``: "Total
+  VisibilityTimeout for the message is beyond the limit") when it would keep
+  a message invisible for more than ``max_visibility_s`` since its latest
+  receive: 12 hours on AWS, which moto counts from the send instead (counter
+  ``visibility_refusals``).
 
 Only one set of rules is active in a process (moto's state is process-wide).
 """
@@ -37,6 +42,7 @@ Only one set of rules is active in a process (moto's state is process-wide).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,6 +53,8 @@ from moto.ecs import models as ecs_models
 from moto.ecs import responses as ecs_responses
 from moto.ecs.exceptions import EcsClientException
 from moto.logs import models as logs_models
+from moto.sqs import models as sqs_models
+from moto.sqs.exceptions import InvalidParameterValue
 
 __all__ = ["StrictRules"]
 
@@ -62,6 +70,10 @@ DEFAULT_EMPTY_LOG_PAGES = 2
 #: practice); half a second makes every test's first launch meet it (roles
 #: are created anew after each reset) for about half a second of retrying.
 DEFAULT_IAM_PROPAGATION_S = 0.5
+#: SQS's limit on a message's total invisibility since its receive: AWS's 12
+#: hours by default (no test runs that long, so nothing is refused unless a
+#: test scales it down to seconds, as the lease tests do).
+DEFAULT_MAX_VISIBILITY_S = 43_200.0
 #: Where IAM keeps ECS's service-linked role.
 _ECS_LINKED_PATH = "/aws-service-role/ecs.amazonaws.com/"
 
@@ -80,21 +92,28 @@ class StrictRules:
         service_linked_role: RunTask needs ECS's service-linked role.
         empty_log_pages: empty GetLogEvents pages per stream before its
             events; 0 turns it off.
+        max_visibility_s: seconds since its latest receive past which a
+            message's visibility cannot be extended (SQS: 12 hours); 0
+            turns the rule off (moto's own check, from the send, remains).
         missing_served: MISSING answers (ECS) and left-out jobs (Batch) served.
         empty_pages_served: empty log pages served.
         propagation_refusals: ECS calls refused for a role not propagated yet.
         service_linked_refusals: RunTask calls refused for the missing
             service-linked role.
+        visibility_refusals: ChangeMessageVisibility calls refused past
+            ``max_visibility_s``.
     """
 
     describe_missing_s: float = DEFAULT_DESCRIBE_MISSING_S
     empty_log_pages: int = DEFAULT_EMPTY_LOG_PAGES
     iam_propagation_s: float = DEFAULT_IAM_PROPAGATION_S
     service_linked_role: bool = True
+    max_visibility_s: float = DEFAULT_MAX_VISIBILITY_S
     missing_served: int = 0
     empty_pages_served: int = 0
     propagation_refusals: int = 0
     service_linked_refusals: int = 0
+    visibility_refusals: int = 0
     _originals: dict[str, Any] = field(default_factory=dict, repr=False)
     _tokens: dict[str, tuple[str | None, int]] = field(default_factory=dict, repr=False)
     _issued: int = field(default=0, repr=False)
@@ -120,8 +139,21 @@ class StrictRules:
                                "register": ecs_backend.register_task_definition,
                                "run": ecs_backend.run_task,
                                "create_ce": batch_class.create_compute_environment,
-                               "describe_ce": batch_class.describe_compute_environments}
+                               "describe_ce": batch_class.describe_compute_environments,
+                               "received": sqs_models.Message.mark_received,
+                               "visibility": sqs_models.SQSBackend.change_message_visibility}
             rules = self
+
+            def mark_received(message: Any, *args: Any, **kwargs: Any) -> None:
+                message._starburst_received_at = time.time()
+                rules._originals["received"](message, *args, **kwargs)
+
+            def change_message_visibility(backend: Any, queue_name: str, receipt_handle: str,
+                                          visibility_timeout: int) -> None:
+                rules._check_visibility(backend, queue_name, receipt_handle,
+                                        visibility_timeout)
+                rules._originals["visibility"](backend, queue_name, receipt_handle,
+                                               visibility_timeout)
 
             def register_task_definition(backend: Any, *args: Any, **kwargs: Any) -> Any:
                 rules._check_roles(backend, [kwargs.get("task_role_arn"),
@@ -160,6 +192,9 @@ class StrictRules:
             ecs_backend.run_task = run_task
             batch_class.create_compute_environment = create_compute_environment
             batch_class.describe_compute_environments = describe_compute_environments
+            sqs_class: Any = sqs_models
+            sqs_class.Message.mark_received = mark_received
+            sqs_class.SQSBackend.change_message_visibility = change_message_visibility
             _ACTIVE = self
 
     def uninstall(self) -> None:
@@ -179,6 +214,9 @@ class StrictRules:
             ecs_backend.run_task = self._originals["run"]
             batch_class.create_compute_environment = self._originals["create_ce"]
             batch_class.describe_compute_environments = self._originals["describe_ce"]
+            sqs_class: Any = sqs_models
+            sqs_class.Message.mark_received = self._originals["received"]
+            sqs_class.SQSBackend.change_message_visibility = self._originals["visibility"]
             self._originals = {}
             _ACTIVE = None
 
@@ -284,6 +322,27 @@ class StrictRules:
                 continue
             kept.append(job)
         return kept
+
+    def _check_visibility(self, backend: Any, queue_name: str, receipt_handle: str,
+                          visibility_timeout: int) -> None:
+        if self.max_visibility_s <= 0:
+            return
+        try:
+            queue = backend.get_queue(queue_name)
+        except Exception:  # moto's own error follows from the real call
+            return
+        message = next((m for m in list(queue._messages)
+                        if m.had_receipt_handle(receipt_handle)), None)
+        received = getattr(message, "_starburst_received_at", None)
+        if received is None:
+            return
+        if time.time() + int(visibility_timeout) - received > self.max_visibility_s:
+            with self._lock:
+                self.visibility_refusals += 1
+            raise InvalidParameterValue(
+                f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. "
+                "Reason: Total VisibilityTimeout for the message is beyond the limit "
+                f"[{self.max_visibility_s:g} seconds]")
 
     def _get_log_events(self, stream: Any, *args: Any) -> Any:
         # LogStream.get_log_events(start_time, end_time, limit, next_token, start_from_head).

@@ -170,7 +170,14 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     def set_visibility(self, receipt: str, seconds: float) -> None:
-        """Extend a lease (heartbeat) or, with 0, release the message at once."""
+        """Extend a lease (heartbeat) or, with 0, release the message at once.
+
+        Raises:
+            TransportError: the extension would keep the message invisible past
+                the queue's limit since its receive (SQS: 12 hours; the local
+                queue applies the same). Workers never ask for that
+                (``Settings.max_lease``): they hand the chunk back first.
+        """
 
 
 class Transport(abc.ABC):

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..exceptions import TransportError
+from ..settings import SQS_MAX_VISIBILITY
 from .base import Message, Queue, Store, Transport, check_key, split_prefix
 
 __all__ = ["DirStore", "LocalTransport", "SqliteQueue", "key_path"]
@@ -214,6 +215,10 @@ class SqliteQueue(Queue):
     max_body = 16 << 20
     #: Most messages one receive leases (one transaction, one lock hold).
     max_batch = 100
+    #: Seconds a message may stay invisible since its receive, as on SQS (12
+    #: hours), so both transports behave alike; ``STARBURST_QUEUE_MAX_VISIBILITY``
+    #: scales it down for tests.
+    max_visibility = SQS_MAX_VISIBILITY
 
     def __init__(self, path: str | os.PathLike[str], name: str, *, max_receives: int = 0,
                  dead: SqliteQueue | None = None) -> None:
@@ -221,12 +226,19 @@ class SqliteQueue(Queue):
         self.name = name
         self.max_receives = max_receives
         self.dead = dead
+        limit = os.environ.get("STARBURST_QUEUE_MAX_VISIBILITY", "")
+        try:
+            self.max_visibility = float(limit) if limit else SQS_MAX_VISIBILITY
+        except ValueError:
+            raise TransportError(f"STARBURST_QUEUE_MAX_VISIBILITY={limit!r} is not a number "
+                                 "of seconds") from None
         self._local = threading.local()
         with self._conn() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT,"
                 " queue TEXT NOT NULL, body BLOB NOT NULL, visible_at REAL NOT NULL,"
-                " receipt TEXT, receives INTEGER NOT NULL DEFAULT 0)"
+                " receipt TEXT, receives INTEGER NOT NULL DEFAULT 0,"
+                " leased_at REAL NOT NULL DEFAULT 0)"
             )
             conn.execute(
                 "CREATE INDEX IF NOT EXISTS by_queue ON messages (queue, visible_at, id)"
@@ -310,8 +322,8 @@ class SqliteQueue(Queue):
                     continue
                 receipt = uuid.uuid4().hex
                 conn.execute(
-                    "UPDATE messages SET visible_at = ?, receipt = ?, receives = ?"
-                    " WHERE id = ?", (now + visibility, receipt, receives + 1, row_id))
+                    "UPDATE messages SET visible_at = ?, receipt = ?, receives = ?, leased_at = ?"
+                    " WHERE id = ?", (now + visibility, receipt, receives + 1, now, row_id))
                 out.append(Message(_as_bytes(body), receipt, receives + 1))
         return out
 
@@ -332,8 +344,20 @@ class SqliteQueue(Queue):
                       [(r,) for r in receipts])
 
     def set_visibility(self, receipt: str, seconds: float) -> None:
-        self._run("set_visibility", "UPDATE messages SET visible_at = ? WHERE receipt = ?",
-                  [(time.time() + seconds, receipt)])
+        with self._transaction("set_visibility") as conn:
+            now = time.time()
+            if seconds > 0:
+                row = conn.execute("SELECT leased_at FROM messages WHERE receipt = ?",
+                                   (receipt,)).fetchone()
+                if row is not None and now + seconds - float(row[0]) > self.max_visibility:
+                    raise TransportError(
+                        f"local queue {self.name}: a visibility of {seconds:g} s would keep the "
+                        "message invisible past the limit of "
+                        f"{self.max_visibility:g} s since its receive (as SQS: Total "
+                        "VisibilityTimeout for the message is beyond the limit); hand the "
+                        "message back before then")
+            conn.execute("UPDATE messages SET visible_at = ? WHERE receipt = ?",
+                         (now + seconds, receipt))
 
     def count(self) -> int:
         """Messages in this queue, visible or leased (for status and tests)."""

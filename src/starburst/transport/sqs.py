@@ -12,7 +12,9 @@ SQS message bodies are text, so bodies travel base64-encoded: a body of
 * ``delete`` uses DeleteMessageBatch; receipts SQS no longer knows are
   ignored, as the Queue contract says.
 * ``set_visibility`` is ChangeMessageVisibility: the heartbeat, or a
-  release with 0.
+  release with 0. SQS refuses to keep a message invisible past 12 hours
+  since its receive; that refusal is a :class:`TransportError` naming
+  ``max_lease`` (workers never ask for it: they hand the chunk back first).
 """
 
 from __future__ import annotations
@@ -185,6 +187,12 @@ class SqsQueue(Queue):
                     VisibilityTimeout=min(_MAX_VISIBILITY, math.ceil(max(0.0, seconds))))
             except ClientError as exc:
                 message = str(exc.response.get("Error", {}).get("Message", ""))
+                if "Total VisibilityTimeout" in message:
+                    raise TransportError(
+                        f"{self._action('ChangeMessageVisibility')} refused: {message}. SQS "
+                        "keeps a message invisible for at most 12 hours since its receive; "
+                        "workers hand a chunk back before Settings.max_lease, so keep "
+                        "max_lease below that limit") from exc
                 if not _stale(error_code(exc), message):
                     raise
 

@@ -7,7 +7,7 @@ extensions, the client and parent watches and the timeout clock stay in
 the supervisor. The child tells its supervisor, one way and never waiting
 for an answer, so the common path costs nothing in latency::
 
-    child --("lease", receipt, chunk, attempt, timeout)--> supervisor  (pipe)
+    child --("lease", receipt, chunk, attempt, timeout, received)--> supervisor  (pipe)
     child --("body", task message)     [timed, drainable or retiring chunks]
     child --("begin", task id, t) / ("one", task id, frame)
               [timed, drainable or retiring chunks: what a kill must not lose]

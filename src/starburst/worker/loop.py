@@ -27,6 +27,16 @@ A task still running at the deadline is interrupted and handed back too;
 a chunk with no finished task is released as before. Without that
 variable (local workers, On-Demand tasks, which starburst itself stops
 when it retires or aborts) SIGTERM interrupts the task at once.
+
+A chunk's lease cannot outlive ``max_lease`` (SQS keeps a message invisible
+for at most 12 hours since its receive, and refuses to extend it further):
+extensions stop there, and before each task the worker checks that the
+longest task of the chunk so far would still end ``heartbeat`` seconds
+before it. If not, it reports the tasks that finished and hands the rest
+back ``unrun`` (:data:`UNRUN_LEASE`; the client queues them as a new chunk,
+not as an attempt), so no task runs twice. A single task still running at
+that point cannot be handed back: it is stopped with a ``TaskTimeoutError``
+naming the limit (never silently run again elsewhere).
 """
 
 from __future__ import annotations
@@ -66,13 +76,14 @@ from ..serialization import (
 from ..settings import Settings
 from ..transport import Transport
 from ..transport.base import Message
-from .runner import ChunkRun, Outcome, Task, timeout_error
+from .runner import ChunkRun, HandBack, LeaseEnd, Outcome, Task, timeout_error
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-__all__ = ["EXIT_STUCK", "UNRUN_STOPPED", "UNRUN_STUCK", "Worker", "cancel_key",
-           "client_heartbeat_key", "result_commit_key", "result_key", "shared_key"]
+__all__ = ["EXIT_STUCK", "UNRUN_LEASE", "UNRUN_STOPPED", "UNRUN_STUCK", "Worker",
+           "cancel_key", "client_heartbeat_key", "lease_extension", "result_commit_key",
+           "result_key", "shared_key"]
 
 # SQS long polls for at most 20 s; the local queue accepts any wait.
 _MAX_WAIT = 20.0
@@ -88,6 +99,8 @@ EXIT_STUCK = 70
 #: retirement), or it gave up on a task stuck past its timeout. The client
 #: re-queues them either way; an attached client, which cannot, says which.
 UNRUN_STOPPED, UNRUN_STUCK = "stopped", "stuck"
+#: Why tasks are handed back when the chunk's lease would pass ``max_lease``.
+UNRUN_LEASE = "lease"
 #: Seconds of the SIGTERM-to-SIGKILL window kept for reporting and releasing
 #: (a store put and two queue calls, with retries) after the running task.
 STOP_MARGIN = 15.0
@@ -97,6 +110,24 @@ _DRAIN_CHECK = 0.1
 #: progress without a message per task. (A task process tells its supervisor
 #: from its heartbeat thread, once a heartbeat period of at most 1 s.)
 PROGRESS_EVERY = 1.0
+
+
+def lease_extension(settings: Settings, received: float, now: float) -> float:
+    """Seconds to extend a lease taken at ``received`` by, at ``now`` (monotonic).
+
+    ``settings.lease``, but never past ``received + settings.max_lease``: SQS
+    refuses an extension beyond its 12-hour limit, and a refused one would
+    only be logged while the lease lapses under a running task. 0: extend
+    no more (the chunk is handed back or reported before then).
+    """
+    return max(0.0, min(settings.lease, received + settings.max_lease - now))
+
+
+def hand_by(settings: Settings, received: float) -> float:
+    """When a chunk leased at ``received`` must be handed back: ``max_lease``
+    after it, less a heartbeat left for reporting and acknowledging (at most
+    half of ``max_lease``, so a chunk is never handed back before it starts)."""
+    return received + settings.max_lease - min(settings.heartbeat, settings.max_lease / 2)
 
 
 def shared_key(session: str, digest: str) -> str:
@@ -143,6 +174,8 @@ class Resume:
         frames: one-task result frames of the tasks that finished.
         timed_out: ids of tasks killed past their timeout.
         stop: report what finished and hand the rest back (a stop request).
+        received: when the message was received (monotonic): its lease ends
+            ``max_lease`` after it, whichever process runs the chunk.
     """
 
     body: bytes
@@ -151,6 +184,7 @@ class Resume:
     frames: list[bytes]
     timed_out: list[int]
     stop: bool = False
+    received: float = 0.0
 
 
 class Worker:
@@ -220,6 +254,11 @@ class Worker:
         self._drain_until: float | None = None
         self._drain_done = 0
         self._drain_kicked = False
+        #: When the held chunk's message was received (monotonic).
+        self._received = 0.0
+        self._unrun = UNRUN_STOPPED
+        #: The chunk run whose running task was told to stop at max_lease.
+        self._lease_kicked: ChunkRun | None = None
 
     # -- signals --------------------------------------------------------
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
@@ -252,6 +291,11 @@ class Worker:
             return
         raise _Stop
 
+    def _on_lease_end(self, signum: int, frame: FrameType | None) -> None:
+        """The heartbeat thread says the running task reached ``max_lease``."""
+        if self._in_task and self._run is not None and self._run.current is not None:
+            raise LeaseEnd
+
     def _log(self, text: str) -> None:
         _say(f"[starburst worker {self.worker_id}] {text}")
 
@@ -276,6 +320,7 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_term)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGUSR1, self._on_lease_end)
         beat = threading.Thread(target=self._heartbeat, name="starburst-heartbeat", daemon=True)
         beat.start()
         if self._link is not None:
@@ -371,6 +416,7 @@ class Worker:
         self._notify("bad", -1, info={"error": str(error)[:500]})
 
     def _handle(self, msg: Message, resume: Resume | None = None) -> None:
+        received = resume.received if resume is not None else time.monotonic()
         try:
             task = protocol.decode(msg.body)
             if not isinstance(task, protocol.TaskMessage):
@@ -389,8 +435,10 @@ class Worker:
         with self._lock:
             self._lease, self._chunk, self._attempt = msg, task.chunk, attempt
             self._reported = False
+            self._received = received
+            self._unrun = UNRUN_STOPPED
         if resume is None:
-            self._tell(("lease", msg.receipt, task.chunk, attempt, task.timeout))
+            self._tell(("lease", msg.receipt, task.chunk, attempt, task.timeout, received))
             self._notify("start", task.chunk, attempt=attempt, receipt=msg.receipt)
         started = time.time()
         try:
@@ -403,7 +451,7 @@ class Worker:
             if self._reported:  # the watchdog already reported a partial result
                 return
             self._reported = True
-        self._report(task, outcomes, attempt, msg, started)
+        self._report(task, outcomes, attempt, msg, started, self._unrun)
         self._tell(("free", task.chunk))
 
     def _tell(self, message: tuple[Any, ...]) -> None:
@@ -521,7 +569,9 @@ class Worker:
             return sorted(merged.values(), key=lambda o: order.get(o[0], -1))
 
         run = ChunkRun([t for t in items if t[0] not in pre], timeout=task.timeout,
-                       capture=task.capture, seed=seed, log_level=log_level)
+                       capture=task.capture, seed=seed, log_level=log_level,
+                       hand_by=hand_by(self.settings, self._received),
+                       max_lease=self.settings.max_lease)
         if self._link is not None:
             stream = bool(task.timeout or self.drain or self.max_tasks)
             if stream and resume is None:
@@ -540,14 +590,24 @@ class Worker:
             self._in_task = False
             self._tell(("exit", "retire"))  # the supervisor finishes the chunk in a fresh one
             os._exit(0)
-        except _Stop:
+        except (_Stop, HandBack) as exc:
             self._in_task = False
+            lease = isinstance(exc, HandBack)
             if not run.outcomes and not pre:
-                raise  # nothing finished: release the whole chunk
+                # Nothing finished: release the whole chunk (its next receive
+                # starts a fresh lease, so this is never a loop).
+                raise _Stop from None
             done = {o[0] for o in run.outcomes} | set(pre)
             rest = [t[0] for t in items if t[0] not in done]
-            self._log(f"chunk {task.chunk}: stopping; reporting {len(done)} finished "
-                      f"task(s) and handing back {len(rest)}")
+            if lease:
+                self._unrun = UNRUN_LEASE
+                self._log(f"chunk {task.chunk}: its lease nears max_lease="
+                          f"{self.settings.max_lease:g}s (SQS's 12-hour limit); reporting "
+                          f"{len(done)} finished task(s) and handing back {len(rest)} as a "
+                          "new chunk")
+            else:
+                self._log(f"chunk {task.chunk}: stopping; reporting {len(done)} finished "
+                          f"task(s) and handing back {len(rest)}")
             return ordered([*run.outcomes, *((tid, "unrun", None, "", None) for tid in rest)])
         finally:
             self._in_task = False
@@ -685,7 +745,8 @@ class Worker:
         if lease is not None:
             self.transport.tasks.set_visibility(lease.receipt, 0)
             self._notify("release", chunk)
-            self._log(f"released chunk {chunk} on SIGTERM")
+            why = "on SIGTERM" if self._stopping.is_set() else "before its lease reached max_lease"
+            self._log(f"released chunk {chunk} {why}")
 
     # -- heartbeat ------------------------------------------------------
     def _heartbeat(self) -> None:
@@ -697,6 +758,7 @@ class Worker:
             time.sleep(_DRAIN_CHECK if self._drain_until is not None else period)
             now = time.monotonic()
             self._end_drain(now)
+            self._end_lease(now)
             if self._link is not None:
                 # The supervisor keeps the lease and watches the client; this
                 # thread tells it how far the chunk got, once a period at most.
@@ -730,14 +792,28 @@ class Worker:
                 continue
             if now - last_extend >= self.settings.heartbeat:
                 last_extend = now
+                extend = lease_extension(self.settings, self._received, now)
                 try:
-                    self.transport.tasks.set_visibility(lease.receipt, self.settings.lease)
+                    if extend > 0:
+                        self.transport.tasks.set_visibility(lease.receipt, extend)
                 except Exception as exc:
                     self._log(f"lease extension failed: {exc}")
             run = self._run
             if (run is not None and run.timeout is not None and run.current is not None
                     and now - run.current_started > run.timeout + self.settings.timeout_grace):
                 self._give_up(run, lease)
+
+    def _end_lease(self, now: float) -> None:
+        """A task still running when its chunk must be handed back: stop it (the
+        main thread's SIGUSR1 handler raises :class:`LeaseEnd` into it)."""
+        run = self._run
+        if (run is not None and run.hand_by is not None and self._in_task
+                and run.current is not None and run is not self._lease_kicked
+                and now >= run.hand_by):
+            self._lease_kicked = run  # once per chunk: a second one could hit the report
+            self._log(f"task {run.current} is still running as chunk {self._chunk}'s lease "
+                      f"reaches max_lease={self.settings.max_lease:g}s; stopping it")
+            os.kill(os.getpid(), signal.SIGUSR1)
 
     def _end_drain(self, now: float) -> None:
         """While stopping: once the running task finished, or at the deadline, signal

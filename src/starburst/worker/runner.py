@@ -8,8 +8,9 @@ when captured):
 * ``err``: ``value`` is ``(exception, formatted remote traceback)``;
 * ``timeout``: the task ran past ``task_timeout`` (never retried);
 * ``unrun``: the worker gave up on the chunk before reaching this task
-  (after a task stuck in native code ignored its timeout); the client
-  queues such tasks again.
+  (after a task stuck in native code ignored its timeout, or because the
+  chunk's lease would run past ``max_lease``); the client queues such tasks
+  again.
 
 What a task prints goes to the worker's own stdout/stderr with a
 ``[task N]`` label (live in the terminal on the local backend, in the
@@ -37,7 +38,8 @@ from typing import Any, TextIO
 from .. import seeding
 from ..exceptions import TaskTimeoutError
 
-__all__ = ["ChunkRun", "Outcome", "Task", "timeout_error"]
+__all__ = ["ChunkRun", "HandBack", "LeaseEnd", "Outcome", "Task", "lease_error",
+           "timeout_error"]
 
 Outcome = tuple[int, str, Any, str, list[dict[str, Any]] | None]
 Task = tuple[int, Callable[..., Any], tuple[Any, ...], dict[str, Any], int]
@@ -117,6 +119,18 @@ class _Interrupt(BaseException):
     task's ``except Exception`` cannot swallow it)."""
 
 
+class LeaseEnd(BaseException):
+    """Raised into a task still running when its chunk's lease reaches
+    ``max_lease`` (the worker's signal handler raises it): the task fails
+    with :func:`lease_error` rather than being run again by another worker."""
+
+
+class HandBack(BaseException):
+    """Raised out of :meth:`ChunkRun.run` when the next task would not finish
+    before ``hand_by`` (or a task was stopped there): the worker reports the
+    outcomes so far and hands the rest of the chunk back ``unrun``."""
+
+
 @dataclass
 class ChunkRun:
     """The tasks of one chunk, run in order on the main thread.
@@ -136,6 +150,14 @@ class ChunkRun:
     #: Called with ("begin", task id, None) before each task and ("end", task
     #: id, outcome) after it: how the task process tells its supervisor.
     on_task: Callable[[str, int, Outcome | None], None] | None = None
+    #: Monotonic time by which the chunk must be handed back (its lease
+    #: reaches ``max_lease``); None: never. Before each task after the first,
+    #: the run stops if the longest task so far would end past it.
+    hand_by: float | None = None
+    #: ``max_lease``, for the error of a task stopped at ``hand_by``.
+    max_lease: float = 0.0
+    #: Set when a task was stopped at ``hand_by`` (:class:`LeaseEnd`).
+    lease_ended: bool = False
 
     def partial(self) -> list[Outcome]:
         """Outcomes so far, the current task timed out, the rest unrun."""
@@ -169,7 +191,20 @@ class ChunkRun:
             root.setLevel(self.log_level)
         try:
             hook = self.on_task
+            hand_by = self.hand_by
+            longest = 0.0
+            last = 0.0
             for task in self.tasks:
+                if hand_by is not None:
+                    # One clock read per task (the time between two reads is the
+                    # last task's): the limit is far away for almost every chunk,
+                    # so this is all it costs them.
+                    now = time.monotonic()
+                    if last and now - last > longest:
+                        longest = now - last
+                    if now + longest > hand_by or self.lease_ended:
+                        raise HandBack
+                    last = now
                 if hook is not None:
                     hook("begin", task[0], None)
                 outcome = self._run_one(task, out, err, collector)
@@ -211,6 +246,9 @@ class ChunkRun:
             outcome: Outcome = (task_id, "ok", value, "", None)
         except _Interrupt:
             outcome = (task_id, "timeout", timeout_error(task_id, self.timeout), "", None)
+        except LeaseEnd:
+            outcome = (task_id, "timeout", lease_error(task_id, self.max_lease), "", None)
+            self.lease_ended = True
         except BaseException as exc:
             if type(exc).__name__ == "_Stop":  # SIGTERM: the worker releases the chunk
                 raise
@@ -234,6 +272,18 @@ def timeout_error(task_id: int, timeout: float | None) -> TaskTimeoutError:
     return TaskTimeoutError(
         f"task {task_id} ran past task_timeout={timeout}s and was stopped (timeouts are "
         "not retried); raise task_timeout= if it needs longer"
+    )
+
+
+def lease_error(task_id: int, max_lease: float) -> TaskTimeoutError:
+    """The error of a task stopped because its chunk's lease reached ``max_lease``."""
+    return TaskTimeoutError(
+        f"task {task_id} was still running when its chunk had been leased for "
+        f"max_lease={max_lease:g}s: SQS keeps a message leased for at most 12 hours "
+        "(43200 s) since its receive, after which another worker would run the task "
+        "again, so it was stopped instead (not retried). A single task cannot run that "
+        "long on starburst: split it into shorter tasks, and set task_timeout= below that "
+        "limit to fail such a task sooner"
     )
 
 

@@ -48,6 +48,7 @@ from .loop import (
     _leave_with_group,
     _say,
     client_heartbeat_key,
+    lease_extension,
 )
 
 __all__ = ["PROGRESS_PERIOD", "Supervisor", "TaskChild", "die_like"]
@@ -138,8 +139,11 @@ class TaskChild:
 class _Chunk:
     """What the supervisor knows of the chunk its child holds."""
 
-    def __init__(self, receipt: str, chunk: int, attempt: str, body: bytes) -> None:
+    def __init__(self, receipt: str, chunk: int, attempt: str, body: bytes,
+                 received: float = 0.0) -> None:
         self.receipt, self.chunk, self.attempt, self.body = receipt, chunk, attempt, body
+        #: When the child received the message (monotonic, one clock for both).
+        self.received = received
         self.frames: list[bytes] = []  # one-task frames of finished tasks
         self.timed_out: list[int] = []
         self.current: tuple[int, float] | None = None
@@ -148,7 +152,7 @@ class _Chunk:
 
     def resume(self, *, stop: bool = False) -> Resume:
         return Resume(self.body, self.receipt, self.attempt, list(self.frames),
-                      list(self.timed_out), stop=stop)
+                      list(self.timed_out), stop=stop, received=self.received)
 
 
 class Supervisor:
@@ -296,7 +300,7 @@ class Supervisor:
                 continue
             kind = got[0]
             if kind == "lease":
-                new = _Chunk(str(got[1]), int(got[2]), str(got[3]), b"")
+                new = _Chunk(str(got[1]), int(got[2]), str(got[3]), b"", float(got[5]))
                 new.timeout = None if got[4] is None else float(got[4])
                 with self._lock:
                     self._chunk = new
@@ -374,8 +378,12 @@ class Supervisor:
                     _leave_with_group()
             if now - last_extend >= self.settings.heartbeat:
                 last_extend = now
+                # Never past max_lease (SQS refuses it); the child hands the
+                # chunk back before then.
+                extend = lease_extension(self.settings, chunk.received, now)
                 try:
-                    self.transport.tasks.set_visibility(chunk.receipt, self.settings.lease)
+                    if extend > 0:
+                        self.transport.tasks.set_visibility(chunk.receipt, extend)
                 except Exception as exc:
                     self._log(f"lease extension failed: {exc}")
             if (chunk.done and (chunk.chunk, chunk.done) != told
