@@ -164,3 +164,29 @@ def test_without_fifos_the_queue_polls(tmp_path: Path,
     got = queue.receive(wait_seconds=5.0)
     timer.join()
     assert [m.body for m in got] == [b"x"]
+
+
+def test_a_writer_gets_the_lock_soon_after_it_is_released(tmp_path: Path) -> None:
+    # SQLite's own busy handler retries after 1, 2, 5, 10, 15 ms...: a lock
+    # held 20 ms is taken only at 33 ms. Starburst retries within 2 ms.
+    db = tmp_path / "queue.sqlite"
+    queue = SqliteQueue(db, "q")
+    holder = SqliteQueue(db, "q")
+    late: list[float] = []
+    for _ in range(3):
+        locked = threading.Event()
+        freed: list[float] = []
+
+        def hold() -> None:
+            with holder._transaction("hold"):
+                locked.set()
+                time.sleep(0.02)
+                freed.append(time.monotonic())
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        locked.wait()
+        queue.send([b"x"])
+        late.append(time.monotonic() - freed[0])
+        thread.join()
+    assert sorted(late)[1] < 0.008
