@@ -283,3 +283,30 @@ def test_backend_pickles_without_its_executor(fast_settings) -> None:
     assert copy.session_ids == []
     assert copy.effective_n_jobs(-1) == 2
     assert_sessions_ended(backend.session_ids)
+
+
+class _SlowPollTime:
+    """``time`` for ``joblib.parallel`` whose ``sleep`` (its 10 ms result poll) takes 1 s."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(1.0 if seconds > 0 else 0)
+
+
+def test_a_small_call_ends_when_its_results_arrive_not_at_joblibs_poll(
+        fast_settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With results taken through callbacks, joblib's main thread polls every
+    # 10 ms, so a call ends on a poll tick; patched to 1 s, the tick shows.
+    with starburst_config(n_jobs=2, settings=fast_settings, progress=False):
+        assert Parallel()(delayed(tasks.jittered_square)(i) for i in range(4)) == [
+            0, 1, 4, 9]  # warm
+        monkeypatch.setattr(joblib.parallel, "time", _SlowPollTime())
+        started = time.monotonic()
+        squares = Parallel()(delayed(tasks.jittered_square)(i) for i in range(10))
+        elapsed = time.monotonic() - started
+        monkeypatch.undo()
+    assert squares == [i * i for i in range(10)]
+    assert elapsed < 0.9, f"the call took {elapsed:.2f}s: it waited for joblib's poll"

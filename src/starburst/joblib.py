@@ -34,9 +34,13 @@ How joblib's calls map onto the executor:
   batch's calls (scikit-learn's ``X`` and ``y``) are handed to the executor
   as top-level arguments, so it stores each once per session by content
   hash and every batch refers to the stored copy instead of carrying it.
-* Results come back through the futures' done-callbacks
-  (``supports_retrieve_callback``), so joblib dispatches the next batch as
-  soon as one finishes; a task's exception is raised with its own type.
+* joblib dispatches the next batch from a finished batch's done-callback.
+  A plain call's results are then taken by joblib's main thread blocking on
+  each future, so the call ends the moment its last batch does; with
+  callbacks (``supports_retrieve_callback``, kept for ``timeout=`` and
+  ``return_as="generator"``) joblib polls every 10 ms, which made a small
+  call last 20 ms when its batches took 11. A task's exception is raised
+  with its own type.
 * When a task fails, joblib calls ``abort_everything``: the executor is
   aborted at once (queued work dropped, workers stopped) instead of running
   the rest of the input for results nobody will read.
@@ -135,9 +139,10 @@ class StarburstBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[
             ``parallel_config`` builds the backend, not at the first task).
     """
 
-    # Results arrive through future callbacks; this also gives joblib
-    # ``timeout=`` and ``return_as="generator"`` support.
-    supports_retrieve_callback = True
+    # ``timeout=`` and ``return_as="generator"`` work: such calls take their
+    # results through future callbacks (see ``supports_retrieve_callback``).
+    supports_timeout = True
+    supports_return_generator = True
     # Workers are other processes (or machines): no shared memory, so joblib
     # falls back to threads for ``require="sharedmem"``.
     uses_threads = False
@@ -174,6 +179,27 @@ class StarburstBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[
         return (_rebuild, (self.nesting_level, self._options))
 
     # -- what joblib asks ---------------------------------------------------
+    @property
+    def supports_retrieve_callback(self) -> bool:
+        """Whether the running ``Parallel`` call takes results through callbacks.
+
+        With callbacks, joblib's main thread looks for finished batches every
+        10 ms (``time.sleep(0.01)`` in ``Parallel._retrieve``), so a small call
+        ends on a 10 ms tick: 20 ms for a call whose batches took 11. Without,
+        it blocks on each future in turn and wakes the moment it resolves.
+        Callbacks stay for the calls that need them (``timeout=``, generators);
+        the next batch is dispatched from the future's callback either way.
+        """
+        parallel = self.parallel
+        if parallel is None:
+            return True
+        return bool(getattr(parallel, "return_generator", True)
+                    or getattr(parallel, "timeout", None) is not None)
+
+    def retrieve_result(self, out: Future[Any], timeout: float | None = None) -> Any:
+        """The batch's list of results (a call without callbacks), blocking until done."""
+        return out.result(timeout)
+
     @property
     def executor(self) -> Executor | None:
         """The executor of the current ``Parallel`` call, or None between calls."""

@@ -17,22 +17,35 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..exceptions import TransportError
 from ..settings import SQS_MAX_VISIBILITY
 from .base import Message, Queue, Store, Transport, check_key, split_prefix
+from .doorbell import Doorbell, ring
 
 __all__ = ["DirStore", "LocalTransport", "SqliteQueue", "key_path"]
 
 # SQLite waits this long for a competing writer before raising "locked";
 # generous because a laptop may be busy running every worker at once.
 _BUSY_TIMEOUT_MS = 30_000
-# Long-poll backoff: start fast so a warm worker sees work within a
-# millisecond, back off so an idle one costs ~nothing.
+# A writer waiting for the write lock retries this often, doubling: SQLite's
+# own busy handler first sleeps 1 ms, then 2, 5, 10, 15 ms..., so a lock held
+# 20 ms would be taken at 33 ms. A queue transaction holds it ~0.1 ms: start
+# at 50 us, and stop doubling at 2 ms so a lock held long is taken soon after.
+_LOCK_RETRY_MIN = 0.00005
+_LOCK_RETRY_MAX = 0.002
+# Long-poll backoff where no doorbell can be made: start fast so a warm
+# worker sees work within a millisecond, back off so an idle one costs ~nothing.
 _POLL_MIN = 0.0005
 _POLL_MAX = 0.005
+# With a doorbell, every send and release rings it: a receiver still looks
+# at the queue this often only for what nobody rings for (a lease that
+# lapsed, whose visibility timeout is seconds long), so 0.1 s costs nothing
+# in latency and lets idle receivers sleep instead of polling SQLite.
+_BELL_POLL = 0.1
 
 
 #: On disk, a key's last segment is a file named ``<segment>%`` and every
@@ -206,7 +219,9 @@ class SqliteQueue(Queue):
 
     Connections are per thread (sqlite3 objects are not shareable) and
     every lease is taken inside ``BEGIN IMMEDIATE`` so two processes never
-    receive the same visible message.
+    receive the same visible message. A waiting receiver sleeps on a
+    :class:`~starburst.transport.doorbell.Doorbell` that ``send`` (and a
+    release) rings, so it wakes at once instead of at its next poll.
     """
 
     #: Bodies above the transport's inline limit (1 MiB) go to the store, so
@@ -233,6 +248,10 @@ class SqliteQueue(Queue):
             raise TransportError(f"STARBURST_QUEUE_MAX_VISIBILITY={limit!r} is not a number "
                                  "of seconds") from None
         self._local = threading.local()
+        #: Where this queue's receivers keep their doorbells (one per thread).
+        self.bells = Path(self.path).parent / "bells" / name
+        self._bells: weakref.WeakSet[Doorbell] = weakref.WeakSet()
+        self._bells_lock = threading.Lock()
         with self._conn() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -266,7 +285,7 @@ class SqliteQueue(Queue):
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on any error), errors translated."""
         conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -276,6 +295,59 @@ class SqliteQueue(Queue):
                 raise
         except sqlite3.Error as exc:
             raise TransportError(f"local queue {self.name}: {what} failed: {exc}") from exc
+
+    @staticmethod
+    def _begin(conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, waiting for the write lock in short steps of our own.
+
+        The connection's busy timeout is off while this waits (and back on
+        for every other statement), so the wait is ours, not SQLite's.
+
+        Raises:
+            sqlite3.OperationalError: still locked after ``_BUSY_TIMEOUT_MS``.
+        """
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        delay = _LOCK_RETRY_MIN
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 2, _LOCK_RETRY_MAX)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+
+    def _bell(self) -> Doorbell | None:
+        """This thread's doorbell, made on its first wait; None where none can be made."""
+        bell: Doorbell | None = getattr(self._local, "bell", None)
+        if bell is not None and bell.pid == os.getpid() and not bell.closed:
+            return bell
+        if getattr(self._local, "no_bell", False):
+            return None
+        if bell is not None:
+            bell.close()  # inherited through fork, or closed by close()
+        try:
+            bell = Doorbell(self.bells)
+        except OSError:
+            self._local.no_bell = True  # poll, as before doorbells
+            return None
+        self._local.bell = bell
+        with self._bells_lock:
+            self._bells.add(bell)
+        return bell
+
+    def close(self) -> None:
+        """Close the doorbells this queue made in this process (their files go too)."""
+        with self._bells_lock:
+            bells = list(self._bells)
+            self._bells.clear()
+        for bell in bells:
+            bell.close()
 
     def _run(self, what: str, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         with self._transaction(what) as conn:
@@ -292,6 +364,7 @@ class SqliteQueue(Queue):
         now = time.time()
         self._run("send", "INSERT INTO messages (queue, body, visible_at) VALUES (?, ?, ?)",
                   [(self.name, body, now) for body in bodies])
+        ring(self.bells)
 
     def _lease(self, max_messages: int, visibility: float) -> list[Message]:
         conn = self._conn()
@@ -330,13 +403,22 @@ class SqliteQueue(Queue):
     def receive(self, *, max_messages: int = 1, wait_seconds: float = 0.0,
                 visibility: float = 60.0) -> list[Message]:
         deadline = time.monotonic() + wait_seconds
+        bell = self._bell() if wait_seconds > 0 else None
         delay = _POLL_MIN
         while True:
+            if bell is not None:
+                # Before the look: a ring for a message sent after it stays heard.
+                bell.drain()
             got = self._lease(max_messages, visibility)
-            if got or time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if got or left <= 0:
                 return got
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, _POLL_MAX)
+            if bell is not None and not bell.closed:
+                bell.wait(min(_BELL_POLL, left))
+            else:  # no doorbell, or the queue was closed under this wait
+                bell = None
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, _POLL_MAX)
 
     def delete(self, receipts: Sequence[str]) -> None:
         if receipts:
@@ -358,6 +440,8 @@ class SqliteQueue(Queue):
                         "message back before then")
             conn.execute("UPDATE messages SET visible_at = ? WHERE receipt = ?",
                          (now + seconds, receipt))
+        if seconds <= 0:
+            ring(self.bells)  # released: visible now
 
     def count(self) -> int:
         """Messages in this queue, visible or leased (for status and tests)."""
@@ -389,7 +473,12 @@ class LocalTransport(Transport):
         return f"local:{self.directory}?max_receives={self.tasks.max_receives}"
 
     def destroy(self) -> None:
+        self.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def close(self) -> None:
+        for queue in (self.tasks, self.results, self.dead):
+            queue.close()
 
 
 def from_spec(spec: str) -> LocalTransport:
