@@ -301,14 +301,7 @@ class Worker:
 
     def _watch_parent(self, fd: int) -> None:
         """Block on the parent-watch pipe; at EOF (the client died) stop everything."""
-        while True:
-            try:
-                if not os.read(fd, 1):
-                    break
-            except InterruptedError:
-                continue
-            except OSError:
-                break
+        wait_for_eof(fd)
         if self.detached or self._keeping_alive:
             return
         self._log("the client process is gone, exiting")
@@ -393,15 +386,8 @@ class Worker:
         return self._parent is not None and os.getppid() != self._parent
 
     def _client_gone(self) -> bool:
-        try:
-            raw = self.transport.store.get(client_heartbeat_key(self.session))
-        except KeyError:
-            return False
-        try:
-            beat = float(raw.decode())
-        except ValueError:
-            return False
-        return time.time() - beat > self.settings.client_stale
+        return client_heartbeat_stale(self.transport.store, self.session,
+                                      self.settings.client_stale)
 
     # -- one chunk ------------------------------------------------------
     def _notify(self, kind: protocol.NoticeKind, chunk: int, **kw: Any) -> None:
@@ -933,6 +919,32 @@ def _share_initializer_globals(fns: list[Any], name: Any, values: dict[str, Any]
         namespace = getattr(fn, "__globals__", None)
         if namespace is not None and _by_value(fn) and namespace.get("__name__") == name:
             namespace.update(values)
+
+
+def wait_for_eof(fd: int) -> None:
+    """Block until the pipe ``fd`` reaches end-of-file (its writer, the client, is gone)."""
+    while True:
+        try:
+            if not os.read(fd, 1):
+                return
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+
+
+def client_heartbeat_stale(store: Any, session: str, stale: float) -> bool:
+    """Whether the session's client heartbeat is older than ``stale`` seconds (a
+    missing or unreadable heartbeat is not: the client may not have written it yet)."""
+    try:
+        raw = store.get(client_heartbeat_key(session))
+    except KeyError:
+        return False
+    try:
+        beat = float(raw.decode())
+    except ValueError:
+        return False
+    return bool(time.time() - beat > stale)
 
 
 def _chunk_items(header: dict[str, Any], calls: list[tuple[Any, Any]],

@@ -47,8 +47,9 @@ from .loop import (
     Resume,
     _leave_with_group,
     _say,
-    client_heartbeat_key,
+    client_heartbeat_stale,
     lease_extension,
+    wait_for_eof,
 )
 
 __all__ = ["PROGRESS_PERIOD", "Supervisor", "TaskChild", "die_like"]
@@ -327,27 +328,13 @@ class Supervisor:
     # -- outside watches --------------------------------------------------------
     def _watch_parent(self, fd: int) -> None:
         """Block on the parent-watch pipe; at EOF (the client died) stop everything."""
-        while True:
-            try:
-                if not os.read(fd, 1):
-                    break
-            except InterruptedError:
-                continue
-            except OSError:
-                break
+        wait_for_eof(fd)
         self._log("the client process is gone, exiting")
         _leave_with_group()
 
     def _client_gone(self) -> bool:
-        try:
-            raw = self.transport.store.get(client_heartbeat_key(self.session))
-        except KeyError:
-            return False
-        try:
-            beat = float(raw.decode())
-        except ValueError:
-            return False
-        return time.time() - beat > self.settings.client_stale
+        return client_heartbeat_stale(self.transport.store, self.session,
+                                      self.settings.client_stale)
 
     def _heartbeat(self) -> None:
         """Extend the running chunk's lease, watch the client, report progress."""
