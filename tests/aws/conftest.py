@@ -6,6 +6,7 @@
 * ``emulated`` (session): :func:`starburst.testing.emulated_aws`, started once.
 * ``aws``: the same emulator, reset (moto state wiped, worker processes
   killed, shared resources provisioned again) before the test.
+* ``finished_session``: a fargate session whose worker printed, run to its end.
 * ``_clean_environment`` overrides the core suite's fixture of that name:
   it keeps the emulator's variables and drops every other ``AWS_*`` and
   ``STARBURST_*``.
@@ -17,8 +18,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from _support import SharedEmulator
+from _support import SharedEmulator, wait_for
 
+import starburst
 from starburst.testing import EmulatedAws
 
 _PREFIXES = ("AWS_", "STARBURST_")
@@ -66,3 +68,20 @@ def aws(emulated: EmulatedAws) -> EmulatedAws:
     """The session's emulated AWS, reset and provisioned for this test."""
     emulated.reset()
     return emulated
+
+
+def _greet(x: int) -> int:
+    print(f"hello from task {x}", flush=True)
+    return x + 1
+
+
+@pytest.fixture
+def finished_session(aws) -> str:
+    """A fargate session whose worker printed, run to its end."""
+    settings = starburst.Settings(poll=0.05, idle_timeout=30)
+    with starburst.Executor(backend="fargate", workers=1, settings=settings,
+                            progress=False) as ex:
+        assert ex.submit(_greet, 41).result(timeout=60) == 42
+        sid = ex.session_id
+    wait_for(lambda: not aws.runner.pids(), timeout=20, what="the task to exit")
+    return sid

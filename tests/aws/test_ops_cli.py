@@ -8,7 +8,6 @@ import pytest
 from _support import wait_for
 from click.testing import CliRunner
 
-import starburst
 from starburst.aws import provision
 from starburst.aws.clients import client
 from starburst.cli import main
@@ -28,23 +27,6 @@ def _put_record(aws, session: str, state: str, **extra: object) -> None:
                   Body=record.to_bytes())
     s3.put_object(Bucket=aws.shared.bucket, Key=f"starburst/sessions/{session}/payloads/0",
                   Body=b"payload")
-
-
-def _greet(x: int) -> int:
-    print(f"hello from task {x}", flush=True)
-    return x + 1
-
-
-@pytest.fixture
-def finished_session(aws) -> str:
-    """A fargate session whose worker printed, run to its end."""
-    settings = starburst.Settings(poll=0.05, idle_timeout=30)
-    with starburst.Executor(backend="fargate", workers=1, settings=settings,
-                            progress=False) as ex:
-        assert ex.submit(_greet, 41).result(timeout=60) == 42
-        sid = ex.session_id
-    wait_for(lambda: not aws.runner.pids(), timeout=20, what="the task to exit")
-    return sid
 
 
 def test_logs_show_what_a_task_printed(finished_session):

@@ -80,20 +80,9 @@ def test_a_batch_job_describe_jobs_does_not_know_yet_is_not_reported_gone(aws):
     wait_for(lambda: not aws.batch.pids(), timeout=20, what="the job to end")
 
 
-def _greet(x: int) -> int:
-    print(f"hello from task {x}", flush=True)
-    return x + 1
-
-
-def test_logs_read_past_empty_pages_to_the_end_of_each_stream(aws):
-    settings = starburst.Settings(poll=0.05, idle_timeout=30)
-    with starburst.Executor(backend="fargate", workers=1, settings=settings,
-                            progress=False) as ex:
-        assert ex.submit(_greet, 41).result(timeout=60) == 42
-        sid = ex.session_id
-    wait_for(lambda: not aws.runner.pids(), timeout=20, what="the task to exit")
+def test_logs_read_past_empty_pages_to_the_end_of_each_stream(aws, finished_session):
     served = aws.rules.empty_pages_served
-    events = ops.session_logs(ops.Place.from_config(), sid)
+    events = ops.session_logs(ops.Place.from_config(), finished_session)
     assert aws.rules.empty_pages_served >= served + 2  # each read met empty pages first
     assert any("hello from task 41" in e["message"] for e in events)
 
