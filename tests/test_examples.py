@@ -119,4 +119,5 @@ def test_large_array_is_stored_once(tmp_path) -> None:
     for label in ("map 1 (starts the workers, stores the array once): ",
                   "map 2 (same array, already stored): ", "map 3 (an equal copy"):
         assert label in out, out
-    assert "checked: block statistics match numpy; each worker loaded the array once" in out
+    assert "24 of 24 tasks got a fresh copy of the array" in out, out
+    assert "checked: block statistics match numpy; every task had its own copy" in out

@@ -197,7 +197,15 @@ def test_large_arguments_are_stored_once_per_session(options, monkeypatch) -> No
         frames.append(len(frame))
         return frame
 
+    real_parts = starburst.client.dumps_parts
+
+    def counting_parts(parts: Any, *args: Any, **kwargs: Any) -> bytes:
+        frame = real_parts(parts, *args, **kwargs)
+        frames.append(len(frame))
+        return frame
+
     monkeypatch.setattr(starburst.client, "dumps", counting_dumps)
+    monkeypatch.setattr(starburst.client, "dumps_parts", counting_parts)  # the payloads
     values = np.random.default_rng(0).random(300_000)  # 2.4 MB
     with starburst_config(n_jobs=2, **options):
         out = Parallel(batch_size=1)(delayed(tasks.total)(values, i) for i in range(8))

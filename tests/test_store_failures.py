@@ -61,10 +61,11 @@ def test_a_payload_that_cannot_be_stored_fails_its_futures_then_recovers(
         fast_settings: starburst.Settings) -> None:
     with starburst.Executor(workers=1, progress=False, settings=fast_settings) as ex:
         failed = _failing_put(ex._client.transport.store, "/payloads/", _enospc)
-        # Two arguments under the share threshold, over the inline limit together:
-        # the payload goes to the store.
-        items = [random.Random(i).randbytes(600_000) for i in range(4)]
-        futures = [ex.submit(max, item, item) for item in items]
+        # Two distinct arguments under the share threshold, over the inline limit
+        # together: the payload goes to the store, however the submits are chunked.
+        pairs = [(random.Random(i).randbytes(600_000), random.Random(-i).randbytes(600_000))
+                 for i in range(4)]
+        futures = [ex.submit(max, *pair) for pair in pairs]
         outcomes = []
         for future in futures:
             try:
@@ -73,7 +74,7 @@ def test_a_payload_that_cannot_be_stored_fails_its_futures_then_recovers(
                 outcomes.append(type(exc))
         assert failed
         assert TransportError in outcomes
-        assert ex.submit(max, items[1], items[1]).result(timeout=30) == items[1]
+        assert ex.submit(max, *pairs[1]).result(timeout=30) == max(pairs[1])
 
 
 def test_a_map_whose_function_cannot_be_stored_raises_transport_error(

@@ -26,6 +26,7 @@ supervisor down the same way, so the crash is reported as before.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -56,7 +57,12 @@ __all__ = ["PROGRESS_PERIOD", "Supervisor", "TaskChild", "die_like"]
 
 # ``-c``, not ``-m starburst.worker.child``: the package imports that module
 # already, and runpy warns about running a module found in sys.modules.
-_ENTRY = "import sys; from starburst.worker.child import main; sys.exit(main())"
+# The task process starts with the supervisor's import path (``STARBURST_SYS_PATH``,
+# JSON): what a launcher added to it in process (the emulated ECS runner adds an
+# image's site-packages with site.addsitedir) is not in the environment.
+_ENTRY = ("import json, os, sys; p = os.environ.pop('STARBURST_SYS_PATH', ''); "
+          "sys.path[:] = json.loads(p) if p else sys.path; "
+          "from starburst.worker.child import main; sys.exit(main())")
 # How often the supervisor reads what its child told it while a timed task
 # runs (or a stop is under way): the resolution of task_timeout's
 # enforcement from outside.
@@ -188,7 +194,8 @@ class Supervisor:
         _say(f"[starburst worker {self.worker_id}] {text}")
 
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, "STARBURST_WORKER_ID": self.worker_id}
+        env = {**os.environ, "STARBURST_WORKER_ID": self.worker_id,
+               "STARBURST_SYS_PATH": json.dumps(sys.path)}
         env.pop("STARBURST_PARENT_FD", None)  # the supervisor watches the client
         if self.detached:
             env["STARBURST_DETACHED"] = "1"
