@@ -103,6 +103,9 @@ SHARE_THRESHOLD = 1 << 20
 _SHARED_CACHE = 256
 # Argument types never worth sharing (checked by type, the cheapest test).
 _SCALARS = frozenset({int, float, bool, type(None), complex})
+#: Argument types no task can change in place: a chunk of only these keeps its
+#: arguments in its header instead of a frame part per task.
+_IMMUTABLE = _SCALARS | {str, bytes}
 # What a store put raises when it fails (a full disk, the network, AWS): the
 # tasks it was for fail with a TransportError, the session goes on.
 _STORE_ERRORS = (TransportError, CloudError, OSError)
@@ -588,11 +591,17 @@ class Client:
                         shares = True
             items.append((tid, index, position))
             calls.append((args, kwargs or None))
-        # One frame part per task for its arguments, after the chunk's header:
-        # each task unpickles its own copy, as ProcessPoolExecutor pickles each
-        # call, so a task's in-place change never reaches the next one.
+        # Arguments that could be changed in place go one frame part per task,
+        # after the chunk's header: each task unpickles its own copy, as
+        # ProcessPoolExecutor pickles each call, so a task's in-place change never
+        # reaches the next one. A chunk of immutable scalars only (map over a
+        # range, say) keeps them in its header: nothing there can be changed,
+        # and a part per task would double the cost of a no-op task.
+        split = any(type(a) not in _IMMUTABLE for args, kwargs in calls
+                    for a in (*args, *(kwargs or {}).values()))
         payload = {"fns": list(digests), "items": items, "seed": self.options.seed,
-                   "log_level": logging.getLogger().getEffectiveLevel(), "calls": "parts"}
+                   "log_level": logging.getLogger().getEffectiveLevel(),
+                   "calls": "parts" if split else calls}
         if self.options.initializer is not None:  # stored once, like the functions
             pair = self.__dict__.setdefault(
                 "_init_pair", (self.options.initializer, self.options.initargs))
@@ -600,7 +609,7 @@ class Client:
         if self.options.max_tasks_per_child is not None:
             payload["max_tasks_per_child"] = self.options.max_tasks_per_child
         try:
-            frame = dumps_parts([payload, *calls],
+            frame = dumps_parts([payload, *calls] if split else [payload],
                                 persistent_id=self._persistent_id if shares else None,
                                 codec=codec_for(self.transport.spec))
         except SerializationError as exc:

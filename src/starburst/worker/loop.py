@@ -477,7 +477,11 @@ class Worker:
                     f"payload of chunk {task.chunk} fails its checksum "
                     f"({task.key or 'inline'}): it is corrupt or truncated; not running it")
             self._decoded = {}
-            parts = loads_parts(body, loader_per_part=self._task_loader)
+            # The C loader first: most chunks reference no shared object, and a
+            # persistent_load (the Python path) costs several microseconds a task.
+            parts = loads_parts(body)
+            if any(error is not None for _, error in parts):
+                parts = loads_parts(body, loader_per_part=self._task_loader)
             header, error = parts[0]
             if error is not None:
                 raise error
@@ -950,10 +954,13 @@ def client_heartbeat_stale(store: Any, session: str, stale: float) -> bool:
 def _chunk_items(header: dict[str, Any], calls: list[tuple[Any, Any]],
                  fns: list[Any]) -> list[Task]:
     """The tasks of a chunk: its header's ``(task id, function, position)`` items and
-    one frame part of ``(args, kwargs)`` per task. A task whose arguments cannot be
-    unpickled gets a function that raises that error, so it fails alone."""
+    one frame part of ``(args, kwargs)`` per task (or, for immutable scalars, the
+    header's own list of them). A task whose arguments cannot be unpickled gets a
+    function that raises that error, so it fails alone."""
     items = header["items"]
-    if header.get("calls") != "parts" or len(calls) != len(items):
+    if header.get("calls") != "parts":  # immutable scalars only: kept in the header
+        calls = [(call, None) for call in header["calls"]]
+    if len(calls) != len(items):
         raise ProtocolError(f"the chunk holds {len(calls)} argument parts for {len(items)} "
                             "tasks")
     tasks: list[Task] = []
