@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from starburst import ProtocolError, SerializationError, VersionMismatchError
+from starburst import ProtocolError, SerializationError, VersionMismatchError, serialization
 from starburst.serialization import (
     COMPRESS_THRESHOLD,
     checksum,
@@ -270,9 +270,13 @@ def _address(array) -> int:
     return int(array.ctypes.data)
 
 
+@pytest.mark.parametrize("mapped", [False, True], ids=["heap", "mapped"])
 @pytest.mark.parametrize("codec", ["none", "zstd"])
-def test_out_of_band_buffers_arrive_writable_and_64_byte_aligned(codec):
+def test_out_of_band_buffers_arrive_writable_and_64_byte_aligned(codec, mapped, monkeypatch):
+    """From the heap and, past the mapping threshold (lowered here), from mappings."""
     np = pytest.importorskip("numpy")
+    if mapped:
+        monkeypatch.setattr(serialization, "_MAP_THRESHOLD", 1 << 20)
     rng = np.random.default_rng(2)
     arrays = [rng.standard_normal(n) for n in (3, 1001, 300_000)]
     arrays.append(np.zeros(500_000))  # compressible: the zstd codec compresses it

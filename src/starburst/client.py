@@ -633,7 +633,7 @@ class Client:
             checksum=frame_checksum(frame, self.transport.spec),
             key=key, timeout=self.options.task_timeout,
             capture=not self.backend.live_output,
-            cancellable=any(isinstance(t, Future) for t in targets), body=body)
+            cancellable=any(isinstance(t, Future) for t in targets), body=bytes(body))
         return _Chunk(chunk_id, tasks, targets, protocol.encode(msg), key, len(frame))
 
     def enqueue_submit(self, future: Future[Any], fn: Callable[..., Any],

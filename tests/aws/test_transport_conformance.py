@@ -66,6 +66,24 @@ def test_store_put_get_round_trips_any_bytes(store):
         assert store.get(key) == value
 
 
+def test_store_put_takes_a_large_frame_as_a_mapped_view(store, monkeypatch):
+    """A large frame is a memoryview over a mapping (serialization._concatenate).
+
+    The threshold (32 MiB) is lowered so the test moves 3 MiB, not 32.
+    """
+    np = pytest.importorskip("numpy")
+    from starburst import serialization
+    from starburst.serialization import dumps, loads
+    monkeypatch.setattr(serialization, "_MAP_THRESHOLD", 2 << 20)
+    array = np.arange(3 * 2**20 // 8, dtype=np.float64)  # 3 MiB, out of band
+    frame = dumps(array, codec="none")
+    assert isinstance(frame, memoryview)
+    store.put("big/frame", frame)
+    got = store.get("big/frame")
+    assert got == frame.tobytes()
+    assert np.array_equal(loads(got), array)
+
+
 def test_store_put_replaces(store):
     store.put("k", b"one")
     store.put("k", b"two")

@@ -114,8 +114,12 @@ class Store(abc.ABC):
     """
 
     @abc.abstractmethod
-    def put(self, key: str, data: bytes) -> None:
-        """Write ``data`` at ``key``, replacing what was there, atomically."""
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        """Write ``data`` at ``key``, replacing what was there, atomically.
+
+        ``data`` may be any contiguous bytes view: a large frame arrives as
+        a mapped one (:func:`starburst.serialization.dumps`).
+        """
 
     @abc.abstractmethod
     def put_if_absent(self, key: str, data: bytes) -> bool:

@@ -102,7 +102,7 @@ class DirStore(Store):
         """The directory that holds the keys below ``path`` (the root for ``""``)."""
         return self.root.joinpath(*map(_dir_name, path.split("/"))) if path else self.root
 
-    def _write_temp(self, path: Path, data: bytes) -> str:
+    def _write_temp(self, path: Path, data: bytes | memoryview) -> str:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
@@ -122,7 +122,7 @@ class DirStore(Store):
             f"cannot {what} {path}: {exc}. Free disk space or point the local store "
             "elsewhere (STARBURST_LOCAL_DIR).")
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | memoryview) -> None:
         path = self._path(key)
         os.replace(self._write_temp(path, data), path)
 

@@ -97,8 +97,9 @@ class S3Store(Store):
         """``s3://`` URL of ``key`` (for messages and logs)."""
         return f"s3://{self.bucket}/{self._key(key)}"
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | memoryview) -> None:
         full = self._key(key)
+        data = bytes(data)  # botocore takes bytes or a file; this copy is small beside the upload
         meta = {_META_DIGEST: _digest(data)}
         with translate_errors(f"S3 upload to {self.url(key)}", kind=TransportError):
             if len(data) < self.multipart_threshold:

@@ -679,7 +679,7 @@ class Worker:
             self._shared[digest] = frame
         return self._shared[digest]
 
-    def _encode(self, outcomes: list[Outcome]) -> bytes:
+    def _encode(self, outcomes: list[Outcome]) -> bytes | memoryview:
         return _encode(outcomes, codec_for(self.transport.spec))
 
     def _report(self, task: protocol.TaskMessage, outcomes: list[Outcome], attempt: str,
@@ -704,7 +704,7 @@ class Worker:
         key = "" if small else result_key(self.session, task.chunk, attempt)
         notice = protocol.Notice(kind="done", session=self.session, chunk=task.chunk,
                                  worker=self.worker_id, attempt=attempt, key=key,
-                                 checksum=digest, info=info, body=frame if small else b"")
+                                 checksum=digest, info=info, body=bytes(frame) if small else b"")
         encoded = protocol.encode(notice)
         if key:
             self.transport.store.put(key, frame)
@@ -979,7 +979,7 @@ def _raiser(error: BaseException) -> Callable[..., Any]:
     return fail
 
 
-def _encode(outcomes: list[Outcome], codec: Codec = "none") -> bytes:
+def _encode(outcomes: list[Outcome], codec: Codec = "none") -> bytes | memoryview:
     """The result frame of ``outcomes``, one part per task (:func:`dumps_parts`): a result
     that cannot be unpickled on the client fails its task only, and so does one that
     does not pickle here."""
