@@ -566,7 +566,7 @@ class Client:
         digests: dict[str, int] = {}
         items = []
         calls: list[tuple[tuple[Any, ...], dict[str, Any] | None]] = []
-        shares = False
+        shares = split = False
         last_fn: Any = None
         index = 0
         for tid, fn, args, kwargs, position in tasks:
@@ -579,26 +579,24 @@ class Client:
                         f"{getattr(fn, '__qualname__', fn)!r}: {exc}") from exc
                 index = digests.setdefault(digest, len(digests))
                 last_fn = fn
-            for arg in args:
-                if type(arg) not in _SCALARS and (
-                        id(arg) in self._shared or sizeof(arg) >= SHARE_THRESHOLD):
+            # One walk over the arguments: large or repeated ones are shared,
+            # and any that could be changed in place splits the chunk into
+            # a frame part per task, after the chunk's header: each task
+            # unpickles its own copy, as ProcessPoolExecutor pickles each call,
+            # so a task's in-place change never reaches the next one. A chunk
+            # of immutable scalars only (map over a range, say) keeps them in
+            # its header: nothing there can be changed, and a part per task
+            # would double the cost of a no-op task.
+            for arg in (*args, *kwargs.values()) if kwargs else args:
+                kind = type(arg)
+                if kind in _SCALARS:
+                    continue
+                split = split or kind not in _IMMUTABLE
+                if id(arg) in self._shared or sizeof(arg) >= SHARE_THRESHOLD:
                     self._share(arg)
                     shares = True
-            if kwargs:
-                for arg in kwargs.values():
-                    if id(arg) in self._shared or sizeof(arg) >= SHARE_THRESHOLD:
-                        self._share(arg)
-                        shares = True
             items.append((tid, index, position))
             calls.append((args, kwargs or None))
-        # Arguments that could be changed in place go one frame part per task,
-        # after the chunk's header: each task unpickles its own copy, as
-        # ProcessPoolExecutor pickles each call, so a task's in-place change never
-        # reaches the next one. A chunk of immutable scalars only (map over a
-        # range, say) keeps them in its header: nothing there can be changed,
-        # and a part per task would double the cost of a no-op task.
-        split = any(type(a) not in _IMMUTABLE for args, kwargs in calls
-                    for a in (*args, *(kwargs or {}).values()))
         payload = {"fns": list(digests), "items": items, "seed": self.options.seed,
                    "log_level": logging.getLogger().getEffectiveLevel(),
                    "calls": "parts" if split else calls}
