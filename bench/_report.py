@@ -2,14 +2,20 @@
 
 Every bench script:
 
+* takes ``--repeat``, ``--quick`` and ``--json`` (:func:`bench_parser`,
+  :func:`add_common_args`) and is described in ``--help`` by the first
+  paragraph of its docstring;
 * times each measurement ``--repeat`` times and reports the median
   (:class:`Timing`), so one noisy run does not decide a figure;
 * prints readable tables (rich when installed, aligned text otherwise) and
-  PASS/FAIL lines for its targets (:func:`print_table`, :class:`Target`);
+  PASS/FAIL lines for its targets (:func:`print_table`, :class:`Target`,
+  :func:`gating_passed`);
 * with ``--json``, prints one JSON object of all figures as the **last**
   line of stdout (:func:`emit_json`), so a harness can ``splitlines()[-1]``.
 
 Run a bench from the repository root, e.g. ``.venv/bin/python bench/local_throughput.py``.
+A bench imports this module as ``import _report as report`` (the bench directory
+is not a package: each puts it first on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Target", "Timing", "add_common_args", "emit_json", "environment", "fmt_rate",
-           "print_table", "print_targets"]
+__all__ = ["Target", "Timing", "add_common_args", "bench_parser", "emit_json", "environment",
+           "fmt_rate", "gating_passed", "print_table", "print_targets", "resolve_repeat"]
 
 
 @dataclass
@@ -90,6 +96,18 @@ def fmt_rate(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:,.0f}"
 
 
+def bench_parser(doc: str | None, *, repeat: int | None = None) -> argparse.ArgumentParser:
+    """A bench's parser, described by the first paragraph of its docstring ``doc``.
+
+    Given ``repeat``, the common flags come first (:func:`add_common_args`); a
+    bench that lists its own flags first adds them itself, after those.
+    """
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    if repeat is not None:
+        add_common_args(parser, repeat=repeat)
+    return parser
+
+
 def add_common_args(parser: argparse.ArgumentParser, *, repeat: int = 5) -> None:
     """``--repeat``, ``--quick`` and ``--json``: the flags every bench takes."""
     parser.add_argument("--repeat", type=int, default=None,
@@ -103,6 +121,7 @@ def add_common_args(parser: argparse.ArgumentParser, *, repeat: int = 5) -> None
 
 
 def resolve_repeat(args: argparse.Namespace) -> int:
+    """The runs per measurement: ``--repeat``, else 2 with ``--quick``, else the bench's default."""
     if args.repeat is not None:
         if args.repeat < 1:
             raise SystemExit("--repeat must be >= 1")
@@ -173,6 +192,11 @@ def print_targets(targets: Sequence[Target]) -> None:
             verdict = "GOAL met" if t.passed else "GOAL missed"
         value = "n/a" if math.isnan(t.value) else f"{t.value:.2f}"
         print(f"{verdict:<11} {t.name}: {value} (needs >= {t.threshold:g})")
+
+
+def gating_passed(targets: Sequence[Target]) -> bool:
+    """Whether every gating target passed (a goal missed fails nothing)."""
+    return all(t.passed for t in targets if t.gating)
 
 
 def emit_json(obj: dict[str, Any]) -> None:

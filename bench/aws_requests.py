@@ -20,7 +20,6 @@ Figures (issue "The Fargate path"):
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -33,15 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import (
-    Target,
-    add_common_args,
-    emit_json,
-    environment,
-    print_table,
-    print_targets,
-    resolve_repeat,
-)
+import _report as report  # the bench directory is not a package
 
 _COUNTER = textwrap.dedent('''
     """Counts botocore HTTP requests of this process (installed by bench/aws_requests.py)."""
@@ -102,14 +93,13 @@ def noop(x: int) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(parser, repeat=5)
+    parser = report.bench_parser(__doc__, repeat=5)
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--gib", type=float, default=1.0,
                         help="size of the S3 round-trip object in GiB (0 skips it)")
     args = parser.parse_args()
-    repeat = resolve_repeat(args)
+    repeat = report.resolve_repeat(args)
     if args.quick:
         args.tasks, args.gib = min(args.tasks, 500), min(args.gib, 0.05)
     counts_dir = Path(tempfile.mkdtemp(prefix="starburst-bench-requests-"))
@@ -184,10 +174,10 @@ def main() -> int:
             del payload, back
 
     rows = [[op, f"{n:,}", f"{n / args.tasks:.4f}"] for op, n in total.most_common()]
-    print_table(f"AWS requests of a whole session: {args.tasks:,} no-op tasks on "
-                f"{args.workers} workers (client + {len(worker_files)} workers)",
-                ["service.operation", "requests", "per task"], rows)
-    print_table("Summary", ["figure", "value"], [
+    report.print_table(f"AWS requests of a whole session: {args.tasks:,} no-op tasks on "
+                       f"{args.workers} workers (client + {len(worker_files)} workers)",
+                       ["service.operation", "requests", "per task"], rows)
+    report.print_table("Summary", ["figure", "value"], [
         ["requests, all services", f"{requests:,}"],
         ["requests per task", f"{per_task:.4f}"],
         ["(not counted: the emulator's own ECS agent / awslogs / task-state calls)",
@@ -205,14 +195,14 @@ def main() -> int:
           if round_trip else []),
     ])
     targets = [
-        Target("requests per task <= 0.05 (shown as 0.05 / value)", 0.05 / per_task, 1.0),
-        Target("warm time to first result <= 0.5 s (shown as 0.5 / value)",
-               0.5 / first_warm, 1.0),
-        Target("end-to-end tasks/s >= 1,000 (goal)", args.tasks / run_s, 1000, gating=False),
+        report.Target("requests per task <= 0.05 (shown as 0.05 / value)", 0.05 / per_task, 1.0),
+        report.Target("warm time to first result <= 0.5 s (shown as 0.5 / value)",
+                      0.5 / first_warm, 1.0),
+        report.Target("end-to-end tasks/s >= 1,000 (goal)", args.tasks / run_s, 1000, gating=False),
     ]
-    print_targets(targets)
+    report.print_targets(targets)
     figures.update({
-        "bench": "aws_requests", "environment": environment(), "tasks": args.tasks,
+        "bench": "aws_requests", "environment": report.environment(), "tasks": args.tasks,
         "workers": args.workers, "requests": requests, "requests_per_task": round(per_task, 5),
         "by_operation": dict(total.most_common()), "by_service": dict(by_service),
         "emulator_requests_not_counted": emulator,
@@ -223,7 +213,7 @@ def main() -> int:
         "targets": {t.name: t.as_dict() for t in targets},
     })
     if args.json:
-        emit_json(figures)
+        report.emit_json(figures)
     return 0
 
 

@@ -19,7 +19,6 @@ backend):
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import contextlib
 import errno
@@ -39,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "chaos"))
 import _faults  # noqa: E402
-from _report import add_common_args, emit_json, environment, print_table  # noqa: E402
+import _report as report  # noqa: E402
 
 import starburst  # noqa: E402
 
@@ -246,8 +245,7 @@ def _disk_full(n: int) -> tuple[dict | None, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(parser, repeat=1)
+    parser = report.bench_parser(__doc__, repeat=1)
     parser.add_argument("--tasks", type=int, default=10_000)
     args = parser.parse_args()
     n = min(args.tasks, 500) if args.quick else args.tasks
@@ -297,10 +295,10 @@ def main() -> int:
         rows.append([name, f"{r['tasks']:,}", f"{r['correct']:,}", r["lost"], r["duplicates"],
                      injected, f"{r['seconds']:.1f}",
                      "-" if base is None else f"{r['overhead']:.2f}x"])
-    print_table(f"Chaos: results under faults ({n:,} tasks of {NAP_S * 1000:g} ms nap, "
-                f"{WORKERS} workers, chunksize {CHUNKSIZE})",
-                ["fault", "tasks", "correct", "lost", "duplicates", "kills/faults injected",
-                 "s", "overhead vs clean"], rows)
+    report.print_table(f"Chaos: results under faults ({n:,} tasks of {NAP_S * 1000:g} ms nap, "
+                       f"{WORKERS} workers, chunksize {CHUNKSIZE})",
+                       ["fault", "tasks", "correct", "lost", "duplicates", "kills/faults injected",
+                        "s", "overhead vs clean"], rows)
     if "local_disk_full" in out:
         d = out["local_disk_full"]
         notes.append(f"local_disk_full: {d['failed_clearly']:,} tasks failed with a clear "
@@ -312,8 +310,8 @@ def main() -> int:
     for note in notes:
         print(f"note: {note}")
     if args.json:
-        emit_json({"bench": "chaos_report", "environment": environment(), "notes": notes,
-                   "scenarios": out})
+        report.emit_json({"bench": "chaos_report", "environment": report.environment(),
+                          "notes": notes, "scenarios": out})
     return 0
 
 

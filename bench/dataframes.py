@@ -45,7 +45,6 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import math
@@ -57,16 +56,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import (  # the bench directory is not a package
-    Target,
-    Timing,
-    add_common_args,
-    emit_json,
-    environment,
-    print_table,
-    print_targets,
-    resolve_repeat,
-)
+import _report as report  # the bench directory is not a package
 
 METHODS = ("pickle", "pickle_zstd", "local", "s3", "s3_zstd-1", "s3_zstd3")
 DIRECTIONS = ("to_worker", "to_client")
@@ -189,8 +179,9 @@ def measure(frame: Any, repeat: int, log: Callable[[str], None]) -> dict[str, di
     """``{direction: {method: figures}}``; methods interleaved within each run."""
     rows = len(frame)
     out: dict[str, dict[str, Any]] = {
-        d: {m: {"encode": Timing(rows), "decode": Timing(rows), "checksum": Timing(rows),
-                "sizes": []} for m in METHODS} for d in DIRECTIONS}
+        d: {m: {"encode": report.Timing(rows), "decode": report.Timing(rows),
+                "checksum": report.Timing(rows), "sizes": []} for m in METHODS}
+        for d in DIRECTIONS}
     for direction in DIRECTIONS:
         for run in range(repeat):
             for method in METHODS:
@@ -230,7 +221,7 @@ def _round(x: float, digits: int = 3) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else round(x, digits)
 
 
-def _timing(t: Timing) -> dict[str, Any]:
+def _timing(t: report.Timing) -> dict[str, Any]:
     return {"median_s": _round(t.median_s, 4), "runs_s": [_round(s, 4) for s in t.runs],
             "rows_per_s": _round(t.rate, 0)}
 
@@ -245,17 +236,17 @@ def _times(f: dict[str, Any], throughput: float) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = report.bench_parser(__doc__)
     parser.add_argument("--rows", type=int, default=None,
                         help="rows of the frame (default 10,000,000; 200,000 with --quick)")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when a gating target fails")
-    add_common_args(parser, repeat=3)
+    report.add_common_args(parser, repeat=3)
     args = parser.parse_args(argv)
     rows = args.rows if args.rows is not None else (200_000 if args.quick else 10_000_000)
     if rows < 1:
         parser.error("--rows must be >= 1")
-    repeat = resolve_repeat(args)
+    repeat = report.resolve_repeat(args)
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -301,12 +292,12 @@ def main(argv: list[str] | None = None) -> int:
                  else "result: worker dumps, client loads")
         title = f"{direction.replace('_', ' ')} ({where}): {rows:,} rows, " \
                 f"{memory / 2**20:,.0f} MiB in memory, median of {repeat}"
-        print_table(f"local backend, {title} (ratios vs plain pickle; > 1x = faster)",
-                    ["method", "encode s", "decode s", "checksum s", "MiB", "frame",
-                     "+checksum"], local_rows)
-        print_table(f"S3 at {mbps:g} MB/s per worker, up + down, {title}",
-                    ["method", "enc+dec s", "MiB", "transfer s", "total s", "vs pickle",
-                     "+checksum s", "vs pickle", "size"], s3_rows)
+        report.print_table(f"local backend, {title} (ratios vs plain pickle; > 1x = faster)",
+                           ["method", "encode s", "decode s", "checksum s", "MiB", "frame",
+                            "+checksum"], local_rows)
+        report.print_table(f"S3 at {mbps:g} MB/s per worker, up + down, {title}",
+                           ["method", "enc+dec s", "MiB", "transfer s", "total s", "vs pickle",
+                            "+checksum s", "vs pickle", "size"], s3_rows)
     print(f"assumption: S3 moves {mbps:g} MB/s per worker each way "
           f"(NETWORK_THROUGHPUT); the s3 codec is zstd level {NETWORK_ZSTD_LEVEL} per segment")
 
@@ -314,21 +305,21 @@ def main(argv: list[str] | None = None) -> int:
     for d in DIRECTIONS:
         name = d.replace("_", " ")
         targets += [
-            Target(f"local frame vs plain pickle, {name}", ratios[d]["local"]["frame"], 0.9),
-            Target(f"local frame + checksum vs plain pickle, {name} (goal)",
-                   ratios[d]["local"]["with_checksum"], 0.9, gating=False),
-            Target(f"s3 total vs plain pickle at {mbps:g} MB/s, {name}",
-                   ratios[d]["s3"]["s3_total"], 1.0),
-            Target(f"s3 total vs pickle+zstd at {mbps:g} MB/s, {name}",
-                   _ratio(times[d]["pickle_zstd"]["s3_total"], times[d]["s3"]["s3_total"]),
-                   1.0),
-            Target(f"s3 total + checksum vs plain pickle at {mbps:g} MB/s, {name} (goal)",
-                   ratios[d]["s3"]["s3_with_checksum"], 1.0, gating=False),
+            report.Target(f"local frame vs plain pickle, {name}", ratios[d]["local"]["frame"], 0.9),
+            report.Target(f"local frame + checksum vs plain pickle, {name} (goal)",
+                          ratios[d]["local"]["with_checksum"], 0.9, gating=False),
+            report.Target(f"s3 total vs plain pickle at {mbps:g} MB/s, {name}",
+                          ratios[d]["s3"]["s3_total"], 1.0),
+            report.Target(f"s3 total vs pickle+zstd at {mbps:g} MB/s, {name}",
+                          _ratio(times[d]["pickle_zstd"]["s3_total"], times[d]["s3"]["s3_total"]),
+                          1.0),
+            report.Target(f"s3 total + checksum vs plain pickle at {mbps:g} MB/s, {name} (goal)",
+                          ratios[d]["s3"]["s3_with_checksum"], 1.0, gating=False),
         ]
-    print_targets(targets)
+    report.print_targets(targets)
 
     if args.json:
-        emit_json({
+        report.emit_json({
             "bench": "dataframes",
             "rows": rows,
             "frame_mib": round(memory / 2**20, 1),
@@ -336,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": bool(args.quick),
             "throughput_bytes_per_s": NETWORK_THROUGHPUT,
             "s3_zstd_level": NETWORK_ZSTD_LEVEL,
-            "env": environment(),
+            "env": report.environment(),
             "figures": {
                 d: {m: {"encode": _timing(f["encode"]), "decode": _timing(f["decode"]),
                         "checksum": _timing(f["checksum"]), "bytes": f["bytes"],
@@ -348,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                                      for m, r in ratios[d].items()} for d in DIRECTIONS},
             "targets": {t.name: t.as_dict() for t in targets},
         })
-    failed = any(t.gating and not t.passed for t in targets)
+    failed = not report.gating_passed(targets)
     return 1 if (args.strict and failed) else 0
 
 

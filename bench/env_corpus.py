@@ -37,7 +37,6 @@ and PyPI)::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil
@@ -51,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import emit_json, environment, print_table  # the bench directory is not a package
+import _report as report  # the bench directory is not a package
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
@@ -274,15 +273,15 @@ def run_one(env: Env, site: Path, platform: str, work: Path,
     options = _environment.EnvOptions(mode="auto", platform=platform, index=index,
                                       snapshot=snapshot)
     try:
-        report = _environment.ensure_environment(options, snapshot, region=REGION,
-                                                 repository="starburst")
+        built = _environment.ensure_environment(options, snapshot, region=REGION,
+                                                repository="starburst")
     except EnvironmentBuildError as exc:
         row.note = f"build failed: {str(exc)[:400]}"
         return row
-    row.timings = {k: round(v, 3) for k, v in report.timings.items()}
-    row.resolve_s = report.timings.get("resolve")
-    row.build_s = report.timings["total"] - (row.resolve_s or 0.0)
-    image = report.image
+    row.timings = {k: round(v, 3) for k, v in built.timings.items()}
+    row.resolve_s = built.timings.get("resolve")
+    row.build_s = built.timings["total"] - (row.resolve_s or 0.0)
+    image = built.image
     with ecr_registry(region=REGION) as registry:
         row.image_mib = _image_mib(registry, image.repository, image.tag)
         rootfs = work / f"rootfs-{platform}"
@@ -298,8 +297,8 @@ def run_one(env: Env, site: Path, platform: str, work: Path,
     else:
         imports_ok, row.imports = True, _NOT_RUNNABLE
     row.ok = tags_ok and imports_ok
-    if report.warnings:
-        row.note = "; ".join(report.warnings)[:200]
+    if built.warnings:
+        row.note = "; ".join(built.warnings)[:200]
     return row
 
 
@@ -308,7 +307,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = report.bench_parser(__doc__)
     parser.add_argument("--env", action="append", default=[],
                         help="environments to run (repeat or comma-separate; default all)")
     parser.add_argument("--platform", action="append", default=[],
@@ -359,12 +358,12 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(work, ignore_errors=True)
         os.environ.pop("STARBURST_CACHE_DIR", None)
 
-    print_table("environment corpus (image MiB: compressed layers on the synthetic base)",
-                ["environment", "platform", "dists", "resolve s", "build s", "image MiB",
-                 "wheel tags", "imports ok"],
-                [[r.env, r.platform, str(r.distributions), _fmt(r.resolve_s),
-                  _fmt(r.build_s), _fmt(r.image_mib), r.wheel_tags, r.imports]
-                 for r in rows])
+    report.print_table("environment corpus (image MiB: compressed layers on the synthetic base)",
+                       ["environment", "platform", "dists", "resolve s", "build s", "image MiB",
+                        "wheel tags", "imports ok"],
+                       [[r.env, r.platform, str(r.distributions), _fmt(r.resolve_s),
+                         _fmt(r.build_s), _fmt(r.image_mib), r.wheel_tags, r.imports]
+                        for r in rows])
     for r in rows:
         if r.note:
             print(f"note {r.env}/{r.platform}: {r.note}")
@@ -372,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'PASS' if passed else 'FAIL'}: {sum(r.ok for r in rows)}/{len(rows)} "
           "environment builds checked")
     if args.json:
-        emit_json({"bench": "env_corpus", "environment": environment(), "pass": passed,
-                   "rows": [dataclasses.asdict(r) for r in rows]})
+        report.emit_json({"bench": "env_corpus", "environment": report.environment(),
+                          "pass": passed, "rows": [dataclasses.asdict(r) for r in rows]})
     return 0 if passed else 1
 
 

@@ -32,7 +32,6 @@ Usage (from the repository root; needs ``apt-get install docker-registry``)::
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import os
@@ -46,15 +45,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import (  # the bench directory is not a package
-    Target,
-    add_common_args,
-    emit_json,
-    environment,
-    print_table,
-    print_targets,
-    resolve_repeat,
-)
+import _report as report  # the bench directory is not a package
 
 from starburst.envsync._uv import run_uv
 from starburst.envsync.auth import RegistryAuth
@@ -133,22 +124,22 @@ def _snapshot(pins: dict[str, str], platform: Platform) -> Snapshot:
         Distribution(name, version, pure=False) for name, version in sorted(pins.items())))
 
 
-def _phase(report: BuildReport) -> dict[str, Any]:
-    t = report.timings
-    return {"built": report.built, "resolve_s": round(t.get("resolve", 0.0), 3),
+def _phase(build: BuildReport) -> dict[str, Any]:
+    t = build.timings
+    return {"built": build.built, "resolve_s": round(t.get("resolve", 0.0), 3),
             "install_s": round(t.get("install", 0.0), 3), "tar_s": round(t.get("tar", 0.0), 3),
             "upload_s": round(t.get("upload", 0.0), 3), "total_s": round(t["total"], 3),
-            "bytes_uploaded": report.bytes_uploaded,
-            "layers": {x.name: x.blob.size for x in report.layers},
-            "tag": report.image.tag}
+            "bytes_uploaded": build.bytes_uploaded,
+            "layers": {x.name: x.blob.size for x in build.layers},
+            "tag": build.image.tag}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = report.bench_parser(__doc__)
     parser.add_argument("--packages", nargs="+", default=["numpy", "pandas", "scikit-learn"])
-    add_common_args(parser, repeat=5)
+    report.add_common_args(parser, repeat=5)
     args = parser.parse_args()
-    repeat = resolve_repeat(args)
+    repeat = report.resolve_repeat(args)
     platform = Platform.of("x86_64")
     with tempfile.TemporaryDirectory(prefix="starburst-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -201,14 +192,14 @@ def main() -> int:
     snap_s = statistics.median(snap_runs)
 
     c = _phase(cold)
-    print_table(f"envsync cold build of {len(old)} distributions "
-                f"({', '.join(args.packages) if not args.quick else 'synthetic'})",
-                ["phase", "seconds"],
-                [[k.removesuffix("_s"), f"{c[k]:.2f}"]
-                 for k in ("resolve_s", "install_s", "tar_s", "upload_s", "total_s")])
-    print_table("layers of the cold build", ["layer", "MiB (gzip)"],
-                [[name, f"{size / MIB:.2f}"] for name, size in c["layers"].items()])
-    print_table("envsync figures", ["measure", "value"], [
+    report.print_table(f"envsync cold build of {len(old)} distributions "
+                       f"({', '.join(args.packages) if not args.quick else 'synthetic'})",
+                       ["phase", "seconds"],
+                       [[k.removesuffix("_s"), f"{c[k]:.2f}"]
+                        for k in ("resolve_s", "install_s", "tar_s", "upload_s", "total_s")])
+    report.print_table("layers of the cold build", ["layer", "MiB (gzip)"],
+                       [[name, f"{size / MIB:.2f}"] for name, size in c["layers"].items()])
+    report.print_table("envsync figures", ["measure", "value"], [
         ["cold: bytes uploaded", f"{cold.bytes_uploaded / MIB:.2f} MiB"],
         ["warm check: median seconds", f"{warm_s:.3f}"],
         [f"snapshot of this interpreter ({len(local.distributions)} dists): median seconds",
@@ -220,26 +211,26 @@ def main() -> int:
         ["upgrade: uploaded / layer", f"{ratio:.3f}"],
         ["upgrade: total seconds", f"{up.timings['total']:.2f}"],
     ])
-    targets = [Target("warm checks per second (>= 1: under 1 s)", 1 / warm_s, 1.0),
-               Target("warm check sent nothing (1 = yes)", float(warm_bytes == 0), 1.0),
-               Target("layer / uploaded on upgrade (>= 0.91: at most 1.1x)",
-                      1 / ratio if ratio == ratio and ratio else float("nan"), 0.91)]
-    print_targets(targets)
+    targets = [report.Target("warm checks per second (>= 1: under 1 s)", 1 / warm_s, 1.0),
+               report.Target("warm check sent nothing (1 = yes)", float(warm_bytes == 0), 1.0),
+               report.Target("layer / uploaded on upgrade (>= 0.91: at most 1.1x)",
+                             1 / ratio if ratio == ratio and ratio else float("nan"), 0.91)]
+    report.print_targets(targets)
     if args.json:
-        emit_json({"bench": "envsync", "quick": args.quick, "repeat": repeat,
-                   "packages": args.packages if not args.quick else sorted(old),
-                   "env": environment(), "cold": c,
-                   "snapshot": {"median_s": round(snap_s, 4),
-                                "distributions": len(local.distributions)},
-                   "warm_check": {"median_s": round(warm_s, 4),
-                                  "runs_s": [round(s, 4) for s in warm_runs],
-                                  "bytes_uploaded": warm_bytes},
-                   "upgrade": {"package": upgraded, "from": old[upgraded],
-                               "to": new[upgraded], **_phase(up),
-                               "layer_bytes": layer_size, "ratio": round(ratio, 4)},
-                   "targets": {t.name: t.as_dict() for t in targets},
-                   "pass": all(t.passed for t in targets if t.gating)})
-    return 0 if all(t.passed for t in targets if t.gating) else 1
+        report.emit_json({"bench": "envsync", "quick": args.quick, "repeat": repeat,
+                          "packages": args.packages if not args.quick else sorted(old),
+                          "env": report.environment(), "cold": c,
+                          "snapshot": {"median_s": round(snap_s, 4),
+                                       "distributions": len(local.distributions)},
+                          "warm_check": {"median_s": round(warm_s, 4),
+                                         "runs_s": [round(s, 4) for s in warm_runs],
+                                         "bytes_uploaded": warm_bytes},
+                          "upgrade": {"package": upgraded, "from": old[upgraded],
+                                      "to": new[upgraded], **_phase(up),
+                                      "layer_bytes": layer_size, "ratio": round(ratio, 4)},
+                          "targets": {t.name: t.as_dict() for t in targets},
+                          "pass": report.gating_passed(targets)})
+    return 0 if report.gating_passed(targets) else 1
 
 
 if __name__ == "__main__":

@@ -7,14 +7,13 @@ Random and mutated inputs; any exception other than ProtocolError is a bug.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import add_common_args, emit_json, environment, print_table
+import _report as report  # the bench directory is not a package
 
 from starburst import protocol
 from starburst.exceptions import ProtocolError
@@ -27,8 +26,7 @@ class _Store(dict):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(parser, repeat=1)
+    parser = report.bench_parser(__doc__, repeat=1)
     parser.add_argument("--cases", type=int, default=100_000)
     args = parser.parse_args()
     cases = min(args.cases, 5_000) if args.quick else args.cases
@@ -71,13 +69,15 @@ def main() -> int:
         figures[name] = {"cases": cases, "parsed": ok, "rejected": rejected,
                          "crashed": crashed, "seconds": round(seconds, 3),
                          "examples": examples}
-    print_table("Parser fuzzing (crashed = an exception other than ProtocolError)",
-                ["parser", "cases", "parsed", "ProtocolError", "crashed", "s", "cases/s"], rows)
+    report.print_table("Parser fuzzing (crashed = an exception other than ProtocolError)",
+                       ["parser", "cases", "parsed", "ProtocolError", "crashed", "s", "cases/s"],
+                       rows)
     for name, fig in figures.items():
         for ex in fig["examples"]:
             print(f"CRASH {name}: {ex}")
     if args.json:
-        emit_json({"bench": "fuzz_parsers", "environment": environment(), "parsers": figures})
+        report.emit_json({"bench": "fuzz_parsers", "environment": report.environment(),
+                          "parsers": figures})
     return 1 if any(f["crashed"] for f in figures.values()) else 0
 
 

@@ -37,7 +37,6 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import logging
@@ -50,16 +49,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import (  # the bench directory is not a package
-    Target,
-    Timing,
-    add_common_args,
-    emit_json,
-    environment,
-    print_table,
-    print_targets,
-    resolve_repeat,
-)
+import _report as report  # the bench directory is not a package
 
 BACKENDS = ("starburst", "loky")
 MODES = ("warm", "cold")
@@ -117,7 +107,7 @@ def _stop_loky() -> None:
     get_reusable_executor().shutdown(wait=True)
 
 
-def _run(name: str, mode: str, work: Callable[[], Any], n_jobs: int, timing: Timing) -> Any:
+def _run(name: str, mode: str, work: Callable[[], Any], n_jobs: int, timing: report.Timing) -> Any:
     """Time ``work`` on backend ``name`` in ``mode``; return its result."""
     gc.collect()
     if name == "loky":
@@ -160,23 +150,24 @@ def _same_results(a: dict[str, Any], b: dict[str, Any]) -> bool:
 # -- main --------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = report.bench_parser(__doc__)
     parser.add_argument("--n-jobs", type=int, default=2, help="n_jobs of every call (2)")
     parser.add_argument("--cv", type=int, default=5, help="GridSearchCV folds (5)")
     parser.add_argument("--calls", type=int, default=200, help="small Parallel calls (200)")
     parser.add_argument("--tasks", type=int, default=10, help="tasks per small call (10)")
     parser.add_argument("--samples", type=int, default=None,
                         help="fit on the first N digits only (default: all 1,797)")
-    add_common_args(parser, repeat=5)
+    report.add_common_args(parser, repeat=5)
     args = parser.parse_args(argv)
-    repeat = resolve_repeat(args)
+    repeat = report.resolve_repeat(args)
     logging.getLogger("starburst").setLevel(logging.WARNING)
 
     workloads: dict[str, Callable[[], Any]] = {
         "grid": lambda: _grid(args.cv, args.n_jobs, args.samples),
         "calls": lambda: _calls(args.calls, args.tasks, args.n_jobs),
     }
-    timings = {(w, m, b): Timing(tasks=1) for w in workloads for m in MODES for b in BACKENDS}
+    timings = {(w, m, b): report.Timing(tasks=1)
+               for w in workloads for m in MODES for b in BACKENDS}
     results: dict[tuple[str, str], Any] = {}
     equal = {"grid": True, "calls": True}
     for _ in range(repeat):
@@ -205,26 +196,26 @@ def main(argv: list[str] | None = None) -> int:
                          f"{ratios[f'{workload}_{mode}']:.2f}x",
                          " ".join(f"{s:.2f}" for s in sb.runs),
                          " ".join(f"{s:.2f}" for s in lk.runs)])
-    print_table(f"joblib: starburst (local) vs loky, n_jobs={args.n_jobs}, median of {repeat} "
-                f"(grid: GridSearchCV SVC cv={args.cv} on load_digits; calls: {args.calls} "
-                f"Parallel calls x {args.tasks} tasks)",
-                ["workload", "starburst s", "loky s", "ratio", "starburst runs", "loky runs"],
-                rows)
+    report.print_table(
+        f"joblib: starburst (local) vs loky, n_jobs={args.n_jobs}, median of {repeat} "
+        f"(grid: GridSearchCV SVC cv={args.cv} on load_digits; calls: {args.calls} "
+        f"Parallel calls x {args.tasks} tasks)",
+        ["workload", "starburst s", "loky s", "ratio", "starburst runs", "loky runs"], rows)
     print(f"results equal to loky's (cv_results_ bitwise but *_time): grid {equal['grid']}, "
           f"calls {equal['calls']}")
-    targets = [Target(f"{key}: loky time / starburst time (ratio <= {MAX_RATIO})",
-                      1.0 / ratios[key], round(1.0 / MAX_RATIO, 3),
-                      gating=key.endswith("_warm"))
+    targets = [report.Target(f"{key}: loky time / starburst time (ratio <= {MAX_RATIO})",
+                             1.0 / ratios[key], round(1.0 / MAX_RATIO, 3),
+                             gating=key.endswith("_warm"))
                for key in ratios]
-    print_targets(targets)
-    passed = all(t.passed for t in targets if t.gating) and all(equal.values())
+    report.print_targets(targets)
+    passed = report.gating_passed(targets) and all(equal.values())
 
     if args.json:
-        emit_json({
+        report.emit_json({
             "bench": "joblib_vs_loky", "n_jobs": args.n_jobs, "cv": args.cv,
             "calls": args.calls, "tasks": args.tasks, "samples": args.samples,
             "repeat": repeat, "quick": args.quick,
-            "env": environment(),
+            "env": report.environment(),
             "figures": {f"{w}_{m}": {b: timings[w, m, b].as_dict() for b in BACKENDS}
                         for w in workloads for m in MODES},
             "ratios": {k: round(v, 3) for k, v in ratios.items()},

@@ -49,17 +49,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import (  # the bench directory is not a package
-    Target,
-    Timing,
-    add_common_args,
-    emit_json,
-    environment,
-    fmt_rate,
-    print_table,
-    print_targets,
-    resolve_repeat,
-)
+import _report as report  # the bench directory is not a package
 
 POOLS = ("starburst", "ppe", "loky", "dask")
 BASELINE_ITEMS = 10
@@ -72,7 +62,7 @@ def noop(x: Any) -> Any:
 
 # -- measurements ---------------------------------------------------------------
 
-def _timed(run: Callable[[], list[Any]], expected: list[Any], timing: Timing) -> None:
+def _timed(run: Callable[[], list[Any]], expected: list[Any], timing: report.Timing) -> None:
     gc.collect()
     t0 = time.perf_counter()
     out = run()
@@ -96,8 +86,8 @@ def bench_cf_pool(start: Callable[[], cf.Executor], n: int, repeat: int,
     try:
         ex.submit(noop, 0).result()  # started and warm
         startup = time.perf_counter() - t0
-        maps = {label: Timing(n) for label in map_chunksizes}
-        sub = Timing(n)
+        maps = {label: report.Timing(n) for label in map_chunksizes}
+        sub = report.Timing(n)
         for _ in range(repeat):
             for label, cs in map_chunksizes.items():
                 _timed(lambda cs=cs: list(ex.map(noop, range(n), chunksize=cs)), expected,
@@ -120,7 +110,7 @@ def bench_starburst(n: int, repeat: int, workers: int) -> dict[str, Any]:
     try:
         ex.submit(noop, 0).result()
         startup = time.perf_counter() - t0
-        mp, sub = Timing(n), Timing(n)
+        mp, sub = report.Timing(n), report.Timing(n)
         for _ in range(repeat):
             _timed(lambda: list(ex.map(noop, range(n))), expected, mp)
             _timed(lambda: _submit_all(ex.submit, n), expected, sub)
@@ -156,7 +146,7 @@ def bench_dask(n: int, repeat: int, workers: int) -> dict[str, Any]:
                 Client(cluster) as client:
             client.submit(noop, 0, pure=False).result()
             startup = time.perf_counter() - t0
-            mp, sub = Timing(n), Timing(n)
+            mp, sub = report.Timing(n), report.Timing(n)
 
             def run_map() -> list[Any]:
                 futures = client.map(noop, range(n), pure=False)
@@ -172,11 +162,12 @@ def bench_dask(n: int, repeat: int, workers: int) -> dict[str, Any]:
 
 
 def run_pools(pools: list[str], n: int, repeat: int, workers: int,
-              log: Callable[[str], None]) -> tuple[dict[str, Timing], dict[str, Timing],
+              log: Callable[[str], None]) -> tuple[dict[str, report.Timing],
+                                                   dict[str, report.Timing],
                                                    dict[str, float], int]:
     tuned = max(1, math.ceil(n / (4 * workers)))
-    maps: dict[str, Timing] = {}
-    submits: dict[str, Timing] = {}
+    maps: dict[str, report.Timing] = {}
+    submits: dict[str, report.Timing] = {}
     startup: dict[str, float] = {}
     for pool in pools:
         log(f"  {pool} ...")
@@ -307,14 +298,14 @@ _SUBMIT_LABELS = {
 }
 
 
-def _ratio(a: Timing | None, b: Timing | None) -> float:
+def _ratio(a: report.Timing | None, b: report.Timing | None) -> float:
     if a is None or b is None:
         return math.nan
     return a.rate / b.rate
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = report.bench_parser(__doc__)
     parser.add_argument("--tasks", type=int, default=10_000, help="no-op tasks per run")
     parser.add_argument("--workers", type=int, default=2, help="worker processes per pool")
     parser.add_argument("--pools", default=",".join(POOLS),
@@ -326,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit with status 1 when a gating target fails")
     parser.add_argument("--child-memory", choices=("baseline", "generator"),
                         help=argparse.SUPPRESS)
-    add_common_args(parser, repeat=5)
+    report.add_common_args(parser, repeat=5)
     args = parser.parse_args(argv)
     mem_items = (args.memory_items if args.memory_items is not None
                  else (100_000 if args.quick else 1_000_000))
@@ -341,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(pools) - set(POOLS))
     if unknown:
         parser.error(f"unknown pool(s) {', '.join(unknown)}; choose from {', '.join(POOLS)}")
-    repeat = resolve_repeat(args)
+    repeat = report.resolve_repeat(args)
     n, workers = args.tasks, args.workers
 
     def log(text: str) -> None:
@@ -364,29 +355,30 @@ def main(argv: list[str] | None = None) -> int:
     base_map, base_sub = maps.get("ppe_cs1"), submits.get("ppe")
     map_rows = []
     for key, timing in maps.items():
-        map_rows.append([_MAP_LABELS[key].format(tuned=tuned), fmt_rate(timing.rate),
+        map_rows.append([_MAP_LABELS[key].format(tuned=tuned), report.fmt_rate(timing.rate),
                          f"{timing.median_s * 1000:,.1f}", f"{_ratio(timing, base_map):.2f}x"])
-    print_table(f"map: {n:,} no-op tasks, {workers} workers, median of {repeat} "
-                "(ratio vs ProcessPool chunksize=1)",
-                ["pool", "tasks/s", "ms/run", "ratio"], map_rows)
+    report.print_table(f"map: {n:,} no-op tasks, {workers} workers, median of {repeat} "
+                       "(ratio vs ProcessPool chunksize=1)",
+                       ["pool", "tasks/s", "ms/run", "ratio"], map_rows)
     sub_rows = []
     for key, timing in submits.items():
-        sub_rows.append([_SUBMIT_LABELS[key], fmt_rate(timing.rate),
+        sub_rows.append([_SUBMIT_LABELS[key], report.fmt_rate(timing.rate),
                          f"{timing.median_s * 1000:,.1f}", f"{_ratio(timing, base_sub):.2f}x"])
-    print_table(f"submit all, then result each: {n:,} tasks, median of {repeat} "
-                "(ratio vs ProcessPool submit)",
-                ["pool", "tasks/s", "ms/run", "ratio"], sub_rows)
-    print_table("pool start + one warm-up task (s)", ["pool", "seconds"],
-                [[k, f"{v:.2f}"] for k, v in startup.items()])
+    report.print_table(f"submit all, then result each: {n:,} tasks, median of {repeat} "
+                       "(ratio vs ProcessPool submit)",
+                       ["pool", "tasks/s", "ms/run", "ratio"], sub_rows)
+    report.print_table("pool start + one warm-up task (s)", ["pool", "seconds"],
+                       [[k, f"{v:.2f}"] for k, v in startup.items()])
     if memory is not None:
         b, g = memory["baseline"], memory["generator"]
-        print_table(f"starburst client peak RSS (ru_maxrss), fresh process, {workers} workers",
-                    ["run", "items", "peak RSS MiB", "map s", "tasks/s", "process s"],
-                    [["baseline: map over 10 items", f"{b['items']:,}", f"{b['maxrss_mib']:.1f}",
-                      f"{b['map_s']:.2f}", "-", f"{b['process_wall_s']:.2f}"],
-                     ["generator, consumed and summed", f"{g['items']:,}",
-                      f"{g['maxrss_mib']:.1f}", f"{g['map_s']:.2f}",
-                      fmt_rate(g["tasks_per_s"] or math.nan), f"{g['process_wall_s']:.2f}"]])
+        report.print_table(
+            f"starburst client peak RSS (ru_maxrss), fresh process, {workers} workers",
+            ["run", "items", "peak RSS MiB", "map s", "tasks/s", "process s"],
+            [["baseline: map over 10 items", f"{b['items']:,}", f"{b['maxrss_mib']:.1f}",
+              f"{b['map_s']:.2f}", "-", f"{b['process_wall_s']:.2f}"],
+             ["generator, consumed and summed", f"{g['items']:,}",
+              f"{g['maxrss_mib']:.1f}", f"{g['map_s']:.2f}",
+              report.fmt_rate(g["tasks_per_s"] or math.nan), f"{g['process_wall_s']:.2f}"]])
         print(f"VmHWM cross-check (MiB): baseline {b['vmhwm_mib']:.1f}, "
               f"generator {g['vmhwm_mib']:.1f}")
         samples = ", ".join(f"{k // 1000:,}k:{v:.0f}" for k, v in g["rss_samples_mib"])
@@ -396,24 +388,24 @@ def main(argv: list[str] | None = None) -> int:
 
     sb_map, sb_sub = maps.get("starburst"), submits.get("starburst")
     targets = [
-        Target("starburst map >= 5x ProcessPool(chunksize=1) map",
-               _ratio(sb_map, base_map), 5.0),
-        Target("starburst submit >= 0.5x ProcessPool submit", _ratio(sb_sub, base_sub), 0.5),
-        Target("starburst submit >= 1x ProcessPool submit (goal)", _ratio(sb_sub, base_sub),
-               1.0, gating=False),
+        report.Target("starburst map >= 5x ProcessPool(chunksize=1) map",
+                      _ratio(sb_map, base_map), 5.0),
+        report.Target("starburst submit >= 0.5x ProcessPool submit", _ratio(sb_sub, base_sub), 0.5),
+        report.Target("starburst submit >= 1x ProcessPool submit (goal)", _ratio(sb_sub, base_sub),
+                      1.0, gating=False),
     ]
-    print_targets(targets)
+    report.print_targets(targets)
 
-    failed = any(t.gating and not t.passed for t in targets)
+    failed = not report.gating_passed(targets)
     if args.json:
-        emit_json({
+        report.emit_json({
             "bench": "local_throughput",
             "tasks": n,
             "workers": workers,
             "repeat": repeat,
             "quick": bool(args.quick),
             "tuned_chunksize": tuned,
-            "env": environment(),
+            "env": report.environment(),
             "map": {k: t.as_dict() for k, t in maps.items()},
             "submit": {k: t.as_dict() for k, t in submits.items()},
             "ratios": {

@@ -16,7 +16,6 @@ tasks of 60 s or more and for 10,000 tasks of 1 s on 50 workers; cost <=
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import add_common_args, emit_json, environment, print_table
+import _report as report  # the bench directory is not a package
 
 from starburst.simulate import FargateModel, Workload, simulate, simulate_seed_design
 
@@ -40,8 +39,7 @@ def gated(tasks: int, seconds: float, workers: int) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(parser, repeat=5)
+    parser = report.bench_parser(__doc__, repeat=5)
     parser.add_argument("--seeds", type=int, default=None,
                         help="random seeds per workload; medians are reported (default 5)")
     parser.add_argument("--submit-rate", type=float, default=1.5,
@@ -91,7 +89,7 @@ def main() -> int:
                     "seed_design_makespan_s": round(seed_mk, 1),
                     "seed_design_cost_usd": round(seed_cost, 4), "chunks": ours[0].chunks,
                 })
-    print_table(
+    report.print_table(
         f"Scale model (median of {seeds} seeds; cold start {model.cold_start_min:g}-"
         f"{model.cold_start_max:g} s; '-' = makespan target not applicable; '!' = above "
         f"{LIMIT}x)",
@@ -101,8 +99,9 @@ def main() -> int:
           f"{time.perf_counter() - started:.1f} s")
     print("targets: " + ("all met" if not failures else "MISSED: " + ", ".join(failures)))
     if args.json:
-        emit_json({"bench": "scale_model", "environment": environment(), "seeds": seeds,
-                   "limit": LIMIT, "workloads": figures, "missed": failures})
+        report.emit_json({"bench": "scale_model", "environment": report.environment(),
+                          "seeds": seeds, "limit": LIMIT, "workloads": figures,
+                          "missed": failures})
     return 0
 
 

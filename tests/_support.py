@@ -175,3 +175,20 @@ def private_moto_server() -> Iterator[str]:
     finally:
         server.stop()
         werkzeug.setLevel(level)
+
+
+@contextlib.contextmanager
+def task_process(transport: Any, *, session: str, **kw: Any) -> Iterator[Any]:
+    """A worker loop wired as a supervisor's task process (its only mode), on pipes
+    whose supervisor ends this test holds; yields the ``Worker``, closes every pipe."""
+    from multiprocessing import Pipe
+
+    from starburst.worker.loop import Worker
+
+    inbox, to_child = Pipe(duplex=False)
+    from_child, outbox = Pipe(duplex=False)
+    try:
+        yield Worker(transport, session=session, link=(inbox, outbox), **kw)
+    finally:
+        for conn in (inbox, to_child, from_child, outbox):
+            conn.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import task_process
 
 import starburst
 from starburst import protocol
@@ -23,7 +24,7 @@ from starburst.exceptions import TaskError
 from starburst.scheduler import Budget, Launch, OverBudget, Scheduler
 from starburst.serialization import checksum, dumps
 from starburst.transport.local import LocalTransport
-from starburst.worker.loop import UNRUN_STOPPED, UNRUN_STUCK, Worker
+from starburst.worker.loop import UNRUN_STOPPED, UNRUN_STUCK
 
 SPOT, ON_DEMAND = 0.001, 0.0033  # dollars per worker-second, On-Demand ~3.3x Spot
 
@@ -102,7 +103,8 @@ def _report(tmp_path: Path, outcomes: list[Any], **kw: Any) -> protocol.Notice:
     task = protocol.TaskMessage(session=session, chunk=0, n=len(outcomes), checksum="")
     transport.tasks.send([protocol.encode(task)])
     [msg] = transport.tasks.receive(max_messages=1, wait_seconds=0.0, visibility=60.0)
-    Worker(transport, session=session)._report(task, outcomes, "att", msg, time.time(), **kw)
+    with task_process(transport, session=session) as worker:
+        worker._report(task, outcomes, "att", msg, time.time(), **kw)
     [sent] = transport.results.receive(max_messages=1, wait_seconds=0.0, visibility=60.0)
     notice = protocol.decode(sent.body)
     assert isinstance(notice, protocol.Notice)

@@ -25,15 +25,16 @@ def test_key_error_while_unpickling_is_that_error_not_a_missing_payload(executor
 
 
 def test_absent_payload_key_is_reported_missing(tmp_path):
+    from _support import task_process
+
     from starburst import protocol
     from starburst.transport.local import LocalTransport
-    from starburst.worker.loop import Worker
 
     transport = LocalTransport(tmp_path / "session")
-    worker = Worker(transport, session="sb-x", worker_id="w")
     task = protocol.TaskMessage(session="sb-x", chunk=13, n=2, checksum="0",
                                 key="sessions/sb-x/payloads/13")
-    outcomes = worker._execute(task)
+    with task_process(transport, session="sb-x", worker_id="w") as worker:
+        outcomes = worker._execute(task)
     assert [o[1] for o in outcomes] == ["err", "err"]
     error = outcomes[0][2][0]
     assert isinstance(error, starburst.ProtocolError)

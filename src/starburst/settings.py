@@ -44,8 +44,9 @@ class Settings:
         client_stale: a worker of a non-detached session exits when the
             client heartbeat is older than this (the client is gone).
         timeout_grace: after ``task_timeout`` a task that ignores the
-            interrupt (stuck in C code) gets this long before the worker
-            reports the timeout and exits so a fresh worker takes over.
+            interrupt (stuck in C code) gets this long before the worker's
+            supervisor kills its task process; a fresh one runs the rest of
+            the chunk.
         max_receives: dead-letter backstop; far above max_attempts because
             releases and lease renewals count as receives there too.
         linger: on backends that bill idle time (Fargate), a worker with

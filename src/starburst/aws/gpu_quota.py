@@ -26,7 +26,6 @@ starburst's client factory.
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,7 @@ from ..exceptions import CloudError, ConfigurationError
 from ..gpu import GpuInstance, gpu_instance, gpu_quota_code, gpu_quota_name
 from ..quota import QuotaPlan, plan_workers
 from .errors import translate_errors
-from .quota import is_denied, quota_clients, read_service_quota
+from .quota import env_quota, is_denied, quota_clients, read_service_quota
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.client import EC2Client
@@ -236,18 +235,7 @@ def quota_override() -> float | None:
     Raises:
         ConfigurationError: the variable is not a non-negative number.
     """
-    injected = os.environ.get(GPU_QUOTA_ENV, "").strip()
-    if not injected:
-        return None
-    try:
-        value = float(injected)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise ConfigurationError(
-            f"{GPU_QUOTA_ENV}={injected!r} is not a number of vCPUs; set it to the EC2 GPU "
-            "vCPU quota (e.g. 16) or unset it to read the quota from Service Quotas")
-    return value
+    return env_quota(GPU_QUOTA_ENV, quota="EC2 GPU vCPU quota", example=16)
 
 
 def read_gpu_plan(instance: GpuInstance, instances: int, source: Source = None,

@@ -48,8 +48,9 @@ if TYPE_CHECKING:
     from mypy_boto3_service_quotas.client import ServiceQuotasClient
 
 __all__ = ["OPEN_STATUSES", "QUOTA_CODES", "QUOTA_ENV", "SERVICE_CODE", "QuotaClients",
-           "QuotaRequest", "QuotaStatus", "quota_code", "quota_override", "quota_requests",
-           "read_plan", "read_quota", "read_quota_from", "request_increase", "vcpus_in_use"]
+           "QuotaRequest", "QuotaStatus", "env_quota", "quota_code", "quota_override",
+           "quota_requests", "read_plan", "read_quota", "read_quota_from", "request_increase",
+           "vcpus_in_use"]
 
 log = logging.getLogger("starburst")
 
@@ -151,13 +152,14 @@ def read_service_quota(quotas: ServiceQuotasClient, service: str, code: str,
             raise
 
 
-def quota_override(spot: bool = False) -> float | None:
-    """The vCPU quota set by ``STARBURST_VCPU_QUOTA`` (``..._SPOT_...``), or None when unset.
+def env_quota(name: str, *, quota: str, example: int) -> float | None:
+    """The vCPUs environment variable ``name`` sets in place of the ``quota`` read
+    from Service Quotas, or None when it is unset (the Fargate and the GPU quotas).
 
     Raises:
-        ConfigurationError: the variable is not a non-negative number.
+        ConfigurationError: the variable is not a non-negative number; the
+            message names ``quota`` and suggests ``example`` vCPUs.
     """
-    name = QUOTA_ENV[spot]
     injected = os.environ.get(name, "").strip()
     if not injected:
         return None
@@ -167,10 +169,19 @@ def quota_override(spot: bool = False) -> float | None:
         value = -1.0
     if not value >= 0:
         raise ConfigurationError(
-            f"{name}={injected!r} is not a number of vCPUs; set it to the Fargate "
-            f"{'Spot' if spot else 'On-Demand'} vCPU quota (e.g. 256) or unset it to read "
-            "the quota from Service Quotas")
+            f"{name}={injected!r} is not a number of vCPUs; set it to the {quota} (e.g. "
+            f"{example}) or unset it to read the quota from Service Quotas")
     return value
+
+
+def quota_override(spot: bool = False) -> float | None:
+    """The vCPU quota set by ``STARBURST_VCPU_QUOTA`` (``..._SPOT_...``), or None when unset.
+
+    Raises:
+        ConfigurationError: the variable is not a non-negative number.
+    """
+    return env_quota(QUOTA_ENV[spot], example=256,
+                     quota=f"Fargate {'Spot' if spot else 'On-Demand'} vCPU quota")
 
 
 def read_quota_from(source: Source = None, region: str | None = None, *,

@@ -9,14 +9,13 @@ run exactly this. Per chunk::
     delete the task message (ack)
 
 ``python -m starburst.worker`` runs this loop as the task process of a
-supervisor (:mod:`.supervisor`, given ``link``): the supervisor extends
-the lease, watches the client and kills a task stuck past its timeout, from
-outside this process; the loop tells it what it holds and runs (see
-:mod:`.child`), and its own heartbeat thread only ends Spot drains. Run on
-its own (``link=None``), a heartbeat thread extends the lease while a chunk
-runs, watches for a task stuck past its timeout, and (unless detached) for
-a client that is gone. The worker exits after ``idle_timeout`` without work. On SIGTERM it
-stops taking work, releases its chunk (not an attempt) and exits.
+supervisor (:mod:`.supervisor`, given ``link``), its only mode: the
+supervisor extends the lease, watches the client and kills a task stuck
+past its timeout, from outside this process; the loop tells it what it
+holds and runs (see :mod:`.child`), and its own heartbeat thread only ends
+Spot drains and lease hand-backs and reports progress. The worker exits
+after ``idle_timeout`` without work. On SIGTERM it stops taking work,
+releases its chunk (not an attempt) and exits.
 
 When its container says how long ECS waits between SIGTERM and SIGKILL
 (``STARBURST_STOP_TIMEOUT``: Fargate Spot workers, 120 s), SIGTERM does not
@@ -87,17 +86,17 @@ __all__ = ["EXIT_STUCK", "UNRUN_LEASE", "UNRUN_STOPPED", "UNRUN_STUCK", "Worker"
 
 # SQS long polls for at most 20 s; the local queue accepts any wait.
 _MAX_WAIT = 20.0
-# A local worker waits in steps this short, so it notices SIGTERM and a
-# dead parent quickly (an empty local poll costs microseconds).
-_LOCAL_WAIT = 0.25
 # A queue wait longer than this (an SQS long poll) is cut short by SIGTERM.
 _LONG_WAIT = 1.0
-# Exit code when the worker gives up on a task stuck in native code.
+# Exit code of a worker that gave up on a task stuck in native code. Only
+# workers from before the supervisor did (it now kills such a task's process
+# and goes on); the client still tells this exit from a crash.
 EXIT_STUCK = 70
 #: Why a ``done`` notice hands tasks back ``unrun`` (its info's ``unrun``
 #: entry): the worker was stopped (SIGTERM: a Spot interruption or a
-#: retirement), or it gave up on a task stuck past its timeout. The client
-#: re-queues them either way; an attached client, which cannot, says which.
+#: retirement), or it gave up on a task stuck past its timeout (only workers
+#: from before the supervisor did). The client re-queues them either way; an
+#: attached client, which cannot, says which.
 UNRUN_STOPPED, UNRUN_STUCK = "stopped", "stuck"
 #: Why tasks are handed back when the chunk's lease would pass ``max_lease``.
 UNRUN_LEASE = "lease"
@@ -188,11 +187,16 @@ class Resume:
 
 
 class Worker:
-    """Serves chunks of one session until idle, stopped, or orphaned."""
+    """Serves chunks of one session as a supervisor's task process, until idle or stopped.
 
-    def __init__(self, transport: Transport, *, session: str, worker_id: str | None = None,
-                 settings: Settings | None = None, detached: bool = False,
-                 link: tuple[Connection, Connection] | None = None) -> None:
+    ``link`` is the pair of pipes from and to the supervisor (:mod:`.child`
+    opens them), which holds the lease and the heartbeat and watches the
+    client: this process only pulls, runs and reports.
+    """
+
+    def __init__(self, transport: Transport, *, session: str,
+                 link: tuple[Connection, Connection], worker_id: str | None = None,
+                 settings: Settings | None = None, detached: bool = False) -> None:
         self.transport = transport
         self.session = session
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -209,24 +213,10 @@ class Worker:
         self._lease: Message | None = None
         self._run: ChunkRun | None = None
         self._chunk = -1
-        self._attempt = ""
-        self._reported = False
         self.chunks_done = 0
         deadline = os.environ.get("STARBURST_SESSION_DEADLINE", "")
         self.deadline = float(deadline) if deadline.replace(".", "", 1).isdigit() else 0.0
-        parent = os.environ.get("STARBURST_PARENT_PID")
-        self._parent = int(parent) if parent and parent.isdigit() else None
-        # The read end of the local backend's parent-watch pipe: EOF on it
-        # means the client died, whatever killed it (even when this worker
-        # is not its direct child).
-        watch = os.environ.get("STARBURST_PARENT_FD", "")
-        self._parent_fd = int(watch) if watch.isdigit() else None
-        #: As a task process: the pipes to and from its supervisor, which
-        #: holds the lease and the heartbeat and watches the client; this
-        #: process only pulls, runs and reports.
         self._link = link
-        if link is not None:
-            self._parent = self._parent_fd = None
         self._inits: set[str] = set()
         self._init_error: BaseException | None = None
         #: What a by-value initializer set in its globals: (module name, values).
@@ -262,8 +252,7 @@ class Worker:
 
     # -- signals --------------------------------------------------------
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
-        if (self._link is not None and self._drain_until is not None
-                and not self._drain_kicked):
+        if self._drain_until is not None and not self._drain_kicked:
             # A task process may get SIGTERM twice, from its supervisor and
             # from a stop that signals the whole process group; during the
             # drain only its own kick (below) ends the running task.
@@ -299,14 +288,6 @@ class Worker:
     def _log(self, text: str) -> None:
         _say(f"[starburst worker {self.worker_id}] {text}")
 
-    def _watch_parent(self, fd: int) -> None:
-        """Block on the parent-watch pipe; at EOF (the client died) stop everything."""
-        wait_for_eof(fd)
-        if self.detached or self._keeping_alive:
-            return
-        self._log("the client process is gone, exiting")
-        _leave_with_group()
-
     # -- main loop ------------------------------------------------------
     def run(self) -> int:
         """Serve until idle or stopped; return the process exit code."""
@@ -316,11 +297,7 @@ class Worker:
             signal.signal(signal.SIGUSR1, self._on_lease_end)
         beat = threading.Thread(target=self._heartbeat, name="starburst-heartbeat", daemon=True)
         beat.start()
-        if self._link is not None:
-            self._resume_if_asked()
-        if self._parent_fd is not None and not self.detached:
-            threading.Thread(target=self._watch_parent, args=(self._parent_fd,),
-                             name="starburst-parent-watch", daemon=True).start()
+        self._resume_if_asked()
         self._log(f"serving session {self.session}")
         idle_since = time.monotonic()
         next_client_check = 0.0
@@ -331,9 +308,6 @@ class Worker:
                 if self._client_gone():
                     self._log("client heartbeat is stale: the client is gone, exiting")
                     return 0
-            if not self.detached and self._orphaned():
-                self._log("the client process is gone, exiting")
-                _leave_with_group()  # with what earlier tasks left running
             if self.deadline and time.time() > self.deadline:
                 self._log("the session reached its session_timeout, exiting")
                 return 0
@@ -341,9 +315,7 @@ class Worker:
             if idle_left <= 0:
                 self._log(f"idle for {self.settings.idle_timeout:g}s, exiting")
                 return 0
-            # A local worker also watches its parent, so it waits in short steps.
-            wait = min(_MAX_WAIT if self._parent is None else _LOCAL_WAIT, idle_left,
-                       self.settings.client_heartbeat)
+            wait = min(_MAX_WAIT, idle_left, self.settings.client_heartbeat)
             self._long_wait = wait > _LONG_WAIT
             try:
                 got = self.transport.tasks.receive(
@@ -381,10 +353,6 @@ class Worker:
             time.sleep(min(0.2, left))
         self._log("debug: stopping on request")
 
-    def _orphaned(self) -> bool:
-        """A local worker whose client process died (it was re-parented)."""
-        return self._parent is not None and os.getppid() != self._parent
-
     def _client_gone(self) -> bool:
         return client_heartbeat_stale(self.transport.store, self.session,
                                       self.settings.client_stale)
@@ -419,8 +387,7 @@ class Worker:
             return
         attempt = resume.attempt if resume is not None else uuid.uuid4().hex[:16]
         with self._lock:
-            self._lease, self._chunk, self._attempt = msg, task.chunk, attempt
-            self._reported = False
+            self._lease, self._chunk = msg, task.chunk
             self._received = received
             self._unrun = UNRUN_STOPPED
         if resume is None:
@@ -433,23 +400,17 @@ class Worker:
             self._release(task.chunk)
             self._tell(("free", task.chunk))
             return
-        with self._lock:
-            if self._reported:  # the watchdog already reported a partial result
-                return
-            self._reported = True
         self._report(task, outcomes, attempt, msg, started, self._unrun)
         self._tell(("free", task.chunk))
 
     def _tell(self, message: tuple[Any, ...]) -> None:
-        """Tell the supervisor (as a task process); one way, it never answers."""
-        if self._link is not None:
-            with self._tell_lock:  # the main and the heartbeat thread both tell
-                self._link[1].send(message)
+        """Tell the supervisor; one way, it never answers."""
+        with self._tell_lock:  # the main and the heartbeat thread both tell
+            self._link[1].send(message)
 
     def _resume_if_asked(self) -> None:
         """As a fresh task process: finish the chunk the last one left, if asked to;
         then watch the supervisor (this process ends with it)."""
-        assert self._link is not None
         inbox = self._link[0]
         resume = inbox.recv() if inbox.poll(0) else None
         threading.Thread(target=self._watch_supervisor, args=(inbox,),
@@ -562,14 +523,13 @@ class Worker:
                        capture=task.capture, seed=seed, log_level=log_level,
                        hand_by=hand_by(self.settings, self._received),
                        max_lease=self.settings.max_lease)
-        if self._link is not None:
-            stream = bool(task.timeout or self.drain or self.max_tasks)
-            if stream and resume is None:
-                # What a successor needs to finish the chunk, should this
-                # process be killed (or retire) part-way through it.
-                self._tell(("body", self._lease.body if self._lease else b""))
-            if stream:  # else no per-task call at all: no-op tasks cost ~1 us each
-                run.on_task = self._hook(run)
+        stream = bool(task.timeout or self.drain or self.max_tasks)
+        if stream and resume is None:
+            # What a successor needs to finish the chunk, should this
+            # process be killed (or retire) part-way through it.
+            self._tell(("body", self._lease.body if self._lease else b""))
+        if stream:  # else no per-task call at all: no-op tasks cost ~1 us each
+            run.on_task = self._hook(run)
         self._run = run
         self._in_task = True
         try:
@@ -740,58 +700,22 @@ class Worker:
 
     # -- heartbeat ------------------------------------------------------
     def _heartbeat(self) -> None:
+        """End a Spot drain or a chunk at ``max_lease`` on time, and tell the
+        supervisor how far the chunk got, once a period at most. (The
+        supervisor's own heartbeat keeps the lease and watches the client.)"""
         period = min(self.settings.heartbeat, 1.0)
-        last_extend = time.monotonic()
-        last_client_check = last_extend
         told = 0
         while True:
             time.sleep(_DRAIN_CHECK if self._drain_until is not None else period)
             now = time.monotonic()
             self._end_drain(now)
             self._end_lease(now)
-            if self._link is not None:
-                # The supervisor keeps the lease and watches the client; this
-                # thread tells it how far the chunk got, once a period at most.
-                run = self._run
-                done = len(run.outcomes) if run is not None else 0
-                if done and done != told:
-                    told = done
-                    with contextlib.suppress(OSError, ValueError):
-                        self._tell(("progress", done))
-                continue
-            if not self.detached and not self._keeping_alive and self._orphaned():
-                self._log("the client process is gone, exiting")
-                _leave_with_group()
-            with self._lock:
-                lease = self._lease
-            # While a chunk runs the main loop cannot look at the client's
-            # heartbeat: a client that died must not keep this task billing.
-            if (lease is not None and not self.detached
-                    and now - last_client_check >= self.settings.client_heartbeat):
-                last_client_check = now
-                try:
-                    gone = self._client_gone()
-                except Exception as exc:
-                    self._log(f"client heartbeat check failed: {exc}")
-                    gone = False
-                if gone:
-                    self._log("client heartbeat is stale while a chunk runs: exiting")
-                    os._exit(0)
-            if lease is None:
-                last_extend = now
-                continue
-            if now - last_extend >= self.settings.heartbeat:
-                last_extend = now
-                extend = lease_extension(self.settings, self._received, now)
-                try:
-                    if extend > 0:
-                        self.transport.tasks.set_visibility(lease.receipt, extend)
-                except Exception as exc:
-                    self._log(f"lease extension failed: {exc}")
             run = self._run
-            if (run is not None and run.timeout is not None and run.current is not None
-                    and now - run.current_started > run.timeout + self.settings.timeout_grace):
-                self._give_up(run, lease)
+            done = len(run.outcomes) if run is not None else 0
+            if done and done != told:
+                told = done
+                with contextlib.suppress(OSError, ValueError):
+                    self._tell(("progress", done))
 
     def _end_lease(self, now: float) -> None:
         """A task still running when its chunk must be handed back: stop it (the
@@ -817,21 +741,6 @@ class Worker:
             self._drain_kicked = True
             os.kill(os.getpid(), signal.SIGTERM)
 
-    def _give_up(self, run: ChunkRun, lease: Message) -> None:
-        """A task ignored its timeout (stuck in native code): report and exit."""
-        with self._lock:
-            if self._reported:
-                return
-            self._reported = True
-            chunk, attempt = self._chunk, self._attempt
-        self._log(f"task {run.current} is stuck past its timeout; reporting and exiting")
-        task = protocol.TaskMessage(session=self.session, chunk=chunk, n=len(run.tasks),
-                                    checksum="", timeout=run.timeout)
-        try:
-            self._report(task, run.partial(), attempt, lease, time.time(), UNRUN_STUCK)
-        finally:
-            os._exit(EXIT_STUCK)
-
 
 def _say(text: str) -> None:
     """Write a line to the real stderr; never raise (a dead client's pipe, a closed
@@ -841,19 +750,6 @@ def _say(text: str) -> None:
         return
     with contextlib.suppress(OSError, ValueError):
         print(text, file=stream, flush=True)
-
-
-def _leave_with_group() -> None:
-    """Exit now, taking along every process the tasks started.
-
-    A local worker leads its own process group (the backend starts it in a
-    new session), so the group holds exactly it and its tasks' processes:
-    SIGKILL to the group stops them all. Elsewhere (a container's init, a
-    test running the worker in its own process) only this process exits.
-    """
-    if os.getpgid(0) == os.getpid():
-        os.killpg(0, signal.SIGKILL)
-    os._exit(0)
 
 
 def _portable_error(outcome: Outcome) -> Outcome:
@@ -923,18 +819,6 @@ def _share_initializer_globals(fns: list[Any], name: Any, values: dict[str, Any]
         namespace = getattr(fn, "__globals__", None)
         if namespace is not None and _by_value(fn) and namespace.get("__name__") == name:
             namespace.update(values)
-
-
-def wait_for_eof(fd: int) -> None:
-    """Block until the pipe ``fd`` reaches end-of-file (its writer, the client, is gone)."""
-    while True:
-        try:
-            if not os.read(fd, 1):
-                return
-        except InterruptedError:
-            continue
-        except OSError:
-            return
 
 
 def client_heartbeat_stale(store: Any, session: str, stale: float) -> bool:

@@ -7,10 +7,9 @@ when captured):
 * ``ok``: ``value`` is the return value;
 * ``err``: ``value`` is ``(exception, formatted remote traceback)``;
 * ``timeout``: the task ran past ``task_timeout`` (never retried);
-* ``unrun``: the worker gave up on the chunk before reaching this task
-  (after a task stuck in native code ignored its timeout, or because the
-  chunk's lease would run past ``max_lease``); the client queues such tasks
-  again.
+* ``unrun``: the worker handed the chunk back before reaching this task
+  (it was stopped, or the chunk's lease would run past ``max_lease``); the
+  client queues such tasks again.
 
 What a task prints goes to the worker's own stdout/stderr with a
 ``[task N]`` label (live in the terminal on the local backend, in the
@@ -135,8 +134,8 @@ class HandBack(BaseException):
 class ChunkRun:
     """The tasks of one chunk, run in order on the main thread.
 
-    The outcome list grows as tasks finish, so the worker's watchdog can
-    report a partial result if a task is stuck past its timeout.
+    The outcome list grows as tasks finish, so the worker can report what
+    finished and hand back the rest when it stops or the lease runs out.
     """
 
     tasks: Sequence[Task]
@@ -146,7 +145,6 @@ class ChunkRun:
     log_level: int | None = None
     outcomes: list[Outcome] = field(default_factory=list)
     current: int | None = None
-    current_started: float = 0.0
     #: Called with ("begin", task id, None) before each task and ("end", task
     #: id, outcome) after it: how the task process tells its supervisor.
     on_task: Callable[[str, int, Outcome | None], None] | None = None
@@ -158,20 +156,6 @@ class ChunkRun:
     max_lease: float = 0.0
     #: Set when a task was stopped at ``hand_by`` (:class:`LeaseEnd`).
     lease_ended: bool = False
-
-    def partial(self) -> list[Outcome]:
-        """Outcomes so far, the current task timed out, the rest unrun."""
-        out = list(self.outcomes)
-        done = {o[0] for o in out}
-        for task_id, *_ in self.tasks:
-            if task_id in done:
-                continue
-            if task_id == self.current:
-                out.append((task_id, "timeout", timeout_error(task_id, self.timeout), "",
-                            None))
-            else:
-                out.append((task_id, "unrun", None, "", None))
-        return out
 
     def run(self) -> list[Outcome]:
         """Run every task; return their outcomes in order.
@@ -230,7 +214,6 @@ class ChunkRun:
         out.begin(label, keep_out)
         err.begin(label, keep_err)
         self.current = task_id
-        self.current_started = time.monotonic()
         alarm = self.timeout is not None and threading.current_thread() is threading.main_thread()
         previous: Any = None
         if alarm:

@@ -46,11 +46,9 @@ from .loop import (
     PROGRESS_EVERY,
     STOP_MARGIN,
     Resume,
-    _leave_with_group,
     _say,
     client_heartbeat_stale,
     lease_extension,
-    wait_for_eof,
 )
 
 __all__ = ["PROGRESS_PERIOD", "Supervisor", "TaskChild", "die_like"]
@@ -391,6 +389,31 @@ class Supervisor:
                         info={"done": chunk.done}))])
                 except Exception as exc:  # best effort: the result is what counts
                     self._log(f"progress notice failed: {exc}")
+
+
+def _leave_with_group() -> None:
+    """Exit now, taking along every process the tasks started.
+
+    A local worker leads its own process group (the backend starts it in a
+    new session), so the group holds exactly it and its tasks' processes:
+    SIGKILL to the group stops them all. Elsewhere (a container's init, a
+    test running the worker in its own process) only this process exits.
+    """
+    if os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os._exit(0)
+
+
+def wait_for_eof(fd: int) -> None:
+    """Block until the pipe ``fd`` reaches end-of-file (its writer, the client, is gone)."""
+    while True:
+        try:
+            if not os.read(fd, 1):
+                return
+        except InterruptedError:
+            continue
+        except OSError:
+            return
 
 
 def _describe(code: int) -> str:
