@@ -56,6 +56,8 @@ from moto.logs import models as logs_models
 from moto.sqs import models as sqs_models
 from moto.sqs.exceptions import InvalidParameterValue
 
+from ._patches import ProcessPatches
+
 __all__ = ["StrictRules"]
 
 #: Seconds a just-launched task or job stays unknown to Describe*: AWS gives
@@ -77,8 +79,8 @@ DEFAULT_MAX_VISIBILITY_S = 43_200.0
 #: Where IAM keeps ECS's service-linked role.
 _ECS_LINKED_PATH = "/aws-service-role/ecs.amazonaws.com/"
 
-_ACTIVE_LOCK = threading.Lock()
-_ACTIVE: StrictRules | None = None
+_PATCHES = ProcessPatches("another emulated AWS already applies its StrictRules (moto's "
+                          "state is process-wide): close it first")
 
 
 @dataclass
@@ -114,7 +116,6 @@ class StrictRules:
     propagation_refusals: int = 0
     service_linked_refusals: int = 0
     visibility_refusals: int = 0
-    _originals: dict[str, Any] = field(default_factory=dict, repr=False)
     _tokens: dict[str, tuple[str | None, int]] = field(default_factory=dict, repr=False)
     _issued: int = field(default=0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -122,103 +123,66 @@ class StrictRules:
     # -- lifecycle --------------------------------------------------------
     def install(self) -> None:
         """Patch moto's models; refuses if another set of rules is active."""
-        global _ACTIVE
-        with _ACTIVE_LOCK:
-            if _ACTIVE is self:
-                return
-            if _ACTIVE is not None:
-                raise RuntimeError("another emulated AWS already applies its StrictRules "
-                                   "(moto's state is process-wide): close it first")
-            ecs_class: Any = ecs_responses.EC2ContainerServiceResponse
-            batch_class: Any = batch_models.BatchBackend
-            logs_class: Any = logs_models.LogStream
-            ecs_backend: Any = ecs_models.EC2ContainerServiceBackend
-            self._originals = {"ecs": ecs_class.describe_tasks,
-                               "batch": batch_class.describe_jobs,
-                               "logs": logs_class.get_log_events,
-                               "register": ecs_backend.register_task_definition,
-                               "run": ecs_backend.run_task,
-                               "create_ce": batch_class.create_compute_environment,
-                               "describe_ce": batch_class.describe_compute_environments,
-                               "received": sqs_models.Message.mark_received,
-                               "visibility": sqs_models.SQSBackend.change_message_visibility}
-            rules = self
+        rules = self
+        original = _PATCHES.original
 
-            def mark_received(message: Any, *args: Any, **kwargs: Any) -> None:
-                message._starburst_received_at = time.time()
-                rules._originals["received"](message, *args, **kwargs)
+        def mark_received(message: Any, *args: Any, **kwargs: Any) -> None:
+            message._starburst_received_at = time.time()
+            original("received")(message, *args, **kwargs)
 
-            def change_message_visibility(backend: Any, queue_name: str, receipt_handle: str,
-                                          visibility_timeout: int) -> None:
-                rules._check_visibility(backend, queue_name, receipt_handle,
-                                        visibility_timeout)
-                rules._originals["visibility"](backend, queue_name, receipt_handle,
-                                               visibility_timeout)
+        def change_message_visibility(backend: Any, queue_name: str, receipt_handle: str,
+                                      visibility_timeout: int) -> None:
+            rules._check_visibility(backend, queue_name, receipt_handle, visibility_timeout)
+            original("visibility")(backend, queue_name, receipt_handle, visibility_timeout)
 
-            def register_task_definition(backend: Any, *args: Any, **kwargs: Any) -> Any:
-                rules._check_roles(backend, [kwargs.get("task_role_arn"),
-                                             kwargs.get("execution_role_arn")],
-                                   "Role is not valid")
-                return rules._originals["register"](backend, *args, **kwargs)
+        def register_task_definition(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            rules._check_roles(backend, [kwargs.get("task_role_arn"),
+                                         kwargs.get("execution_role_arn")],
+                               "Role is not valid")
+            return original("register")(backend, *args, **kwargs)
 
-            def run_task(backend: Any, *args: Any, **kwargs: Any) -> Any:
-                rules._check_run(backend, args, kwargs)
-                return rules._originals["run"](backend, *args, **kwargs)
+        def run_task(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            rules._check_run(backend, args, kwargs)
+            return original("run")(backend, *args, **kwargs)
 
-            def create_compute_environment(backend: Any, *args: Any, **kwargs: Any) -> Any:
-                env = rules._originals["create_ce"](backend, *args, **kwargs)
-                rules._check_instance_profile(backend, env)
-                return env
+        def create_compute_environment(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            env = original("create_ce")(backend, *args, **kwargs)
+            rules._check_instance_profile(backend, env)
+            return env
 
-            def describe_compute_environments(backend: Any, *args: Any,
-                                              **kwargs: Any) -> list[dict[str, Any]]:
-                described: list[dict[str, Any]] = rules._originals["describe_ce"](
-                    backend, *args, **kwargs)
-                return [rules._invalid(backend, env) for env in described]
+        def describe_compute_environments(backend: Any, *args: Any,
+                                          **kwargs: Any) -> list[dict[str, Any]]:
+            described: list[dict[str, Any]] = original("describe_ce")(backend, *args, **kwargs)
+            return [rules._invalid(backend, env) for env in described]
 
-            def describe_tasks(response: Any) -> Any:
-                return rules._describe_tasks(response)
+        def describe_tasks(response: Any) -> Any:
+            return rules._describe_tasks(response)
 
-            def describe_jobs(backend: Any, jobs: list[str] | None) -> list[dict[str, Any]]:
-                return rules._describe_jobs(backend, jobs)
+        def describe_jobs(backend: Any, jobs: list[str] | None) -> list[dict[str, Any]]:
+            return rules._describe_jobs(backend, jobs)
 
-            def get_log_events(stream: Any, *args: Any) -> Any:
-                return rules._get_log_events(stream, *args)
+        def get_log_events(stream: Any, *args: Any) -> Any:
+            return rules._get_log_events(stream, *args)
 
-            ecs_class.describe_tasks = describe_tasks
-            batch_class.describe_jobs = describe_jobs
-            logs_class.get_log_events = get_log_events
-            ecs_backend.register_task_definition = register_task_definition
-            ecs_backend.run_task = run_task
-            batch_class.create_compute_environment = create_compute_environment
-            batch_class.describe_compute_environments = describe_compute_environments
-            sqs_class: Any = sqs_models
-            sqs_class.Message.mark_received = mark_received
-            sqs_class.SQSBackend.change_message_visibility = change_message_visibility
-            _ACTIVE = self
+        ecs = ecs_models.EC2ContainerServiceBackend
+        batch = batch_models.BatchBackend
+        _PATCHES.install(self, {
+            "ecs": (ecs_responses.EC2ContainerServiceResponse, "describe_tasks",
+                    describe_tasks),
+            "batch": (batch, "describe_jobs", describe_jobs),
+            "logs": (logs_models.LogStream, "get_log_events", get_log_events),
+            "register": (ecs, "register_task_definition", register_task_definition),
+            "run": (ecs, "run_task", run_task),
+            "create_ce": (batch, "create_compute_environment", create_compute_environment),
+            "describe_ce": (batch, "describe_compute_environments",
+                            describe_compute_environments),
+            "received": (sqs_models.Message, "mark_received", mark_received),
+            "visibility": (sqs_models.SQSBackend, "change_message_visibility",
+                           change_message_visibility)})
 
     def uninstall(self) -> None:
         """Give moto its own behaviour back."""
-        global _ACTIVE
-        with _ACTIVE_LOCK:
-            if _ACTIVE is not self:
-                return
-            ecs_class: Any = ecs_responses.EC2ContainerServiceResponse
-            batch_class: Any = batch_models.BatchBackend
-            logs_class: Any = logs_models.LogStream
-            ecs_class.describe_tasks = self._originals["ecs"]
-            batch_class.describe_jobs = self._originals["batch"]
-            logs_class.get_log_events = self._originals["logs"]
-            ecs_backend: Any = ecs_models.EC2ContainerServiceBackend
-            ecs_backend.register_task_definition = self._originals["register"]
-            ecs_backend.run_task = self._originals["run"]
-            batch_class.create_compute_environment = self._originals["create_ce"]
-            batch_class.describe_compute_environments = self._originals["describe_ce"]
-            sqs_class: Any = sqs_models
-            sqs_class.Message.mark_received = self._originals["received"]
-            sqs_class.SQSBackend.change_message_visibility = self._originals["visibility"]
-            self._originals = {}
-            _ACTIVE = None
+        _PATCHES.uninstall(self)
 
     def reset(self) -> None:
         """Forget the tokens handed out (moto's state was wiped)."""
@@ -295,7 +259,7 @@ class StrictRules:
     def _describe_tasks(self, response: Any) -> Any:
         from moto.core.responses import ActionResult
 
-        result = self._originals["ecs"](response)
+        result = _PATCHES.original("ecs")(response)
         body = getattr(result, "result", None)
         if not isinstance(body, dict):
             return result
@@ -311,7 +275,7 @@ class StrictRules:
                              "failures": failures})
 
     def _describe_jobs(self, backend: Any, jobs: list[str] | None) -> list[dict[str, Any]]:
-        described: list[dict[str, Any]] = self._originals["batch"](backend, jobs)
+        described: list[dict[str, Any]] = _PATCHES.original("batch")(backend, jobs)
         known = getattr(backend, "_jobs", {})
         kept = []
         for job in described:
@@ -366,4 +330,4 @@ class StrictRules:
                 return [], fresh, fresh
         if len(rest) > 3:
             rest[3] = origin
-        return self._originals["logs"](stream, *rest)
+        return _PATCHES.original("logs")(stream, *rest)
