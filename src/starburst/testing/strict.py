@@ -34,7 +34,20 @@ happened (a window shorter than the poller's interval proves nothing):
   VisibilityTimeout for the message is beyond the limit") when it would keep
   a message invisible for more than ``max_visibility_s`` since its latest
   receive: 12 hours on AWS, which moto counts from the send instead (counter
-  ``visibility_refusals``).
+  ``visibility_refusals``);
+* S3 lifecycle rules expire objects, time-scaled: ``lifecycle_day_s``
+  seconds stand for a day, and an object that an enabled rule's
+  ``Expiration: {Days: n}`` covers (its ``Prefix``, or ``Filter`` with a
+  ``Prefix``, a ``Tag`` or an ``And`` of them) is gone once it is ``n *
+  lifecycle_day_s`` seconds old; an upload left incomplete past
+  ``AbortIncompleteMultipartUpload`` is aborted. AWS expires an object at
+  the first midnight UTC after its ``Days`` and removes it asynchronously;
+  the emulator removes it at the earliest moment AWS may, on the next
+  request to its bucket (counters ``objects_expired``, ``uploads_aborted``).
+  A versioned bucket's expired object gets a delete marker; ``Date``
+  expirations, noncurrent versions and transitions are not applied.
+  :meth:`StrictRules.advance_lifecycle` lets days pass at once, for a test
+  of a real session, whose own steps take seconds.
 
 Only one set of rules is active in a process (moto's state is process-wide).
 """
@@ -44,7 +57,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from moto.backends import get_backend
@@ -53,6 +66,7 @@ from moto.ecs import models as ecs_models
 from moto.ecs import responses as ecs_responses
 from moto.ecs.exceptions import EcsClientException
 from moto.logs import models as logs_models
+from moto.s3 import models as s3_models
 from moto.sqs import models as sqs_models
 from moto.sqs.exceptions import InvalidParameterValue
 
@@ -76,6 +90,11 @@ DEFAULT_IAM_PROPAGATION_S = 0.5
 #: hours by default (no test runs that long, so nothing is refused unless a
 #: test scales it down to seconds, as the lease tests do).
 DEFAULT_MAX_VISIBILITY_S = 43_200.0
+#: Seconds that stand for a day in S3 lifecycle rules: a real day, 86,400 s by
+#: default (no test runs that long and the buckets are made anew at each reset,
+#: so nothing expires unless a test scales it down or passes days with
+#: ``advance_lifecycle``, as tests/aws/test_lifecycle_expiry.py does).
+DEFAULT_LIFECYCLE_DAY_S = 86_400.0
 #: Where IAM keeps ECS's service-linked role.
 _ECS_LINKED_PATH = "/aws-service-role/ecs.amazonaws.com/"
 
@@ -97,6 +116,8 @@ class StrictRules:
         max_visibility_s: seconds since its latest receive past which a
             message's visibility cannot be extended (SQS: 12 hours); 0
             turns the rule off (moto's own check, from the send, remains).
+        lifecycle_day_s: seconds that stand for one day of an S3 lifecycle
+            rule (default a real day: 86,400); 0 turns expiry off.
         missing_served: MISSING answers (ECS) and left-out jobs (Batch) served.
         empty_pages_served: empty log pages served.
         propagation_refusals: ECS calls refused for a role not propagated yet.
@@ -104,6 +125,10 @@ class StrictRules:
             service-linked role.
         visibility_refusals: ChangeMessageVisibility calls refused past
             ``max_visibility_s``.
+        objects_expired: S3 objects removed (or given a delete marker) by a
+            lifecycle rule's ``Expiration``.
+        uploads_aborted: multipart uploads aborted by a lifecycle rule's
+            ``AbortIncompleteMultipartUpload``.
     """
 
     describe_missing_s: float = DEFAULT_DESCRIBE_MISSING_S
@@ -111,14 +136,19 @@ class StrictRules:
     iam_propagation_s: float = DEFAULT_IAM_PROPAGATION_S
     service_linked_role: bool = True
     max_visibility_s: float = DEFAULT_MAX_VISIBILITY_S
+    lifecycle_day_s: float = DEFAULT_LIFECYCLE_DAY_S
     missing_served: int = 0
     empty_pages_served: int = 0
     propagation_refusals: int = 0
     service_linked_refusals: int = 0
     visibility_refusals: int = 0
+    objects_expired: int = 0
+    uploads_aborted: int = 0
     _tokens: dict[str, tuple[str | None, int]] = field(default_factory=dict, repr=False)
     _issued: int = field(default=0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _expiry_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lifecycle_ahead_s: float = field(default=0.0, repr=False)
 
     # -- lifecycle --------------------------------------------------------
     def install(self) -> None:
@@ -164,8 +194,20 @@ class StrictRules:
         def get_log_events(stream: Any, *args: Any) -> Any:
             return rules._get_log_events(stream, *args)
 
+        def get_bucket(backend: Any, bucket_name: str) -> Any:
+            # Every request on a bucket's objects finds its bucket here first.
+            bucket = original("bucket")(backend, bucket_name)
+            rules._expire(backend, bucket)
+            return bucket
+
+        def create_multipart_upload(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            upload = original("upload")(backend, *args, **kwargs)
+            upload._starburst_initiated_at = time.time()  # moto keeps no initiation time
+            return upload
+
         ecs = ecs_models.EC2ContainerServiceBackend
         batch = batch_models.BatchBackend
+        s3 = s3_models.S3Backend
         _PATCHES.install(self, {
             "ecs": (ecs_responses.EC2ContainerServiceResponse, "describe_tasks",
                     describe_tasks),
@@ -178,16 +220,29 @@ class StrictRules:
                             describe_compute_environments),
             "received": (sqs_models.Message, "mark_received", mark_received),
             "visibility": (sqs_models.SQSBackend, "change_message_visibility",
-                           change_message_visibility)})
+                           change_message_visibility),
+            "bucket": (s3, "get_bucket", get_bucket),
+            "upload": (s3, "create_multipart_upload", create_multipart_upload)})
 
     def uninstall(self) -> None:
         """Give moto its own behaviour back."""
         _PATCHES.uninstall(self)
 
     def reset(self) -> None:
-        """Forget the tokens handed out (moto's state was wiped)."""
+        """Forget the tokens handed out and the lifecycle days passed (moto's state was wiped)."""
         with self._lock:
             self._tokens.clear()
+            self._lifecycle_ahead_s = 0.0
+
+    def advance_lifecycle(self, days: float) -> None:
+        """Let ``days`` pass for S3 lifecycle rules: every object counts as that much older.
+
+        A real session's steps take seconds, so at a scale small enough to wait
+        weeks out, the session itself would last days; this lets a test pass the
+        weeks at once instead (``reset()`` sets the calendar back).
+        """
+        with self._lock:
+            self._lifecycle_ahead_s += days * self.lifecycle_day_s
 
     # -- the rules --------------------------------------------------------
     def _young(self, created: datetime | None) -> bool:
@@ -308,6 +363,54 @@ class StrictRules:
                 "Reason: Total VisibilityTimeout for the message is beyond the limit "
                 f"[{self.max_visibility_s:g} seconds]")
 
+    def _expire(self, backend: Any, bucket: Any) -> None:
+        day = self.lifecycle_day_s
+        rules = [r for r in list(getattr(bucket, "rules", []))
+                 if r.status == "Enabled" and (r.expiration_days or r.aimu_days)]
+        if day <= 0 or not rules:
+            return
+        now = datetime.now(UTC) + timedelta(seconds=self._lifecycle_ahead_s)
+        shortest = min(float(days) for r in rules
+                       for days in (r.expiration_days, r.aimu_days) if days) * day
+        if (now - bucket.creation_date).total_seconds() < shortest:
+            return  # nothing in it can be that old (and this check costs next to nothing)
+        with self._expiry_lock:  # one sweep at a time: moto's models have no lock
+            for rule in rules:
+                prefix, tags = _rule_filter(rule)
+                if rule.expiration_days:
+                    self._expire_objects(backend, bucket, prefix, tags,
+                                         now - timedelta(seconds=float(rule.expiration_days)
+                                                         * day))
+                if rule.aimu_days:
+                    self._abort_uploads(bucket, prefix,
+                                        now.timestamp() - float(rule.aimu_days) * day)
+
+    def _expire_objects(self, backend: Any, bucket: Any, prefix: str, tags: dict[str, str],
+                        written_before: datetime) -> None:
+        before = written_before.replace(tzinfo=None)  # moto keeps naive UTC times
+        for name in [n for n in list(bucket.keys) if n.startswith(prefix)]:
+            key = bucket.keys.get(name)
+            if not isinstance(key, s3_models.FakeKey) or key.last_modified > before:
+                continue  # a delete marker, or not old enough
+            if tags and not tags.items() <= backend.tagger.get_tag_dict_for_resource(
+                    key.arn).items():
+                continue
+            if bucket.is_versioned:  # AWS keeps the object as a noncurrent version
+                bucket.keys[name] = s3_models.FakeDeleteMarker(key=key)
+            else:
+                bucket.keys.pop(name)
+            with self._lock:
+                self.objects_expired += 1
+
+    def _abort_uploads(self, bucket: Any, prefix: str, started_before: float) -> None:
+        for upload_id, upload in list(bucket.multiparts.items()):
+            started = getattr(upload, "_starburst_initiated_at", None)
+            if started is not None and started <= started_before and (
+                    upload.key_name.startswith(prefix)):
+                bucket.multiparts.pop(upload_id, None)
+                with self._lock:
+                    self.uploads_aborted += 1
+
     def _get_log_events(self, stream: Any, *args: Any) -> Any:
         # LogStream.get_log_events(start_time, end_time, limit, next_token, start_from_head).
         # Every read from the start of a stream (no token) first meets
@@ -331,3 +434,15 @@ class StrictRules:
         if len(rest) > 3:
             rest[3] = origin
         return _PATCHES.original("logs")(stream, *rest)
+
+
+def _rule_filter(rule: Any) -> tuple[str, dict[str, str]]:
+    """The key prefix and the tags a moto lifecycle rule covers ("" and {}: every object)."""
+    found = rule.filter
+    if found is None:
+        return rule.prefix or "", {}
+    if found.and_filter is not None:
+        return found.and_filter.prefix or "", dict(found.and_filter.tags)
+    if found.tag_key:
+        return "", {found.tag_key: found.tag_value or ""}
+    return found.prefix or "", {}
