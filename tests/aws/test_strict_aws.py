@@ -145,3 +145,24 @@ def test_a_large_incompressible_layer_reaches_the_emulated_ecr_whole(emulated):
         registry.push_blob("starburst", digest, blob)
         assert registry.get_blob("starburst", digest) == blob
     assert emulated.ecr.patches_discarded == discarded  # nothing was sent twice or dropped
+
+
+
+
+def test_a_second_set_of_rules_or_audit_is_refused_and_the_installed_one_stays(aws):
+    from starburst.testing import Audit, StrictRules
+
+    other = StrictRules()
+    for second in (other, Audit()):
+        with pytest.raises(RuntimeError, match="close it first"):
+            second.install()
+        second.uninstall()  # not installed: gives nothing back
+    aws.rules.install()  # installed already: changes nothing
+    served = aws.rules.empty_pages_served
+    logs = client("logs")
+    logs.create_log_group(logGroupName="starburst-refusal-test")
+    logs.create_log_stream(logGroupName="starburst-refusal-test", logStreamName="s")
+    page = logs.get_log_events(logGroupName="starburst-refusal-test", logStreamName="s",
+                               startFromHead=True)
+    assert page["events"] == []
+    assert (aws.rules.empty_pages_served - served, other.empty_pages_served) == (1, 0)

@@ -54,6 +54,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.s3.models import FakeBucket
 
 from . import iam
+from ._patches import ProcessPatches
 
 __all__ = ["Audit", "Call"]
 
@@ -124,8 +125,8 @@ class Call:
     decision: iam.Decision | None = None
 
 
-_ACTIVE_LOCK = threading.Lock()
-_ACTIVE: Audit | None = None
+_PATCHES = ProcessPatches("another emulated AWS already audits requests (moto's server "
+                          "state is process-wide): close it first")
 
 
 @dataclass
@@ -144,47 +145,26 @@ class Audit:
     denied: int = 0
     _calls: deque[Call] = field(default_factory=lambda: deque(maxlen=MAX_CALLS), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _original: Any = field(default=None, repr=False)
-    _bucket_permission: Any = field(default=None, repr=False)
 
     # -- lifecycle --------------------------------------------------------
     def install(self) -> None:
         """Wrap moto's server application; refuses if another audit is active."""
-        global _ACTIVE
-        with _ACTIVE_LOCK:
-            if _ACTIVE is self:
-                return
-            if _ACTIVE is not None:
-                raise RuntimeError("another emulated AWS already audits requests (moto's "
-                                   "server state is process-wide): close it first")
-            app_class: Any = DomainDispatcherApplication
-            bucket_class: Any = FakeBucket
-            self._original = app_class.__call__
-            self._bucket_permission = bucket_class.get_permission
-            audit = self
+        audit = self
 
-            def call(app: Any, environ: dict[str, Any], start_response: Any) -> Any:
-                return audit._serve(app, environ, start_response)
+        def call(app: Any, environ: dict[str, Any], start_response: Any) -> Any:
+            return audit._serve(app, environ, start_response)
 
-            app_class.__call__ = call
-            if self.enforce:
-                # moto's own bucket-policy check ignores conditions (so a TLS-only or
-                # writers-only Deny denies everyone); the audit evaluates them instead.
-                bucket_class.get_permission = _neutral
-            _ACTIVE = self
+        replacements: dict[str, tuple[Any, str, Any]] = {
+            "app": (DomainDispatcherApplication, "__call__", call)}
+        if self.enforce:
+            # moto's own bucket-policy check ignores conditions (so a TLS-only or
+            # writers-only Deny denies everyone); the audit evaluates them instead.
+            replacements["permission"] = (FakeBucket, "get_permission", _neutral)
+        _PATCHES.install(self, replacements)
 
     def uninstall(self) -> None:
         """Give moto's application its own behaviour back."""
-        global _ACTIVE
-        with _ACTIVE_LOCK:
-            if _ACTIVE is not self:
-                return
-            app_class: Any = DomainDispatcherApplication
-            bucket_class: Any = FakeBucket
-            app_class.__call__ = self._original
-            bucket_class.get_permission = self._bucket_permission
-            self._original = None
-            _ACTIVE = None
+        _PATCHES.uninstall(self)
 
     def reset(self) -> None:
         """Forget the calls recorded so far (counters stay)."""
@@ -214,7 +194,7 @@ class Audit:
 
     # -- serving -----------------------------------------------------------
     def _serve(self, app: Any, environ: dict[str, Any], start_response: Any) -> Any:
-        original: Callable[..., Any] = self._original
+        original: Callable[..., Any] = _PATCHES.original("app")
         if environ.get("HTTP_" + EXEMPT_HEADER.upper().replace("-", "_")) or \
                 str(environ.get("PATH_INFO", "")).startswith("/moto-api"):
             return original(app, environ, start_response)

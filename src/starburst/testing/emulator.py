@@ -28,7 +28,8 @@ Inside the block:
   are set to manual state progression so only it moves them;
 * AWS rules moto lacks are applied (:class:`~starburst.testing.strict.StrictRules`:
   DescribeTasks/DescribeJobs do not know a task or job for a while after
-  launch, GetLogEvents returns empty pages before a stream's events);
+  launch, GetLogEvents returns empty pages before a stream's events, S3
+  lifecycle rules expire objects, time-scaled, and more);
 * every request is recorded and a worker's S3, SQS and KMS requests are
   held to its role's policies (:class:`~starburst.testing.audit.Audit`,
   ``aws.audit``);

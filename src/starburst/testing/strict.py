@@ -34,7 +34,20 @@ happened (a window shorter than the poller's interval proves nothing):
   VisibilityTimeout for the message is beyond the limit") when it would keep
   a message invisible for more than ``max_visibility_s`` since its latest
   receive: 12 hours on AWS, which moto counts from the send instead (counter
-  ``visibility_refusals``).
+  ``visibility_refusals``);
+* S3 lifecycle rules expire objects, time-scaled: ``lifecycle_day_s``
+  seconds stand for a day, and an object that an enabled rule's
+  ``Expiration: {Days: n}`` covers (its ``Prefix``, or ``Filter`` with a
+  ``Prefix``, a ``Tag`` or an ``And`` of them) is gone once it is ``n *
+  lifecycle_day_s`` seconds old; an upload left incomplete past
+  ``AbortIncompleteMultipartUpload`` is aborted. AWS expires an object at
+  the first midnight UTC after its ``Days`` and removes it asynchronously;
+  the emulator removes it at the earliest moment AWS may, on the next
+  request to its bucket (counters ``objects_expired``, ``uploads_aborted``).
+  A versioned bucket's expired object gets a delete marker; ``Date``
+  expirations, noncurrent versions and transitions are not applied.
+  :meth:`StrictRules.advance_lifecycle` lets days pass at once, for a test
+  of a real session, whose own steps take seconds.
 
 Only one set of rules is active in a process (moto's state is process-wide).
 """
@@ -44,7 +57,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from moto.backends import get_backend
@@ -53,8 +66,11 @@ from moto.ecs import models as ecs_models
 from moto.ecs import responses as ecs_responses
 from moto.ecs.exceptions import EcsClientException
 from moto.logs import models as logs_models
+from moto.s3 import models as s3_models
 from moto.sqs import models as sqs_models
 from moto.sqs.exceptions import InvalidParameterValue
+
+from ._patches import ProcessPatches
 
 __all__ = ["StrictRules"]
 
@@ -74,11 +90,16 @@ DEFAULT_IAM_PROPAGATION_S = 0.5
 #: hours by default (no test runs that long, so nothing is refused unless a
 #: test scales it down to seconds, as the lease tests do).
 DEFAULT_MAX_VISIBILITY_S = 43_200.0
+#: Seconds that stand for a day in S3 lifecycle rules: a real day, 86,400 s by
+#: default (no test runs that long and the buckets are made anew at each reset,
+#: so nothing expires unless a test scales it down or passes days with
+#: ``advance_lifecycle``, as tests/aws/test_lifecycle_expiry.py does).
+DEFAULT_LIFECYCLE_DAY_S = 86_400.0
 #: Where IAM keeps ECS's service-linked role.
 _ECS_LINKED_PATH = "/aws-service-role/ecs.amazonaws.com/"
 
-_ACTIVE_LOCK = threading.Lock()
-_ACTIVE: StrictRules | None = None
+_PATCHES = ProcessPatches("another emulated AWS already applies its StrictRules (moto's "
+                          "state is process-wide): close it first")
 
 
 @dataclass
@@ -95,6 +116,8 @@ class StrictRules:
         max_visibility_s: seconds since its latest receive past which a
             message's visibility cannot be extended (SQS: 12 hours); 0
             turns the rule off (moto's own check, from the send, remains).
+        lifecycle_day_s: seconds that stand for one day of an S3 lifecycle
+            rule (default a real day: 86,400); 0 turns expiry off.
         missing_served: MISSING answers (ECS) and left-out jobs (Batch) served.
         empty_pages_served: empty log pages served.
         propagation_refusals: ECS calls refused for a role not propagated yet.
@@ -102,6 +125,10 @@ class StrictRules:
             service-linked role.
         visibility_refusals: ChangeMessageVisibility calls refused past
             ``max_visibility_s``.
+        objects_expired: S3 objects removed (or given a delete marker) by a
+            lifecycle rule's ``Expiration``.
+        uploads_aborted: multipart uploads aborted by a lifecycle rule's
+            ``AbortIncompleteMultipartUpload``.
     """
 
     describe_missing_s: float = DEFAULT_DESCRIBE_MISSING_S
@@ -109,121 +136,113 @@ class StrictRules:
     iam_propagation_s: float = DEFAULT_IAM_PROPAGATION_S
     service_linked_role: bool = True
     max_visibility_s: float = DEFAULT_MAX_VISIBILITY_S
+    lifecycle_day_s: float = DEFAULT_LIFECYCLE_DAY_S
     missing_served: int = 0
     empty_pages_served: int = 0
     propagation_refusals: int = 0
     service_linked_refusals: int = 0
     visibility_refusals: int = 0
-    _originals: dict[str, Any] = field(default_factory=dict, repr=False)
+    objects_expired: int = 0
+    uploads_aborted: int = 0
     _tokens: dict[str, tuple[str | None, int]] = field(default_factory=dict, repr=False)
     _issued: int = field(default=0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _expiry_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lifecycle_ahead_s: float = field(default=0.0, repr=False)
 
     # -- lifecycle --------------------------------------------------------
     def install(self) -> None:
         """Patch moto's models; refuses if another set of rules is active."""
-        global _ACTIVE
-        with _ACTIVE_LOCK:
-            if _ACTIVE is self:
-                return
-            if _ACTIVE is not None:
-                raise RuntimeError("another emulated AWS already applies its StrictRules "
-                                   "(moto's state is process-wide): close it first")
-            ecs_class: Any = ecs_responses.EC2ContainerServiceResponse
-            batch_class: Any = batch_models.BatchBackend
-            logs_class: Any = logs_models.LogStream
-            ecs_backend: Any = ecs_models.EC2ContainerServiceBackend
-            self._originals = {"ecs": ecs_class.describe_tasks,
-                               "batch": batch_class.describe_jobs,
-                               "logs": logs_class.get_log_events,
-                               "register": ecs_backend.register_task_definition,
-                               "run": ecs_backend.run_task,
-                               "create_ce": batch_class.create_compute_environment,
-                               "describe_ce": batch_class.describe_compute_environments,
-                               "received": sqs_models.Message.mark_received,
-                               "visibility": sqs_models.SQSBackend.change_message_visibility}
-            rules = self
+        rules = self
+        original = _PATCHES.original
 
-            def mark_received(message: Any, *args: Any, **kwargs: Any) -> None:
-                message._starburst_received_at = time.time()
-                rules._originals["received"](message, *args, **kwargs)
+        def mark_received(message: Any, *args: Any, **kwargs: Any) -> None:
+            message._starburst_received_at = time.time()
+            original("received")(message, *args, **kwargs)
 
-            def change_message_visibility(backend: Any, queue_name: str, receipt_handle: str,
-                                          visibility_timeout: int) -> None:
-                rules._check_visibility(backend, queue_name, receipt_handle,
-                                        visibility_timeout)
-                rules._originals["visibility"](backend, queue_name, receipt_handle,
-                                               visibility_timeout)
+        def change_message_visibility(backend: Any, queue_name: str, receipt_handle: str,
+                                      visibility_timeout: int) -> None:
+            rules._check_visibility(backend, queue_name, receipt_handle, visibility_timeout)
+            original("visibility")(backend, queue_name, receipt_handle, visibility_timeout)
 
-            def register_task_definition(backend: Any, *args: Any, **kwargs: Any) -> Any:
-                rules._check_roles(backend, [kwargs.get("task_role_arn"),
-                                             kwargs.get("execution_role_arn")],
-                                   "Role is not valid")
-                return rules._originals["register"](backend, *args, **kwargs)
+        def register_task_definition(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            rules._check_roles(backend, [kwargs.get("task_role_arn"),
+                                         kwargs.get("execution_role_arn")],
+                               "Role is not valid")
+            return original("register")(backend, *args, **kwargs)
 
-            def run_task(backend: Any, *args: Any, **kwargs: Any) -> Any:
-                rules._check_run(backend, args, kwargs)
-                return rules._originals["run"](backend, *args, **kwargs)
+        def run_task(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            rules._check_run(backend, args, kwargs)
+            return original("run")(backend, *args, **kwargs)
 
-            def create_compute_environment(backend: Any, *args: Any, **kwargs: Any) -> Any:
-                env = rules._originals["create_ce"](backend, *args, **kwargs)
-                rules._check_instance_profile(backend, env)
-                return env
+        def create_compute_environment(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            env = original("create_ce")(backend, *args, **kwargs)
+            rules._check_instance_profile(backend, env)
+            return env
 
-            def describe_compute_environments(backend: Any, *args: Any,
-                                              **kwargs: Any) -> list[dict[str, Any]]:
-                described: list[dict[str, Any]] = rules._originals["describe_ce"](
-                    backend, *args, **kwargs)
-                return [rules._invalid(backend, env) for env in described]
+        def describe_compute_environments(backend: Any, *args: Any,
+                                          **kwargs: Any) -> list[dict[str, Any]]:
+            described: list[dict[str, Any]] = original("describe_ce")(backend, *args, **kwargs)
+            return [rules._invalid(backend, env) for env in described]
 
-            def describe_tasks(response: Any) -> Any:
-                return rules._describe_tasks(response)
+        def describe_tasks(response: Any) -> Any:
+            return rules._describe_tasks(response)
 
-            def describe_jobs(backend: Any, jobs: list[str] | None) -> list[dict[str, Any]]:
-                return rules._describe_jobs(backend, jobs)
+        def describe_jobs(backend: Any, jobs: list[str] | None) -> list[dict[str, Any]]:
+            return rules._describe_jobs(backend, jobs)
 
-            def get_log_events(stream: Any, *args: Any) -> Any:
-                return rules._get_log_events(stream, *args)
+        def get_log_events(stream: Any, *args: Any) -> Any:
+            return rules._get_log_events(stream, *args)
 
-            ecs_class.describe_tasks = describe_tasks
-            batch_class.describe_jobs = describe_jobs
-            logs_class.get_log_events = get_log_events
-            ecs_backend.register_task_definition = register_task_definition
-            ecs_backend.run_task = run_task
-            batch_class.create_compute_environment = create_compute_environment
-            batch_class.describe_compute_environments = describe_compute_environments
-            sqs_class: Any = sqs_models
-            sqs_class.Message.mark_received = mark_received
-            sqs_class.SQSBackend.change_message_visibility = change_message_visibility
-            _ACTIVE = self
+        def get_bucket(backend: Any, bucket_name: str) -> Any:
+            # Every request on a bucket's objects finds its bucket here first.
+            bucket = original("bucket")(backend, bucket_name)
+            rules._expire(backend, bucket)
+            return bucket
+
+        def create_multipart_upload(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            upload = original("upload")(backend, *args, **kwargs)
+            upload._starburst_initiated_at = time.time()  # moto keeps no initiation time
+            return upload
+
+        ecs = ecs_models.EC2ContainerServiceBackend
+        batch = batch_models.BatchBackend
+        s3 = s3_models.S3Backend
+        _PATCHES.install(self, {
+            "ecs": (ecs_responses.EC2ContainerServiceResponse, "describe_tasks",
+                    describe_tasks),
+            "batch": (batch, "describe_jobs", describe_jobs),
+            "logs": (logs_models.LogStream, "get_log_events", get_log_events),
+            "register": (ecs, "register_task_definition", register_task_definition),
+            "run": (ecs, "run_task", run_task),
+            "create_ce": (batch, "create_compute_environment", create_compute_environment),
+            "describe_ce": (batch, "describe_compute_environments",
+                            describe_compute_environments),
+            "received": (sqs_models.Message, "mark_received", mark_received),
+            "visibility": (sqs_models.SQSBackend, "change_message_visibility",
+                           change_message_visibility),
+            "bucket": (s3, "get_bucket", get_bucket),
+            "upload": (s3, "create_multipart_upload", create_multipart_upload)})
 
     def uninstall(self) -> None:
         """Give moto its own behaviour back."""
-        global _ACTIVE
-        with _ACTIVE_LOCK:
-            if _ACTIVE is not self:
-                return
-            ecs_class: Any = ecs_responses.EC2ContainerServiceResponse
-            batch_class: Any = batch_models.BatchBackend
-            logs_class: Any = logs_models.LogStream
-            ecs_class.describe_tasks = self._originals["ecs"]
-            batch_class.describe_jobs = self._originals["batch"]
-            logs_class.get_log_events = self._originals["logs"]
-            ecs_backend: Any = ecs_models.EC2ContainerServiceBackend
-            ecs_backend.register_task_definition = self._originals["register"]
-            ecs_backend.run_task = self._originals["run"]
-            batch_class.create_compute_environment = self._originals["create_ce"]
-            batch_class.describe_compute_environments = self._originals["describe_ce"]
-            sqs_class: Any = sqs_models
-            sqs_class.Message.mark_received = self._originals["received"]
-            sqs_class.SQSBackend.change_message_visibility = self._originals["visibility"]
-            self._originals = {}
-            _ACTIVE = None
+        _PATCHES.uninstall(self)
 
     def reset(self) -> None:
-        """Forget the tokens handed out (moto's state was wiped)."""
+        """Forget the tokens handed out and the lifecycle days passed (moto's state was wiped)."""
         with self._lock:
             self._tokens.clear()
+            self._lifecycle_ahead_s = 0.0
+
+    def advance_lifecycle(self, days: float) -> None:
+        """Let ``days`` pass for S3 lifecycle rules: every object counts as that much older.
+
+        A real session's steps take seconds, so at a scale small enough to wait
+        weeks out, the session itself would last days; this lets a test pass the
+        weeks at once instead (``reset()`` sets the calendar back).
+        """
+        with self._lock:
+            self._lifecycle_ahead_s += days * self.lifecycle_day_s
 
     # -- the rules --------------------------------------------------------
     def _young(self, created: datetime | None) -> bool:
@@ -295,7 +314,7 @@ class StrictRules:
     def _describe_tasks(self, response: Any) -> Any:
         from moto.core.responses import ActionResult
 
-        result = self._originals["ecs"](response)
+        result = _PATCHES.original("ecs")(response)
         body = getattr(result, "result", None)
         if not isinstance(body, dict):
             return result
@@ -311,7 +330,7 @@ class StrictRules:
                              "failures": failures})
 
     def _describe_jobs(self, backend: Any, jobs: list[str] | None) -> list[dict[str, Any]]:
-        described: list[dict[str, Any]] = self._originals["batch"](backend, jobs)
+        described: list[dict[str, Any]] = _PATCHES.original("batch")(backend, jobs)
         known = getattr(backend, "_jobs", {})
         kept = []
         for job in described:
@@ -344,6 +363,54 @@ class StrictRules:
                 "Reason: Total VisibilityTimeout for the message is beyond the limit "
                 f"[{self.max_visibility_s:g} seconds]")
 
+    def _expire(self, backend: Any, bucket: Any) -> None:
+        day = self.lifecycle_day_s
+        rules = [r for r in list(getattr(bucket, "rules", []))
+                 if r.status == "Enabled" and (r.expiration_days or r.aimu_days)]
+        if day <= 0 or not rules:
+            return
+        now = datetime.now(UTC) + timedelta(seconds=self._lifecycle_ahead_s)
+        shortest = min(float(days) for r in rules
+                       for days in (r.expiration_days, r.aimu_days) if days) * day
+        if (now - bucket.creation_date).total_seconds() < shortest:
+            return  # nothing in it can be that old (and this check costs next to nothing)
+        with self._expiry_lock:  # one sweep at a time: moto's models have no lock
+            for rule in rules:
+                prefix, tags = _rule_filter(rule)
+                if rule.expiration_days:
+                    self._expire_objects(backend, bucket, prefix, tags,
+                                         now - timedelta(seconds=float(rule.expiration_days)
+                                                         * day))
+                if rule.aimu_days:
+                    self._abort_uploads(bucket, prefix,
+                                        now.timestamp() - float(rule.aimu_days) * day)
+
+    def _expire_objects(self, backend: Any, bucket: Any, prefix: str, tags: dict[str, str],
+                        written_before: datetime) -> None:
+        before = written_before.replace(tzinfo=None)  # moto keeps naive UTC times
+        for name in [n for n in list(bucket.keys) if n.startswith(prefix)]:
+            key = bucket.keys.get(name)
+            if not isinstance(key, s3_models.FakeKey) or key.last_modified > before:
+                continue  # a delete marker, or not old enough
+            if tags and not tags.items() <= backend.tagger.get_tag_dict_for_resource(
+                    key.arn).items():
+                continue
+            if bucket.is_versioned:  # AWS keeps the object as a noncurrent version
+                bucket.keys[name] = s3_models.FakeDeleteMarker(key=key)
+            else:
+                bucket.keys.pop(name)
+            with self._lock:
+                self.objects_expired += 1
+
+    def _abort_uploads(self, bucket: Any, prefix: str, started_before: float) -> None:
+        for upload_id, upload in list(bucket.multiparts.items()):
+            started = getattr(upload, "_starburst_initiated_at", None)
+            if started is not None and started <= started_before and (
+                    upload.key_name.startswith(prefix)):
+                bucket.multiparts.pop(upload_id, None)
+                with self._lock:
+                    self.uploads_aborted += 1
+
     def _get_log_events(self, stream: Any, *args: Any) -> Any:
         # LogStream.get_log_events(start_time, end_time, limit, next_token, start_from_head).
         # Every read from the start of a stream (no token) first meets
@@ -366,4 +433,16 @@ class StrictRules:
                 return [], fresh, fresh
         if len(rest) > 3:
             rest[3] = origin
-        return self._originals["logs"](stream, *rest)
+        return _PATCHES.original("logs")(stream, *rest)
+
+
+def _rule_filter(rule: Any) -> tuple[str, dict[str, str]]:
+    """The key prefix and the tags a moto lifecycle rule covers ("" and {}: every object)."""
+    found = rule.filter
+    if found is None:
+        return rule.prefix or "", {}
+    if found.and_filter is not None:
+        return found.and_filter.prefix or "", dict(found.and_filter.tags)
+    if found.tag_key:
+        return "", {found.tag_key: found.tag_value or ""}
+    return found.prefix or "", {}
