@@ -1185,6 +1185,7 @@ class Client:
             self._chunks[cid] = chunk
             self.scheduler.submit(cid, len(futures))
             self.counters.tasks_total += len(futures)
+            self.counters.chunks_sent += 1  # by the previous client
         # The previous client's workers: those still running count toward the
         # workers wanted (no second set is started beside them) and are stopped
         # with this client's; a stale start notice of one that ended frees its
