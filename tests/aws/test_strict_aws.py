@@ -145,3 +145,26 @@ def test_a_large_incompressible_layer_reaches_the_emulated_ecr_whole(emulated):
         registry.push_blob("starburst", digest, blob)
         assert registry.get_blob("starburst", digest) == blob
     assert emulated.ecr.patches_discarded == discarded  # nothing was sent twice or dropped
+
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Tokyo"])
+def test_a_role_propagates_after_its_window_whatever_the_local_time_zone(zone):
+    # moto stamps an IAM role's CreateDate in naive UTC: read as local time, a role
+    # stayed unpropagated for good west of UTC (every launch refused for a minute,
+    # then failed) and was never refused east of it.
+    from moto.core.utils import utcnow
+
+    from starburst.testing import StrictRules
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TZ", zone)
+            time.tzset()
+            rules = StrictRules(iam_propagation_s=0.5)
+            created = utcnow()
+            assert rules._propagating(created)
+            time.sleep(0.6)
+            assert not rules._propagating(created)
+    finally:
+        time.tzset()

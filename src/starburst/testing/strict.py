@@ -44,7 +44,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from moto.backends import get_backend
@@ -238,8 +238,9 @@ class StrictRules:
     def _propagating(self, created: datetime | None) -> bool:
         if self.iam_propagation_s <= 0 or created is None:
             return False
-        now = datetime.now(created.tzinfo) if created.tzinfo else datetime.now()
-        return (now - created).total_seconds() < self.iam_propagation_s
+        # moto's IAM stamps CreateDate in naive UTC (moto.core.utils.utcnow), not local time.
+        since = created if created.tzinfo else created.replace(tzinfo=UTC)
+        return (datetime.now(UTC) - since).total_seconds() < self.iam_propagation_s
 
     def _check_roles(self, backend: Any, arns: list[str | None], message: str) -> None:
         iam = self._iam(backend)
