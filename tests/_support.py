@@ -21,6 +21,23 @@ T = TypeVar("T")
 
 #: How often the helpers look again; short, so tests end soon after the event.
 POLL = 0.02
+#: Where the real-AWS tests (``tests/real_aws``, marked ``aws``) run: "1" on the
+#: developer's own account; "emulated", "0" or unset on ``emulated_aws()``.
+REAL_AWS_ENV = "STARBURST_TEST_REAL_AWS"
+_REAL_AWS_VALUES = {"1": True, "emulated": False, "0": False, "": False}
+
+
+def real_aws() -> bool:
+    """Whether this run's real-AWS tests use a real account (``STARBURST_TEST_REAL_AWS=1``).
+
+    Raises:
+        ValueError: another value; a typo must not quietly run them on the emulator.
+    """
+    value = os.environ.get(REAL_AWS_ENV, "").strip()
+    if value not in _REAL_AWS_VALUES:
+        raise ValueError(f"{REAL_AWS_ENV}={value!r}: use 1 (your AWS account; it spends a few "
+                         "cents) or emulated (emulated_aws(), the default)")
+    return _REAL_AWS_VALUES[value]
 
 
 def wait_for(predicate: Callable[[], T], *, timeout: float, what: str) -> T:

@@ -7,6 +7,10 @@
 * ``executor_factory``: builds executors on every backend in
   :data:`BACKENDS` and always shuts them down; the conformance suite and
   the crash matrix run once per backend through it.
+* ``STARBURST_TEST_REAL_AWS`` (``1`` or ``emulated``, the default) says
+  where the real-AWS tests (marked ``aws``) run: on the developer's
+  account, or, for those taking ``tests/real_aws``'s ``account`` fixture,
+  on ``emulated_aws()``; the others marked ``aws`` skip there.
 """
 
 from __future__ import annotations
@@ -18,22 +22,40 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from _support import SharedEmulator, kill_all, session_processes, wait_for
+from _support import REAL_AWS_ENV, SharedEmulator, kill_all, real_aws, session_processes, wait_for
 
 import starburst
 
-#: Tests marked ``aws`` run against a real account only when this is "1".
-REAL_AWS_ENV = "STARBURST_TEST_REAL_AWS"
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse an unknown ``STARBURST_TEST_REAL_AWS`` before anything runs."""
+    try:
+        real_aws()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say where the real-AWS tests run: a passing run on the emulator confirms no account."""
+    if real_aws():
+        return f"real-AWS tests (tests/real_aws): on your AWS account ({REAL_AWS_ENV}=1)"
+    return (f"real-AWS tests (tests/real_aws): on emulated_aws(); {REAL_AWS_ENV}=1 runs them "
+            "on your AWS account")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the tests that need a real AWS account unless asked for."""
-    if os.environ.get(REAL_AWS_ENV) == "1":
+    """Skip the tests marked ``aws`` that cannot run on the emulator, unless asked for.
+
+    Those that take the ``account`` fixture (``tests/real_aws``) run on
+    ``emulated_aws()`` when no real account is asked for.
+    """
+    if real_aws():
         return
     skip = pytest.mark.skip(reason=f"needs a real AWS account: set {REAL_AWS_ENV}=1 "
                                    "(it spends a few cents; see tests/real_aws/)")
     for item in items:
-        if item.get_closest_marker("aws") is not None:
+        if item.get_closest_marker("aws") is not None and \
+                "account" not in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
 
 

@@ -166,3 +166,25 @@ def test_a_second_set_of_rules_or_audit_is_refused_and_the_installed_one_stays(a
                                startFromHead=True)
     assert page["events"] == []
     assert (aws.rules.empty_pages_served - served, other.empty_pages_served) == (1, 0)
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Tokyo"])
+def test_a_role_propagates_after_its_window_whatever_the_local_time_zone(zone):
+    # moto stamps an IAM role's CreateDate in naive UTC: read as local time, a role
+    # stayed unpropagated for good west of UTC (every launch refused for a minute,
+    # then failed) and was never refused east of it.
+    from moto.core.utils import utcnow
+
+    from starburst.testing import StrictRules
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TZ", zone)
+            time.tzset()
+            rules = StrictRules(iam_propagation_s=0.5)
+            created = utcnow()
+            assert rules._propagating(created)
+            time.sleep(0.6)
+            assert not rules._propagating(created)
+    finally:
+        time.tzset()

@@ -7,8 +7,10 @@ sent in several chunks is committed short (or its empty commit PUT fails).
 The CNCF registry behind ``emulated_aws(registry=True)`` accepts chunked
 uploads, so this proxy puts ECR's behaviour back in front of it: the
 first PATCH of an upload session goes through, a later one is answered
-``202 Accepted`` and dropped (counter ``patches_discarded``). Everything
-else is forwarded unchanged (``Location`` headers rewritten to the proxy).
+``202 Accepted`` and dropped (counter ``patches_discarded``; the PATCHes
+passed on are counted in ``patches_forwarded``, so a test can show its
+uploads met the rule). Everything else is forwarded unchanged
+(``Location`` headers rewritten to the proxy).
 
 Only 127.0.0.1 is involved.
 """
@@ -38,6 +40,8 @@ class EcrLikeProxy:
     Attributes:
         url: the proxy's own URL (``http://127.0.0.1:<port>``).
         patches_discarded: PATCHes answered without being forwarded.
+        patches_forwarded: PATCHes forwarded and accepted (with the rule on, only
+            the first of each upload).
         discard_later_patches: the ECR rule (on by default).
     """
 
@@ -45,6 +49,7 @@ class EcrLikeProxy:
         self.upstream = upstream.rstrip("/")
         self.discard_later_patches = discard_later_patches
         self.patches_discarded = 0
+        self.patches_forwarded = 0
         self._patched: dict[str, str] = {}  # upload path -> Range of its first PATCH
         self._lock = threading.Lock()
         self._client = httpx.Client(timeout=httpx.Timeout(120.0), follow_redirects=False)
@@ -104,6 +109,7 @@ class EcrLikeProxy:
             out["Location"] = self._local(upstream.headers["location"])
         if req.command == "PATCH" and "/blobs/uploads/" in path and upstream.status_code < 300:
             with self._lock:
+                self.patches_forwarded += 1
                 self._patched.setdefault(urlsplit(out.get("Location", req.path)).path,
                                          upstream.headers.get("range", "0-0"))
                 self._patched.setdefault(path, upstream.headers.get("range", "0-0"))

@@ -257,8 +257,9 @@ class StrictRules:
     def _propagating(self, created: datetime | None) -> bool:
         if self.iam_propagation_s <= 0 or created is None:
             return False
-        now = datetime.now(created.tzinfo) if created.tzinfo else datetime.now()
-        return (now - created).total_seconds() < self.iam_propagation_s
+        # moto's IAM stamps CreateDate in naive UTC (moto.core.utils.utcnow), not local time.
+        since = created if created.tzinfo else created.replace(tzinfo=UTC)
+        return (datetime.now(UTC) - since).total_seconds() < self.iam_propagation_s
 
     def _check_roles(self, backend: Any, arns: list[str | None], message: str) -> None:
         iam = self._iam(backend)
