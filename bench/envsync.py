@@ -51,11 +51,11 @@ from starburst.envsync._uv import run_uv
 from starburst.envsync.auth import RegistryAuth
 from starburst.envsync.image import BuildReport, ensure_image
 from starburst.envsync.layers import DEFAULT_SPLIT_BYTES
-from starburst.envsync.localregistry import LocalRegistry, push_synthetic_base
 from starburst.envsync.registry import Registry
 from starburst.envsync.resolve import IndexOptions
 from starburst.envsync.snapshot import Distribution, Snapshot, take_snapshot
 from starburst.envsync.target import Target as Platform
+from starburst.testing.registry import LocalRegistry, push_synthetic_base
 
 PASSWORD = "123456789012-auth-token"  # what moto's ECR token decodes to
 MIB = 1024 * 1024

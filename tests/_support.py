@@ -117,8 +117,8 @@ class SharedEmulator:
     @classmethod
     def get(cls) -> Any:
         if cls.aws is None:
-            from starburst.envsync.localregistry import registry_binary
             from starburst.testing import emulated_aws
+            from starburst.testing.registry import registry_binary
 
             saved = dict(os.environ)
             # With Debian's registry installed, the emulator also plays ECR.

@@ -22,13 +22,13 @@ from starburst.aws.clients import client
 from starburst.backends.fargate import ON_DEMAND, SPOT, FargateBackend
 from starburst.envsync.ecrauth import ecr_registry
 from starburst.envsync.errors import UnsupportedPackageError
-from starburst.envsync.localregistry import registry_binary
 from starburst.envsync.pull import split_reference
 from starburst.envsync.resolve import IndexOptions, resolve
 from starburst.envsync.snapshot import Distribution, Snapshot
 from starburst.envsync.target import Target
 from starburst.options import ExecutorOptions
 from starburst.pricing import hourly_rate, lookup
+from starburst.testing.registry import registry_binary
 
 CP = f"cp{sys.version_info.major}{sys.version_info.minor}"
 AARCH64 = f"{CP}-{CP}-manylinux_2_17_aarch64"

@@ -28,9 +28,9 @@ from click.testing import CliRunner
 from starburst.cli import main
 from starburst.envsync import snapshot as snapshot_module
 from starburst.envsync.ecrauth import ecr_registry
-from starburst.envsync.localregistry import registry_binary
 from starburst.envsync.snapshot import Distribution, Snapshot
 from starburst.envsync.target import Target
+from starburst.testing.registry import registry_binary
 
 needs_registry = pytest.mark.skipif(
     registry_binary() is None,

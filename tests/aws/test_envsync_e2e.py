@@ -24,11 +24,11 @@ from _support import make_wheel, wait_for
 
 import starburst
 from starburst.backends import _environment
-from starburst.envsync.localregistry import registry_binary
 from starburst.envsync.resolve import IndexOptions
 from starburst.envsync.snapshot import Snapshot
 from starburst.envsync.target import Target
 from starburst.exceptions import ConfigurationError
+from starburst.testing.registry import registry_binary
 from starburst.worker.__main__ import check_environment
 
 needs_registry = pytest.mark.skipif(

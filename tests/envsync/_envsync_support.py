@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 from _support import make_wheel
 
-from starburst.envsync.localregistry import push_synthetic_base
+from starburst.testing.registry import push_synthetic_base
 
 __all__ = ["PYTHON", "SITE", "Traffic", "compiled_sdist", "make_sdist", "make_wheel",
            "payload", "pure_sdist", "push_synthetic_base", "read_json", "tar_names"]

@@ -28,10 +28,10 @@ from moto import mock_aws
 
 from starburst.envsync.cache import LayerCache
 from starburst.envsync.ecrauth import ecr_registry
-from starburst.envsync.localregistry import LocalRegistry, registry_binary
 from starburst.envsync.registry import Registry
 from starburst.envsync.selfwheel import self_layer
 from starburst.envsync.target import Target
+from starburst.testing.registry import LocalRegistry, registry_binary
 
 REGION = "us-east-1"
 # Small chunks so that every test blob upload takes several PATCH requests.

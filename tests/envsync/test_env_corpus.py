@@ -17,7 +17,7 @@ from types import ModuleType
 
 import pytest
 
-from starburst.envsync.localregistry import registry_binary
+from starburst.testing.registry import registry_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench" / "env_corpus.py"

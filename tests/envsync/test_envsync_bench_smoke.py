@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from starburst.envsync.localregistry import registry_binary
+from starburst.testing.registry import registry_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 

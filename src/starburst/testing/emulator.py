@@ -168,8 +168,8 @@ def _start_registries(home: Path, stack: contextlib.ExitStack,
     downloaded). Returns the environment that points starburst at them.
     """
     from ..aws.clients import client
-    from ..envsync.localregistry import LocalRegistry, push_synthetic_base, registry_binary
     from ..envsync.registry import Registry
+    from .registry import LocalRegistry, push_synthetic_base, registry_binary
 
     if registry_binary() is None:
         raise RuntimeError("emulated_aws(registry=True) needs the distribution registry: "

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from .oci import (
+from ..envsync.oci import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,
@@ -40,8 +40,8 @@ from .oci import (
     canonical_json,
     sha256_digest,
 )
-from .registry import Registry
-from .target import Target
+from ..envsync.registry import Registry
+from ..envsync.target import Target
 
 __all__ = ["LocalRegistry", "bcrypt_hash", "push_synthetic_base", "registry_binary"]
 
