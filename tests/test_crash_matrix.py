@@ -35,7 +35,7 @@ from _tasks import (
 
 import starburst
 from starburst import backends, protocol
-from starburst.worker.loop import client_heartbeat_key
+from starburst.wire.keys import client_heartbeat_key
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -449,7 +449,7 @@ def test_a_result_committed_by_a_worker_that_died_before_telling_reaches_the_cli
     # went out. The chunk runs again; the second worker finds the commit: it
     # must pass the committed result on, or nobody ever tells the client.
     from starburst.serialization import checksum, dumps
-    from starburst.worker.loop import result_commit_key
+    from starburst.wire.keys import result_commit_key
 
     ex = starburst.Executor(workers=1, settings=fast_settings, progress=False)
     try:

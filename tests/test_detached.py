@@ -16,8 +16,8 @@ import pytest
 from _support import alive, session_processes, wait_for
 
 import starburst
-from starburst.session import record_key
 from starburst.transport.local import key_path
+from starburst.wire.keys import record_key
 
 SCRIPT = textwrap.dedent("""
     import json, sys, time

@@ -71,24 +71,18 @@ from .serialization import (
     sizeof,
     verify_checksum,
 )
-from .session import (
-    WORKER_OPTION,
-    SessionRecord,
-    chunk_manifest_key,
-    load_manifests,
-    record_key,
-    write_manifest,
-)
-from .worker.loop import (
-    EXIT_STUCK,
-    UNRUN_LEASE,
-    UNRUN_STOPPED,
-    UNRUN_STUCK,
+from .session import WORKER_OPTION, SessionRecord, load_manifests, write_manifest
+from .wire.keys import (
     cancel_key,
+    chunk_manifest_key,
     client_heartbeat_key,
+    payload_key,
+    record_key,
     result_commit_key,
+    session_prefix,
     shared_key,
 )
+from .worker.loop import EXIT_STUCK, UNRUN_LEASE, UNRUN_STOPPED, UNRUN_STUCK
 
 __all__ = ["Client", "MapBlock", "Target"]
 
@@ -384,7 +378,7 @@ class Client:
             ("stop its workers", self.backend.stop), ("close its backend", self.backend.close)]
         if not attach:
             steps += [("delete its data", lambda: self.transport.store.delete_prefix(
-                          f"sessions/{self.session_id}/")),
+                          session_prefix(self.session_id))),
                       ("delete its queues", self.transport.destroy)]
         steps += [("close its transport", self.transport.close),
                   ("close its display", self.display.close)]
@@ -623,7 +617,7 @@ class Client:
         key = ""
         body = frame
         if len(frame) > self.transport.inline_limit - _HEADER_ROOM:
-            key = f"sessions/{self.session_id}/payloads/{chunk_id}"
+            key = payload_key(self.session_id, chunk_id)
             self.transport.store.put(key, frame)
             body = b""
         msg = protocol.TaskMessage(
@@ -1245,7 +1239,7 @@ class Client:
             self.display.print(f"starburst: session {self.session_id}: {self.cost()}",
                                stream="stderr")
         try:
-            self.transport.store.delete_prefix(f"sessions/{self.session_id}/")
+            self.transport.store.delete_prefix(session_prefix(self.session_id))
             self.transport.destroy()
             self.transport.close()
         except Exception as exc:

@@ -25,25 +25,16 @@ from typing import Any
 
 from .exceptions import ProtocolError
 from .transport.base import Store
+from .wire.keys import chunk_manifest_key
 
-__all__ = ["RECORD_VERSION", "WORKER_OPTION", "SessionRecord", "chunk_manifest_key",
-           "load_manifests", "record_key", "write_manifest"]
+__all__ = ["RECORD_VERSION", "WORKER_OPTION", "SessionRecord", "load_manifests",
+           "write_manifest"]
 
 RECORD_VERSION = 1
 #: Key in a record's ``options`` holding how its workers were started
 #: (image, cpu, memory_mib, arch, env): what a cloud backend needs to launch
 #: replacement workers after ``attach``. Never credentials.
 WORKER_OPTION = "_worker"
-
-
-def record_key(session: str) -> str:
-    """Store key of a session's record."""
-    return f"sessions/{session}/record.json"
-
-
-def chunk_manifest_key(session: str, index: int) -> str:
-    """Store key of a session's chunk manifest number ``index``."""
-    return f"sessions/{session}/chunks/{index}"
 
 
 @dataclass

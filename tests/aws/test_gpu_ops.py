@@ -27,7 +27,8 @@ from starburst.cli import main
 from starburst.commands.ops import _Rates
 from starburst.pricing import hourly_rate, lookup
 from starburst.pricing_cache import spot_price_in_use, table_in_use
-from starburst.session import SessionRecord, record_key
+from starburst.session import SessionRecord
+from starburst.wire.keys import record_key
 
 _QUEUE = "starburst-gpu-g4dn-xlarge"
 

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from starburst.aws import provision
 from starburst.aws.clients import client
 from starburst.cli import main
-from starburst.session import SessionRecord, record_key
+from starburst.session import SessionRecord
+from starburst.wire.keys import record_key
 
 
 def _run(*args: str) -> tuple[int, str]:

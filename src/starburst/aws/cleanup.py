@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from ..wire.keys import session_prefix
 from . import ops, provision
 from .clients import client
 from .errors import error_code, translate_errors
@@ -68,7 +69,7 @@ def clean_session(place: ops.Place, session: str, *, dry_run: bool = False,
     objects = ops.delete_run_data(place, session, dry_run=dry_run)
     if objects:
         done.append(f"delete {objects} object(s) of session {session} from "
-                    f"s3://{place.bucket}/{place.key(f'sessions/{session}/')}")
+                    f"s3://{place.bucket}/{place.key(session_prefix(session))}")
     return done
 
 

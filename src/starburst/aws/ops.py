@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from ..exceptions import ProtocolError
 from ..session import SessionRecord
+from ..wire.keys import SESSIONS, record_key, session_prefix
 from . import consistency, provision
 from .batch import ACTIVE_JOB_STATES, GPU_PREFIX
 from .clients import client
@@ -84,9 +85,9 @@ def list_records(place: Place) -> list[SessionRecord]:
     """Every readable session record in the store, newest first."""
     s3 = client("s3", region=place.region)
     out: list[SessionRecord] = []
-    with translate_errors(f"listing sessions in s3://{place.bucket}/{place.key('sessions/')}"):
+    with translate_errors(f"listing sessions in s3://{place.bucket}/{place.key(SESSIONS)}"):
         pages = s3.get_paginator("list_objects_v2").paginate(
-            Bucket=place.bucket, Prefix=place.key("sessions/"))
+            Bucket=place.bucket, Prefix=place.key(SESSIONS))
         keys = [o["Key"] for page in pages for o in page.get("Contents", [])
                 if o["Key"].endswith("/record.json")]
         for key in keys:
@@ -109,7 +110,7 @@ def read_record(place: Place, session: str, *, strict: bool = False) -> SessionR
     with translate_errors(f"reading the record of session {session}"):
         try:
             body = s3.get_object(Bucket=place.bucket,
-                                 Key=place.key(f"sessions/{session}/record.json"))["Body"]
+                                 Key=place.key(record_key(session)))["Body"]
         except ClientError as exc:
             if error_code(exc) in ("NoSuchKey", "404"):
                 return None
@@ -289,7 +290,7 @@ def delete_run_data(place: Place, session: str, *, dry_run: bool = False) -> int
     count = 0
     with translate_errors(f"deleting the run data of session {session}"):
         pages = s3.get_paginator("list_objects_v2").paginate(
-            Bucket=place.bucket, Prefix=place.key(f"sessions/{session}/"))
+            Bucket=place.bucket, Prefix=place.key(session_prefix(session)))
         for page in pages:
             keys: Any = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             count += len(keys)
@@ -303,7 +304,7 @@ def run_data_sessions(place: Place) -> set[str]:
     s3 = client("s3", region=place.region)
     with translate_errors("listing starburst run data"):
         pages = s3.get_paginator("list_objects_v2").paginate(
-            Bucket=place.bucket, Prefix=place.key("sessions/"), Delimiter="/")
+            Bucket=place.bucket, Prefix=place.key(SESSIONS), Delimiter="/")
         return {p["Prefix"].rstrip("/").rsplit("/", 1)[-1]
                 for page in pages for p in page.get("CommonPrefixes", [])}
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError
+from ..wire.keys import code_key
 
 if TYPE_CHECKING:
     from ..envsync.image import BuildReport, ImagePlan
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from ..transport.base import Transport
 
 __all__ = ["BASE_IMAGE_ENV", "CODE_ENV", "ENV_MODES", "EXPECTED_HASH_ENV", "EnvOptions",
-           "base_image_of", "code_key", "ensure_environment", "plan_environment",
+           "base_image_of", "ensure_environment", "plan_environment",
            "pop_env_options", "upload_code"]
 
 log = logging.getLogger("starburst")
@@ -212,10 +213,6 @@ def _record(snapshot: Snapshot, report: BuildReport, repository: str) -> None:
     except OSError as exc:
         log.debug("starburst: could not record the environment build: %s", exc)
 
-
-def code_key(session: str, digest: str) -> str:
-    """Store key of a session's code archive."""
-    return f"sessions/{session}/code/{digest}.zip"
 
 
 def upload_code(transport: Transport, session: str, snapshot: Snapshot | None) -> str | None:

@@ -63,10 +63,11 @@ from ..pricing import FargatePrice, hourly_rate, lookup
 from ..pricing_cache import spot_price_in_use, table_in_use
 from ..quota import QuotaPlan, suggest_quota
 from ..scheduler import SPOT_INTERRUPTION, LaunchPacing
-from ..session import WORKER_OPTION, SessionRecord, record_key
+from ..session import WORKER_OPTION, SessionRecord
 from ..transport import open_transport
 from ..transport.aws import AwsTransport
 from ..transport.s3 import S3Store
+from ..wire.keys import record_key
 from . import _environment
 from ._aws_session import in_parallel, open_worker_session, reject_unknown
 from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec

@@ -35,9 +35,10 @@ from typing import IO, TYPE_CHECKING
 from ..exceptions import BackendError, ConfigurationError
 from ..options import unknown_options_error
 from ..scheduler import LaunchPacing
-from ..session import SessionRecord, record_key
+from ..session import SessionRecord
 from ..transport import open_transport
 from ..transport.local import LocalTransport, key_path
+from ..wire.keys import record_key
 from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
 
 if TYPE_CHECKING:

@@ -75,14 +75,20 @@ from ..serialization import (
 from ..settings import Settings
 from ..transport import Transport
 from ..transport.base import Message
+from ..wire.keys import (
+    cancel_key,
+    client_heartbeat_key,
+    result_commit_key,
+    result_key,
+    shared_key,
+)
 from .runner import ChunkRun, HandBack, LeaseEnd, Outcome, Task, timeout_error
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 __all__ = ["EXIT_STUCK", "UNRUN_LEASE", "UNRUN_STOPPED", "UNRUN_STUCK", "Worker",
-           "cancel_key", "client_heartbeat_key", "lease_extension", "result_commit_key",
-           "result_key", "shared_key"]
+           "lease_extension"]
 
 # SQS long polls for at most 20 s; the local queue accepts any wait.
 _MAX_WAIT = 20.0
@@ -127,31 +133,6 @@ def hand_by(settings: Settings, received: float) -> float:
     after it, less a heartbeat left for reporting and acknowledging (at most
     half of ``max_lease``, so a chunk is never handed back before it starts)."""
     return received + settings.max_lease - min(settings.heartbeat, settings.max_lease / 2)
-
-
-def shared_key(session: str, digest: str) -> str:
-    """Store key of a shared object (function, large argument) of a session."""
-    return f"sessions/{session}/objects/{digest}"
-
-
-def result_key(session: str, chunk: int, attempt: str) -> str:
-    """Store key of one attempt's result body."""
-    return f"sessions/{session}/results/{chunk}/{attempt}"
-
-
-def result_commit_key(session: str, chunk: int) -> str:
-    """Store key whose conditional creation commits a chunk's winning attempt."""
-    return f"sessions/{session}/results/{chunk}/commit"
-
-
-def cancel_key(session: str, chunk: int) -> str:
-    """Store key whose presence says the user cancelled a queued chunk."""
-    return f"sessions/{session}/cancelled/{chunk}"
-
-
-def client_heartbeat_key(session: str) -> str:
-    """Store key the client refreshes while it is alive."""
-    return f"sessions/{session}/heartbeat"
 
 
 class _Stop(BaseException):
