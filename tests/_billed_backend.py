@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from starburst.backends.base import Session, WorkerExit
+from starburst.backends.base import Session
 from starburst.backends.local import LocalBackend
-from starburst.scheduler import SPOT_INTERRUPTION
+from starburst.scheduling.events import SPOT_INTERRUPTION, WorkerExit
 
 #: $36 per worker-hour = one cent per worker-second: easy arithmetic in tests.
 RATE = 36.0

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from starburst.backends.base import WorkerExit
 from starburst.quota import plan_workers, suggest_quota
 from starburst.scheduler import Budget, Launch, OverBudget, Retire, Scheduler
+from starburst.scheduling.events import WorkerExit
 
 
 def _run_one_chunk(s: Scheduler, worker: str, chunk: int, t0: float, t1: float) -> None:

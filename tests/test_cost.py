@@ -10,8 +10,8 @@ import pytest
 
 import starburst
 from starburst import backends
-from starburst.backends.base import WorkerExit
 from starburst.cost import LABEL, computed_cost
+from starburst.scheduling.events import WorkerExit
 
 
 @pytest.fixture

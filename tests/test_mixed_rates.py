@@ -18,10 +18,10 @@ from _support import task_process
 
 import starburst
 from starburst import protocol
-from starburst.backends.base import WorkerExit
 from starburst.client import _Chunk
 from starburst.exceptions import TaskError
 from starburst.scheduler import Budget, Launch, OverBudget, Scheduler
+from starburst.scheduling.events import WorkerExit
 from starburst.serialization import checksum, dumps
 from starburst.transport.local import LocalTransport
 from starburst.worker.loop import UNRUN_STOPPED, UNRUN_STUCK

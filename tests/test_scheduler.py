@@ -16,7 +16,6 @@ from hypothesis.stateful import (
     rule,
 )
 
-from starburst.backends.base import WorkerExit
 from starburst.scheduler import (
     Budget,
     ChunkState,
@@ -29,6 +28,7 @@ from starburst.scheduler import (
     Retire,
     Scheduler,
 )
+from starburst.scheduling.events import WorkerExit
 
 TERMINAL = {ChunkState.DONE, ChunkState.FAILED, ChunkState.CANCELLED}
 

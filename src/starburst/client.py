@@ -32,7 +32,7 @@ from typing import Any
 
 from . import protocol
 from .backends import get_backend_class
-from .backends.base import WorkerExit, WorkerSpec, describe_exit, exit_signal
+from .backends.base import WorkerSpec
 from .chunking import submit_group_size
 from .cost import CostReport, check_caps, computed_cost, format_money
 from .exceptions import (
@@ -49,7 +49,6 @@ from .exceptions import (
 )
 from .options import ExecutorOptions, cap_local_workers
 from .scheduler import (
-    SPOT_INTERRUPTION,
     Budget,
     ChunkState,
     Discard,
@@ -60,6 +59,7 @@ from .scheduler import (
     Retire,
     Scheduler,
 )
+from .scheduling.events import SPOT_INTERRUPTION, WorkerExit, describe_exit, exit_signal
 from .serialization import (
     codec_for,
     dumps,

@@ -13,9 +13,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .backends.base import WorkerExit
 from .exceptions import BudgetExceededError, ConfigurationError
 from .pricing import task_cost
+from .scheduling.events import WorkerExit
 
 __all__ = ["LABEL", "MIN_BILLED_SECONDS", "CostReport", "check_caps", "computed_cost",
            "format_money"]

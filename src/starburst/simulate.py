@@ -40,10 +40,11 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .backends.base import WorkerExit
 from .chunking import chunk_plan
 from .pricing import MINIMUM_SECONDS, hourly_rate, lookup
-from .scheduler import Discard, Fail, Launch, LaunchPacing, Redeliver, Retire, Scheduler
+from .scheduler import Discard, Fail, Launch, Redeliver, Retire, Scheduler
+from .scheduling.events import WorkerExit
+from .scheduling.pacing import LaunchPacing
 
 __all__ = ["FargateModel", "SimResult", "Workload", "lower_bound", "simulate",
            "simulate_seed_design"]

@@ -19,11 +19,12 @@ from starburst.aws.clients import client
 from starburst.aws.consistency import describe_tasks
 from starburst.aws.propagation import retry_while_propagating
 from starburst.backends import fargate
-from starburst.backends.base import WorkerExit, WorkerSpec, describe_exit
+from starburst.backends.base import WorkerSpec
 from starburst.backends.fargate import FargateBackend
 from starburst.exceptions import BackendError, ConfigurationError
 from starburst.options import ExecutorOptions
-from starburst.scheduler import LaunchPacing
+from starburst.scheduling.events import WorkerExit, describe_exit
+from starburst.scheduling.pacing import LaunchPacing
 
 
 def _probe(aws, command: list[str], *, log_group: str = "/starburst",

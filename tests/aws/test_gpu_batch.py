@@ -26,7 +26,7 @@ from starburst.backends import get_backend_class
 from starburst.backends.batch import BatchBackend, job_exit
 from starburst.backends.fargate import FargateBackend
 from starburst.cli import main
-from starburst.scheduler import SPOT_INTERRUPTION
+from starburst.scheduling.events import SPOT_INTERRUPTION
 from starburst.testing.batch_runner import HOST_TERMINATED
 
 _TAG = {"starburst:managed": "true"}

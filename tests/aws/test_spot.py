@@ -26,7 +26,7 @@ from starburst.aws.clients import client
 from starburst.aws.consistency import describe_tasks
 from starburst.aws.propagation import retry_while_propagating
 from starburst.aws.quota import vcpus_in_use
-from starburst.backends.base import WorkerExit, WorkerSpec
+from starburst.backends.base import WorkerSpec
 from starburst.backends.fargate import (
     ON_DEMAND,
     SPOT,
@@ -37,7 +37,8 @@ from starburst.cost import computed_cost, format_money
 from starburst.exceptions import BackendError, ConfigurationError
 from starburst.options import ExecutorOptions
 from starburst.pricing import SPOT_DISCOUNT_SOURCE, hourly_rate, lookup, spot_price
-from starburst.scheduler import SPOT_INTERRUPTION, Fail, Redeliver, Scheduler
+from starburst.scheduler import Fail, Redeliver, Scheduler
+from starburst.scheduling.events import SPOT_INTERRUPTION, WorkerExit
 from starburst.testing.task_runner import SPOT_STOPPED_REASON
 
 CAPACITY = ("Capacity is unavailable at this time. Please try again later or in a different "

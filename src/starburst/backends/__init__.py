@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..exceptions import ConfigurationError
-from .base import ComputeBackend, WorkerExit, WorkerSpec, describe_exit
+from ..scheduling.events import WorkerExit, describe_exit
+from .base import ComputeBackend, WorkerSpec
 
 __all__ = ["ComputeBackend", "WorkerExit", "WorkerSpec", "describe_exit", "get_backend_class",
            "known_backends"]

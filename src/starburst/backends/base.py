@@ -8,21 +8,20 @@ waves live above, in the scheduler, once for every backend.
 from __future__ import annotations
 
 import abc
-import signal as _signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..exceptions import ConfigurationError
+from ..scheduling.events import WorkerExit
 
 if TYPE_CHECKING:
     from ..options import ExecutorOptions
-    from ..scheduler import LaunchPacing
+    from ..scheduling.pacing import LaunchPacing
     from ..session import SessionRecord
     from ..transport import Transport
 
-__all__ = ["ComputeBackend", "OutputCallback", "Session", "WorkerExit", "WorkerSpec",
-           "describe_exit", "exit_signal"]
+__all__ = ["ComputeBackend", "OutputCallback", "Session", "WorkerSpec"]
 
 #: Called with (worker id, stream name, line) for live worker output.
 OutputCallback = Callable[[str, str, str], None]
@@ -44,68 +43,6 @@ class WorkerSpec:
     cpu: float = 1.0
     memory_mib: int = 2048
     image: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerExit:
-    """How a worker ended, as far as the backend knows.
-
-    Attributes:
-        worker: worker id (local: ``local-<n>``; Fargate: task ARN).
-        exit_code: process/container exit code, when known.
-        signal: name of the signal that ended it, when known.
-        stop_code: ECS stop code (e.g. ``EssentialContainerExited``).
-        reason: ECS stopped reason and container reason, when known.
-        started_at: epoch seconds the worker started (billing start).
-        stopped_at: epoch seconds it stopped.
-    """
-
-    worker: str
-    exit_code: int | None = None
-    signal: str | None = None
-    stop_code: str | None = None
-    reason: str | None = None
-    started_at: float | None = None
-    stopped_at: float | None = None
-    details: dict[str, str] = field(default_factory=dict)
-
-
-def exit_signal(ex: WorkerExit) -> str | None:
-    """The signal that ended a worker: as reported, or read off an exit code above 128."""
-    if ex.signal is not None:
-        return ex.signal
-    if ex.exit_code is not None and ex.exit_code > 128:
-        try:
-            return _signal.Signals(ex.exit_code - 128).name
-        except ValueError:
-            return None
-    return None
-
-
-def describe_exit(ex: WorkerExit) -> str:
-    """A sentence on how a worker ended, honest about what is known.
-
-    Exit code 137 is SIGKILL, which is *not* proof of out-of-memory: OOM is
-    only reported when the container reason says ``OutOfMemoryError``.
-    """
-    parts: list[str] = []
-    sig = exit_signal(ex)
-    if sig:
-        parts.append(f"killed by {sig}")
-    if ex.exit_code is not None:
-        parts.append(f"exit code {ex.exit_code}")
-    if ex.stop_code:
-        parts.append(f"stop code {ex.stop_code}")
-    if ex.reason:
-        parts.append(f"reason: {ex.reason}")
-    text = ", ".join(parts) or "ended for an unknown reason"
-    if ex.reason and "OutOfMemoryError" in ex.reason:
-        text += " -- out of memory: raise memory= (or process less data per task)"
-    elif sig == "SIGKILL":
-        text += " (SIGKILL is not proof of out-of-memory; nothing says it was)"
-    elif sig == "SIGSEGV":
-        text += " -- a segmentation fault in native code"
-    return text
 
 
 @dataclass

@@ -42,14 +42,15 @@ from ..aws.gpu_quota import read_gpu_plan
 from ..cost import check_caps
 from ..exceptions import BackendError, ConfigurationError, ProtocolError
 from ..gpu import GpuInstance, InstancePrice, given_price, instance_price, resolve_gpu
-from ..scheduler import SPOT_INTERRUPTION, LaunchPacing
+from ..scheduling.events import SPOT_INTERRUPTION, WorkerExit
+from ..scheduling.pacing import LaunchPacing
 from ..session import WORKER_OPTION, SessionRecord
 from ..transport import open_transport
 from ..transport.aws import AwsTransport
 from ..wire.keys import record_key
 from . import _environment
 from ._aws_session import in_parallel, open_worker_session, reject_unknown
-from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
+from .base import ComputeBackend, OutputCallback, Session, WorkerSpec
 
 if TYPE_CHECKING:
     from mypy_boto3_batch.client import BatchClient

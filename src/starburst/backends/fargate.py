@@ -62,7 +62,8 @@ from ..exceptions import BackendError, CloudError, ConfigurationError, Transport
 from ..pricing import FargatePrice, hourly_rate, lookup
 from ..pricing_cache import spot_price_in_use, table_in_use
 from ..quota import QuotaPlan, suggest_quota
-from ..scheduler import SPOT_INTERRUPTION, LaunchPacing
+from ..scheduling.events import SPOT_INTERRUPTION, WorkerExit
+from ..scheduling.pacing import LaunchPacing
 from ..session import WORKER_OPTION, SessionRecord
 from ..transport import open_transport
 from ..transport.aws import AwsTransport
@@ -70,7 +71,7 @@ from ..transport.s3 import S3Store
 from ..wire.keys import record_key
 from . import _environment
 from ._aws_session import in_parallel, open_worker_session, reject_unknown
-from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
+from .base import ComputeBackend, OutputCallback, Session, WorkerSpec
 
 if TYPE_CHECKING:
     from mypy_boto3_ecs.client import ECSClient

@@ -34,12 +34,13 @@ from typing import IO, TYPE_CHECKING
 
 from ..exceptions import BackendError, ConfigurationError
 from ..options import unknown_options_error
-from ..scheduler import LaunchPacing
+from ..scheduling.events import WorkerExit
+from ..scheduling.pacing import LaunchPacing
 from ..session import SessionRecord
 from ..transport import open_transport
 from ..transport.local import LocalTransport, key_path
 from ..wire.keys import record_key
-from .base import ComputeBackend, OutputCallback, Session, WorkerExit, WorkerSpec
+from .base import ComputeBackend, OutputCallback, Session, WorkerSpec
 
 if TYPE_CHECKING:
     from ..options import ExecutorOptions

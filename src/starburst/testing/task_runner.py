@@ -49,7 +49,7 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 from ..aws.clients import client
 from ..aws.errors import translate_errors
 from ..exceptions import CloudError
-from ..scheduler import SPOT_INTERRUPTION
+from ..scheduling.events import SPOT_INTERRUPTION
 from .task_endpoint import TaskEndpoint, TaskIdentity
 
 if TYPE_CHECKING:
