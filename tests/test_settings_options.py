@@ -207,3 +207,10 @@ def test_max_receives_above_what_sqs_accepts_is_refused(receives):
     with pytest.raises(ConfigurationError, match=r"at most 1000.*maxReceiveCount"):
         Settings(max_receives=receives)
     assert Settings(max_receives=1000).max_receives == 1000
+
+
+def test_the_backend_names_options_accept_are_the_registered_backends():
+    from starburst.backends import known_backends
+    from starburst.options import BACKEND_NAMES
+
+    assert list(BACKEND_NAMES) == known_backends()

@@ -16,13 +16,12 @@ only (``starburst.attach`` uses it: a session keeps the options it ran with).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import multiprocessing.context
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,12 @@ from .config_files import keys_of, load_layers
 from .exceptions import ConfigurationError
 from .settings import Settings
 
-__all__ = ["FILE_OPTIONS", "ExecutorOptions", "cap_local_workers", "local_worker_cap",
-           "parse_memory",
-           "unknown_options_error"]
+__all__ = ["BACKEND_NAMES", "FILE_OPTIONS", "ExecutorOptions", "cap_local_workers", "local_worker_cap",
+           "parse_memory"]
+
+#: What ``backend=`` accepts: the names :func:`starburst.backends.known_backends`
+#: registers (a test keeps the two equal; options stay free of backend imports).
+BACKEND_NAMES = ("batch", "fargate", "local")
 
 #: Executor options that ``STARBURST_<OPTION>``, ``[tool.starburst]`` and the
 #: user config file may set (``idle_timeout`` and the other protocol
@@ -277,50 +279,6 @@ def _merge_max_workers(given: dict[str, Any]) -> None:
     given["workers"] = alias
 
 
-def _cloud_option_names() -> dict[str, str]:
-    """Backend option -> the backend that takes it, from each backend's own list.
-
-    Read from the backend modules when they import (the AWS extra is
-    installed), else from the options that files may set.
-    """
-    names = {key.name: "fargate" for key in keys_of("backend")}
-    names.update((key.name, "fargate") for key in keys_of("aws"))
-    try:
-        from .aws.config import FIELDS
-        from .backends import _environment, batch, fargate
-    except ImportError:  # pragma: no cover - without the aws extra
-        return names
-    for name in (*FIELDS, *fargate._EXTRA, *_environment.OPTION_NAMES):
-        names.setdefault(name, "fargate")
-    for name in batch._EXTRA:
-        names.setdefault(name, "fargate (GPU workers on AWS Batch)")
-    return names
-
-
-def _executor_option_names() -> list[str]:
-    """The options of ``Executor(...)`` itself (those of :meth:`ExecutorOptions.build`)."""
-    params = inspect.signature(ExecutorOptions.build).parameters
-    return sorted(name for name, p in params.items() if p.kind is p.KEYWORD_ONLY)
-
-
-def unknown_options_error(backend: str, names: Iterable[str]) -> ConfigurationError:
-    """The error for options ``backend`` does not take, saying truly where each applies."""
-    given = sorted(names)
-    owners = _cloud_option_names()
-    elsewhere = [n for n in given if n in owners and owners[n] != backend]
-    unknown = [n for n in given if n not in owners]
-    parts = [f"{name} applies to backend={owners[name].split(' ')[0]!r} only"
-             + (f" ({owners[name].split(' ', 1)[1].strip('()')})" if " " in owners[name] else "")
-             for name in elsewhere]
-    if unknown:
-        parts.append(
-            f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not an option of "
-            "any backend (check the spelling; Executor options: "
-            f"{', '.join(_executor_option_names())})")
-    return ConfigurationError(
-        f"the {backend} backend takes no option(s) {', '.join(given)}: {'; '.join(parts)}")
-
-
 @dataclass(frozen=True)
 class ExecutorOptions:
     """Validated options of an :class:`~starburst.Executor`.
@@ -479,10 +437,8 @@ def _check_from(name: str, value: Any, where: str) -> None:
     """Check a value that came from a variable or a file; the error names ``where``."""
     try:
         _CHECKS[name](value)
-        if name == "backend":
-            from .backends import known_backends
-            if value not in known_backends():
-                raise ConfigurationError(
-                    f"unknown backend {value!r}; choose one of: {', '.join(known_backends())}")
+        if name == "backend" and value not in BACKEND_NAMES:
+            raise ConfigurationError(
+                f"unknown backend {value!r}; choose one of: {', '.join(BACKEND_NAMES)}")
     except ConfigurationError as exc:
         raise ConfigurationError(f"{where}: {exc}") from None

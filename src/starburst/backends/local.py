@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
 from ..exceptions import BackendError, ConfigurationError
-from ..options import unknown_options_error
 from ..scheduling.events import WorkerExit
 from ..scheduling.pacing import LaunchPacing
 from ..session import SessionRecord
@@ -41,6 +40,7 @@ from ..transport import open_transport
 from ..transport.local import LocalTransport, key_path
 from ..wire.keys import record_key
 from .base import ComputeBackend, OutputCallback, Session, WorkerSpec
+from .option_names import unknown_options_error
 
 if TYPE_CHECKING:
     from ..options import ExecutorOptions
