@@ -378,3 +378,58 @@ def test_a_worker_whose_pid_cannot_be_recorded_still_runs_and_is_reaped(
         assert not session.backend.pids()
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_an_attached_client_fails_a_chunk_whose_workers_keep_dying(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk that lost its worker max_attempts times fails with WorkerLostError
+    on an attached client too (whose chunks hold no task arguments), and the rest
+    of the session goes on: it broke the client, and the future waited forever."""
+    from _tasks import crash_if
+
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=30,
+                                  client_heartbeat=1.0, client_stale=600, timeout_grace=1.0)
+    ex = starburst.Executor(workers=1, detached=True, settings=settings, progress=False)
+    ex.submit(crash_if, 1, 1)
+    ex.submit(crash_if, 2, 1)
+    ex.shutdown()
+    with starburst.attach(ex.session_id, progress=False, settings=settings) as handle:
+        lost, fine = handle.results(timeout=60, return_exceptions=True)
+        assert isinstance(lost, starburst.WorkerLostError)
+        assert "task 0 lost its worker 3 time(s)" in str(lost)
+        assert fine == 2
+        status = handle.status()
+        assert (status.tasks_done, status.tasks_failed) == (1, 1)
+
+
+def test_an_attached_client_fails_a_task_whose_stored_result_is_gone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A committed result whose stored body is missing fails its tasks with a
+    ProtocolError naming the key on an attached client too (it raised ValueError
+    out of attach(), losing every other result)."""
+    from _tasks import identity
+
+    from starburst import protocol
+    from starburst.transport.local import DirStore
+    from starburst.wire.keys import result_commit_key
+
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    settings = starburst.Settings(poll=0.05, idle_timeout=30, lease=4.0, heartbeat=1.0)
+    ex = starburst.Executor(workers=1, detached=True, settings=settings, progress=False)
+    big = b"x" * (2 << 20)  # past the local transport's 1 MiB inline limit: stored
+    ex.submit(identity, big)
+    ex.submit(identity, 2)
+    session = ex.session_id
+    ex.shutdown()
+    store = DirStore(tmp_path / f"starburst-{session}" / "store")
+    commits = [result_commit_key(session, chunk) for chunk in (0, 1)]
+    wait_for(lambda: all(store.exists(c) for c in commits), timeout=60, what="both results")
+    notices = [protocol.decode(store.get(c)) for c in commits]
+    [stored] = [n.key for n in notices if isinstance(n, protocol.Notice) and n.key]
+    store.delete(stored)
+    with starburst.attach(session, progress=False, settings=settings) as handle:
+        gone, fine = handle.results(timeout=60, return_exceptions=True)
+    assert isinstance(gone, starburst.ProtocolError)
+    assert "is missing from the store" in str(gone)
+    assert fine == 2

@@ -168,6 +168,12 @@ class _Chunk:
     body: bytes = b""
     payload_key: str = ""
     size: int = 0
+    #: The task ids of an attached client's chunk (which holds no task specs).
+    ids: list[int] = field(default_factory=list)
+
+    def task_ids(self) -> list[int]:
+        """The id of each target's task."""
+        return [t[0] for t in self.tasks] if self.tasks else self.ids
 
 
 @dataclass
@@ -808,7 +814,7 @@ class Client:
             # reason; it never leaves their futures waiting.
             error = exc if isinstance(exc, StarburstError) else ProtocolError(
                 f"result {notice.key} of chunk {chunk.id} is missing from the store")
-            outcomes = [(t[0], "fail", error, "", None) for t in chunk.tasks]
+            outcomes = [(tid, "fail", error, "", None) for tid in chunk.task_ids()]
         rerun: list[int] = []
         failed = 0
         for index, ((tid, status, value, output, logs), target) in enumerate(
@@ -917,7 +923,7 @@ class Client:
         if chunk is None:
             return
         ex = action.exit
-        for (tid, *_), target in zip(chunk.tasks, chunk.targets, strict=True):
+        for tid, target in zip(chunk.task_ids(), chunk.targets, strict=True):
             deliver(target, "fail", WorkerLostError(
                 f"task {tid} lost its worker {action.attempts} time(s) "
                 f"(max_attempts={self.options.max_attempts}); the last worker {ex.worker} "
@@ -926,15 +932,15 @@ class Client:
                 worker=ex.worker, exit_code=ex.exit_code, signal=exit_signal(ex),
                 stop_code=ex.stop_code, reason=ex.reason, attempts=action.attempts))
         with self._lock:
-            self.counters.tasks_done += len(chunk.tasks)
-            self.counters.tasks_failed += len(chunk.tasks)
+            self.counters.tasks_done += len(chunk.targets)
+            self.counters.tasks_failed += len(chunk.targets)
 
     def _over_budget(self, action: OverBudget) -> None:
         with self._lock:
             chunks = [self._chunks.pop(cid) for cid in action.chunks if cid in self._chunks]
             for cid in action.chunks:
                 self.scheduler.forget(cid)
-        tasks = sum(len(c.tasks) for c in chunks)
+        tasks = sum(len(c.targets) for c in chunks)
         limit, spent = format_money(action.limit, 3), format_money(action.spent, 3)
         if action.needed:
             why = (f"{spent} committed so far leaves {format_money(action.limit - action.spent, 3)}"
@@ -1175,7 +1181,7 @@ class Client:
                 future.set_running_or_notify_cancel()
                 self.attached_futures[tid] = future
                 futures.append(future)
-            chunk = _Chunk(cid, [], list(futures))
+            chunk = _Chunk(cid, [], list(futures), ids=list(manifests[cid]))
             self._chunks[cid] = chunk
             self.scheduler.submit(cid, len(futures))
             self.counters.tasks_total += len(futures)
