@@ -28,7 +28,8 @@ task_messages = st.builds(
     session=st.text(max_size=40), chunk=st.integers(-1, 2**53), n=st.integers(1, 10**6),
     checksum=st.text(max_size=40), key=st.text(max_size=80),
     timeout=st.none() | st.floats(min_value=1e-6, max_value=1e9),
-    capture=st.booleans(), body=st.binary(max_size=256))
+    capture=st.booleans(), body=st.binary(max_size=256),
+    done_key=st.just("") | st.text(max_size=80), done_checksum=st.just("") | st.text(max_size=40))
 
 notices = st.builds(
     Notice,
@@ -67,7 +68,8 @@ def test_random_bytes_raise_only_protocol_error(data):
 
 @settings(deadline=None, max_examples=300)
 @given(header=st.dictionaries(
-    st.sampled_from(["t", "s", "c", "n", "h", "k", "to", "cap", "w", "a", "r", "i"]),
+    st.sampled_from(["t", "s", "c", "n", "h", "k", "to", "cap", "dk", "dh", "w", "a", "r",
+                     "i"]),
     json_values | st.sampled_from(["task", "start", "done", "release", "bad"]),
     max_size=12), body=st.binary(max_size=16))
 def test_well_framed_headers_of_any_shape_raise_only_protocol_error(header, body):

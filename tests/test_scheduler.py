@@ -82,6 +82,48 @@ def test_release_gives_the_attempt_back():
     assert s.finished(0)
 
 
+def test_a_release_naming_an_older_lease_changes_nothing():
+    s = scheduler(max_attempts=1)
+    s.submit(0, 1)
+    s.launched(["a"], 1)
+    s.started(0, "a", "r1", 0.0)
+    s.released(0, "a", "r1")
+    s.started(0, "a", "r2", 1.0)  # the same worker took the chunk again
+    s.released(0, "a", "r1")  # a late copy of the first release
+    rec = s.chunks[0]
+    assert (rec.state, rec.holder, rec.attempts) == (ChunkState.RUNNING, "a", 1)
+
+
+@pytest.mark.parametrize("same_worker", [False, True])
+def test_a_handed_back_rest_that_starts_before_its_release_takes_the_attempt_over(
+        same_worker: bool):
+    # Near max_lease worker a queues the rest of chunk 0 under a new message;
+    # its start can come before a's release (SQS does not order notices).
+    s = scheduler(max_attempts=1)
+    s.submit(0, 3)
+    s.launched(["a", "b"], 2)
+    s.started(0, "a", "r1", 0.0)
+    rest = "a" if same_worker else "b"
+    assert s.started(0, rest, "r2", 1.0, handed_back=True) == []  # not a second attempt
+    s.released(0, "a", "r1")
+    rec = s.chunks[0]
+    assert (rec.state, rec.holder, rec.attempts) == (ChunkState.RUNNING, rest, 1)
+    assert s.total_attempts == 1
+    assert s.finished(0)
+
+
+def test_a_handed_back_rest_counts_its_own_attempt_after_the_release():
+    s = scheduler(max_attempts=1)
+    s.submit(0, 3)
+    s.launched(["a", "b"], 2)
+    s.started(0, "a", "r1", 0.0)
+    s.released(0, "a", "r1")
+    assert s.started(0, "b", "r2", 1.0, handed_back=True) == []
+    assert (s.chunks[0].attempts, s.total_attempts) == (1, 1)
+    lost = WorkerExit("b", exit_code=1)
+    assert s.worker_exited(lost) == [Fail(0, 1, lost), Discard(0, "r2")]
+
+
 def test_start_notice_after_the_worker_died_counts_as_lost():
     s = scheduler(max_attempts=3)
     s.submit(0, 1)

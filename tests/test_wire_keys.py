@@ -27,6 +27,7 @@ def _all_keys(session: str, chunk: int, name: str) -> dict[str, str]:
         "payload": keys.payload_key(session, chunk),
         "shared": keys.shared_key(session, name),
         "result": keys.result_key(session, chunk, name),
+        "handed": keys.handed_key(session, chunk, name),
         "commit": keys.result_commit_key(session, chunk),
         "cancel": keys.cancel_key(session, chunk),
         "heartbeat": keys.client_heartbeat_key(session),

@@ -39,3 +39,25 @@ def test_absent_payload_key_is_reported_missing(tmp_path):
     error = outcomes[0][2][0]
     assert isinstance(error, starburst.ProtocolError)
     assert "payload 'sessions/sb-x/payloads/13' of chunk 13 is missing" in str(error)
+
+
+def test_a_handed_back_chunk_whose_outcomes_so_far_are_gone_fails_naming_them(tmp_path):
+    # Running the rest without them would lose (or run again) what finished.
+    from _support import task_process
+
+    from starburst import protocol
+    from starburst.transport.local import LocalTransport
+    from starburst.wire.keys import handed_key
+
+    transport = LocalTransport(tmp_path / "session")
+    done = handed_key("sb-x", 13, "0123456789abcdef")
+    task = protocol.TaskMessage(session="sb-x", chunk=13, n=2, checksum="0",
+                                key="sessions/sb-x/payloads/13", done_key=done,
+                                done_checksum="0")
+    with task_process(transport, session="sb-x", worker_id="w") as worker:
+        outcomes = worker._execute(task)
+    assert [o[1] for o in outcomes] == ["err", "err"]
+    error = outcomes[0][2][0]
+    assert isinstance(error, starburst.ProtocolError)
+    assert (f"the outcomes {done!r} of handed-back chunk 13 are missing from the store"
+            in str(error))

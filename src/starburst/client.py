@@ -116,6 +116,8 @@ _HEADER_ROOM = 1024
 _FUTILE_EXITS_PER_WORKER = 3
 # Why a worker handed tasks back ``unrun`` (the ``unrun`` entry of its
 # ``done`` notice's info), as told to an attached client that cannot re-queue them.
+# (``lease`` only from a worker of an older starburst: a worker now queues the
+# rest of such a chunk itself.)
 _UNRUN_WHY = {
     UNRUN_STOPPED: "their worker was stopped while running the chunk (a Fargate Spot "
                    "interruption, or a stop) and handed them back",
@@ -168,12 +170,19 @@ class _Chunk:
     body: bytes = b""
     payload_key: str = ""
     size: int = 0
+    #: Indices of the targets resolved already, from a hand-back's outcomes so far.
+    delivered: set[int] = field(default_factory=set)
     #: The task ids of an attached client's chunk (which holds no task specs).
     ids: list[int] = field(default_factory=list)
 
     def task_ids(self) -> list[int]:
         """The id of each target's task."""
         return [t[0] for t in self.tasks] if self.tasks else self.ids
+
+    @property
+    def undelivered(self) -> int:
+        """How many of its targets are still to be resolved."""
+        return len(self.targets) - len(self.delivered)
 
 
 @dataclass
@@ -763,12 +772,14 @@ class Client:
             return
         actions: list[Any] = []
         chunk: _Chunk | None = None
+        handed: _Chunk | None = None
         with self._lock:
             if notice.kind == "start":
                 self._futile_exits = 0
                 self._productive.add(notice.worker)
-                actions = self.scheduler.started(notice.chunk, notice.worker, notice.receipt,
-                                                 time.monotonic())
+                actions = self.scheduler.started(
+                    notice.chunk, notice.worker, notice.receipt, time.monotonic(),
+                    handed_back=notice.info.get(protocol.HANDED_BACK) is True)
                 started = self._chunks.get(notice.chunk)
                 if started is not None:
                     for target in started.targets:
@@ -782,7 +793,9 @@ class Client:
                     self._partial[notice.chunk] = max(0, min(done, len(running.targets)))
             elif notice.kind == "release":
                 self._partial.pop(notice.chunk, None)
-                self.scheduler.released(notice.chunk, notice.worker)
+                self.scheduler.released(notice.chunk, notice.worker, notice.receipt)
+                if notice.key:  # handed back near max_lease: the outcomes so far
+                    handed = self._chunks.get(notice.chunk)
             elif notice.kind == "bad":
                 log.warning("starburst: worker %s moved a malformed task message aside: %s",
                             notice.worker, notice.info.get("error"))
@@ -794,8 +807,13 @@ class Client:
         self._act(actions)
         if chunk is not None:
             self._complete(chunk, notice)
+        if handed is not None:
+            self._complete(handed, notice, final=False)
 
-    def _complete(self, chunk: _Chunk, notice: protocol.Notice) -> None:
+    def _complete(self, chunk: _Chunk, notice: protocol.Notice, *, final: bool = True) -> None:
+        """Resolve the targets of ``chunk`` from its result (``final``) or, for a chunk
+        handed back near ``max_lease``, from its outcomes so far: those resolve now,
+        the rest when the chunk's new message has run (its result holds them all)."""
         try:
             frame = notice.body if not notice.key else self.transport.store.get(notice.key)
             if not verify_checksum(frame, notice.checksum, self.transport.spec):
@@ -810,15 +828,28 @@ class Client:
             if len(outcomes) != len(chunk.targets):
                 raise ProtocolError(f"result of chunk {chunk.id} has the wrong shape")
         except (ProtocolError, SerializationError, TransportError, CloudError, KeyError) as exc:
+            if not final:  # the final result holds these outcomes too
+                log.debug("starburst: the outcomes so far of chunk %d cannot be read: %s",
+                          chunk.id, exc)
+                return
             # A result that cannot be read fails its chunk's tasks with the
             # reason; it never leaves their futures waiting.
             error = exc if isinstance(exc, StarburstError) else ProtocolError(
                 f"result {notice.key} of chunk {chunk.id} is missing from the store")
             outcomes = [(tid, "fail", error, "", None) for tid in chunk.task_ids()]
         rerun: list[int] = []
+        with self._lock:  # a hand-back's and the final result may be read at once
+            fresh = [i for i, o in enumerate(outcomes)
+                     if i not in chunk.delivered and o[1] != "unrun"]
+            chunk.delivered.update(fresh)
         failed = 0
         for index, ((tid, status, value, output, logs), target) in enumerate(
                 zip(outcomes, chunk.targets, strict=True)):
+            if status == "unrun":
+                rerun.append(index)
+                continue
+            if index not in fresh:
+                continue  # resolved from the outcomes of a hand-back
             if output:
                 for stream, text in zip(("stdout", "stderr"), output.split("\0", 1),
                                         strict=False):
@@ -826,17 +857,16 @@ class Client:
                         self.display.print(f"[task {tid}] {line}", stream=stream)
             if logs:
                 _emit_logs(logs, tid, notice.worker)
-            if status == "unrun":
-                rerun.append(index)
-                continue
             if status != "ok":
                 failed += 1
             if status == "err" and self.options.debug:
                 self._offer_debugging(notice.worker, tid)
             deliver(target, status, value)
         with self._lock:
-            self.counters.tasks_done += len(outcomes) - len(rerun)
+            self.counters.tasks_done += len(fresh)
             self.counters.tasks_failed += failed
+        if not final:
+            return
         # Results stay in the store until the session ends (an attaching
         # client finds them there); the payload is no longer needed.
         if chunk.payload_key:
@@ -932,15 +962,15 @@ class Client:
                 worker=ex.worker, exit_code=ex.exit_code, signal=exit_signal(ex),
                 stop_code=ex.stop_code, reason=ex.reason, attempts=action.attempts))
         with self._lock:
-            self.counters.tasks_done += len(chunk.targets)
-            self.counters.tasks_failed += len(chunk.targets)
+            self.counters.tasks_done += chunk.undelivered
+            self.counters.tasks_failed += chunk.undelivered
 
     def _over_budget(self, action: OverBudget) -> None:
         with self._lock:
             chunks = [self._chunks.pop(cid) for cid in action.chunks if cid in self._chunks]
             for cid in action.chunks:
                 self.scheduler.forget(cid)
-        tasks = sum(len(c.targets) for c in chunks)
+        tasks = sum(c.undelivered for c in chunks)
         limit, spent = format_money(action.limit, 3), format_money(action.spent, 3)
         if action.needed:
             why = (f"{spent} committed so far leaves {format_money(action.limit - action.spent, 3)}"
@@ -1032,8 +1062,8 @@ class Client:
             for target in chunk.targets:
                 deliver(target, "fail", error)
             with self._lock:
-                self.counters.tasks_done += len(chunk.targets)
-                self.counters.tasks_failed += len(chunk.targets)
+                self.counters.tasks_done += chunk.undelivered
+                self.counters.tasks_failed += chunk.undelivered
         if dead:
             self.transport.dead.delete([m.receipt for m in dead])
 

@@ -6,12 +6,15 @@ both (and can be fuzzed): a small JSON header, then optional raw bytes
 
     b"SBM" | version:u8 | header_len:u32 | header (JSON, utf-8) | body
 
-* :class:`TaskMessage` (client -> tasks queue): one chunk of tasks.
+* :class:`TaskMessage` (client -> tasks queue): one chunk of tasks; or
+  (worker -> tasks queue) the rest of a chunk its worker handed back before
+  SQS's 12-hour lease limit, naming the stored outcomes of the tasks that ran.
 * :class:`Notice` (worker -> results queue): ``start`` when a worker
   leases a chunk (with the lease receipt, so the client can count the
   attempt and redeliver at once if the worker dies), ``done`` with the
   result (inline or a store key), ``release`` when a worker hands a chunk
-  back on SIGTERM (not an attempt), ``bad`` when a message could not be
+  back on SIGTERM (not an attempt) or, near ``max_lease``, hands its rest
+  back under a new message (``key``: the outcomes so far), ``bad`` when a message could not be
   parsed and was moved aside, ``progress`` (rate-limited: at most one a
   second per worker) with how many tasks of the running chunk finished,
   ``info={"done": n}``, so progress counts tasks, not chunks.
@@ -30,13 +33,18 @@ from typing import Any, Literal
 
 from .exceptions import ProtocolError, VersionMismatchError
 
-__all__ = ["PROTOCOL_VERSION", "Notice", "TaskMessage", "decode", "encode"]
+__all__ = ["HANDED_BACK", "PROTOCOL_VERSION", "Notice", "TaskMessage", "decode", "encode"]
 
 PROTOCOL_VERSION = 1
 _MAGIC = b"SBM"
 _HEAD = struct.Struct("<3sBI")
 # A header is a few hundred bytes; anything near this is corrupt or hostile.
 _MAX_HEADER = 64 * 1024
+
+#: ``info`` entry (true) of a ``start`` notice whose message is the rest of a
+#: chunk handed back near ``max_lease``: the attempt of the worker that handed
+#: it back carries over, even when its ``release`` has not arrived yet.
+HANDED_BACK = "handed_back"
 
 NoticeKind = Literal["start", "done", "release", "bad", "progress"]
 _NOTICE_KINDS = ("start", "done", "release", "bad", "progress")
@@ -58,6 +66,11 @@ class TaskMessage:
         cancellable: the tasks are futures the user may cancel while queued;
             the worker checks for a cancel marker before running them.
         body: the inline payload frame.
+        done_key: set on the rest of a chunk handed back near ``max_lease``
+            (sent by its worker, same chunk id and payload): store key of the
+            result frame of all ``n`` tasks, those not yet run ``unrun``; the
+            next worker runs only those, so no task runs twice.
+        done_checksum: of that frame.
     """
 
     session: str
@@ -69,6 +82,8 @@ class TaskMessage:
     capture: bool = False
     cancellable: bool = False
     body: bytes = b""
+    done_key: str = ""
+    done_checksum: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +97,15 @@ class Notice:
         worker: worker id (local process or ECS task ARN).
         attempt: attempt token (unique per lease), names the result key.
         receipt: lease receipt of the task message (``start`` only).
-        key: store key of the result, or "" when it rides in ``body``.
-        checksum: of the result frame (``done``), as for a task message.
+        key: store key of the result, or "" when it rides in ``body``; on a
+            ``release`` that handed the rest of the chunk back under a new
+            message, the key of the outcomes so far (the new message's
+            :attr:`TaskMessage.done_key`).
+        checksum: of the result frame (``done``, such a ``release``), as for a
+            task message.
         info: free-form details (durations, error text of ``bad``, why tasks came
-            back ``unrun``: see :data:`starburst.worker.loop.UNRUN_STOPPED`).
+            back ``unrun``: see :data:`starburst.worker.loop.UNRUN_STOPPED`;
+            :data:`HANDED_BACK` on the ``start`` of a handed-back rest).
         body: inline result frame.
     """
 
@@ -113,6 +133,8 @@ def encode(msg: TaskMessage | Notice) -> bytes:
             "t": "task", "s": msg.session, "c": msg.chunk, "n": msg.n, "h": msg.checksum,
             "k": msg.key, "to": msg.timeout, "cap": msg.capture, "x": msg.cancellable,
         }
+        if msg.done_key or msg.done_checksum:  # a handed-back rest: others keep their size
+            header["dk"], header["dh"] = msg.done_key, msg.done_checksum
     else:
         header = {
             "t": msg.kind, "s": msg.session, "c": msg.chunk, "w": msg.worker,
@@ -175,6 +197,8 @@ def decode(data: bytes) -> TaskMessage | Notice:
             timeout=None if timeout is None else float(timeout),
             capture=_get(header, "cap", bool),
             cancellable=_get(header, "x", bool) if "x" in header else False, body=body,
+            done_key=_get(header, "dk", str) if "dk" in header else "",
+            done_checksum=_get(header, "dh", str) if "dh" in header else "",
         )
     if kind not in _NOTICE_KINDS:
         raise ProtocolError(f"unknown message kind {kind!r}")

@@ -8,9 +8,11 @@ of Fargate with a simulated clock.
 Per chunk it keeps the record that makes retries correct: state, holder,
 lease receipt and attempts. An attempt is counted when a worker reports
 it has leased the chunk; a release on SIGTERM (or a Spot interruption)
-gives the attempt back. A chunk whose holder died is redelivered at once
-(no need to wait for its lease to lapse) until ``max_attempts`` attempts
-were lost, then it fails with the worker's exit details.
+gives the attempt back, and so does a hand-back near ``max_lease`` (the
+rest of the chunk, under a new message, keeps its chunk id). A chunk
+whose holder died is redelivered at once (no need to wait for its lease
+to lapse) until ``max_attempts`` attempts were lost, then it fails with
+the worker's exit details.
 
 Per session it decides how many workers should exist (never more than
 ``max_workers`` nor more than there are chunks to run), paces launches
@@ -207,8 +209,13 @@ class Scheduler:
         rec.holder = None
         self._outstanding -= 1
 
-    def started(self, chunk: int, worker: str, receipt: str, now: float) -> list[Action]:
-        """``worker`` leased ``chunk`` (a ``start`` notice arrived)."""
+    def started(self, chunk: int, worker: str, receipt: str, now: float, *,
+                handed_back: bool = False) -> list[Action]:
+        """``worker`` leased ``chunk`` (a ``start`` notice arrived).
+
+        ``handed_back``: the message is the rest of the chunk, which its holder
+        handed back near ``max_lease`` under a new message.
+        """
         rec = self.chunks.get(chunk)
         if rec is None or rec.state in _TERMINAL:
             if self.draining and worker in self.alive:
@@ -216,10 +223,13 @@ class Scheduler:
                 self.alive.discard(worker)
                 return [Discard(chunk, receipt), Retire((worker,))]
             return [Discard(chunk, receipt)]
-        # Another holder means the previous lease lapsed (a stalled worker):
-        # that attempt stays counted.
-        rec.attempts += 1
-        self.total_attempts += 1
+        if not (handed_back and rec.state is ChunkState.RUNNING):
+            # Another holder means the previous lease lapsed (a stalled worker):
+            # that attempt stays counted. But the rest of a handed-back chunk
+            # may start before the hand-back's release arrives (it names the
+            # old lease, so it then changes nothing): that attempt carries over.
+            rec.attempts += 1
+            self.total_attempts += 1
         if rec.state is ChunkState.PENDING:
             self._pending -= 1
         rec.state = ChunkState.RUNNING
@@ -236,12 +246,16 @@ class Scheduler:
             return [Fail(chunk, rec.attempts - 1, ex), Discard(chunk, receipt)]
         return []
 
-    def released(self, chunk: int, worker: str) -> None:
-        """``worker`` handed ``chunk`` back (SIGTERM, Spot): not an attempt."""
+    def released(self, chunk: int, worker: str, receipt: str = "") -> None:
+        """``worker`` handed ``chunk`` back (SIGTERM, Spot, ``max_lease``): not an attempt.
+
+        ``receipt``: the lease it released, when the notice names it; a release
+        of an older lease than the one recorded changes nothing.
+        """
         rec = self.chunks.get(chunk)
         if rec is None or rec.state in _TERMINAL:
             return
-        if rec.holder == worker:
+        if rec.holder == worker and (not receipt or receipt == rec.receipt):
             rec.attempts = max(0, rec.attempts - 1)
             self.total_attempts -= 1
             rec.holder = None

@@ -55,9 +55,9 @@ class Settings:
         max_lease: the longest a worker holds one chunk's message: SQS
             refuses to keep a message invisible for more than 12 hours since
             it was received, so before this much time has passed the worker
-            reports the tasks that finished and hands the rest back as a new
-            chunk (see :mod:`starburst.worker.loop`). Lease extensions never
-            reach past it.
+            stores the outcomes of the tasks that finished and hands the rest
+            back under a new message of the same chunk (see
+            :mod:`starburst.worker.loop`). Lease extensions never reach past it.
     """
 
     lease: float = 60.0

@@ -2,8 +2,9 @@
 
 The emulator refuses ChangeMessageVisibility past ``max_visibility_s`` since
 the message's receive (``StrictRules``); workers never ask for it: a chunk
-whose lease would pass ``Settings.max_lease`` reports what finished and
-hands the rest back as a new chunk, so no task runs twice.
+whose lease would pass ``Settings.max_lease`` stores what finished and
+hands the rest back under a new message of the same chunk, so no task runs
+twice, whether a client is there or the session was detached.
 """
 
 from __future__ import annotations
@@ -73,3 +74,26 @@ def test_a_chunk_longer_than_the_lease_limit_runs_each_task_once_on_fargate(
     assert runs == {"a": 1, "b": 1, "c": 1}
     assert aws.rules.visibility_refusals == refused  # no extension past the limit asked
     assert took < 3 * _TASK_S + 15  # handed back once, not re-leased again and again
+
+
+def test_a_detached_fargate_session_whose_chunk_is_handed_back_gets_every_result_on_attach(
+        aws, monkeypatch, tmp_path: Path):
+    # No client is there to re-queue the handed-back tasks: the remainder
+    # must still run (once) and the attached client collect every result.
+    monkeypatch.setattr(aws.rules, "max_visibility_s", _LIMIT_S)
+    names = ["a", "b", "c"]
+    refused = aws.rules.visibility_refusals
+    ex = starburst.Executor(backend="fargate", workers=2, max_attempts=2, detached=True,
+                            settings=_settings(), progress=False)
+    session = ex.session_id
+    ex.submit(counted_nap, str(tmp_path), "x", 0.0)
+    ex.map(counted_nap, [str(tmp_path)] * 3, names, [_TASK_S] * 3, chunksize=3)
+    ex.shutdown()
+    with starburst.attach(session, backend="fargate", progress=False,
+                          settings=_settings()) as handle:
+        assert sorted(handle.results(timeout=120)) == sorted(["x", *names])
+        status = handle.status()
+        assert (status.tasks_total, status.tasks_done, status.tasks_failed) == (4, 4, 0)
+    runs = {n: len(list(tmp_path.glob(f"run-{n}-*"))) for n in ["x", *names]}
+    assert runs == {"x": 1, "a": 1, "b": 1, "c": 1}
+    assert aws.rules.visibility_refusals == refused

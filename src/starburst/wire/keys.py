@@ -11,8 +11,8 @@ takes the other.
 from __future__ import annotations
 
 __all__ = ["SESSIONS", "cancel_key", "chunk_manifest_key", "client_heartbeat_key", "code_key",
-           "payload_key", "record_key", "result_commit_key", "result_key", "session_prefix",
-           "shared_key"]
+           "handed_key", "payload_key", "record_key", "result_commit_key", "result_key",
+           "session_prefix", "shared_key"]
 
 #: The prefix of every session's keys: what ``starburst status`` lists.
 SESSIONS = "sessions/"
@@ -46,6 +46,12 @@ def shared_key(session: str, digest: str) -> str:
 def result_key(session: str, chunk: int, attempt: str) -> str:
     """Store key of one attempt's result body."""
     return f"{session_prefix(session)}results/{chunk}/{attempt}"
+
+
+def handed_key(session: str, chunk: int, attempt: str) -> str:
+    """Store key of the outcomes so far of a chunk its worker handed back near
+    ``max_lease`` (the rest runs under a new message naming it)."""
+    return f"{session_prefix(session)}results/{chunk}/handed/{attempt}"
 
 
 def result_commit_key(session: str, chunk: int) -> str:

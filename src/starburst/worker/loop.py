@@ -31,16 +31,18 @@ A chunk's lease cannot outlive ``max_lease`` (SQS keeps a message invisible
 for at most 12 hours since its receive, and refuses to extend it further):
 extensions stop there, and before each task the worker checks that the
 longest task of the chunk so far would still end ``heartbeat`` seconds
-before it. If not, it reports the tasks that finished and hands the rest
-back ``unrun`` (:data:`UNRUN_LEASE`; the client queues them as a new chunk,
-not as an attempt), so no task runs twice. A single task still running at
-that point cannot be handed back: it is stopped with a ``TaskTimeoutError``
-naming the limit (never silently run again elsewhere).
+before it. If not, it hands the rest of the chunk back under a new message
+of its own (:meth:`Worker._hand_back`: same chunk, naming the stored
+outcomes so far; not an attempt), so no task runs twice and nothing waits
+for a client to queue the rest (a detached session has none). A single task
+still running at that point cannot be handed back: it is stopped with a
+``TaskTimeoutError`` naming the limit (never silently run again elsewhere).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -78,6 +80,7 @@ from ..transport.base import Message
 from ..wire.keys import (
     cancel_key,
     client_heartbeat_key,
+    handed_key,
     result_commit_key,
     result_key,
     shared_key,
@@ -104,7 +107,8 @@ EXIT_STUCK = 70
 #: from before the supervisor did). The client re-queues them either way; an
 #: attached client, which cannot, says which.
 UNRUN_STOPPED, UNRUN_STUCK = "stopped", "stuck"
-#: Why tasks are handed back when the chunk's lease would pass ``max_lease``.
+#: Why tasks are handed back when the chunk's lease would pass ``max_lease``
+#: (in the ``release`` notice of a hand-back: its worker queues them itself).
 UNRUN_LEASE = "lease"
 #: Seconds of the SIGTERM-to-SIGKILL window kept for reporting and releasing
 #: (a store put and two queue calls, with retries) after the running task.
@@ -373,7 +377,8 @@ class Worker:
             self._unrun = UNRUN_STOPPED
         if resume is None:
             self._tell(("lease", msg.receipt, task.chunk, attempt, task.timeout, received))
-            self._notify("start", task.chunk, attempt=attempt, receipt=msg.receipt)
+            self._notify("start", task.chunk, attempt=attempt, receipt=msg.receipt,
+                         info={protocol.HANDED_BACK: True} if task.done_key else {})
         started = time.time()
         try:
             outcomes = self._execute(task, resume)
@@ -381,7 +386,10 @@ class Worker:
             self._release(task.chunk)
             self._tell(("free", task.chunk))
             return
-        self._report(task, outcomes, attempt, msg, started, self._unrun)
+        if self._unrun == UNRUN_LEASE and any(o[1] == "unrun" for o in outcomes):
+            self._hand_back(task, outcomes, attempt, msg)
+        else:
+            self._report(task, outcomes, attempt, msg, started, self._unrun)
         self._tell(("free", task.chunk))
 
     def _tell(self, message: tuple[Any, ...]) -> None:
@@ -409,10 +417,12 @@ class Worker:
                 inbox.recv_bytes()
         os._exit(0)
 
-    def _load_chunk(self, task: protocol.TaskMessage) -> tuple[list[Any], Any, Any] | \
-            list[Outcome]:
-        """The tasks, seed and log level of a chunk, or outcomes failing them all."""
+    def _load_chunk(self, task: protocol.TaskMessage) -> \
+            tuple[list[Any], Any, Any, list[Outcome]] | list[Outcome]:
+        """The tasks, seed and log level of a chunk and the outcomes of those that ran
+        before it was handed back, or outcomes failing them all."""
         try:
+            handed = self._handed_outcomes(task) if task.done_key else []
             body = task.body if not task.key else self._payload(task)
             if not verify_checksum(body, task.checksum, self.transport.spec):
                 raise ProtocolError(
@@ -454,7 +464,25 @@ class Worker:
             return [(i, "err", (exc, tb), "", None) for i in range(task.n)]
         if self._init_error is not None:
             return [(tid, "err", (self._init_error, ""), "", None) for tid, *_ in items]
-        return items, seed, log_level
+        return items, seed, log_level, handed
+
+    def _handed_outcomes(self, task: protocol.TaskMessage) -> list[Outcome]:
+        """The outcomes of the tasks a handed-back chunk ran before (``done_key``)."""
+        try:
+            frame = self.transport.store.get(task.done_key)
+        except KeyError:
+            raise ProtocolError(f"the outcomes {task.done_key!r} of handed-back chunk "
+                                f"{task.chunk} are missing from the store") from None
+        if not verify_checksum(frame, task.done_checksum, self.transport.spec):
+            raise ProtocolError(f"the outcomes {task.done_key!r} of handed-back chunk "
+                                f"{task.chunk} fail their checksum: corrupt or truncated")
+        outcomes: list[Outcome] = []
+        for outcome, error in loads_parts(frame):
+            if error is not None:  # a worker's own frame: cannot happen
+                raise error
+            if outcome[1] != "unrun":
+                outcomes.append(tuple(outcome))
+        return outcomes
 
     def _initialize(self, digest: str) -> None:
         """Run the session's initializer once in this process, before its first task."""
@@ -484,9 +512,9 @@ class Worker:
         loaded = self._load_chunk(task)
         if not isinstance(loaded, tuple):
             return loaded
-        items, seed, log_level = loaded
+        items, seed, log_level, handed = loaded
         order = {t[0]: i for i, t in enumerate(items)}
-        pre: dict[int, Outcome] = {}
+        pre: dict[int, Outcome] = {o[0]: o for o in handed}
         if resume is not None:
             for frame in resume.frames:
                 for outcome, error in loads_parts(frame):
@@ -524,18 +552,18 @@ class Worker:
         except (_Stop, HandBack) as exc:
             self._in_task = False
             lease = isinstance(exc, HandBack)
-            if not run.outcomes and not pre:
-                # Nothing finished: release the whole chunk (its next receive
-                # starts a fresh lease, so this is never a loop).
+            if not run.outcomes and len(pre) == len(handed):
+                # Nothing finished under this lease: release the message as it
+                # is (its next receive starts a fresh lease, so this is never a loop).
                 raise _Stop from None
             done = {o[0] for o in run.outcomes} | set(pre)
             rest = [t[0] for t in items if t[0] not in done]
             if lease:
                 self._unrun = UNRUN_LEASE
                 self._log(f"chunk {task.chunk}: its lease nears max_lease="
-                          f"{self.settings.max_lease:g}s (SQS's 12-hour limit); reporting "
-                          f"{len(done)} finished task(s) and handing back {len(rest)} as a "
-                          "new chunk")
+                          f"{self.settings.max_lease:g}s (SQS's 12-hour limit); storing "
+                          f"{len(done)} finished task(s) and handing back {len(rest)} under "
+                          "a new message")
             else:
                 self._log(f"chunk {task.chunk}: stopping; reporting {len(done)} finished "
                           f"task(s) and handing back {len(rest)}")
@@ -670,12 +698,38 @@ class Worker:
                 and any(o[1] == "err" for o in outcomes)):
             self._kept_alive = self._keeping_alive = True
 
+    def _hand_back(self, task: protocol.TaskMessage, outcomes: list[Outcome], attempt: str,
+                   msg: Message) -> None:
+        """Hand the rest of a chunk back under a new message, before ``max_lease``.
+
+        The outcomes so far (all ``n``, those not run ``unrun``) go to the store,
+        and the new message is the same chunk (id, payload) naming them: the
+        worker that takes it runs only the rest and commits the whole result.
+        So no client has to queue the rest again, and one that attaches later
+        knows the chunk from its manifest. The new message is sent before the
+        old one is deleted: a worker that dies in between leaves the chunk
+        queued (twice at worst; the first commit wins), never lost. The
+        ``release`` comes last and gives the attempt back; the ``start`` of the
+        rest may arrive before it (:data:`protocol.HANDED_BACK`).
+        """
+        frame = self._encode(outcomes)
+        digest = frame_checksum(frame, self.transport.spec)
+        key = handed_key(self.session, task.chunk, attempt)
+        self.transport.store.put(key, frame)
+        rest = dataclasses.replace(task, done_key=key, done_checksum=digest)
+        self.transport.tasks.send([protocol.encode(rest)])
+        self.transport.tasks.delete([msg.receipt])
+        with self._lock:
+            self._lease = None
+        self._notify("release", task.chunk, attempt=attempt, receipt=msg.receipt, key=key,
+                     checksum=digest, info={"unrun": UNRUN_LEASE})
+
     def _release(self, chunk: int) -> None:
         with self._lock:
             lease, self._lease = self._lease, None
         if lease is not None:
             self.transport.tasks.set_visibility(lease.receipt, 0)
-            self._notify("release", chunk)
+            self._notify("release", chunk, receipt=lease.receipt)
             why = "on SIGTERM" if self._stopping.is_set() else "before its lease reached max_lease"
             self._log(f"released chunk {chunk} {why}")
 

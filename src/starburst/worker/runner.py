@@ -7,9 +7,10 @@ when captured):
 * ``ok``: ``value`` is the return value;
 * ``err``: ``value`` is ``(exception, formatted remote traceback)``;
 * ``timeout``: the task ran past ``task_timeout`` (never retried);
-* ``unrun``: the worker handed the chunk back before reaching this task
-  (it was stopped, or the chunk's lease would run past ``max_lease``); the
-  client queues such tasks again.
+* ``unrun``: the worker handed the chunk back before reaching this task: it
+  was stopped, and the client queues such tasks again; or the chunk's lease
+  would run past ``max_lease``, and the worker queues the rest of the chunk
+  itself.
 
 What a task prints goes to the worker's own stdout/stderr with a
 ``[task N]`` label (live in the terminal on the local backend, in the
