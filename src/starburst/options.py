@@ -30,8 +30,8 @@ from .config_files import keys_of, load_layers
 from .exceptions import ConfigurationError
 from .settings import Settings
 
-__all__ = ["BACKEND_NAMES", "FILE_OPTIONS", "ExecutorOptions", "cap_local_workers", "local_worker_cap",
-           "parse_memory"]
+__all__ = ["BACKEND_NAMES", "FILE_OPTIONS", "ExecutorOptions", "cap_local_workers",
+           "local_worker_cap", "parse_memory"]
 
 #: What ``backend=`` accepts: the names :func:`starburst.backends.known_backends`
 #: registers (a test keeps the two equal; options stay free of backend imports).
