@@ -66,13 +66,17 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch,
 
     The user config file is pointed at a file that does not exist, so the
     developer's own ``config.toml`` (worker counts, regions) never changes
-    a test's defaults.
+    a test's defaults; the bulk price list URL at a closed port, so no test
+    reaches the internet.
     """
     for name in list(os.environ):
         if name.startswith(("AWS_", "STARBURST_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("STARBURST_CONFIG",
                        str(tmp_path_factory.getbasetemp() / "no-user-config.toml"))
+    # `starburst pricing refresh` reads the public AWS Price List by default: a
+    # test that does not serve its own (tests/_pricing_stub.py) gets a closed port.
+    monkeypatch.setenv("STARBURST_PRICE_LIST_URL", "http://127.0.0.1:9")
 
 
 @pytest.fixture

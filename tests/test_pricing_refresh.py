@@ -1,161 +1,57 @@
 """``starburst pricing refresh``/``show`` and the price cache, against a Pricing API stub.
 
-moto has no Pricing API, so :class:`PricingStub` is a small HTTP server on
-127.0.0.1 that answers the JSON 1.1 ``AWSPriceListService.GetProducts``
-call the way the real endpoint does (botocore's service model
-``pricing/2017-10-15``): a POST with ``X-Amz-Target``, a JSON body with
-``ServiceCode``/``Filters``/``FormatVersion``/``MaxResults``/``NextToken``,
-and an answer ``{"FormatVersion": "aws_v1", "PriceList": [<JSON document as
-a string>, ...], "NextToken": ...}``. Each PriceList document has the
-shape of a real AmazonECS product (``product.attributes.usagetype``,
-``regionCode``, ``terms.OnDemand.<sku>.<term>.priceDimensions...pricePerUnit.USD``).
-boto3 reaches it through ``AWS_ENDPOINT_URL_PRICING``; requests are
-signed with fake credentials and nothing leaves 127.0.0.1.
+The Pricing API route (``--source api``): Fargate from ``GetProducts`` of
+AmazonECS, and GPU instance prices from ``GetProducts`` of AmazonEC2, both
+answered by :class:`_pricing_stub.PricingStub` on 127.0.0.1 (see that
+module for the shape of the requests and answers). The bulk offer route
+is in ``test_pricing_bulk.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import threading
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _pricing_stub import PricingStub, ec2_product, gpu_products, product, region_products
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from starburst import ConfigurationError
-from starburst.aws import pricing_api
+from starburst.aws import price_refresh, pricing_api
 from starburst.cli import main
 from starburst.exceptions import CloudError
+from starburst.gpu import (
+    GPU_PRICES,
+    GPU_SPOT_DISCOUNT,
+    gpu_instances,
+    instance_price,
+    known_gpus,
+    priced_regions,
+)
 from starburst.pricing import PRICES, lookup
 from starburst.pricing_cache import (
     PriceCache,
     cache_path,
+    gpu_table_in_use,
     load,
     save,
     spot_table_in_use,
     table_in_use,
 )
 
-_PREFIX = {"us-east-1": "USE1", "eu-west-1": "EU", "mx-central-1": "MXC1"}
-_LOCATION = {"us-east-1": "US East (N. Virginia)", "eu-west-1": "EU (Ireland)",
-             "mx-central-1": "Mexico (Central)"}
 
-
-def product(region: str, usage_tail: str, usd: float, *, sku: str | None = None,
-            family: str = "Compute", spot: bool = False) -> dict[str, Any]:
-    """One AmazonECS PriceList document, shaped like the real ones."""
-    sku = sku or f"SKU{abs(hash((region, usage_tail, spot))) % 10**10:010d}"
-    usage = f"{_PREFIX.get(region, 'XX1')}-{'SpotUsage:' if spot else ''}{usage_tail}"
-    term = f"{sku}.JRTCKXETXF"
-    return {
-        "product": {
-            "productFamily": family,
-            "attributes": {
-                "regionCode": region, "servicecode": "AmazonECS",
-                "usagetype": usage, "locationType": "AWS Region",
-                "location": _LOCATION.get(region, region), "servicename":
-                "Amazon Elastic Container Service", "operation": "",
-                "tenancy": "Shared"},
-            "sku": sku},
-        "serviceCode": "AmazonECS",
-        "terms": {"OnDemand": {term: {
-            "priceDimensions": {f"{term}.6YS6EN2CT7": {
-                "unit": "hours", "endRange": "Inf", "description": f"AWS Fargate {usage}",
-                "appliesTo": [], "rateCode": f"{term}.6YS6EN2CT7", "beginRange": "0",
-                "pricePerUnit": {"USD": f"{usd:.10f}"}}},
-            "sku": sku, "effectiveDate": "2026-11-01T00:00:00Z", "offerTermCode": "JRTCKXETXF",
-            "termAttributes": {}}}},
-        "version": "20261101000000", "publicationDate": "2026-11-01T00:00:00Z",
-    }
-
-
-def region_products(region: str, *, vcpu: float, gib: float, arm_vcpu: float,
-                    arm_gib: float, storage: float = 0.000111) -> list[dict[str, Any]]:
-    """The Fargate rows of a region, plus rows that must be ignored."""
-    return [
-        product(region, "Fargate-vCPU-Hours:perCPU", vcpu),
-        product(region, "Fargate-GB-Hours", gib),
-        product(region, "Fargate-ARM-vCPU-Hours:perCPU", arm_vcpu),
-        product(region, "Fargate-ARM-GB-Hours", arm_gib),
-        product(region, "Fargate-EphemeralStorage-GB-Hours", storage, family="Storage"),
-        # Not Linux Fargate: ignored.
-        product(region, "Fargate-Windows-vCPU-Hours:perCPU", 0.09148),
-        product(region, "Fargate-Windows-OS-Hours:perCPU", 0.046),
-        product(region, "ECS-Anywhere-Instance-hours", 0.01025, family="ECS Anywhere"),
-    ]
-
-
-class PricingStub:
-    """A Pricing API endpoint on 127.0.0.1 serving ``products``."""
-
-    def __init__(self, products: list[dict[str, Any]], *, page_size: int = 3) -> None:
-        self.products = products
-        self.page_size = page_size
-        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
-        self.fail_with: tuple[int, str, str] | None = None
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                stub.requests.append((dict(self.headers), body))
-                status, answer = stub.answer(self.headers.get("X-Amz-Target", ""), body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("x-amzn-RequestId", "stub-request")
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def answer(self, target: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        if target != "AWSPriceListService.GetProducts":
-            return 400, {"__type": "UnknownOperationException", "message": target}
-        if self.fail_with is not None:
-            status, code, message = self.fail_with
-            return status, {"__type": code, "Message": message}
-        if body.get("FormatVersion", "aws_v1") != "aws_v1":
-            return 400, {"__type": "InvalidParameterException", "Message": "FormatVersion"}
-        matches = [p for p in self.products if p["serviceCode"] == body["ServiceCode"]]
-        for f in body.get("Filters", []):
-            assert f["Type"] == "TERM_MATCH"
-            matches = [p for p in matches
-                       if p["product"]["attributes"].get(f["Field"]) == f["Value"]]
-        start = int(body.get("NextToken") or 0)
-        size = min(int(body.get("MaxResults", 100)), self.page_size)
-        page = matches[start : start + size]
-        answer: dict[str, Any] = {"FormatVersion": "aws_v1",
-                                  "PriceList": [json.dumps(p) for p in page]}
-        if start + size < len(matches):
-            answer["NextToken"] = str(start + size)
-        return 200, answer
-
-    def __enter__(self) -> PricingStub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+def api_refresh(regions: list[str] | None = None, **kwargs: Any) -> price_refresh.RefreshResult:
+    """A refresh of the Fargate prices through the Pricing API only."""
+    kwargs.setdefault("gpu", False)
+    return price_refresh.refresh(regions, source="api", **kwargs)
 
 
 #: us-east-1 at prices unlike the shipped ones (so a test can tell which is used),
@@ -166,6 +62,10 @@ PRODUCTS = [
                      arm_gib=0.0044),
     product("mx-central-1", "Fargate-vCPU-Hours:perCPU", 0.0152, spot=True),
     product("mx-central-1", "Fargate-GB-Hours", 0.00166, spot=True),
+    # GPU instances (AmazonEC2): a region the shipped GPU table lacks, and a us-east-1
+    # price unlike the shipped 0.526 (so a test can tell which one is used).
+    *gpu_products("mx-central-1", {"g4dn.xlarge": 0.70, "g6.xlarge": 0.91}),
+    *gpu_products("us-east-1", {"g4dn.xlarge": 0.5}),
 ]
 
 
@@ -197,8 +97,10 @@ NOW = datetime(2026, 11, 28, 9, 15, 2, tzinfo=UTC)
 def test_refresh_writes_the_cache_and_lookup_prefers_it(stub: PricingStub, env: Path) -> None:
     assert load() is None
     assert table_in_use() == PRICES
-    result, path = pricing_api.refresh(["us-east-1", "mx-central-1"], now=NOW)
+    result = api_refresh(["us-east-1", "mx-central-1"], now=NOW)
+    path = result.path
     assert path == env == cache_path()
+    assert result.route == "api"
     assert result.missing == []
     data = json.loads(path.read_text())
     assert data["format"] == 1
@@ -234,9 +136,9 @@ def test_refresh_writes_the_cache_and_lookup_prefers_it(stub: PricingStub, env: 
 
 
 def test_refresh_merges_with_what_was_cached(stub: PricingStub) -> None:
-    pricing_api.refresh(["mx-central-1"], now=NOW)
+    api_refresh(["mx-central-1"], now=NOW)
     later = datetime(2026, 12, 1, tzinfo=UTC)
-    pricing_api.refresh(["us-east-1"], now=later)
+    api_refresh(["us-east-1"], now=later)
     cache = load()
     assert cache is not None
     assert cache.fetched == "2026-12-01T00:00:00Z"
@@ -245,8 +147,9 @@ def test_refresh_merges_with_what_was_cached(stub: PricingStub) -> None:
 
 
 def test_refresh_without_regions_refreshes_the_table_in_use(stub: PricingStub) -> None:
-    result, _ = pricing_api.refresh(now=NOW)
-    asked = [b["Filters"][0]["Value"] for _, b in stub.requests if not b.get("NextToken")]
+    result = api_refresh(now=NOW)
+    asked = [b["Filters"][0]["Value"] for b in stub.bodies("AmazonECS")
+             if not b.get("NextToken")]
     assert asked == sorted({r for r, _ in PRICES})
     # The stub lists only us-east-1 of those: the others are reported, not guessed.
     assert result.missing == ["eu-west-1", "us-east-2", "us-west-2"]
@@ -258,7 +161,7 @@ def test_a_region_absent_from_table_and_cache_is_a_clear_error(stub: PricingStub
     with pytest.raises(ConfigurationError, match=r"'xx-nowhere-1'.*pricing refresh"):
         lookup("xx-nowhere-1", "x86_64", table_in_use())
     with pytest.raises(ConfigurationError, match="no Fargate \\(Linux\\) price"):
-        pricing_api.refresh(["xx-nowhere-1"], now=NOW)
+        api_refresh(["xx-nowhere-1"], now=NOW)
     assert not env.exists()  # nothing was written
     # The CLI checks the region first: an AWS region the shipped table lacks.
     result = CliRunner().invoke(main, ["estimate", "--tasks", "10", "--task-seconds", "1",
@@ -271,7 +174,7 @@ def test_a_region_absent_from_table_and_cache_is_a_clear_error(stub: PricingStub
 def test_access_denied_says_what_to_do(stub: PricingStub) -> None:
     stub.fail_with = (400, "AccessDeniedException", "User is not authorized: pricing:GetProducts")
     with pytest.raises(CloudError, match=r"GetProducts.*access denied.*pricing:GetProducts"):
-        pricing_api.refresh(["us-east-1"], now=NOW)
+        api_refresh(["us-east-1"], now=NOW)
 
 
 def test_the_pricing_endpoint_must_exist() -> None:
@@ -288,8 +191,8 @@ def test_cli_refresh_show_and_estimate_use_the_cache(stub: PricingStub, env: Pat
     assert before.exit_code == 0, before.output
     assert json.loads(before.output)["cache_fetched"] is None
 
-    done = runner.invoke(main, ["pricing", "refresh", "--region", "us-east-1",
-                                "--region", "mx-central-1"])
+    done = runner.invoke(main, ["pricing", "refresh", "--source", "api", "--no-gpu",
+                                "--region", "us-east-1", "--region", "mx-central-1"])
     assert done.exit_code == 0, done.output
     assert "Fetched Fargate prices for 2 regions (mx-central-1, us-east-1)" in done.output
     assert "Fargate Spot rates listed for: mx-central-1" in done.output
@@ -323,7 +226,8 @@ def test_cli_refresh_show_and_estimate_use_the_cache(stub: PricingStub, env: Pat
 
 def test_cli_refresh_reports_api_errors(stub: PricingStub) -> None:
     stub.fail_with = (400, "AccessDeniedException", "not allowed")
-    result = CliRunner().invoke(main, ["pricing", "refresh", "--region", "us-east-1"])
+    result = CliRunner().invoke(main, ["pricing", "refresh", "--source", "api",
+                                       "--region", "us-east-1"])
     assert result.exit_code == 1
     assert "access denied" in result.output
 
@@ -331,8 +235,9 @@ def test_cli_refresh_reports_api_errors(stub: PricingStub) -> None:
 def test_cli_refresh_json_reports_what_was_fetched_and_errors_as_json(stub: PricingStub,
                                                                      env: Path) -> None:
     runner = CliRunner()
-    done = runner.invoke(main, ["pricing", "refresh", "--region", "us-east-1",
-                                "--region", "mx-central-1", "--json"])
+    done = runner.invoke(main, ["pricing", "refresh", "--source", "api", "--no-gpu",
+                                "--region", "us-east-1", "--region", "mx-central-1",
+                                "--json"])
     assert done.exit_code == 0, done.output
     data = json.loads(done.stdout)
     assert data["regions"] == ["mx-central-1", "us-east-1"]
@@ -343,7 +248,8 @@ def test_cli_refresh_json_reports_what_was_fetched_and_errors_as_json(stub: Pric
     rows = {(r["region"], r["arch"]): r for r in data["on_demand"]}
     assert rows[("us-east-1", "x86_64")]["vcpu_hour"] == 0.05
     stub.fail_with = (400, "AccessDeniedException", "not allowed")
-    failed = runner.invoke(main, ["pricing", "refresh", "--region", "us-east-1", "--json"])
+    failed = runner.invoke(main, ["pricing", "refresh", "--source", "api", "--region",
+                                  "us-east-1", "--json"])
     assert failed.exit_code == 1
     error = json.loads(failed.stdout)["error"]
     assert "access denied" in error["message"]
@@ -434,3 +340,167 @@ def test_parse_reports_incomplete_regions() -> None:
     price = result.cache.on_demand[("us-east-1", "x86_64")]
     assert price.storage_gib_hour == PRICES[("us-east-1", "x86_64")].storage_gib_hour
     assert "storage price from" in price.source
+
+
+# -- GPU instance prices (GetProducts of AmazonEC2) ---------------------------
+
+#: The filters that pick the one Linux, shared-tenancy, On-Demand row of a type.
+LINUX_FILTERS = {"operatingSystem": "Linux", "tenancy": "Shared", "preInstalledSw": "NA",
+                 "capacitystatus": "Used", "licenseModel": "No License required"}
+
+
+def test_gpu_refresh_asks_amazonec2_for_each_catalogued_type(stub: PricingStub,
+                                                             env: Path) -> None:
+    result = api_refresh(["mx-central-1"], gpu=True, now=NOW)
+    asked = stub.bodies("AmazonEC2")
+    catalog = {i.instance_type for g in known_gpus() for i in gpu_instances(g)}
+    assert {b["Filters"][1]["Value"] for b in asked} == catalog  # one query per type
+    for body in asked:
+        assert body["FormatVersion"] == "aws_v1"
+        filters = {f["Field"]: f["Value"] for f in body["Filters"]}
+        assert {f["Type"] for f in body["Filters"]} == {"TERM_MATCH"}
+        assert filters == {"regionCode": "mx-central-1",
+                           "instanceType": filters["instanceType"], **LINUX_FILTERS}
+    # Only the Linux, shared, used row counts (the stub also lists Windows, dedicated,
+    # capacity-reservation and SQL rows of each type, and a Reserved term).
+    row = result.cache.gpu[("g4dn.xlarge", "mx-central-1")]
+    assert (row.hourly, row.spot, row.recorded) == (0.70, False, "2026-11-28")
+    assert "GetProducts AmazonEC2" in row.source
+    assert result.cache.gpu[("g6.xlarge", "mx-central-1")].hourly == 0.91
+    assert set(result.cache.gpu) == {("g4dn.xlarge", "mx-central-1"),
+                                     ("g6.xlarge", "mx-central-1")}
+    # The types without a listed price are reported, not guessed.
+    assert result.gpu_missing == {"mx-central-1": sorted(catalog - {"g4dn.xlarge",
+                                                                    "g6.xlarge"})}
+    assert result.gpu_skipped is None
+    data = json.loads(env.read_text())
+    assert data["format"] == 1  # an optional key: older readers still read the file
+    assert {(r["instance_type"], r["region"]) for r in data["gpu_on_demand"]} == \
+        set(result.cache.gpu)
+
+
+def test_instance_price_uses_the_cached_price_where_none_is_shipped(stub: PricingStub) -> None:
+    with pytest.raises(ConfigurationError, match="pricing refresh --region mx-central-1"):
+        instance_price("g4dn.xlarge", "mx-central-1", table=gpu_table_in_use())
+    api_refresh(["mx-central-1", "us-east-1"], gpu=True, now=NOW)
+    table = gpu_table_in_use()
+    fetched = instance_price("g4dn.xlarge", "mx-central-1", table=table)
+    assert fetched.hourly == 0.70
+    assert "AmazonEC2" in fetched.source
+    spot = instance_price("g4dn.xlarge", "mx-central-1", spot=True, table=table)
+    assert spot.hourly == pytest.approx(0.70 * (1 - GPU_SPOT_DISCOUNT))
+    assert "mx-central-1" in priced_regions("g4dn.xlarge", table)
+    # A newer cached row wins over the shipped one, as for Fargate.
+    assert instance_price("g4dn.xlarge", "us-east-1", table=table).hourly == 0.5
+    # What the cache lacks still comes from the shipped table.
+    assert instance_price("g5.xlarge", "us-east-1", table=table) == \
+        instance_price("g5.xlarge", "us-east-1")
+    # Without table= the shipped table alone answers (gpu.py does no I/O).
+    assert instance_price("g4dn.xlarge", "us-east-1").hourly == 0.526
+
+
+def test_estimate_prices_gpus_from_the_cache(stub: PricingStub) -> None:
+    args = ["estimate", "--tasks", "10", "--task-seconds", "1", "--workers", "2",
+            "--region", "mx-central-1", "--gpu", "nvidia-t4", "--json"]
+    api_refresh(["mx-central-1"], gpu=True, now=NOW)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    gpu = json.loads(result.output)["options"][-1]
+    assert gpu["price"]["instance_hourly"] == 0.70
+    assert "AmazonEC2" in gpu["price"]["source"]
+
+
+def test_a_gpu_refresh_that_fails_is_an_error_when_asked_for(stub: PricingStub,
+                                                             env: Path) -> None:
+    stub.fail_with = (400, "AccessDeniedException", "User is not authorized")
+    stub.fail_service = "AmazonEC2"
+    with pytest.raises(CloudError, match=r"GetProducts.*AmazonEC2.*access denied"):
+        api_refresh(["mx-central-1"], gpu=True, now=NOW)
+    assert not env.exists()
+
+
+def test_a_gpu_refresh_that_fails_by_default_keeps_the_fargate_prices(stub: PricingStub,
+                                                                      env: Path) -> None:
+    stub.fail_with = (400, "AccessDeniedException", "User is not authorized")
+    stub.fail_service = "AmazonEC2"
+    result = api_refresh(["mx-central-1"], gpu=None, now=NOW)
+    assert ("mx-central-1", "x86_64") in result.cache.on_demand
+    assert result.cache.gpu == {}
+    assert result.gpu_skipped is not None
+    assert "access denied" in result.gpu_skipped
+    assert load() is not None
+
+
+def test_cli_refresh_reports_gpu_prices(stub: PricingStub) -> None:
+    runner = CliRunner()
+    done = runner.invoke(main, ["pricing", "refresh", "--source", "api",
+                                "--region", "mx-central-1"])
+    assert done.exit_code == 0, done.output
+    assert "GPU instance prices for 2 instance types in 1 region (mx-central-1)" in done.output
+    assert "from the AWS Price List API (GetProducts AmazonEC2" in done.output
+    assert "No GPU price listed in mx-central-1 for 38 types" in done.output
+    data = json.loads(runner.invoke(main, ["pricing", "refresh", "--source", "api",
+                                           "--region", "mx-central-1", "--json"]).stdout)
+    rows = {(r["instance_type"], r["region"]): r for r in data["gpu"]}
+    assert rows[("g4dn.xlarge", "mx-central-1")]["hourly"] == 0.70
+    assert rows[("g4dn.xlarge", "mx-central-1")]["recorded"]
+    assert len(data["gpu_missing"]["mx-central-1"]) == 38
+    assert data["gpu_skipped"] is None
+    skipped = json.loads(runner.invoke(main, ["pricing", "refresh", "--source", "api",
+                                              "--no-gpu", "--region", "mx-central-1",
+                                              "--json"]).stdout)
+    assert skipped["gpu"] == []
+    assert "--no-gpu" in skipped["gpu_skipped"]
+
+
+def test_show_gpu_lists_instance_prices_with_source_and_date(stub: PricingStub) -> None:
+    runner = CliRunner()
+    shipped = json.loads(runner.invoke(main, ["pricing", "show", "--gpu", "--json"]).output)
+    assert {r["region"] for r in shipped["gpu_prices"]} == {"us-east-1"}
+    api_refresh(["mx-central-1"], gpu=True, now=NOW)
+    shown = json.loads(runner.invoke(main, ["pricing", "show", "--gpu", "--json",
+                                            "--region", "mx-central-1"]).output)
+    rows = {r["instance_type"]: r for r in shown["gpu_prices"]}
+    assert set(rows) == {"g4dn.xlarge", "g6.xlarge"}
+    assert rows["g4dn.xlarge"]["hourly"] == 0.70
+    assert rows["g4dn.xlarge"]["gpu"] == "nvidia-t4"
+    assert "AmazonEC2" in rows["g4dn.xlarge"]["source"]
+    assert rows["g4dn.xlarge"]["recorded"] == "2026-11-28"
+    text = runner.invoke(main, ["pricing", "show", "--gpu", "--region", "mx-central-1"])
+    assert text.exit_code == 0, text.output
+    assert "g4dn.xlarge" in text.output
+    assert "GetProducts AmazonEC2" in text.output
+    assert "g5.2xlarge" not in text.output  # a shipped us-east-1 row, filtered out
+    missing = runner.invoke(main, ["pricing", "show", "--gpu", "--region", "xx-nowhere-1"])
+    assert missing.exit_code == 1
+    assert "no GPU instance price is known for xx-nowhere-1" in missing.output
+
+
+def test_parse_gpu_keeps_only_linux_shared_on_demand_rows() -> None:
+    # A server that ignored a filter must not smuggle in a Windows or dedicated price.
+    items = gpu_products("mx-central-1", {"g5.xlarge": 1.2})
+    items.append(ec2_product("mx-central-1", "g5.xlarge", 1.3))  # a second, different price
+    table, notes = pricing_api.parse_gpu_price_list(
+        [json.dumps(i) for i in items], fetched=NOW, source="stub")
+    assert table[("g5.xlarge", "mx-central-1")].hourly == 1.2
+    assert notes == ["mx-central-1: two prices for g5.xlarge; kept 1.2, ignored 1.3"]
+    assert pricing_api.parse_gpu_price_list([], fetched=NOW, source="stub") == ({}, [])
+
+
+def test_cache_reads_files_without_gpu_rows_and_round_trips_them(tmp_path: Path) -> None:
+    old = {"format": 1, "fetched": "2026-11-28T00:00:00Z", "source": "test",
+           "on_demand": [dict(asdict(PRICES[("us-east-1", "x86_64")]))], "spot": []}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(old))
+    cache = load(path)
+    assert cache is not None
+    assert cache.gpu == {}
+    assert gpu_table_in_use(cache=cache) == GPU_PRICES
+    row = instance_price("g4dn.xlarge", "us-east-1")
+    moved = dataclasses.replace(row, region="mx-central-1", hourly=0.7, source="x")
+    with_gpu = dataclasses.replace(cache, gpu={("g4dn.xlarge", "mx-central-1"): moved})
+    assert load(save(with_gpu, path)) == with_gpu
+    data = json.loads(path.read_text())
+    data["gpu_on_demand"][0]["hourly"] = -1
+    path.write_text(json.dumps(data))
+    assert load(path) is None  # a broken row: the cache is ignored, as for Fargate

@@ -48,6 +48,7 @@ from .exceptions import ConfigurationError
 from .gpu import (
     GPU_SPOT_DISCOUNT,
     GpuInstance,
+    GpuPriceTable,
     InstancePrice,
     given_price,
     gpu_instance,
@@ -660,7 +661,7 @@ def _price_for(option: Option, region: str, table: PriceTable | None,
 
 def _gpu_price(instance: GpuInstance, spot: bool, region: str,
                rates: Mapping[str, float], spot_rates: Mapping[str, float],
-               discount: float) -> InstancePrice:
+               discount: float, table: GpuPriceTable | None) -> InstancePrice:
     """The hourly price of one GPU instance: the caller's rate first, else the table.
 
     A Spot price without a Spot rate is the On-Demand price (the caller's,
@@ -671,7 +672,7 @@ def _gpu_price(instance: GpuInstance, spot: bool, region: str,
     if spot and itype in spot_rates:
         return given_price(itype, region, spot_rates[itype], spot=True, recorded=today)
     if itype not in rates:
-        return instance_price(itype, region, spot=spot, discount=discount)
+        return instance_price(itype, region, spot=spot, discount=discount, table=table)
     on_demand = given_price(itype, region, rates[itype], recorded=today)
     return gpu_spot_price(on_demand, discount) if spot else on_demand
 
@@ -689,7 +690,8 @@ def estimate(tasks: int, task_seconds: float, *, workers: Sequence[int] = DEFAUL
              gpu_rates: Mapping[str, float] | None = None,
              gpu_spot_rates: Mapping[str, float] | None = None,
              gpu_spot_discount: float = GPU_SPOT_DISCOUNT,
-             gpu_model: FargateModel | None = None) -> Estimate:
+             gpu_model: FargateModel | None = None,
+             gpu_table: GpuPriceTable | None = None) -> Estimate:
     """Wall time and cost of each option on Fargate (and GPUs), beside local, and a pick.
 
     Args:
@@ -718,6 +720,8 @@ def estimate(tasks: int, task_seconds: float, *, workers: Sequence[int] = DEFAUL
             On-Demand and Spot, overriding the table and the Spot assumption.
         gpu_spot_discount: the discount assumed for GPU Spot without a Spot rate.
         gpu_model: the scale model of GPU workers (default :func:`batch_model`).
+        gpu_table: the GPU instance price table (default: the shipped one; pass
+            :func:`starburst.pricing_cache.gpu_table_in_use` to prefer fetched prices).
 
     Raises:
         ConfigurationError: a bad input, or no price for ``region`` (or a GPU
@@ -760,7 +764,7 @@ def estimate(tasks: int, task_seconds: float, *, workers: Sequence[int] = DEFAUL
             used, per_task, sim_per_task = model, task_seconds, sim_seconds
         else:
             price = _gpu_price(option.gpu, option.spot, region, rates, spot_rates_by_type,
-                               gpu_spot_discount)
+                               gpu_spot_discount, gpu_table)
             # One worker per GPU: each pays its share of the instance (and its IPv4).
             rate = (price.hourly + (IPV4_PER_HOUR if public_ip else 0.0)) / option.gpu.gpus
             used = gpu_model

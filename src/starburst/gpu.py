@@ -12,9 +12,13 @@ that choice needs:
   instance (one GPU), the cheapest way to run one worker per GPU.
 - **Prices.** :func:`instance_price` gives the Linux On-Demand price of
   an instance with its source and the date it was recorded, like
-  :mod:`starburst.pricing` does for Fargate. A type or region without a
-  recorded price is a :class:`~starburst.exceptions.ConfigurationError`,
-  never a guess: the user passes a rate (:func:`given_price`) instead.
+  :mod:`starburst.pricing` does for Fargate: from :data:`GPU_PRICES` (the
+  shipped table), or from the table a caller passes, normally
+  :func:`starburst.pricing_cache.gpu_table_in_use` (the shipped rows with
+  those ``starburst pricing refresh`` fetched on top; this module never
+  touches the disk). A type or region without a recorded price is a
+  :class:`~starburst.exceptions.ConfigurationError`, never a guess: the
+  user refreshes the prices or passes a rate (:func:`given_price`).
   EC2 Spot has no fixed price; without a user's rate, a Spot price is
   the On-Demand price less :data:`GPU_SPOT_DISCOUNT`, an assumption the
   price's ``source`` states.
@@ -30,10 +34,12 @@ from dataclasses import dataclass
 from .exceptions import ConfigurationError
 
 __all__ = [
+    "GPU_PRICES",
     "GPU_SOURCE",
     "GPU_SPOT_DISCOUNT",
     "GPU_SPOT_DISCOUNT_SOURCE",
     "GpuInstance",
+    "GpuPriceTable",
     "InstancePrice",
     "given_price",
     "gpu_instance",
@@ -187,6 +193,14 @@ _ON_DEMAND: dict[tuple[str, str], tuple[float, str, str]] = {
     ]
 }
 
+#: A GPU price table: (instance type, region) -> Linux On-Demand price.
+GpuPriceTable = dict[tuple[str, str], InstancePrice]
+
+#: The shipped GPU price table, keyed by (instance type, region).
+GPU_PRICES: GpuPriceTable = {
+    key: InstancePrice(key[0], key[1], hourly, False, source, recorded)
+    for key, (hourly, source, recorded) in _ON_DEMAND.items()}
+
 # Service Quotas codes (service "ec2"): vCPUs of running instances per family.
 _QUOTAS: dict[tuple[str, bool], tuple[str, str]] = {
     ("G", False): ("L-DB2E81BA", "Running On-Demand G and VT instances"),
@@ -263,36 +277,44 @@ def _canonical(gpu: str) -> str:
     return name
 
 
-def priced_regions(instance_type: str) -> list[str]:
-    """The regions with a recorded On-Demand price for ``instance_type``, sorted."""
-    return sorted(r for t, r in _ON_DEMAND if t == instance_type)
+def priced_regions(instance_type: str, table: GpuPriceTable | None = None) -> list[str]:
+    """The regions with a recorded On-Demand price for ``instance_type`` in ``table``
+    (default: the shipped table), sorted."""
+    prices = GPU_PRICES if table is None else table
+    return sorted(r for t, r in prices if t == instance_type)
 
 
 def instance_price(instance_type: str, region: str, *, spot: bool = False,
-                   discount: float = GPU_SPOT_DISCOUNT) -> InstancePrice:
+                   discount: float = GPU_SPOT_DISCOUNT,
+                   table: GpuPriceTable | None = None) -> InstancePrice:
     """The Linux hourly price of ``instance_type`` in ``region``.
 
-    A Spot price is the On-Demand price less ``discount`` (default
+    The On-Demand price comes from ``table`` (default: the shipped
+    :data:`GPU_PRICES`; pass :func:`starburst.pricing_cache.gpu_table_in_use`
+    to prefer prices fetched with ``starburst pricing refresh``). A Spot
+    price is the On-Demand price less ``discount`` (default
     :data:`GPU_SPOT_DISCOUNT`), with the assumption stated in ``source``;
     a user who knows the Spot rate uses :func:`given_price` instead.
 
     Raises:
         ConfigurationError: no price is recorded for this type and region
-            (the message says how to pass a rate), or ``discount`` is not
-            in [0, 1).
+            (the message says how to fetch one or pass a rate), or
+            ``discount`` is not in [0, 1).
     """
     itype = gpu_instance(instance_type).instance_type
+    prices = GPU_PRICES if table is None else table
     try:
-        hourly, source, recorded = _ON_DEMAND[(itype, region)]
+        on_demand = prices[(itype, region)]
     except KeyError:
-        regions = priced_regions(itype)
+        regions = priced_regions(itype, prices)
         raise ConfigurationError(
             f"no On-Demand price is recorded for {itype} in {region!r} (recorded for: "
             f"{', '.join(regions) or 'no region'}). Look it up on "
             "https://aws.amazon.com/ec2/pricing/on-demand/ and pass it as a rate "
             f"(`starburst estimate --gpu-rate {itype}=DOLLARS_PER_HOUR`; in Python, "
-            "starburst.gpu.given_price), or choose a priced instance type or region.") from None
-    on_demand = InstancePrice(itype, region, hourly, False, source, recorded)
+            "starburst.gpu.given_price), or choose a priced instance type or region; "
+            f"`starburst pricing refresh --region {region}` fetches the GPU prices of "
+            "that region from the AWS Pricing API (needs AWS credentials).") from None
     return spot_price(on_demand, discount) if spot else on_demand
 
 

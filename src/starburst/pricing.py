@@ -138,7 +138,8 @@ def lookup(region: str, arch: str = "x86_64",
         raise ConfigurationError(
             f"no Fargate price is known for {region!r} ({arch}); known regions: "
             f"{', '.join(known) or 'none'}. Run `starburst pricing refresh --region {region}` "
-            "to fetch current prices from the AWS Pricing API, or choose a known region."
+            "to fetch current prices from the public AWS Price List (no credentials needed), "
+            "or choose a known region."
         ) from None
 
 

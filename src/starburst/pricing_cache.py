@@ -1,22 +1,32 @@
-"""The local cache of Fargate prices fetched from the AWS Pricing API.
+"""The local cache of the prices ``starburst pricing refresh`` fetched.
 
-``starburst pricing refresh`` (:mod:`starburst.aws.pricing_api`) writes
+``starburst pricing refresh`` (:mod:`starburst.aws.price_refresh`) writes
 ``<cache>/prices.json``; this module reads and writes that file and
-builds the price table in use from it. :mod:`starburst.pricing` stays
-pure: callers pass :func:`table_in_use` as ``table=`` to
-:func:`~starburst.pricing.lookup`.
+builds the price tables in use from it. :mod:`starburst.pricing` and
+:mod:`starburst.gpu` stay pure: callers pass :func:`table_in_use` as
+``table=`` to :func:`~starburst.pricing.lookup`, and
+:func:`gpu_table_in_use` as ``table=`` to
+:func:`~starburst.gpu.instance_price`. In both, a cached row replaces the
+shipped row of the same key (the newer figure wins).
 
 ``<cache>`` is ``STARBURST_CACHE_DIR`` when set, else
 ``platformdirs.user_cache_dir("starburst")`` (the same root as the
 environment-sync cache). The file::
 
     {"format": 1,
-     "fetched": "2026-11-28T09:15:02Z",          # when the Pricing API answered
-     "source": "AWS Price List API (GetProducts, AmazonECS; endpoint us-east-1)",
+     "fetched": "2026-11-28T09:15:02Z",          # when the last refresh ran
+     "source": "AWS Price List bulk offers (https://pricing.us-east-1.amazonaws.com/...)",
      "on_demand": [{"region": "us-east-1", "arch": "x86_64", "vcpu_hour": 0.04048,
                     "gib_hour": 0.004445, "storage_gib_hour": 0.000111,
-                    "source": "...", "recorded": "2026-11-28"}, ...],
-     "spot": [...]}                               # only if the Price List carried Spot rates
+                    "source": "<offer URL> (Linux, On-Demand)", "recorded": "2026-11-11"},
+                   ...],
+     "spot": [...],                               # only if the Price List carried Spot rates
+     "gpu_on_demand": [{"instance_type": "g4dn.xlarge", "region": "eu-central-1",
+                        "hourly": 0.658, "source": "...", "recorded": "2026-11-28"}, ...]}
+
+``gpu_on_demand`` (EC2 GPU instances, Linux On-Demand) is optional: a file
+written before it existed reads as one without GPU rows, and a reader
+that does not know it ignores it, so the format number stays 1.
 
 An unreadable or foreign cache is ignored with a warning in the log (the
 shipped table still works); writes go to a temporary file and are renamed
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -35,6 +46,7 @@ from typing import Any
 
 import platformdirs
 
+from .gpu import GPU_PRICES, GpuPriceTable, InstancePrice
 from .pricing import (
     PRICES,
     SPOT_DISCOUNT,
@@ -45,8 +57,8 @@ from .pricing import (
     spot_price,
 )
 
-__all__ = ["CACHE_FORMAT", "CACHE_NAME", "PriceCache", "cache_path", "load", "save",
-           "spot_price_in_use", "spot_table_in_use", "table_in_use"]
+__all__ = ["CACHE_FORMAT", "CACHE_NAME", "PriceCache", "cache_path", "gpu_table_in_use",
+           "load", "save", "spot_price_in_use", "spot_table_in_use", "table_in_use"]
 
 log = logging.getLogger("starburst")
 
@@ -56,35 +68,46 @@ CACHE_FORMAT = 1
 CACHE_NAME = "prices.json"
 
 _FIELDS = ("region", "arch", "vcpu_hour", "gib_hour", "storage_gib_hour", "source", "recorded")
+_GPU_FIELDS = ("instance_type", "region", "hourly", "source", "recorded")
 
 
 @dataclass(frozen=True)
 class PriceCache:
-    """Prices fetched from the AWS Pricing API.
+    """Prices fetched from the AWS Price List.
 
     Attributes:
-        fetched: when the Pricing API answered (ISO 8601, UTC).
-        source: what was asked (API, service code, endpoint).
-        on_demand: Linux On-Demand prices by (region, architecture).
+        fetched: when the last refresh ran (ISO 8601, UTC).
+        source: where its Fargate prices came from (bulk offers or API).
+        on_demand: Fargate Linux On-Demand prices by (region, architecture).
         spot: Fargate Spot prices, when the Price List carried them.
+        gpu: EC2 GPU instance Linux On-Demand prices by (instance type, region).
     """
 
     fetched: str
     source: str
     on_demand: PriceTable = field(default_factory=dict)
     spot: PriceTable = field(default_factory=dict)
+    gpu: GpuPriceTable = field(default_factory=dict)
 
     def merged(self, newer: PriceCache) -> PriceCache:
         """This cache with ``newer``'s rows (and its date and source) on top."""
         return PriceCache(fetched=newer.fetched, source=newer.source,
                           on_demand=merge_tables(self.on_demand, newer.on_demand),
-                          spot=merge_tables(self.spot, newer.spot))
+                          spot=merge_tables(self.spot, newer.spot),
+                          gpu={**self.gpu, **newer.gpu})
 
     def to_json(self) -> dict[str, Any]:
         """The cache file's content."""
-        return {"format": CACHE_FORMAT, "fetched": self.fetched, "source": self.source,
-                "on_demand": [asdict(p) for _, p in sorted(self.on_demand.items())],
-                "spot": [asdict(p) for _, p in sorted(self.spot.items())]}
+        data: dict[str, Any] = {
+            "format": CACHE_FORMAT, "fetched": self.fetched, "source": self.source,
+            "on_demand": [asdict(p) for _, p in sorted(self.on_demand.items())],
+            "spot": [asdict(p) for _, p in sorted(self.spot.items())]}
+        if self.gpu:
+            data["gpu_on_demand"] = [
+                {"instance_type": p.instance_type, "region": p.region, "hourly": p.hourly,
+                 "source": p.source, "recorded": p.recorded}
+                for _, p in sorted(self.gpu.items())]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PriceCache:
@@ -97,7 +120,8 @@ class PriceCache:
             raise ValueError(f"not a starburst price cache of format {CACHE_FORMAT}")
         return cls(fetched=str(data["fetched"]), source=str(data["source"]),
                    on_demand=_rows(data.get("on_demand", [])),
-                   spot=_rows(data.get("spot", [])))
+                   spot=_rows(data.get("spot", [])),
+                   gpu=_gpu_rows(data.get("gpu_on_demand", [])))
 
 
 def _rows(items: Any) -> PriceTable:
@@ -115,6 +139,23 @@ def _rows(items: Any) -> PriceTable:
         if min(price.vcpu_hour, price.gib_hour, price.storage_gib_hour) < 0:
             raise ValueError(f"negative price for {price.region} ({price.arch})")
         table[(price.region, price.arch)] = price
+    return table
+
+
+def _gpu_rows(items: Any) -> GpuPriceTable:
+    if not isinstance(items, list):
+        raise ValueError("GPU price rows must be a list")
+    table: GpuPriceTable = {}
+    for item in items:
+        if not isinstance(item, dict) or set(item) != set(_GPU_FIELDS):
+            raise ValueError(f"a GPU price row needs exactly the fields {', '.join(_GPU_FIELDS)}")
+        price = InstancePrice(instance_type=str(item["instance_type"]),
+                              region=str(item["region"]), hourly=float(item["hourly"]),
+                              spot=False, source=str(item["source"]),
+                              recorded=str(item["recorded"]))
+        if not 0 < price.hourly < math.inf:
+            raise ValueError(f"non-positive price for {price.instance_type} in {price.region}")
+        table[(price.instance_type, price.region)] = price
     return table
 
 
@@ -161,6 +202,13 @@ def table_in_use(path: Path | None = None, *,
     """The shipped table with the cached On-Demand prices on top (cache preferred)."""
     cache = cache if cache is not None else load(path)
     return PRICES if cache is None else merge_tables(PRICES, cache.on_demand)
+
+
+def gpu_table_in_use(path: Path | None = None, *,
+                     cache: PriceCache | None = None) -> GpuPriceTable:
+    """The shipped GPU instance prices with the cached ones on top (cache preferred)."""
+    cache = cache if cache is not None else load(path)
+    return GPU_PRICES if cache is None else {**GPU_PRICES, **cache.gpu}
 
 
 def spot_table_in_use(path: Path | None = None, *,

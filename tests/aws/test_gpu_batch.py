@@ -26,6 +26,8 @@ from starburst.backends import get_backend_class
 from starburst.backends.batch import BatchBackend, job_exit
 from starburst.backends.fargate import FargateBackend
 from starburst.cli import main
+from starburst.gpu import InstancePrice
+from starburst.pricing_cache import PriceCache, save
 from starburst.scheduling.events import SPOT_INTERRUPTION
 from starburst.testing.batch_runner import HOST_TERMINATED
 
@@ -88,8 +90,16 @@ def test_bad_gpu_options_name_the_cause_and_the_choices(emulated, options, needl
         assert needle in str(info.value)
 
 
+@pytest.fixture
+def price_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private price cache: none on the developer's machine prices a region here."""
+    monkeypatch.setenv("STARBURST_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "prices.json"
+
+
 @pytest.mark.parametrize("cap", ["max_cost", "max_hourly_cost"])
-def test_a_cap_in_a_region_without_a_recorded_price_fails_before_anything_exists(aws, cap):
+def test_a_cap_in_a_region_without_a_recorded_price_fails_before_anything_exists(
+        aws, cap, price_cache):
     with pytest.raises(starburst.ConfigurationError) as info:
         starburst.Executor(backend="fargate", gpu="nvidia-t4", region="eu-west-3",
                            progress=False, **{cap: 1.0})
@@ -101,7 +111,7 @@ def test_a_cap_in_a_region_without_a_recorded_price_fails_before_anything_exists
     assert not client("batch", region="eu-west-3").describe_job_queues()["jobQueues"]
 
 
-def test_a_region_without_a_recorded_price_runs_with_its_cost_unknown(aws):
+def test_a_region_without_a_recorded_price_runs_with_its_cost_unknown(aws, price_cache):
     """It was refused; now it runs and says the cost is unknown and how to price it."""
     ex = starburst.Executor(backend="fargate", gpu="nvidia-t4", region="eu-west-3",
                             workers=1, progress=False)
@@ -112,6 +122,23 @@ def test_a_region_without_a_recorded_price_runs_with_its_cost_unknown(aws):
                                "in 'eu-west-3'")
         assert "instance_rate=" in note
         assert str(ex.cost()) == note
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def test_a_price_from_pricing_refresh_prices_a_region_without_a_shipped_one(aws, price_cache):
+    """The GPU price `starburst pricing refresh` cached (GetProducts AmazonEC2) is used."""
+    row = InstancePrice("g4dn.xlarge", "eu-west-3", 0.615, False,
+                        "AWS Price List API (GetProducts AmazonEC2, endpoint us-east-1) "
+                        "(Linux, On-Demand, shared tenancy)", "2026-12-01")
+    save(PriceCache(fetched="2026-12-01T00:00:00Z", source="test",
+                    gpu={("g4dn.xlarge", "eu-west-3"): row}), price_cache)
+    ex = starburst.Executor(backend="fargate", gpu="nvidia-t4", region="eu-west-3",
+                            workers=1, progress=False, max_hourly_cost=5.0)
+    try:
+        assert ex._client.session.hourly_rate == pytest.approx(0.615)
+        assert "GetProducts AmazonEC2" in ex._client.session.price_note
+        assert "2026-12-01" in ex._client.session.price_note
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import boto3
 import boto3.session
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError
 
 from .._version import __version__
 from ..exceptions import ConfigurationError
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sts.client import STSClient
 
-__all__ = ["account_id", "client", "partition", "resolve_region", "translate_errors"]
+__all__ = ["account_id", "client", "has_credentials", "partition", "resolve_region",
+           "translate_errors"]
 
 # Ten attempts in adaptive mode ride out a burst of throttling (1,000
 # workers launching at once) with backoff capped by botocore at 20 s.
@@ -82,6 +84,14 @@ def _session() -> boto3.session.Session:
         if session is None:
             session = _sessions[key] = boto3.session.Session()
         return session
+
+
+def has_credentials() -> bool:
+    """Whether the standard credential chain finds AWS credentials (no AWS call is made)."""
+    try:
+        return _session().get_credentials() is not None
+    except BotoCoreError:
+        return False
 
 
 def resolve_region(explicit: str | None = None, configured: str | None = None) -> str:

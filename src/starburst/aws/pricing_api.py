@@ -1,8 +1,14 @@
-"""Current Fargate prices from the AWS Pricing API (``starburst pricing refresh``).
+"""Current prices from the AWS Pricing API (``starburst pricing refresh --source api``).
 
-``GetProducts`` of service code ``AmazonECS``, one paginated query per
-region (``TERM_MATCH regionCode``); the Fargate rows are picked out by
-their usage type, with or without the region prefix AWS puts in front::
+This is the route that needs AWS credentials (``pricing:GetProducts``).
+:mod:`starburst.aws.price_refresh` uses it for GPU instance prices always,
+and for Fargate when asked to or when the public bulk offer files
+(:mod:`starburst.aws.price_list`) cannot be read.
+
+**Fargate.** ``GetProducts`` of service code ``AmazonECS``, one paginated
+query per region (``TERM_MATCH regionCode``); the Fargate rows are picked
+out by their usage type, with or without the region prefix AWS puts in
+front::
 
     USE1-Fargate-vCPU-Hours:perCPU          x86_64 vCPU-hour   (Linux)
     USE1-Fargate-GB-Hours                   x86_64 GB-hour
@@ -13,14 +19,20 @@ their usage type, with or without the region prefix AWS puts in front::
 
 Windows rows (``Fargate-Windows-...``) and everything else of AmazonECS
 are skipped. Each row's price is the ``OnDemand`` term's USD price per
-unit. The Pricing API has endpoints only in us-east-1, eu-central-1 and
+unit. :func:`parse_price_list` also reads the rows of a bulk offer file.
+
+**GPU instances.** ``GetProducts`` of ``AmazonEC2``, one query per region
+and catalogued instance type (:mod:`starburst.gpu`), with the
+``TERM_MATCH`` filters of :data:`GPU_FILTERS` that leave exactly the
+Linux, shared-tenancy, On-Demand row of a type (no SQL Server, no
+capacity reservation, no licence included). The EC2 bulk offer file of
+one region is hundreds of MB, which is why GPU prices come from the API.
+
+The Pricing API has endpoints only in us-east-1, eu-central-1 and
 ap-south-1 (:data:`ENDPOINT_REGIONS`); any of them answers for every
 region. Botocore honours ``AWS_ENDPOINT_URL_PRICING``, which is how the
-tests point it at a stub server.
-
-The result is written to the local cache (:mod:`starburst.pricing_cache`)
-with the date it was fetched; the estimate then prefers it over the
-shipped table.
+tests point it at a stub server. Rows are dated with the day the API
+answered.
 """
 
 from __future__ import annotations
@@ -29,18 +41,21 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from .. import pricing_cache
 from ..exceptions import ConfigurationError
+from ..gpu import GpuPriceTable, InstancePrice, gpu_instance, gpu_instances, known_gpus
 from ..pricing import PRICES, FargatePrice, PriceTable
 from .errors import translate_errors
 
-__all__ = ["ENDPOINT_REGIONS", "SERVICE_CODE", "FetchResult", "classify_usage_type",
-           "fetch_prices", "parse_price_list", "pricing_client", "refresh"]
+__all__ = ["EC2_SERVICE_CODE", "ENDPOINT_REGIONS", "GPU_FILTERS", "SERVICE_CODE", "FetchResult",
+           "GpuFetchResult", "classify_usage_type", "fetch_gpu_prices", "fetch_prices",
+           "gpu_catalog", "parse_gpu_price_list", "parse_price_list", "pricing_client"]
 
 log = logging.getLogger("starburst")
 
@@ -48,6 +63,19 @@ log = logging.getLogger("starburst")
 ENDPOINT_REGIONS = ("us-east-1", "eu-central-1", "ap-south-1")
 #: The Price List service code of ECS, Fargate included.
 SERVICE_CODE = "AmazonECS"
+#: The Price List service code of EC2 (instances).
+EC2_SERVICE_CODE = "AmazonEC2"
+#: With ``regionCode`` and ``instanceType``, these leave the one row that
+#: prices a plain Linux instance: shared tenancy, no pre-installed software,
+#: no licence, a running instance (not an unused capacity reservation).
+GPU_FILTERS: tuple[tuple[str, str], ...] = (
+    ("operatingSystem", "Linux"), ("tenancy", "Shared"), ("preInstalledSw", "NA"),
+    ("capacitystatus", "Used"), ("licenseModel", "No License required"))
+# GetProducts calls in flight at once for the GPU types of a region: one query
+# per type (40 of them) takes ~0.2 s each; eight at a time keeps a region to
+# about a second, well under the Price List Query API's request rate, and
+# botocore's adaptive retries absorb any throttling.
+_GPU_QUERIES_AT_ONCE = 8
 
 _TAILS: dict[str, tuple[str | None, str]] = {
     "Fargate-vCPU-Hours:perCPU": ("x86_64", "vcpu"),
@@ -104,17 +132,20 @@ class FetchResult:
 
 def parse_price_list(items: Iterable[str | dict[str, Any]], *, fetched: datetime,
                      source: str, regions: Sequence[str] | None = None,
-                     fallback: PriceTable | None = None) -> FetchResult:
+                     fallback: PriceTable | None = None,
+                     recorded: str | None = None) -> FetchResult:
     """Build price tables from ``GetProducts`` ``PriceList`` entries (pure).
 
     Args:
-        items: PriceList entries, each a JSON document (string) or its parsed dict.
+        items: PriceList entries, each a JSON document (string) or its parsed
+            dict: ``{"product": {"attributes": ...}, "terms": {"OnDemand": ...}}``.
         fetched: when the API answered (UTC).
         source: what was asked, for each row's ``source``.
         regions: the regions asked for; a region among them without a
             complete x86_64 price is reported in ``missing``.
         fallback: where a storage price comes from when the Price List has
             none for a region (default: the shipped table).
+        recorded: each row's ``recorded`` date (default: ``fetched``'s day).
     """
     fallback = PRICES if fallback is None else fallback
     found: dict[tuple[bool, str, str | None, str], float] = {}
@@ -135,7 +166,7 @@ def parse_price_list(items: Iterable[str | dict[str, Any]], *, fetched: datetime
                          f"{found[key]}, ignored {price}")
             continue
         found[key] = price
-    day = fetched.astimezone(UTC).date().isoformat()
+    day = recorded or fetched.astimezone(UTC).date().isoformat()
     tables: dict[bool, PriceTable] = {False: {}, True: {}}
     for spot in (False, True):
         for region in sorted({k[1] for k in found if k[0] == spot}):
@@ -179,13 +210,17 @@ def pricing_client(endpoint_region: str = "us-east-1") -> Any:
 
 
 def fetch_prices(regions: Sequence[str], *, endpoint_region: str = "us-east-1",
-                 client: Any | None = None, now: datetime | None = None) -> FetchResult:
-    """Ask the Pricing API for the Fargate prices of ``regions`` (one query each)."""
+                 client: Any | None = None, now: datetime | None = None,
+                 progress: Callable[[str, int, int], None] | None = None) -> FetchResult:
+    """Ask the Pricing API for the Fargate prices of ``regions`` (one query each).
+
+    ``progress`` is called with (region, regions done, regions) after each region.
+    """
     if not regions:
         raise ConfigurationError("name at least one region to fetch prices for")
     api = client if client is not None else pricing_client(endpoint_region)
     items: list[str | dict[str, Any]] = []
-    for region in regions:
+    for done, region in enumerate(regions, start=1):
         paginator = api.get_paginator("get_products")
         pages = paginator.paginate(
             ServiceCode=SERVICE_CODE, FormatVersion="aws_v1", MaxResults=100,
@@ -193,42 +228,125 @@ def fetch_prices(regions: Sequence[str], *, endpoint_region: str = "us-east-1",
         with translate_errors(f"AWS Pricing API GetProducts ({SERVICE_CODE}, {region})"):
             for page in pages:
                 items.extend(page.get("PriceList", []))
+        if progress is not None:
+            progress(region, done, len(regions))
     source = f"AWS Price List API (GetProducts {SERVICE_CODE}, endpoint {endpoint_region})"
     return parse_price_list(items, fetched=now or datetime.now(UTC), source=source,
                             regions=regions)
 
 
-def refresh(regions: Sequence[str] | None = None, *, endpoint_region: str = "us-east-1",
-            path: Path | None = None, client: Any | None = None,
-            now: datetime | None = None) -> tuple[FetchResult, Path]:
-    """Fetch current prices and merge them into the local cache.
+# -- GPU instances (AmazonEC2) ---------------------------------------------------
 
-    Args:
-        regions: regions to refresh (default: every region of the table in
-            use, i.e. the shipped ones and those cached before).
-        endpoint_region: the Pricing API endpoint to ask.
-        path: the cache file (default :func:`starburst.pricing_cache.cache_path`).
-        client: a Pricing API client (default: one from the client factory).
-        now: the time to record (default: now, UTC).
+
+@dataclass
+class GpuFetchResult:
+    """GPU instance prices found in the Price List, and what was missing.
+
+    Attributes:
+        prices: Linux On-Demand prices by (instance type, region).
+        missing: per region, the catalogued types without a listed price.
+        notes: anything odd met on the way (two prices for one type).
+        source: what was asked.
+    """
+
+    prices: GpuPriceTable
+    missing: dict[str, list[str]]
+    notes: list[str]
+    source: str
+
+
+def gpu_catalog() -> list[str]:
+    """Every catalogued GPU instance type, sorted."""
+    return sorted({i.instance_type for g in known_gpus() for i in gpu_instances(g)})
+
+
+def parse_gpu_price_list(items: Iterable[str | dict[str, Any]], *, fetched: datetime,
+                         source: str) -> tuple[GpuPriceTable, list[str]]:
+    """Linux On-Demand GPU instance prices from AmazonEC2 ``PriceList`` entries (pure).
+
+    Rows are checked against :data:`GPU_FILTERS` again, so an answer that
+    ignored a filter cannot slip in a Windows or dedicated price. Two
+    different prices for one type and region keep the first, with a note.
 
     Returns:
-        What was fetched (with notes and regions without a price) and the
-        cache file written.
+        The prices by (instance type, region), and the notes.
+    """
+    day = fetched.astimezone(UTC).date().isoformat()
+    table: GpuPriceTable = {}
+    notes: list[str] = []
+    for raw in items:
+        item: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else raw
+        attrs = (item.get("product") or {}).get("attributes") or {}
+        itype, region = attrs.get("instanceType"), attrs.get("regionCode")
+        if not itype or not region or any(attrs.get(k) != v for k, v in GPU_FILTERS):
+            continue
+        price = _usd(item)
+        if price is None or not price > 0:
+            continue
+        key = (str(itype), str(region))
+        if key in table:
+            if table[key].hourly != price:
+                notes.append(f"{region}: two prices for {itype}; kept {table[key].hourly}, "
+                             f"ignored {price}")
+            continue
+        table[key] = InstancePrice(key[0], key[1], price, False,
+                                   f"{source} (Linux, On-Demand, shared tenancy)", day)
+    return table, notes
+
+
+def fetch_gpu_prices(regions: Sequence[str], *, instance_types: Sequence[str] | None = None,
+                     endpoint_region: str = "us-east-1", client: Any | None = None,
+                     now: datetime | None = None,
+                     progress: Callable[[str, int, int], None] | None = None
+                     ) -> GpuFetchResult:
+    """Ask the Pricing API for the Linux On-Demand prices of GPU instances.
+
+    Args:
+        regions: where.
+        instance_types: which (default: every catalogued GPU type).
+        endpoint_region: the Pricing API endpoint to ask.
+        client: a Pricing API client (default: one from the client factory).
+        now: the time to record (default: now, UTC).
+        progress: called with (region, regions done, regions) after each region.
 
     Raises:
-        ConfigurationError: no region of ``regions`` had a Fargate price.
-        CloudError: the Pricing API call failed (the message says why).
+        CloudError: a GetProducts call failed (the message says why).
     """
-    old = pricing_cache.load(path)
-    if not regions:
-        regions = sorted({r for r, _ in pricing_cache.table_in_use(path, cache=old)})
-    result = fetch_prices(regions, endpoint_region=endpoint_region, client=client, now=now)
-    if not result.cache.on_demand:
-        raise ConfigurationError(
-            f"the AWS Price List has no Fargate (Linux) price for {', '.join(regions)}; "
-            "check the region names (e.g. us-east-1); nothing was written")
-    merged = old.merged(result.cache) if old is not None else result.cache
-    written = pricing_cache.save(merged, path)
-    for note in result.notes:
-        log.info("pricing refresh: %s", note)
-    return result, written
+    types = [gpu_instance(t).instance_type for t in instance_types] if instance_types \
+        else gpu_catalog()
+    api = client if client is not None else pricing_client(endpoint_region)
+
+    def query(region: str, itype: str) -> list[str | dict[str, Any]]:
+        filters = [{"Type": "TERM_MATCH", "Field": "regionCode", "Value": region},
+                   {"Type": "TERM_MATCH", "Field": "instanceType", "Value": itype},
+                   *({"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in GPU_FILTERS)]
+        found: list[str | dict[str, Any]] = []
+        with translate_errors(f"AWS Pricing API GetProducts ({EC2_SERVICE_CODE}, {itype}, "
+                              f"{region})"):
+            pages = api.get_paginator("get_products").paginate(
+                ServiceCode=EC2_SERVICE_CODE, FormatVersion="aws_v1", MaxResults=100,
+                Filters=filters)
+            for page in pages:
+                found.extend(page.get("PriceList", []))
+        return found
+
+    source = (f"AWS Price List API (GetProducts {EC2_SERVICE_CODE}, "
+              f"endpoint {endpoint_region})")
+    fetched = now or datetime.now(UTC)
+    prices: GpuPriceTable = {}
+    notes: list[str] = []
+    missing: dict[str, list[str]] = {}
+    with ThreadPoolExecutor(max_workers=_GPU_QUERIES_AT_ONCE,
+                            thread_name_prefix="starburst-pricing") as pool:
+        for done, region in enumerate(regions, start=1):
+            answers = pool.map(partial(query, region), types)
+            items = [item for answer in answers for item in answer]
+            table, found_notes = parse_gpu_price_list(items, fetched=fetched, source=source)
+            prices.update(table)
+            notes += found_notes
+            absent = [t for t in types if (t, region) not in table]
+            if absent:
+                missing[region] = absent
+            if progress is not None:
+                progress(region, done, len(regions))
+    return GpuFetchResult(prices=prices, missing=missing, notes=notes, source=source)

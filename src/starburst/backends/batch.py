@@ -19,7 +19,8 @@ AWS Batch. Per session::
 One worker per GPU (see :func:`starburst.aws.batch.worker_share`). The
 compute environment keeps ``minvCpus`` 0: instances start for queued jobs
 (a cold start of a few minutes) and stop when idle. The hourly rate is the
-instance price (:func:`starburst.gpu.instance_price`, with source and date)
+instance price (:func:`starburst.gpu.instance_price`, with source and date,
+from the shipped table or the prices ``starburst pricing refresh`` cached)
 divided among the workers an instance holds.
 """
 
@@ -42,6 +43,7 @@ from ..aws.gpu_quota import read_gpu_plan
 from ..cost import check_caps
 from ..exceptions import BackendError, ConfigurationError, ProtocolError
 from ..gpu import GpuInstance, InstancePrice, given_price, instance_price, resolve_gpu
+from ..pricing_cache import gpu_table_in_use
 from ..scheduling.events import SPOT_INTERRUPTION, WorkerExit
 from ..scheduling.pacing import LaunchPacing
 from ..session import WORKER_OPTION, SessionRecord
@@ -575,7 +577,8 @@ def _price_of(instance: GpuInstance, region: str, *, spot: bool,
     """
     if rate is None:
         try:
-            return instance_price(instance.instance_type, region, spot=spot)
+            return instance_price(instance.instance_type, region, spot=spot,
+                                  table=gpu_table_in_use())
         except ConfigurationError as exc:
             raise ConfigurationError(
                 f"{exc} For GPU workers, pass instance_rate=DOLLARS_PER_HOUR (the "

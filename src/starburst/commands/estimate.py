@@ -33,7 +33,7 @@ from ..exceptions import ConfigurationError
 from ..gpu import GPU_SPOT_DISCOUNT, known_gpus
 from ..options import parse_memory
 from ..pricing import SPOT_DISCOUNT
-from ..pricing_cache import load, spot_table_in_use, table_in_use
+from ..pricing_cache import gpu_table_in_use, load, spot_table_in_use, table_in_use
 from ..simulate import FargateModel
 from ._common import checked_region, json_option
 
@@ -329,7 +329,8 @@ def estimate_command(tasks: int | None, task_seconds: float | None, function: st
             model=FargateModel(quota_vcpu=quota_vcpu) if quota_vcpu else None,
             gpus=gpus, gpu_speedup=gpu_speedup, gpu_rates=gpu_rates,
             gpu_spot_rates=gpu_spot_rates, gpu_spot_discount=gpu_spot_discount,
-            gpu_model=batch_model(gpu_quota_vcpu) if gpu_quota_vcpu else None)
+            gpu_model=batch_model(gpu_quota_vcpu) if gpu_quota_vcpu else None,
+            gpu_table=gpu_table_in_use(cache=cache))
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

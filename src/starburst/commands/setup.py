@@ -43,11 +43,13 @@ def _report_gpu(plan: object) -> None:
     from ..aws.setup import SetupPlan
     from ..exceptions import ConfigurationError
     from ..gpu import instance_price
+    from ..pricing_cache import gpu_table_in_use
     assert isinstance(plan, SetupPlan)
     assert plan.gpu is not None
     instance = plan.gpu
     try:
-        price = instance_price(instance.instance_type, plan.region, spot=plan.spot)
+        price = instance_price(instance.instance_type, plan.region, spot=plan.spot,
+                               table=gpu_table_in_use())
         rate = (f"${price.hourly:.4g}/h per instance ({price.source}, recorded "
                 f"{price.recorded})")
     except ConfigurationError as exc:
