@@ -208,7 +208,7 @@ def test_fargate_attach_adopts_the_workers_still_running(tmp_path: Path,
     quota), and closing the attached client stops them."""
     from _support import SharedEmulator
 
-    from starburst.aws import ops
+    from starburst.admin import ops
 
     runner = SharedEmulator.get().runner
     script = tmp_path / "client.py"

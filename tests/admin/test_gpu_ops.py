@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 from click.testing import CliRunner
 
 import starburst
-from starburst.aws import ops
+from starburst.admin import ops
 from starburst.aws.clients import client
 from starburst.aws.consistency import describe_jobs
 from starburst.backends.batch import queue_instance

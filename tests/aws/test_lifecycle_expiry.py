@@ -15,7 +15,8 @@ import pytest
 from _support import wait_for
 
 import starburst
-from starburst.aws import ops, retention
+from starburst.admin import ops
+from starburst.aws import retention
 from starburst.aws.clients import client
 from starburst.exceptions import ConfigurationError
 

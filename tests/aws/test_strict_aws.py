@@ -14,7 +14,7 @@ from test_fargate_backend import _exits, _probe, _python
 from test_gpu_batch import _run, _settings, config_file  # noqa: F401 (a fixture)
 
 import starburst
-from starburst.aws import ops
+from starburst.admin import ops
 from starburst.aws.clients import client
 from starburst.backends import fargate
 

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from ..aws import provision
+from ..aws.clients import client
+from ..aws.errors import error_code, translate_errors
 from ..wire.keys import session_prefix
-from . import ops, provision
-from .clients import client
-from .errors import error_code, translate_errors
+from . import ops
 
 if TYPE_CHECKING:
     from mypy_boto3_batch.type_defs import JobDetailTypeDef

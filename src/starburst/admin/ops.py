@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from ..aws import consistency, provision
+from ..aws.batch import ACTIVE_JOB_STATES, GPU_PREFIX
+from ..aws.clients import client
+from ..aws.config import AwsConfig, load_config
+from ..aws.errors import error_code, translate_errors
 from ..exceptions import ProtocolError
 from ..session import SessionRecord
 from ..wire.keys import SESSIONS, record_key, session_prefix
-from . import consistency, provision
-from .batch import ACTIVE_JOB_STATES, GPU_PREFIX
-from .clients import client
-from .config import AwsConfig, load_config
-from .errors import error_code, translate_errors
 
 if TYPE_CHECKING:
     from mypy_boto3_batch.type_defs import JobDetailTypeDef

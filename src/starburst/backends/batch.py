@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from ..admin import ops
 from ..aws import batch as aws_batch
-from ..aws import ops, provision
+from ..aws import provision
 from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
