@@ -22,7 +22,7 @@ def _when(epoch: float | None) -> str:
 
 
 def _place(region: str | None) -> Any:
-    from ..admin.ops import Place
+    from ..aws.inventory import Place
     return Place.from_config(region)
 
 
@@ -36,8 +36,8 @@ def _states(items: list[Any], key: str) -> dict[str, int]:
 
 def _running(tasks: list[Any], jobs: list[Any]) -> int:
     """Workers that may still run (and bill): ECS tasks not stopped, Batch jobs not done."""
-    from ..admin import ops
-    return sum(map(ops.task_active, tasks)) + sum(map(ops.job_active, jobs))
+    from ..aws import inventory
+    return sum(map(inventory.task_active, tasks)) + sum(map(inventory.job_active, jobs))
 
 
 def _summary(place: Any, session: str, tasks: list[Any], jobs: list[Any],
@@ -66,11 +66,12 @@ def status(session: str | None, region: str | None, as_json: bool) -> None:
     queues), or every session."""
     with aws_errors():
         from ..admin import ops
+        from ..aws import inventory
         place = _place(region)
         names = [session] if session else [r.session for r in ops.list_records(place)]
-        tasks = ops.tagged_sessions(place)
-        jobs = ops.tagged_jobs(place, session)
-        queues = ops.queue_sessions(place)
+        tasks = inventory.tagged_sessions(place)
+        jobs = inventory.tagged_jobs(place, session)
+        queues = inventory.queue_sessions(place)
         rows = [_summary(place, s, tasks.get(s, []), jobs.get(s, []), queues.get(s, []))
                 for s in names]
     if as_json:
@@ -94,10 +95,11 @@ def sessions(region: str | None, as_json: bool) -> None:
     still be running."""
     with aws_errors():
         from ..admin import ops
+        from ..aws import inventory
         place = _place(region)
         records = ops.list_records(place)
-        tasks = ops.tagged_sessions(place)
-        jobs = ops.tagged_jobs(place)
+        tasks = inventory.tagged_sessions(place)
+        jobs = inventory.tagged_jobs(place)
     running = {r.session: _running(tasks.get(r.session, []), jobs.get(r.session, []))
                for r in records}
     if as_json:
@@ -211,14 +213,15 @@ def cost(session: str, region: str | None, as_json: bool) -> None:
     AWS Batch finished jobs after a day or more."""
     with aws_errors():
         from ..admin import ops
+        from ..aws import inventory
         from ..backends.batch import job_exit
         from ..backends.fargate import task_exit
         from ..cost import LABEL
         from ..pricing import billed_seconds
         place = _place(region)
         record = ops.read_record(place, session)
-        tasks = ops.session_tasks(place, session)
-        jobs = ops.session_jobs(place, session)
+        tasks = inventory.session_tasks(place, session)
+        jobs = inventory.session_jobs(place, session)
         rates = _Rates(place.region, record.options if record else {})
         computed = worker_s = 0.0
         first, last = time.time(), 0.0
