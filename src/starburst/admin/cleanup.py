@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from ..aws import inventory, provision
+from ..aws import inventory
 from ..aws.clients import client
 from ..aws.errors import error_code, translate_errors
+from ..transport.aws import delete_session_queues
 from ..wire.keys import session_prefix
 from . import ops
 
@@ -67,7 +68,7 @@ def clean_session(place: inventory.Place, session: str, *, dry_run: bool = False
     if queues:
         done.append(f"delete {len(queues)} queue(s) of session {session}")
         if not dry_run:
-            provision.delete_session_queues(session, region=place.region)
+            delete_session_queues(session, region=place.region)
     objects = ops.delete_run_data(place, session, dry_run=dry_run)
     if objects:
         done.append(f"delete {objects} object(s) of session {session} from "
