@@ -135,6 +135,22 @@ class SharedEmulator:
             cls._cm = cls.aws = None
 
 
+def finish_a_session(aws: Any) -> str:
+    """Run a one-worker fargate session on ``aws`` whose task prints ``hello from task
+    41``, to its end; its session id (the ``finished_session`` fixtures)."""
+    from _tasks import greet
+
+    import starburst
+
+    settings = starburst.Settings(poll=0.05, idle_timeout=30)
+    with starburst.Executor(backend="fargate", workers=1, settings=settings,
+                            progress=False) as ex:
+        assert ex.submit(greet, 41).result(timeout=60) == 42
+        sid = ex.session_id
+    wait_for(lambda: not aws.runner.pids(), timeout=20, what="the task to exit")
+    return sid
+
+
 def emulated_pids() -> dict[str, int]:
     """Task ARN -> pid of the emulated Fargate tasks (for fault injection)."""
     return dict(SharedEmulator.get().runner.pids())

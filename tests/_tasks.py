@@ -72,6 +72,11 @@ def stuck_in_native_code(x, directory):
     return x * 10
 
 
+def greet(x):
+    print(f"hello from task {x}", flush=True)
+    return x + 1
+
+
 def chatty(x):
     print(f"hello from stdout {x}")
     print(f"hello from stderr {x}", file=sys.stderr)

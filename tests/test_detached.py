@@ -208,7 +208,7 @@ def test_fargate_attach_adopts_the_workers_still_running(tmp_path: Path,
     quota), and closing the attached client stops them."""
     from _support import SharedEmulator
 
-    from starburst.aws import ops
+    from starburst.aws import inventory
 
     runner = SharedEmulator.get().runner
     script = tmp_path / "client.py"
@@ -221,10 +221,10 @@ def test_fargate_attach_adopts_the_workers_still_running(tmp_path: Path,
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         session = json.loads(out.splitlines()[0])["session"]
-        place = ops.Place.from_config()
+        place = inventory.Place.from_config()
         wait_for((tmp_path / "start-0").exists, timeout=60,
                  what="the detached workers to start work")
-        before = {t["taskArn"] for t in ops.session_tasks(place, session)}
+        before = {t["taskArn"] for t in inventory.session_tasks(place, session)}
         assert len(before) == 2
         settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=30,
                                       client_heartbeat=0.5, client_stale=600,
@@ -237,8 +237,9 @@ def test_fargate_attach_adopts_the_workers_still_running(tmp_path: Path,
         report = handle.cost()
         assert report.finished
         assert report.worker_seconds >= 2 * 60
-        assert {t["taskArn"] for t in ops.session_tasks(place, session)} == before
-        wait_for(lambda: not any(ops.task_active(t) for t in ops.session_tasks(place, session)),
+        assert {t["taskArn"] for t in inventory.session_tasks(place, session)} == before
+        wait_for(lambda: not any(inventory.task_active(t)
+                                 for t in inventory.session_tasks(place, session)),
                  timeout=30, what="the adopted workers to be stopped")
     finally:
         if proc.poll() is None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from .config_files import keys_of, load_layers
 from .exceptions import ConfigurationError
-from .settings import Settings
+from .settings import MAX_SESSION_TIMEOUT, Settings
 
 __all__ = ["BACKEND_NAMES", "FILE_OPTIONS", "ExecutorOptions", "cap_local_workers",
            "local_worker_cap", "parse_memory"]
@@ -126,11 +126,6 @@ def _dollars(name: str) -> Callable[[Any], None]:
 def _check_seed(value: Any) -> None:
     if value is not None and not _is_count(value, 0):
         raise ConfigurationError(f"seed={value!r} must be a non-negative integer or None")
-
-
-#: The longest a detached session may run (aws/retention.py: a week, inside the 14
-#: days SQS keeps a task message and the 30 days S3 keeps run data).
-MAX_SESSION_TIMEOUT = 7 * 24 * 3600.0
 
 
 def _check_session_timeout(value: Any) -> None:

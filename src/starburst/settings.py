@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .exceptions import ConfigurationError
 
-__all__ = ["MAX_LEASE", "MAX_RECEIVES", "SQS_MAX_VISIBILITY", "Settings"]
+__all__ = ["MAX_LEASE", "MAX_RECEIVES", "MAX_SESSION_TIMEOUT", "SQS_MAX_VISIBILITY", "Settings"]
 
 #: SQS's upper bound on a redrive policy's ``maxReceiveCount`` (1 to 1,000).
 MAX_RECEIVES = 1000
@@ -24,6 +24,10 @@ SQS_MAX_VISIBILITY = 43_200.0
 #: The default ``max_lease``: the SQS limit less 10 minutes, room for the
 #: request that received the message, clock steps and the final report.
 MAX_LEASE = SQS_MAX_VISIBILITY - 600.0
+#: The longest a detached session may run (``session_timeout=``): a week, inside
+#: the 14 days SQS keeps a task message and the 30 days S3 keeps run data
+#: (aws/retention.py, which reads it from here so it needs no option handling).
+MAX_SESSION_TIMEOUT = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)

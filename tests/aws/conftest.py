@@ -18,9 +18,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from _support import SharedEmulator, wait_for
+from _support import SharedEmulator, finish_a_session
 
-import starburst
 from starburst.testing import EmulatedAws
 
 _PREFIXES = ("AWS_", "STARBURST_")
@@ -70,18 +69,7 @@ def aws(emulated: EmulatedAws) -> EmulatedAws:
     return emulated
 
 
-def _greet(x: int) -> int:
-    print(f"hello from task {x}", flush=True)
-    return x + 1
-
-
 @pytest.fixture
 def finished_session(aws) -> str:
     """A fargate session whose worker printed, run to its end."""
-    settings = starburst.Settings(poll=0.05, idle_timeout=30)
-    with starburst.Executor(backend="fargate", workers=1, settings=settings,
-                            progress=False) as ex:
-        assert ex.submit(_greet, 41).result(timeout=60) == 42
-        sid = ex.session_id
-    wait_for(lambda: not aws.runner.pids(), timeout=20, what="the task to exit")
-    return sid
+    return finish_a_session(aws)

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from starburst.aws import doctor, policies, provision
+from starburst.admin import doctor
+from starburst.aws import policies, provision
 from starburst.aws.clients import client
 from starburst.aws.config import load_config
 from starburst.backends.base import Session

@@ -15,7 +15,8 @@ import pytest
 from _support import wait_for
 
 import starburst
-from starburst.aws import ops, retention
+from starburst.admin import ops
+from starburst.aws import inventory, retention
 from starburst.aws.clients import client
 from starburst.exceptions import ConfigurationError
 
@@ -157,7 +158,7 @@ def test_a_finished_sessions_data_lasts_its_longest_run_and_two_weeks_then_expir
              timeout=30, what="the session's results")
     aws.runner.kill_all()  # the session ended; nobody writes its data again
     written = _keys(s3, bucket, prefix)
-    place = ops.Place.from_config()
+    place = inventory.Place.from_config()
     expired = aws.rules.objects_expired
     # The longest session (a week), then two weeks to attach: everything is there.
     collected = retention.MAX_SESSION_TIMEOUT / _DAY + 14

@@ -110,24 +110,6 @@ def test_task_definition_refuses_invalid_sizes_and_arches(aws):
         provision.ensure_task_definition(image="i", cpu=1, memory_mib=2048, arch="mips", **kw)
 
 
-def test_session_queues_are_created_and_deleted_by_session(aws):
-    urls = provision.create_session_queues("sb-q-1", region=aws.region, max_receives=10)
-    provision.create_session_queues("sb-q-10", region=aws.region, max_receives=10)
-    assert urls.tasks.endswith("/starburst-sb-q-1-tasks")
-    assert provision.delete_session_queues("sb-q-1", region=aws.region) == 3
-    assert provision.delete_session_queues("sb-q-1", region=aws.region) == 0
-    left = client("sqs").list_queues(QueueNamePrefix="starburst-sb-q-1")["QueueUrls"]
-    assert sorted(u.rsplit("/", 1)[1] for u in left) == [
-        "starburst-sb-q-10-dead", "starburst-sb-q-10-results", "starburst-sb-q-10-tasks"]
-
-
-def test_session_ids_that_cannot_name_queues_are_refused():
-    with pytest.raises(ConfigurationError, match=r"cannot name SQS queues"):
-        provision.queue_names("has space")
-    with pytest.raises(ConfigurationError, match=r"cannot name SQS queues"):
-        provision.queue_names("x" * 63)
-
-
 @given(st.sampled_from(sorted(FARGATE_SIZES)), st.integers(min_value=1, max_value=200_000))
 def test_validate_size_accepts_exactly_the_fargate_table(cpu, memory):
     low, high, step = FARGATE_SIZES[cpu]

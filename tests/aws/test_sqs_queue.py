@@ -1,4 +1,5 @@
-"""SqsQueue beyond the conformance suite: batch packing, size limits, attributes."""
+"""SqsQueue beyond the conformance suite: batch packing, size limits, attributes; the
+session's queues the AWS transport creates and deletes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from starburst.aws.provision import create_session_queues
+from starburst.aws.clients import client
+from starburst.exceptions import ConfigurationError
+from starburst.transport.aws import create_session_queues, delete_session_queues, queue_names
 from starburst.transport.sqs import MAX_BATCH_BYTES, SqsQueue, encoded_size, pack
 
 
@@ -111,3 +114,21 @@ def test_approximate_count_sees_visible_and_leased_messages(aws):
     queue.send([b"a", b"b", b"c"])
     queue.receive(max_messages=1, wait_seconds=1, visibility=60)
     assert queue.approximate_count() == 3
+
+
+def test_session_queues_are_created_and_deleted_by_session(aws):
+    urls = create_session_queues("sb-q-1", region=aws.region, max_receives=10)
+    create_session_queues("sb-q-10", region=aws.region, max_receives=10)
+    assert urls.tasks.endswith("/starburst-sb-q-1-tasks")
+    assert delete_session_queues("sb-q-1", region=aws.region) == 3
+    assert delete_session_queues("sb-q-1", region=aws.region) == 0
+    left = client("sqs").list_queues(QueueNamePrefix="starburst-sb-q-1")["QueueUrls"]
+    assert sorted(u.rsplit("/", 1)[1] for u in left) == [
+        "starburst-sb-q-10-dead", "starburst-sb-q-10-results", "starburst-sb-q-10-tasks"]
+
+
+def test_session_ids_that_cannot_name_queues_are_refused():
+    with pytest.raises(ConfigurationError, match=r"cannot name SQS queues"):
+        queue_names("has space")
+    with pytest.raises(ConfigurationError, match=r"cannot name SQS queues"):
+        queue_names("x" * 63)

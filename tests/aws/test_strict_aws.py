@@ -14,7 +14,8 @@ from test_fargate_backend import _exits, _probe, _python
 from test_gpu_batch import _run, _settings, config_file  # noqa: F401 (a fixture)
 
 import starburst
-from starburst.aws import ops
+from starburst.admin import ops
+from starburst.aws import inventory
 from starburst.aws.clients import client
 from starburst.backends import fargate
 
@@ -82,7 +83,7 @@ def test_a_batch_job_describe_jobs_does_not_know_yet_is_not_reported_gone(aws):
 
 def test_logs_read_past_empty_pages_to_the_end_of_each_stream(aws, finished_session):
     served = aws.rules.empty_pages_served
-    events = ops.session_logs(ops.Place.from_config(), finished_session)
+    events = ops.session_logs(inventory.Place.from_config(), finished_session)
     assert aws.rules.empty_pages_served >= served + 2  # each read met empty pages first
     assert any("hello from task 41" in e["message"] for e in events)
 

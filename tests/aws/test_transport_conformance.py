@@ -14,9 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from starburst.aws.provision import create_session_queues
 from starburst.transport import Queue, Store, Transport
-from starburst.transport.aws import AwsTransport
+from starburst.transport.aws import AwsTransport, create_session_queues
 from starburst.transport.local import DirStore, LocalTransport, SqliteQueue
 from starburst.transport.s3 import S3Store
 from starburst.transport.sqs import SqsQueue

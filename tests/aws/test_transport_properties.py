@@ -37,8 +37,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from starburst.aws.provision import create_session_queues
 from starburst.transport import Queue, Store
+from starburst.transport.aws import create_session_queues
 from starburst.transport.base import MAX_KEY_BYTES, MAX_SEGMENT_BYTES, split_prefix
 from starburst.transport.local import DirStore, SqliteQueue
 from starburst.transport.s3 import S3Store

@@ -8,7 +8,9 @@ config) needs no create permissions at all.
 Tags (DESIGN.md §2): shared resources (bucket, cluster, log group, roles,
 security group, task definitions) carry ``starburst:managed=true`` and are
 reused across sessions; per-session resources (queues, tasks) carry
-``starburst:session=<id>`` and are removed when the session ends.
+``starburst:session=<id>`` and are removed when the session ends. The
+session's queues are the transport's own (:mod:`starburst.transport.aws`
+creates and deletes them), so this layer never imports the transport.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from ..exceptions import CloudError, ConfigurationError
-from ..transport.aws import QueueUrls
-from ..transport.sqs import MAX_MESSAGE_BYTES
 from . import policies, retention
 from .clients import account_id, client, partition
 from .config import AwsConfig
@@ -34,15 +34,13 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import FilterTypeDef, TagSpecificationTypeDef
     from mypy_boto3_ecs.type_defs import NetworkConfigurationTypeDef
     from mypy_boto3_s3.type_defs import TagTypeDef
-    from mypy_boto3_sqs.literals import QueueAttributeNameType
 
 __all__ = [
     "CONTAINER_NAME", "DEBUG_TASK_ROLE", "LOG_STREAM_PREFIX", "MANAGED_TAG", "SESSION_TAG",
-    "SPOT_STOP_TIMEOUT", "STOP_TIMEOUT_ENV", "Network", "Roles", "Shared", "create_session_queues",
-    "data_policy_name", "default_bucket", "delete_session_queues", "ensure_bucket",
-    "ensure_cluster", "ensure_debug_role",
+    "SPOT_STOP_TIMEOUT", "STOP_TIMEOUT_ENV", "Network", "Roles", "Shared", "data_policy_name",
+    "default_bucket", "ensure_bucket", "ensure_cluster", "ensure_debug_role",
     "ensure_log_group", "ensure_network", "ensure_repository", "ensure_roles",
-    "ensure_shared", "ensure_spot_provider", "ensure_task_definition", "queue_names",
+    "ensure_shared", "ensure_spot_provider", "ensure_task_definition",
 ]
 
 MANAGED_TAG = "starburst:managed"
@@ -68,7 +66,6 @@ STOP_TIMEOUT_ENV = "STARBURST_STOP_TIMEOUT"
 _PROVIDERS = ("FARGATE", "FARGATE_SPOT")
 #: What IAM answers when this identity may not write a role's policy.
 _DENIED_CODES = ("AccessDenied", "AccessDeniedException")
-_NOT_FOUND_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 _ARCHES = {"x86_64": "X86_64", "amd64": "X86_64", "arm64": "ARM64", "aarch64": "ARM64"}
 _TRUST_ECS_TASKS = json.dumps({"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
@@ -472,58 +469,3 @@ def ensure_shared(config: AwsConfig) -> Shared:
                              assign_public_ip=config.assign_public_ip)
     return Shared(region=region, bucket=bucket, prefix=config.prefix, cluster=config.cluster,
                   log_group=config.log_group, roles=roles, network=network)
-
-
-def queue_names(session: str) -> QueueUrls:
-    """The queue *names* of a session (``starburst-<session>-tasks`` ...)."""
-    base = f"starburst-{session}"
-    if len(base) + len("-results") > 80 or not base.replace("-", "").replace("_", "").isalnum():
-        raise ConfigurationError(
-            f"session id {session!r} cannot name SQS queues (letters, digits, - and _; "
-            "at most 62 characters)")
-    return QueueUrls(f"{base}-tasks", f"{base}-results", f"{base}-dead")
-
-
-def create_session_queues(session: str, *, region: str, max_receives: int) -> QueueUrls:
-    """Create the session's task, result and dead-letter queues; return their URLs.
-
-    The task queue redrives to the dead-letter queue after ``max_receives``
-    receives: a backstop far above ``max_attempts`` (releases and lease
-    renewals count as receives too).
-    """
-    names = queue_names(session)
-    sqs = client("sqs", region=region)
-    tags = {SESSION_TAG: session}
-    common: dict[QueueAttributeNameType, str] = {
-              "MaximumMessageSize": str(MAX_MESSAGE_BYTES),
-              "MessageRetentionPeriod": str(retention.QUEUE_RETENTION_S)}
-    with translate_errors(f"SQS queues of session {session}"):
-        dead = sqs.create_queue(QueueName=names.dead, Attributes=common,
-                                tags=tags)["QueueUrl"]
-        dead_arn = sqs.get_queue_attributes(
-            QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        redrive = json.dumps({"deadLetterTargetArn": dead_arn,
-                              "maxReceiveCount": str(max_receives)})
-        tasks = sqs.create_queue(QueueName=names.tasks, tags=tags,
-                                 Attributes={**common, "RedrivePolicy": redrive})["QueueUrl"]
-        results = sqs.create_queue(QueueName=names.results, Attributes=common,
-                                   tags=tags)["QueueUrl"]
-    return QueueUrls(tasks, results, dead)
-
-
-def delete_session_queues(session: str, *, region: str) -> int:
-    """Delete whatever queues of ``session`` still exist; return how many went."""
-    sqs = client("sqs", region=region)
-    deleted = 0
-    with translate_errors(f"deleting the SQS queues of session {session}"):
-        names = queue_names(session)
-        for name in (names.tasks, names.results, names.dead):
-            try:
-                url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-                sqs.delete_queue(QueueUrl=url)
-            except ClientError as exc:
-                if error_code(exc) not in _NOT_FOUND_QUEUE:
-                    raise
-            else:
-                deleted += 1
-    return deleted

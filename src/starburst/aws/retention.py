@@ -16,8 +16,9 @@ from typing import Any
 
 # The longest a detached session may run: a week, well inside the queues'
 # 14 days, so no task message expires while its session still runs. It is
-# checked with the Executor's options, which must not need boto3.
-from ..options import MAX_SESSION_TIMEOUT
+# checked with the Executor's options, which must not need boto3; it lives
+# with the protocol's other limits, which import nothing of the layers above.
+from ..settings import MAX_SESSION_TIMEOUT
 
 __all__ = ["LIFECYCLE_RULE_ID", "LOG_RETENTION_DAYS", "MAX_SESSION_TIMEOUT",
            "QUEUE_RETENTION_S", "RUN_DATA_DAYS", "lifecycle_rule"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..aws import provision
 from ..exceptions import ConfigurationError
-from ..transport.aws import AwsTransport
+from ..transport.aws import AwsTransport, create_session_queues, delete_session_queues
 from . import _environment
 
 if TYPE_CHECKING:
@@ -72,8 +72,7 @@ def open_worker_session(
     Returns:
         The transport and what ``build`` returned.
     """
-    queues = provision.create_session_queues(session, region=shared.region,
-                                             max_receives=max_receives)
+    queues = create_session_queues(session, region=shared.region, max_receives=max_receives)
     try:
         transport = AwsTransport(bucket=shared.bucket, prefix=shared.prefix, queues=queues,
                                  region=shared.region)
@@ -88,5 +87,5 @@ def open_worker_session(
                 worker_env[_environment.CODE_ENV] = key
         return transport, build(transport, worker_env)
     except BaseException:
-        provision.delete_session_queues(session, region=shared.region)
+        delete_session_queues(session, region=shared.region)
         raise

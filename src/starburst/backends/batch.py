@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from ..aws import batch as aws_batch
-from ..aws import ops, provision
+from ..aws import inventory, provision
 from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
@@ -310,11 +310,13 @@ class BatchBackend(ComputeBackend):
         """
         given = {k: v for k, v in options.extra.items() if v is not None}
         reject_unknown(given, (*FIELDS, *_EXTRA), "attaching to a GPU session")
-        place = ops.Place.from_config(config=load_config(
+        place = inventory.Place.from_config(config=load_config(
             {k: v for k, v in given.items() if k in FIELDS}))
         where = f"s3://{place.bucket}/{place.key(record_key(session))}"
+        body = inventory.read_object(place, record_key(session),
+                                     action=f"reading the record of session {session}")
         try:
-            record = ops.read_record(place, session, strict=True)
+            record = None if body is None else SessionRecord.from_bytes(body)
         except ProtocolError as exc:
             raise ConfigurationError(f"cannot read the record of GPU session {session} "
                                      f"({where}): {exc}") from exc
@@ -368,7 +370,8 @@ class BatchBackend(ComputeBackend):
             backend = cls(session=session, region=shared.region, queue=queue,
                           instance=instance, job_definition=definition, roles=shared.roles,
                           log_group=shared.log_group, spec=spec)
-            backend._adopt(ops.session_jobs(ops.Place.from_config(config=config), session))
+            backend._adopt(inventory.session_jobs(inventory.Place.from_config(config=config),
+                                                  session))
         except BaseException:
             transport.close()
             raise
@@ -385,10 +388,10 @@ class BatchBackend(ComputeBackend):
         Replacement workers are numbered after every job Batch still knows,
         so no two workers share an id.
         """
-        self._launched = max((ops.job_number(j) for j in jobs), default=0)
+        self._launched = max((inventory.job_number(j) for j in jobs), default=0)
         for job in jobs:
             name = job.get("jobName", "")
-            if ops.job_active(job):
+            if inventory.job_active(job):
                 self._jobs[name] = job["jobId"]
                 self._alive_at_attach.append(name)
             else:

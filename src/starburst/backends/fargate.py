@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from ..aws import ops, provision
+from ..aws import inventory, provision
 from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, AwsConfig, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
@@ -414,7 +414,8 @@ class FargateBackend(ComputeBackend):
                           task_definition=definition, spec=spec, debug=options.debug,
                           spot=spot, rates=rates, max_hourly_cost=options.max_hourly_cost,
                           on_output=on_output)
-            backend._adopt(ops.session_tasks(ops.Place.from_config(config=config), session))
+            backend._adopt(inventory.session_tasks(inventory.Place.from_config(config=config),
+                                                   session))
         except BaseException:
             transport.close()
             raise
@@ -434,7 +435,7 @@ class FargateBackend(ComputeBackend):
                 continue
             self._tasks[arn] = now  # watched until it stops, like a launched one
             self._providers[arn] = task.get("capacityProviderName") or ON_DEMAND
-            if ops.task_active(task):
+            if inventory.task_active(task):
                 self._alive_at_attach.append(arn)
             else:
                 self._stop_sent.add(arn)  # told to stop already: on its way out

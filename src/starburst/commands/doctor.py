@@ -16,7 +16,7 @@ def doctor(region: str | None, as_json: bool) -> None:
     """Run every check and report each (pass, FAIL with the fix, or skip when a check it
     needs failed); exit 1 when any did not pass."""
     with aws_errors():
-        from ..aws.doctor import run_checks
+        from ..admin.doctor import run_checks
         checks = run_checks(region)
     if as_json:
         echo_json({"ok": all(c.ok for c in checks), "checks": [c.to_json() for c in checks]})

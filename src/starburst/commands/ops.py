@@ -22,7 +22,7 @@ def _when(epoch: float | None) -> str:
 
 
 def _place(region: str | None) -> Any:
-    from ..aws.ops import Place
+    from ..aws.inventory import Place
     return Place.from_config(region)
 
 
@@ -36,13 +36,13 @@ def _states(items: list[Any], key: str) -> dict[str, int]:
 
 def _running(tasks: list[Any], jobs: list[Any]) -> int:
     """Workers that may still run (and bill): ECS tasks not stopped, Batch jobs not done."""
-    from ..aws import ops
-    return sum(map(ops.task_active, tasks)) + sum(map(ops.job_active, jobs))
+    from ..aws import inventory
+    return sum(map(inventory.task_active, tasks)) + sum(map(inventory.job_active, jobs))
 
 
 def _summary(place: Any, session: str, tasks: list[Any], jobs: list[Any],
              queues: list[str]) -> dict[str, Any]:
-    from ..aws import ops
+    from ..admin import ops
     record = ops.read_record(place, session)
     return {"session": session, "state": record.state if record else "gone",
             "created": record.created if record else None,
@@ -65,12 +65,13 @@ def status(session: str | None, region: str | None, as_json: bool) -> None:
     """Show one session (record state, ECS tasks and GPU jobs by status, running workers,
     queues), or every session."""
     with aws_errors():
-        from ..aws import ops
+        from ..admin import ops
+        from ..aws import inventory
         place = _place(region)
         names = [session] if session else [r.session for r in ops.list_records(place)]
-        tasks = ops.tagged_sessions(place)
-        jobs = ops.tagged_jobs(place, session)
-        queues = ops.queue_sessions(place)
+        tasks = inventory.tagged_sessions(place)
+        jobs = inventory.tagged_jobs(place, session)
+        queues = inventory.queue_sessions(place)
         rows = [_summary(place, s, tasks.get(s, []), jobs.get(s, []), queues.get(s, []))
                 for s in names]
     if as_json:
@@ -93,11 +94,12 @@ def sessions(region: str | None, as_json: bool) -> None:
     and prefix, with how many of each session's workers (ECS tasks, GPU jobs) may
     still be running."""
     with aws_errors():
-        from ..aws import ops
+        from ..admin import ops
+        from ..aws import inventory
         place = _place(region)
         records = ops.list_records(place)
-        tasks = ops.tagged_sessions(place)
-        jobs = ops.tagged_jobs(place)
+        tasks = inventory.tagged_sessions(place)
+        jobs = inventory.tagged_jobs(place)
     running = {r.session: _running(tasks.get(r.session, []), jobs.get(r.session, []))
                for r in records}
     if as_json:
@@ -210,15 +212,16 @@ def cost(session: str, region: str | None, as_json: bool) -> None:
     runtimes, not read from your bill; ECS forgets stopped tasks after about an hour,
     AWS Batch finished jobs after a day or more."""
     with aws_errors():
-        from ..aws import ops
+        from ..admin import ops
+        from ..aws import inventory
         from ..backends.batch import job_exit
         from ..backends.fargate import task_exit
         from ..cost import LABEL
         from ..pricing import billed_seconds
         place = _place(region)
         record = ops.read_record(place, session)
-        tasks = ops.session_tasks(place, session)
-        jobs = ops.session_jobs(place, session)
+        tasks = inventory.session_tasks(place, session)
+        jobs = inventory.session_jobs(place, session)
         rates = _Rates(place.region, record.options if record else {})
         computed = worker_s = 0.0
         first, last = time.time(), 0.0
@@ -286,7 +289,7 @@ def logs(session: str, worker: str | None, follow: bool, since: str | None,
          region: str | None, as_json: bool) -> None:
     """Print the session's worker output (Fargate tasks and GPU jobs), oldest first, one
     line per event."""
-    from ..aws import ops
+    from ..admin import ops
     try:
         start = int((time.time() - ops.parse_since(since)) * 1000) if since else None
     except ValueError as exc:
@@ -333,7 +336,7 @@ def cleanup(session: str | None, orphans: bool, min_age: float, dry_run: bool,
     if bool(session) == orphans:
         raise click.UsageError("give a SESSION or --orphans (not both)")
     with aws_errors():
-        from ..aws.cleanup import clean_orphans, clean_session
+        from ..admin.cleanup import clean_orphans, clean_session
         place = _place(region)
         actions = clean_orphans(place, min_age=min_age, dry_run=dry_run) if orphans else \
             clean_session(place, str(session), dry_run=dry_run)

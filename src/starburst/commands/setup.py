@@ -13,9 +13,9 @@ __all__ = ["setup", "teardown"]
 
 
 def _report(plan: object, verb: str, as_json: bool) -> None:
-    from ..aws.setup import SetupPlan
+    from ..admin.setup import SetupPlan
     assert isinstance(plan, SetupPlan)
-    from ..aws.private_network import network_options
+    from ..admin.private_network import network_options
     subnets = plan.resources.get("subnets") or []
     options = network_options(workers=10, zones=max(1, len(subnets)))
     if as_json:
@@ -39,8 +39,8 @@ def _report(plan: object, verb: str, as_json: bool) -> None:
 
 def _report_gpu(plan: object) -> None:
     """The GPU queue, its instance price (source, date) and why idle costs nothing."""
+    from ..admin.setup import SetupPlan
     from ..aws.batch import resource_name
-    from ..aws.setup import SetupPlan
     from ..exceptions import ConfigurationError
     from ..gpu import instance_price
     from ..pricing_cache import gpu_table_in_use
@@ -91,9 +91,9 @@ def setup(region: str | None, dry_run: bool, yes: bool, kms_key: str | None,
     queue and job definition of GPU workers. Safe to run again: a second run
     reports no changes. See docs/security.md."""
     with aws_errors():
+        from ..admin.setup import new_plan, run_setup
         from ..aws import policies
         from ..aws.clients import resolve_region
-        from ..aws.setup import new_plan, run_setup
         name = resolve_region(region)
         plan = new_plan(region=name, kms_key=kms_key, dry_run=True, private=private, gpu=gpu,
                         instance_type=instance_type, spot=spot)
@@ -126,9 +126,9 @@ def teardown(region: str | None, dry_run: bool, yes: bool, as_json: bool) -> Non
     environments, the buckets (with their data), ECR repository, cluster, log
     group, roles and security group; remove their keys from the config file."""
     with aws_errors():
+        from ..admin.setup import new_plan
+        from ..admin.teardown import run_teardown
         from ..aws.clients import resolve_region
-        from ..aws.setup import new_plan
-        from ..aws.teardown import run_teardown
         name = resolve_region(region)
         plan = run_teardown(new_plan(region=name, dry_run=True))
         if dry_run or not plan.changes:

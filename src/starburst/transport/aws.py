@@ -7,12 +7,20 @@ Spec (what a worker receives as ``STARBURST_TRANSPORT``)::
 with the queue URLs percent-encoded. It names where things are, never
 who may touch them: a worker takes its credentials from the standard
 chain (the ECS task role), not from the spec.
+
+A session's three queues (``starburst-<session>-tasks``, ``-results``,
+``-dead``) are this transport's own: :func:`create_session_queues` makes
+them when a session opens, tagged with its id, :func:`delete_session_queues`
+removes whatever is left of them, and :meth:`AwsTransport.destroy` deletes
+them at a clean end.
 """
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
@@ -22,9 +30,13 @@ from ..aws.errors import error_code, translate_errors
 from ..exceptions import ConfigurationError, TransportError
 from .base import Transport
 from .s3 import DEFAULT_MULTIPART_THRESHOLD, S3Store
-from .sqs import SqsQueue
+from .sqs import MAX_MESSAGE_BYTES, SqsQueue
 
-__all__ = ["INLINE_LIMIT", "AwsTransport", "QueueUrls", "from_spec", "parse_spec"]
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
+
+__all__ = ["INLINE_LIMIT", "AwsTransport", "QueueUrls", "create_session_queues",
+           "delete_session_queues", "from_spec", "parse_spec", "queue_names"]
 
 # SQS bills each started 64 KiB of a message as one request. Up to two
 # units (128 KiB once base64-encoded) an inline payload is still cheaper
@@ -33,6 +45,8 @@ __all__ = ["INLINE_LIMIT", "AwsTransport", "QueueUrls", "from_spec", "parse_spec
 _INLINE_ENCODED = 128 * 1024
 _HEADER_ALLOWANCE = 2 * 1024
 INLINE_LIMIT = _INLINE_ENCODED * 3 // 4 - _HEADER_ALLOWANCE
+#: What SQS answers for a queue that is gone (the JSON and the query protocol).
+_NOT_FOUND_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +56,66 @@ class QueueUrls:
     tasks: str
     results: str
     dead: str
+
+
+def queue_names(session: str) -> QueueUrls:
+    """The queue *names* of a session (``starburst-<session>-tasks`` ...)."""
+    base = f"starburst-{session}"
+    if len(base) + len("-results") > 80 or not base.replace("-", "").replace("_", "").isalnum():
+        raise ConfigurationError(
+            f"session id {session!r} cannot name SQS queues (letters, digits, - and _; "
+            "at most 62 characters)")
+    return QueueUrls(f"{base}-tasks", f"{base}-results", f"{base}-dead")
+
+
+def create_session_queues(session: str, *, region: str, max_receives: int) -> QueueUrls:
+    """Create the session's task, result and dead-letter queues; return their URLs.
+
+    The task queue redrives to the dead-letter queue after ``max_receives``
+    receives: a backstop far above ``max_attempts`` (releases and lease
+    renewals count as receives too).
+    """
+    # Imported here, not above: a worker opens this transport but never creates
+    # queues, so it need not import provisioning.
+    from ..aws.provision import SESSION_TAG
+    from ..aws.retention import QUEUE_RETENTION_S
+
+    names = queue_names(session)
+    sqs = make_client("sqs", region=region)
+    tags = {SESSION_TAG: session}
+    common: dict[QueueAttributeNameType, str] = {
+              "MaximumMessageSize": str(MAX_MESSAGE_BYTES),
+              "MessageRetentionPeriod": str(QUEUE_RETENTION_S)}
+    with translate_errors(f"SQS queues of session {session}"):
+        dead = sqs.create_queue(QueueName=names.dead, Attributes=common,
+                                tags=tags)["QueueUrl"]
+        dead_arn = sqs.get_queue_attributes(
+            QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = json.dumps({"deadLetterTargetArn": dead_arn,
+                              "maxReceiveCount": str(max_receives)})
+        tasks = sqs.create_queue(QueueName=names.tasks, tags=tags,
+                                 Attributes={**common, "RedrivePolicy": redrive})["QueueUrl"]
+        results = sqs.create_queue(QueueName=names.results, Attributes=common,
+                                   tags=tags)["QueueUrl"]
+    return QueueUrls(tasks, results, dead)
+
+
+def delete_session_queues(session: str, *, region: str) -> int:
+    """Delete whatever queues of ``session`` still exist; return how many went."""
+    sqs = make_client("sqs", region=region)
+    deleted = 0
+    with translate_errors(f"deleting the SQS queues of session {session}"):
+        names = queue_names(session)
+        for name in (names.tasks, names.results, names.dead):
+            try:
+                url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                sqs.delete_queue(QueueUrl=url)
+            except ClientError as exc:
+                if error_code(exc) not in _NOT_FOUND_QUEUE:
+                    raise
+            else:
+                deleted += 1
+    return deleted
 
 
 class AwsTransport(Transport):
@@ -77,8 +151,7 @@ class AwsTransport(Transport):
                 try:
                     self._sqs.delete_queue(QueueUrl=url)
                 except ClientError as exc:
-                    if error_code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue",
-                                               "QueueDoesNotExist"):
+                    if error_code(exc) not in _NOT_FOUND_QUEUE:
                         raise
 
     def close(self) -> None:

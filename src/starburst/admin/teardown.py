@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from ..aws import batch, provision
+from ..aws.clients import client
+from ..aws.errors import error_code, translate_errors
 from ..exceptions import CloudError
-from . import batch, provision
-from .clients import client
-from .errors import error_code, translate_errors
 from .private_network import ENDPOINT_SECURITY_GROUP
 from .setup import SetupPlan, write_config
 

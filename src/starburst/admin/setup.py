@@ -8,10 +8,10 @@ and writer-only policy, lifecycle, access logging; ECR scan-on-push and
 lifecycle; Fargate capacity providers; scoped role policies; log
 retention; a no-ingress security group. It writes the config file so
 sessions use exactly these resources. With ``gpu=`` (``setup --gpu``) it
-also creates the AWS Batch resources of GPU workers (:mod:`.batch`): the
-instance profile, the compute environment (minvCpus 0: nothing runs or
-bills while no job is queued), the job queue and, when the config names
-an image, the job definition.
+also creates the AWS Batch resources of GPU workers
+(:mod:`starburst.aws.batch`): the instance profile, the compute environment
+(minvCpus 0: nothing runs or bills while no job is queued), the job queue
+and, when the config names an image, the job definition.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from ..aws import batch, policies, provision, retention
+from ..aws.clients import client, partition
+from ..aws.config import FIELDS, config_path, load_config
+from ..aws.errors import error_code, translate_errors
+from ..aws.retention import LOG_RETENTION_DAYS, RUN_DATA_DAYS
 from ..exceptions import CloudError, ConfigurationError
-from . import batch, policies, provision, retention
-from .clients import client, partition
-from .config import FIELDS, config_path, load_config
-from .errors import error_code, translate_errors
 from .private_network import setup_endpoints
-from .retention import LOG_RETENTION_DAYS, RUN_DATA_DAYS
 
 if TYPE_CHECKING:
     from ..gpu import GpuInstance
@@ -287,7 +287,7 @@ def write_config(values: dict[str, Any], path: Path | None = None, *,
 
 def _gpu_quota(instance: GpuInstance, region: str, spot: bool) -> float | None:
     """The GPU vCPU quota (``STARBURST_GPU_VCPU_QUOTA`` first); None when unreadable."""
-    from .gpu_quota import quota_override, read_gpu_quota
+    from ..aws.gpu_quota import quota_override, read_gpu_quota
 
     injected = quota_override()
     if injected is not None:
@@ -300,7 +300,7 @@ def _gpu_quota(instance: GpuInstance, region: str, spot: bool) -> float | None:
 
 def _setup_gpu(plan: SetupPlan, network: provision.Network | None, roles: provision.Roles,
                image: str | None) -> None:
-    """The Batch resources of GPU workers (``setup --gpu``); see :mod:`.batch`."""
+    """The Batch resources of GPU workers (``setup --gpu``); see :mod:`starburst.aws.batch`."""
     instance = plan.gpu
     assert instance is not None
     region = plan.region

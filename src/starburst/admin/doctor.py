@@ -18,12 +18,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..aws import policies, provision
+from ..aws.clients import client, resolve_region
+from ..aws.config import AwsConfig, config_path, load_config
+from ..aws.errors import explain
 from ..config_files import find_pyproject
 from ..exceptions import StarburstError
-from . import policies, provision
-from .clients import client, resolve_region
-from .config import AwsConfig, config_path, load_config
-from .errors import explain
 
 __all__ = ["CHECK_NAMES", "Check", "run_checks"]
 
@@ -220,7 +220,7 @@ def _aws_checks(config: AwsConfig | None, name: str | None) -> list[Check]:
 
 
 def _quota(name: str) -> str:
-    from .quota import read_plan  # the one reader the Executor and `quota` use
+    from ..aws.quota import read_plan  # the one reader the Executor and `quota` use
     status = read_plan(1, 1.0, region=name)
     if status.quota_vcpu is None:
         raise _Failed("the Fargate vCPU quota could not be read",

@@ -245,7 +245,7 @@ def _setup_json_private() -> dict:
 
 def test_private_endpoints_go_only_into_the_azs_each_service_supports(config_file, aws,
                                                                      monkeypatch):
-    from starburst.aws import private_network
+    from starburst.admin import private_network
 
     ec2 = client("ec2")
     subnets = {s["SubnetId"]: s["AvailabilityZone"]

@@ -12,6 +12,7 @@ from starburst.aws import provision
 from starburst.aws.clients import client
 from starburst.cli import main
 from starburst.session import SessionRecord
+from starburst.transport.aws import create_session_queues
 from starburst.wire.keys import record_key
 
 
@@ -66,7 +67,7 @@ def test_sessions_and_status_read_the_store(aws):
                                                                   "old1": "ended"}
     code, out = _run("sessions")
     assert "live1" in out
-    provision.create_session_queues("live1", region=aws.region, max_receives=10)
+    create_session_queues("live1", region=aws.region, max_receives=10)
     code, out = _run("status", "live1", "--json")
     assert code == 0, out
     status = json.loads(out)
@@ -95,8 +96,8 @@ def _tagged_with(session: str) -> list[str]:
 def test_cleanup_orphans_leaves_nothing_of_finished_sessions(aws):
     for sid, state in (("done1", "ended"), ("live2", "running")):
         _put_record(aws, sid, state)
-        provision.create_session_queues(sid, region=aws.region, max_receives=10)
-    provision.create_session_queues("norecord", region=aws.region, max_receives=10)
+        create_session_queues(sid, region=aws.region, max_receives=10)
+    create_session_queues("norecord", region=aws.region, max_receives=10)
     assert _tagged_with("done1")
     code, out = _run("cleanup", "--orphans", "--dry-run", "--min-age", "0")
     assert code == 0, out
@@ -113,7 +114,7 @@ def test_cleanup_orphans_leaves_nothing_of_finished_sessions(aws):
 
 
 def test_cleanup_of_one_session_and_young_queues(aws):
-    provision.create_session_queues("young", region=aws.region, max_receives=10)
+    create_session_queues("young", region=aws.region, max_receives=10)
     code, out = _run("cleanup", "--orphans")  # default min-age keeps a starting session
     assert "Nothing to clean up" in out
     code, out = _run("cleanup", "young")

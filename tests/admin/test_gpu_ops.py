@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 from click.testing import CliRunner
 
 import starburst
-from starburst.aws import ops
+from starburst.aws import inventory
 from starburst.aws.clients import client
 from starburst.aws.consistency import describe_jobs
 from starburst.backends.batch import queue_instance
@@ -215,10 +215,10 @@ def test_an_identity_that_may_not_list_batch_gets_no_gpu_jobs_and_is_told(monkey
     stub = Stubber(batch)
     stub.add_client_error("describe_job_queues", "AccessDeniedException", "not allowed")
     stub.activate()
-    monkeypatch.setattr(ops, "client", lambda service, region=None: batch)
-    place = ops.Place("us-east-1", "bucket", "starburst", "starburst", "/starburst")
+    monkeypatch.setattr(inventory, "client", lambda service, region=None: batch)
+    place = inventory.Place("us-east-1", "bucket", "starburst", "starburst", "/starburst")
     with caplog.at_level("WARNING", logger="starburst"):
-        assert ops.tagged_jobs(place) == {}
+        assert inventory.tagged_jobs(place) == {}
     assert "batch:DescribeJobQueues (AccessDeniedException)" in caplog.text
     assert "--print-policy --gpu" in caplog.text
     stub.assert_no_pending_responses()

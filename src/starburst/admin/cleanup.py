@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from ..aws import inventory
+from ..aws.clients import client
+from ..aws.errors import error_code, translate_errors
+from ..transport.aws import delete_session_queues
 from ..wire.keys import session_prefix
-from . import ops, provision
-from .clients import client
-from .errors import error_code, translate_errors
+from . import ops
 
 if TYPE_CHECKING:
     from mypy_boto3_batch.type_defs import JobDetailTypeDef
@@ -22,7 +24,7 @@ def _job_label(job: JobDetailTypeDef) -> str:
     return f"{job.get('jobId', '')} ({job.get('jobName', '')}, {job.get('status', '?')})"
 
 
-def clean_session(place: ops.Place, session: str, *, dry_run: bool = False,
+def clean_session(place: inventory.Place, session: str, *, dry_run: bool = False,
                   tasks: list[str] | None = None,
                   jobs: list[JobDetailTypeDef] | None = None) -> list[str]:
     """Stop the session's running workers, delete its queues and run data; say what went.
@@ -35,9 +37,10 @@ def clean_session(place: ops.Place, session: str, *, dry_run: bool = False,
     """
     done: list[str] = []
     if tasks is None:
-        tasks = [t["taskArn"] for t in ops.session_tasks(place, session) if ops.task_active(t)]
+        tasks = [t["taskArn"] for t in inventory.session_tasks(place, session)
+                 if inventory.task_active(t)]
     if jobs is None:
-        jobs = [j for j in ops.session_jobs(place, session) if ops.job_active(j)]
+        jobs = [j for j in inventory.session_jobs(place, session) if inventory.job_active(j)]
     ecs = client("ecs", region=place.region)
     for arn in tasks:
         done.append(f"stop task {arn} (session {session})")
@@ -61,11 +64,11 @@ def clean_session(place: ops.Place, session: str, *, dry_run: bool = False,
                     except ClientError as exc:
                         if error_code(exc) != "ClientException":  # finished meanwhile
                             raise
-    queues = ops.queue_sessions(place).get(session, [])
+    queues = inventory.queue_sessions(place).get(session, [])
     if queues:
         done.append(f"delete {len(queues)} queue(s) of session {session}")
         if not dry_run:
-            provision.delete_session_queues(session, region=place.region)
+            delete_session_queues(session, region=place.region)
     objects = ops.delete_run_data(place, session, dry_run=dry_run)
     if objects:
         done.append(f"delete {objects} object(s) of session {session} from "
@@ -73,13 +76,13 @@ def clean_session(place: ops.Place, session: str, *, dry_run: bool = False,
     return done
 
 
-def clean_orphans(place: ops.Place, *, min_age: float = 600.0,
+def clean_orphans(place: inventory.Place, *, min_age: float = 600.0,
                   dry_run: bool = False) -> list[str]:
     """Clean every session that has ended (no record, state ended, deadline passed)
     but left tasks, GPU jobs, queues or run data behind."""
-    tagged = ops.tagged_sessions(place)
-    gpu_jobs = ops.tagged_jobs(place)
-    queued = ops.queue_sessions(place)
+    tagged = inventory.tagged_sessions(place)
+    gpu_jobs = inventory.tagged_jobs(place)
+    queued = inventory.queue_sessions(place)
     stored = ops.run_data_sessions(place)
     done: list[str] = []
     for session in sorted(set(tagged) | set(gpu_jobs) | set(queued) | stored):
@@ -87,10 +90,10 @@ def clean_orphans(place: ops.Place, *, min_age: float = 600.0,
         if not ops.session_gone(record):
             continue
         if record is None and not tagged.get(session) and not gpu_jobs.get(session) and \
-                session in queued and all(ops.queue_age(place, url) < min_age
+                session in queued and all(inventory.queue_age(place, url) < min_age
                                           for url in queued[session]):
             continue  # a session that is starting: queues come before its record
-        running = [t["taskArn"] for t in tagged.get(session, []) if ops.task_active(t)]
-        active = [j for j in gpu_jobs.get(session, []) if ops.job_active(j)]
+        running = [t["taskArn"] for t in tagged.get(session, []) if inventory.task_active(t)]
+        active = [j for j in gpu_jobs.get(session, []) if inventory.job_active(j)]
         done.extend(clean_session(place, session, dry_run=dry_run, tasks=running, jobs=active))
     return done

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import provision
-from .clients import client
+from ..aws import provision
+from ..aws.clients import client
 
 if TYPE_CHECKING:
     from .setup import SetupPlan

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from starburst.aws.doctor import CHECK_NAMES
+from starburst.admin.doctor import CHECK_NAMES
 from starburst.cli import main
 
 
