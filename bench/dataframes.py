@@ -7,7 +7,7 @@ times each way of turning the frame into bytes and back:
 * ``pickle``: ``pickle.dumps(protocol=5)`` / ``pickle.loads``, in band, no
   compression: the baseline every ratio is against;
 * ``pickle+zstd``: the same bytes through zstd level 1 (one pass);
-* ``local``: :func:`starburst.serialization.dumps` / ``loads`` with the
+* ``local``: :func:`starburst.wire.serialization.dumps` / ``loads`` with the
   local backend's codec (``none``): pickle 5, out-of-band buffers, each
   rebuilt in writable 64-byte-aligned memory;
 * ``s3``: the same with the S3 codec, zstd at ``NETWORK_ZSTD_LEVEL`` per
@@ -25,7 +25,7 @@ in both directions a frame travels:
 
 starburst's messages also carry a checksum of each frame, computed by the
 sender and verified by the receiver (over S3 the whole frame's BLAKE2b; on
-the local backend the frame's structure, :func:`starburst.serialization.frame_checksum`):
+the local backend the frame's structure, :func:`starburst.wire.serialization.frame_checksum`):
 it is timed on its own
 (``checksum s``, both sides) and shown beside the frame's own time. The
 S3 table adds a modelled transfer: the encoded bytes go up once and down
@@ -105,7 +105,7 @@ def make_frame(rows: int, seed: int = 0) -> Any:
 @contextlib.contextmanager
 def _level(level: int | None) -> Iterator[None]:
     """Run starburst's S3 codec at another zstd level (None: as shipped)."""
-    from starburst import serialization
+    from starburst.wire import serialization
 
     saved = serialization.NETWORK_ZSTD_LEVEL
     if level is not None:
@@ -120,7 +120,7 @@ def _codec(method: str, direction: str) -> Codec:
     """(encode, decode, checksum seconds of one frame) of a method in a direction."""
     import zstandard
 
-    from starburst.serialization import dumps, dumps_parts, frame_checksum, loads, loads_parts
+    from starburst.wire.serialization import dumps, dumps_parts, frame_checksum, loads, loads_parts
 
     def no_checksum(_data: bytes) -> float:
         return 0.0
@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    from starburst.serialization import NETWORK_THROUGHPUT, NETWORK_ZSTD_LEVEL
-    from starburst.tables import nbytes
+    from starburst.wire.serialization import NETWORK_THROUGHPUT, NETWORK_ZSTD_LEVEL
+    from starburst.wire.tables import nbytes
 
     log(f"dataframes: {rows:,} rows, median of {repeat}")
     t0 = time.perf_counter()

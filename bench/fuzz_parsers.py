@@ -15,9 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report as report  # the bench directory is not a package
 
-from starburst import protocol
 from starburst.exceptions import ProtocolError
 from starburst.session import SessionRecord, load_manifests
+from starburst.wire import messages as protocol
 
 
 class _Store(dict):

@@ -25,9 +25,9 @@ from _tasks import call_sys_exit, double, kill_self, nap, segfault
 from botocore.exceptions import ClientError, NoCredentialsError
 
 import starburst
-from starburst import protocol
 from starburst.aws.errors import translate_errors
 from starburst.exceptions import CloudError, ProtocolError, VersionMismatchError
+from starburst.wire import messages as protocol
 
 # -- options: (kwargs, words the message must hold: cause ... fix) ------------------
 

@@ -34,7 +34,8 @@ from _tasks import (
 )
 
 import starburst
-from starburst import backends, protocol
+from starburst import backends
+from starburst.wire import messages as protocol
 from starburst.wire.keys import client_heartbeat_key
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -448,8 +449,8 @@ def test_a_result_committed_by_a_worker_that_died_before_telling_reaches_the_cli
     # A worker committed chunk N's result, then died before its "done" notice
     # went out. The chunk runs again; the second worker finds the commit: it
     # must pass the committed result on, or nobody ever tells the client.
-    from starburst.serialization import checksum, dumps
     from starburst.wire.keys import result_commit_key
+    from starburst.wire.serialization import checksum, dumps
 
     ex = starburst.Executor(workers=1, settings=fast_settings, progress=False)
     try:

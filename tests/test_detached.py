@@ -411,8 +411,8 @@ def test_an_attached_client_fails_a_task_whose_stored_result_is_gone(
     out of attach(), losing every other result)."""
     from _tasks import identity
 
-    from starburst import protocol
     from starburst.transport.local import DirStore
+    from starburst.wire import messages as protocol
     from starburst.wire.keys import result_commit_key
 
     monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))

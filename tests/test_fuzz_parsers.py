@@ -8,9 +8,9 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from starburst import protocol
 from starburst.exceptions import ProtocolError
 from starburst.session import SessionRecord, load_manifests
+from starburst.wire import messages as protocol
 
 _VALID = protocol.encode(protocol.TaskMessage(session="s", chunk=1, n=2, checksum="h"))
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),

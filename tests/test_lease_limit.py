@@ -129,7 +129,7 @@ _DIE_HANDING_BACK = textwrap.dedent("""
 
     _at, _once = os.environ.get("HANDBACK_DIE", ""), os.environ.get("HANDBACK_DIE_ONCE", "")
     if _at and os.environ.get("STARBURST_SESSION"):
-        from starburst import protocol
+        from starburst.wire import messages as protocol
         from starburst.transport.local import SqliteQueue
         from starburst.worker.loop import Worker
 

@@ -17,13 +17,13 @@ import pytest
 from _support import task_process
 
 import starburst
-from starburst import protocol
 from starburst.client import _Chunk
 from starburst.exceptions import TaskError
 from starburst.scheduler import Budget, Launch, OverBudget, Scheduler
 from starburst.scheduling.events import WorkerExit
-from starburst.serialization import checksum, dumps
 from starburst.transport.local import LocalTransport
+from starburst.wire import messages as protocol
+from starburst.wire.serialization import checksum, dumps
 from starburst.worker.loop import UNRUN_STOPPED, UNRUN_STUCK
 
 SPOT, ON_DEMAND = 0.001, 0.0033  # dollars per worker-second, On-Demand ~3.3x Spot

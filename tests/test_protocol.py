@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from starburst import ProtocolError, VersionMismatchError
-from starburst.protocol import PROTOCOL_VERSION, Notice, TaskMessage, decode, encode
+from starburst.wire.messages import PROTOCOL_VERSION, Notice, TaskMessage, decode, encode
 
 _HEAD = struct.Struct("<3sBI")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from test_notebook import run_notebook, texts
 
-from starburst.serialization import dumps, loads
+from starburst.wire.serialization import dumps, loads
 
 #: The source text of the line that raises, in every test below: unique, so
 #: finding it in a traceback proves the line's text came along.

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from starburst import ProtocolError, SerializationError, VersionMismatchError, serialization
-from starburst.serialization import (
+from starburst import ProtocolError, SerializationError, VersionMismatchError
+from starburst.wire import serialization
+from starburst.wire.serialization import (
     COMPRESS_THRESHOLD,
     checksum,
     codec_for,
@@ -453,7 +454,7 @@ def test_a_large_buffer_whose_sample_does_not_compress_is_stored_raw():
 def test_a_structure_digest_is_accepted_on_the_local_transport_only():
     import numpy as np
 
-    from starburst.serialization import frame_checksum, verify_checksum
+    from starburst.wire.serialization import frame_checksum, verify_checksum
 
     frame = dumps({"a": np.arange(100_000, dtype=np.float64), "name": "x"})
     local, s3 = "local:/tmp/session", "aws:s3://bucket/prefix|sqs"
@@ -470,7 +471,7 @@ def test_a_structure_digest_is_accepted_on_the_local_transport_only():
 def test_a_structure_digest_covers_header_tables_the_start_of_each_stream_and_length():
     import numpy as np
 
-    from starburst.serialization import structure_checksum
+    from starburst.wire.serialization import structure_checksum
 
     frame = bytearray(dumps({"a": np.arange(100_000, dtype=np.float64), "name": "x"}))
     digest = structure_checksum(frame)

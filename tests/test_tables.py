@@ -17,9 +17,10 @@ import sys
 import numpy as np
 import pytest
 
-from starburst import ProtocolError, SerializationError, VersionMismatchError, tables
+from starburst import ProtocolError, SerializationError, VersionMismatchError
 from starburst import client as client_module
-from starburst.serialization import checksum, dumps, loads, sizeof
+from starburst.wire import tables
+from starburst.wire.serialization import checksum, dumps, loads, sizeof
 
 pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
@@ -222,7 +223,7 @@ def test_frames_of_every_kind_round_trip_exactly(case):
 
 def test_importing_starburst_imports_neither_pandas_nor_pyarrow():
     code = ("import sys, starburst\n"
-            "from starburst.serialization import dumps, loads\n"
+            "from starburst.wire.serialization import dumps, loads\n"
             "assert loads(dumps({'a': [1, 2.5, b'x' * 100_000]}))['a'][0] == 1\n"
             "print(sorted({'pandas', 'pyarrow'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -27,8 +27,8 @@ def test_key_error_while_unpickling_is_that_error_not_a_missing_payload(executor
 def test_absent_payload_key_is_reported_missing(tmp_path):
     from _support import task_process
 
-    from starburst import protocol
     from starburst.transport.local import LocalTransport
+    from starburst.wire import messages as protocol
 
     transport = LocalTransport(tmp_path / "session")
     task = protocol.TaskMessage(session="sb-x", chunk=13, n=2, checksum="0",
@@ -45,8 +45,8 @@ def test_a_handed_back_chunk_whose_outcomes_so_far_are_gone_fails_naming_them(tm
     # Running the rest without them would lose (or run again) what finished.
     from _support import task_process
 
-    from starburst import protocol
     from starburst.transport.local import LocalTransport
+    from starburst.wire import messages as protocol
     from starburst.wire.keys import handed_key
 
     transport = LocalTransport(tmp_path / "session")

@@ -30,7 +30,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import protocol
 from .backends import get_backend_class
 from .backends.base import WorkerSpec
 from .chunking import submit_group_size
@@ -60,18 +59,8 @@ from .scheduler import (
     Scheduler,
 )
 from .scheduling.events import SPOT_INTERRUPTION, WorkerExit, describe_exit, exit_signal
-from .serialization import (
-    codec_for,
-    dumps,
-    dumps_parts,
-    frame_checksum,
-    loads_parts,
-    locate_unpicklable,
-    shared_digest,
-    sizeof,
-    verify_checksum,
-)
 from .session import WORKER_OPTION, SessionRecord, load_manifests, write_manifest
+from .wire import messages as protocol
 from .wire.keys import (
     cancel_key,
     chunk_manifest_key,
@@ -81,6 +70,17 @@ from .wire.keys import (
     result_commit_key,
     session_prefix,
     shared_key,
+)
+from .wire.serialization import (
+    codec_for,
+    dumps,
+    dumps_parts,
+    frame_checksum,
+    loads_parts,
+    locate_unpicklable,
+    shared_digest,
+    sizeof,
+    verify_checksum,
 )
 from .worker.loop import EXIT_STUCK, UNRUN_LEASE, UNRUN_STOPPED, UNRUN_STUCK
 

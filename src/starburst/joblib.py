@@ -75,7 +75,7 @@ from .client import SHARE_THRESHOLD
 from .exceptions import ConfigurationError
 from .executor import Executor
 from .options import ExecutorOptions
-from .serialization import sizeof
+from .wire.serialization import sizeof
 
 __all__ = ["BACKEND_NAME", "StarburstBackend", "register"]
 

@@ -71,8 +71,8 @@ def test_store_put_takes_a_large_frame_as_a_mapped_view(store, monkeypatch):
     The threshold (32 MiB) is lowered so the test moves 3 MiB, not 32.
     """
     np = pytest.importorskip("numpy")
-    from starburst import serialization
-    from starburst.serialization import dumps, loads
+    from starburst.wire import serialization
+    from starburst.wire.serialization import dumps, loads
     monkeypatch.setattr(serialization, "_MAP_THRESHOLD", 2 << 20)
     array = np.arange(3 * 2**20 // 8, dtype=np.float64)  # 3 MiB, out of band
     frame = dumps(array, codec="none")

@@ -118,7 +118,7 @@ class Store(abc.ABC):
         """Write ``data`` at ``key``, replacing what was there, atomically.
 
         ``data`` may be any contiguous bytes view: a large frame arrives as
-        a mapped one (:func:`starburst.serialization.dumps`).
+        a mapped one (:func:`starburst.wire.serialization.dumps`).
         """
 
     @abc.abstractmethod

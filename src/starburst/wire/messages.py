@@ -31,7 +31,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .exceptions import ProtocolError, VersionMismatchError
+from ..exceptions import ProtocolError, VersionMismatchError
 
 __all__ = ["HANDED_BACK", "PROTOCOL_VERSION", "Notice", "TaskMessage", "decode", "encode"]
 
@@ -58,7 +58,7 @@ class TaskMessage:
         session: session id.
         chunk: chunk id, unique in the session.
         n: number of tasks in the chunk.
-        checksum: of the payload frame (:func:`starburst.serialization.frame_checksum`:
+        checksum: of the payload frame (:func:`starburst.wire.serialization.frame_checksum`:
             BLAKE2b of every byte, or of its structure on the local transport).
         key: store key of the payload, or "" when it rides in ``body``.
         timeout: per-task timeout in seconds, or None.

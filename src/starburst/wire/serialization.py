@@ -30,7 +30,7 @@ Why segments:
   costs (:data:`_KEEP_RATIO`).
 
 Versions 1 and 2 (one pickle stream, the whole body maybe zstd, version
-2's PACKED flag for Arrow IPC buffers of :mod:`starburst.tables`) are
+2's PACKED flag for Arrow IPC buffers of :mod:`starburst.wire.tables`) are
 still read; their buffers are copied into aligned writable memory too.
 
 Functions travel by value through cloudpickle, so lambdas, closures and
@@ -56,8 +56,8 @@ from typing import Any, Literal
 import cloudpickle
 import zstandard
 
+from ..exceptions import ProtocolError, SerializationError, VersionMismatchError
 from . import sources, tables
-from .exceptions import ProtocolError, SerializationError, VersionMismatchError
 
 __all__ = [
     "FRAME_VERSION",
@@ -757,7 +757,7 @@ def sizeof(obj: Any) -> int:
 
     A DataFrame has no ``nbytes`` and its ``sys.getsizeof`` walks every
     object cell (seconds for millions of strings), so tables are measured
-    by :func:`starburst.tables.nbytes` instead.
+    by :func:`starburst.wire.tables.nbytes` instead.
     """
     nbytes = getattr(obj, "nbytes", None)
     if isinstance(nbytes, int):

@@ -1,7 +1,7 @@
 """pandas DataFrames and Arrow tables: cheap size, and reading old Arrow IPC frames.
 
 Since frame version 3 (issue 17) tables travel as every other object
-does: pickle protocol 5 with out-of-band buffers (:mod:`starburst.serialization`),
+does: pickle protocol 5 with out-of-band buffers (:mod:`starburst.wire.serialization`),
 so a DataFrame's column blocks are written into the frame once and come
 back writable and 64-byte aligned, and compression is left to the frame's
 per-segment codec (none on the local backend, zstd over S3). Version 2
@@ -28,7 +28,7 @@ import importlib
 import sys
 from typing import Any
 
-from .exceptions import SerializationError
+from ..exceptions import SerializationError
 
 __all__ = ["from_ipc", "is_table", "nbytes"]
 

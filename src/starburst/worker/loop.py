@@ -56,14 +56,25 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .. import protocol
 from ..exceptions import (
     InitializerError,
     ProtocolError,
     SerializationError,
     TaskError,
 )
-from ..serialization import (
+from ..settings import Settings
+from ..transport import Transport
+from ..transport.base import Message
+from ..wire import messages as protocol
+from ..wire.keys import (
+    cancel_key,
+    client_heartbeat_key,
+    handed_key,
+    result_commit_key,
+    result_key,
+    shared_key,
+)
+from ..wire.serialization import (
     Codec,
     codec_for,
     dumps,
@@ -73,17 +84,6 @@ from ..serialization import (
     loads_parts,
     shared_digest_matches,
     verify_checksum,
-)
-from ..settings import Settings
-from ..transport import Transport
-from ..transport.base import Message
-from ..wire.keys import (
-    cancel_key,
-    client_heartbeat_key,
-    handed_key,
-    result_commit_key,
-    result_key,
-    shared_key,
 )
 from .runner import ChunkRun, HandBack, LeaseEnd, Outcome, Task, timeout_error
 

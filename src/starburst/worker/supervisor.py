@@ -38,10 +38,10 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
-from .. import protocol
 from ..exceptions import BackendError
 from ..settings import Settings
 from ..transport import Transport
+from ..wire import messages as protocol
 from .loop import (
     PROGRESS_EVERY,
     STOP_MARGIN,
