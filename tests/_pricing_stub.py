@@ -31,7 +31,10 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 _PREFIX = {"us-east-1": "USE1", "eu-west-1": "EU", "mx-central-1": "MXC1",
            "eu-central-1": "EUC1"}
@@ -39,6 +42,20 @@ _LOCATION = {"us-east-1": "US East (N. Virginia)", "eu-west-1": "EU (Ireland)",
              "mx-central-1": "Mexico (Central)", "eu-central-1": "EU (Frankfurt)"}
 _ON_DEMAND_TERM = "JRTCKXETXF"  # the On-Demand offer term code AWS uses
 _RATE = "6YS6EN2CT7"
+
+
+def private_pricing_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *,
+                        credentials: bool) -> Path:
+    """No AWS config files and a private cache directory (and fake keys when
+    ``credentials``); returns the cache file a refresh writes."""
+    if credentials:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("STARBURST_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "prices.json"
 
 
 def _sku(*key: object) -> str:

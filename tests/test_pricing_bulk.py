@@ -24,6 +24,7 @@ from _pricing_stub import (
     bulk_files,
     gpu_products,
     offer_path,
+    private_pricing_env,
     product,
     region_products,
 )
@@ -64,11 +65,7 @@ def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def cache_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No AWS credentials anywhere, and a private cache directory."""
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("STARBURST_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "prices.json"
+    return private_pricing_env(tmp_path, monkeypatch, credentials=False)
 
 
 @pytest.fixture

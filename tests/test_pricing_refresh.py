@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pricing_stub import PricingStub, ec2_product, gpu_products, product, region_products
+from _pricing_stub import (
+    PricingStub,
+    ec2_product,
+    gpu_products,
+    private_pricing_env,
+    product,
+    region_products,
+)
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,13 +79,7 @@ PRODUCTS = [
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Fake credentials, no AWS config files, a private cache directory."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("STARBURST_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "prices.json"
+    return private_pricing_env(tmp_path, monkeypatch, credentials=True)
 
 
 @pytest.fixture
