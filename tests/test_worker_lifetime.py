@@ -85,3 +85,20 @@ def test_local_workers_stop_within_5s_of_their_client_dying(tmp_path, sig):
             proc.wait()
         kill_all(left)
         out.close()
+
+
+def test_status_counts_no_worker_once_an_abort_stopped_a_busy_one(fast_settings):
+    # A worker busy when the run stopped (abort, or a budget stop) was stopped
+    # with the rest, but its exit went only to the cost: status() still
+    # counted it alive after the ``with`` block (the flake of
+    # test_max_cost_stops_the_run_and_fails_the_rest).
+    from _tasks import nap
+    ex = starburst.Executor(workers=1, settings=fast_settings, progress=False)
+    future = ex.submit(nap, 60)
+    wait_for(lambda: ex.status().chunks_running == 1, timeout=30, what="the task to start")
+    ex.abort()
+    assert future.done()
+    status = ex.status()
+    assert (status.workers, status.chunks_running, status.chunks_pending) == (0, 0, 0)
+    assert (status.tasks_failed, status.tasks_pending) == (1, 0)
+    assert session_processes(ex.session_id) == []

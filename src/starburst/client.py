@@ -1155,9 +1155,15 @@ class Client:
         with self._lock:
             chunks = list(self._chunks.values()) + outbox
             self._chunks.clear()
+            for chunk in chunks:
+                self.scheduler.cancel(chunk.id)
+                self.scheduler.forget(chunk.id)
         for chunk in chunks:
             for target in chunk.targets:
                 deliver(target, "fail", error)
+            with self._lock:
+                self.counters.tasks_done += chunk.undelivered
+                self.counters.tasks_failed += chunk.undelivered
 
     def _submits_fail(self, error: BaseException) -> None:
         while self._submits:
@@ -1175,7 +1181,9 @@ class Client:
         deadline = time.monotonic() + (_EXIT_WAIT if self.session.hourly_rate > 0 else 0.0)
         while True:
             for ex in self.backend.poll():
-                self.counters.worker_exits.append(ex)
+                with self._lock:
+                    self.counters.worker_exits.append(ex)
+                    self.scheduler.worker_stopped(ex)
             seen = {ex.worker for ex in self.counters.worker_exits}
             expected = self.counters.workers_launched + self._adopted_workers
             if len(seen) >= expected or time.monotonic() >= deadline:

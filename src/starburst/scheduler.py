@@ -343,13 +343,21 @@ class Scheduler:
         return any(rec.state is ChunkState.RUNNING and rec.holder not in self.alive
                    for rec in self.chunks.values())
 
-    def worker_exited(self, ex: WorkerExit) -> list[Action]:
-        """A worker stopped; its running chunk, if any, was lost."""
+    def worker_stopped(self, ex: WorkerExit) -> None:
+        """A worker stopped: it no longer counts as alive, and its billing ends.
+
+        Alone, for the workers the session's end stopped (their chunks are not
+        lost: the client fails what is still outstanding).
+        """
         self.alive.discard(ex.worker)
         self.idle_since.pop(ex.worker, None)
         self.exited[ex.worker] = ex
         if ex.worker in self.worker_start and ex.worker not in self.worker_stop:
             self.worker_stop[ex.worker] = self.last_tick
+
+    def worker_exited(self, ex: WorkerExit) -> list[Action]:
+        """A worker stopped; its running chunk, if any, was lost."""
+        self.worker_stopped(ex)
         actions: list[Action] = []
         for rec in self.chunks.values():
             if rec.state is ChunkState.RUNNING and rec.holder == ex.worker:
