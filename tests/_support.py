@@ -210,6 +210,10 @@ def private_moto_server() -> Iterator[str]:
         werkzeug.setLevel(level)
 
 
+#: The session key of workers the tests wire up themselves (:func:`task_process`).
+TEST_KEY = bytes(range(32))
+
+
 @contextlib.contextmanager
 def task_process(transport: Any, *, session: str, **kw: Any) -> Iterator[Any]:
     """A worker loop wired as a supervisor's task process (its only mode), on pipes
@@ -221,6 +225,7 @@ def task_process(transport: Any, *, session: str, **kw: Any) -> Iterator[Any]:
     inbox, to_child = Pipe(duplex=False)
     from_child, outbox = Pipe(duplex=False)
     try:
+        kw.setdefault("key", TEST_KEY)
         yield Worker(transport, session=session, link=(inbox, outbox), **kw)
     finally:
         for conn in (inbox, to_child, from_child, outbox):

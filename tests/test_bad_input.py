@@ -21,6 +21,7 @@ import os
 import threading
 
 import pytest
+from _support import TEST_KEY
 from _tasks import call_sys_exit, double, kill_self, nap, segfault
 from botocore.exceptions import ClientError, NoCredentialsError
 
@@ -144,10 +145,10 @@ def test_attach_to_a_session_that_does_not_exist(tmp_path, monkeypatch):
 
 def test_payload_from_a_different_version():
     frame = bytearray(protocol.encode(protocol.TaskMessage(session="s", chunk=0, n=1,
-                                                           checksum="x")))
+                                                           checksum="x"), TEST_KEY))
     frame[3] = protocol.PROTOCOL_VERSION + 1
     with pytest.raises(VersionMismatchError) as info:
-        protocol.decode(bytes(frame))
+        protocol.decode(bytes(frame), TEST_KEY)
     assert "different starburst versions" in str(info.value)
     assert "use the same version" in str(info.value)
 
@@ -156,7 +157,7 @@ def test_payload_from_a_different_version():
                                      b"SBM\x01\x02\x00\x00\x00[]"])
 def test_garbage_message_is_a_protocol_error(garbage):
     with pytest.raises(ProtocolError):
-        protocol.decode(garbage)
+        protocol.decode(garbage, TEST_KEY)
 
 
 # -- running: one task fails, clearly; the executor goes on --------------------------

@@ -100,7 +100,7 @@ def test_stalled_worker_loses_its_lease_and_the_first_result_wins(executor_facto
     on_notice = ex._client._on_notice
 
     def record(body):
-        notices.append(protocol.decode(body))
+        notices.append(protocol.decode(body, ex._client.key))
         on_notice(body)
 
     ex._client._on_notice = record
@@ -465,7 +465,7 @@ def test_a_result_committed_by_a_worker_that_died_before_telling_reaches_the_cli
                                     checksum=checksum(frame), info={"seconds": 0.5},
                                     body=frame)
         assert client.transport.store.put_if_absent(
-            result_commit_key(ex.session_id, chunk.id), protocol.encode(committed))
+            result_commit_key(ex.session_id, chunk.id), protocol.encode(committed, client.key))
         assert future.result(timeout=30) == "first"  # the committed result wins
         assert (tmp_path / "start-second").exists()  # after the chunk ran again
     finally:
@@ -487,7 +487,7 @@ def test_a_result_whose_notice_another_client_consumed_comes_from_its_commit(
     stolen = threading.Event()
 
     def steal_the_done_notice(body: bytes) -> None:
-        if protocol.decode(body).kind == "done" and not stolen.is_set():
+        if protocol.decode(body, client.key).kind == "done" and not stolen.is_set():
             stolen.set()  # consumed (and deleted) by some other client
             return
         on_notice(body)

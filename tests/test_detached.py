@@ -17,6 +17,7 @@ from _support import alive, session_processes, wait_for
 
 import starburst
 from starburst.transport.local import key_path
+from starburst.wire.auth import key_from_text
 from starburst.wire.keys import record_key
 
 SCRIPT = textwrap.dedent("""
@@ -426,7 +427,8 @@ def test_an_attached_client_fails_a_task_whose_stored_result_is_gone(
     store = DirStore(tmp_path / f"starburst-{session}" / "store")
     commits = [result_commit_key(session, chunk) for chunk in (0, 1)]
     wait_for(lambda: all(store.exists(c) for c in commits), timeout=60, what="both results")
-    notices = [protocol.decode(store.get(c)) for c in commits]
+    key = key_from_text((tmp_path / f"starburst-{session}" / "key").read_text())
+    notices = [protocol.decode(store.get(c), key) for c in commits]
     [stored] = [n.key for n in notices if isinstance(n, protocol.Notice) and n.key]
     store.delete(stored)
     with starburst.attach(session, progress=False, settings=settings) as handle:

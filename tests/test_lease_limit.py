@@ -130,6 +130,7 @@ _DIE_HANDING_BACK = textwrap.dedent("""
     _at, _once = os.environ.get("HANDBACK_DIE", ""), os.environ.get("HANDBACK_DIE_ONCE", "")
     if _at and os.environ.get("STARBURST_SESSION"):
         from starburst.wire import messages as protocol
+        from starburst.wire.auth import KEY_ENV, key_from_text
         from starburst.transport.local import SqliteQueue
         from starburst.worker.loop import Worker
 
@@ -141,9 +142,10 @@ _DIE_HANDING_BACK = textwrap.dedent("""
             return True
 
         _send, _notify = SqliteQueue.send, Worker._notify
+        _key = key_from_text(os.environ[KEY_ENV])  # read before the worker takes it
 
         def _dying_send(self, bodies):
-            rest = [b for b in bodies if getattr(protocol.decode(b), "done_key", "")]
+            rest = [b for b in bodies if getattr(protocol.decode(b, _key), "done_key", "")]
             if _at == "send" and rest and _first():
                 os._exit(1)
             return _send(self, bodies)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import task_process
+from _support import TEST_KEY, task_process
 
 import starburst
 from starburst.client import _Chunk
@@ -101,12 +101,12 @@ def _report(tmp_path: Path, outcomes: list[Any], **kw: Any) -> protocol.Notice:
     transport = LocalTransport(tmp_path / "session")
     session = "sb-20000101-000000-unrun0"
     task = protocol.TaskMessage(session=session, chunk=0, n=len(outcomes), checksum="")
-    transport.tasks.send([protocol.encode(task)])
+    transport.tasks.send([protocol.encode(task, TEST_KEY)])
     [msg] = transport.tasks.receive(max_messages=1, wait_seconds=0.0, visibility=60.0)
     with task_process(transport, session=session) as worker:
         worker._report(task, outcomes, "att", msg, time.time(), **kw)
     [sent] = transport.results.receive(max_messages=1, wait_seconds=0.0, visibility=60.0)
-    notice = protocol.decode(sent.body)
+    notice = protocol.decode(sent.body, TEST_KEY)
     assert isinstance(notice, protocol.Notice)
     return notice
 

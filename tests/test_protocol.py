@@ -1,5 +1,6 @@
-"""Queue messages: encode/decode round trips, and a strict parser that only
-ever raises :class:`ProtocolError` on bytes that are not a message."""
+"""Queue messages: encode/decode round trips, a tag that refuses every message not
+made with the session key, and a strict parser that only ever raises
+:class:`ProtocolError` on bytes that are not a message."""
 
 from __future__ import annotations
 
@@ -11,7 +12,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from starburst import ProtocolError, VersionMismatchError
-from starburst.wire.messages import PROTOCOL_VERSION, Notice, TaskMessage, decode, encode
+from starburst.wire.auth import TAG_BYTES, AuthenticationError, new_key, sign
+from starburst.wire.messages import PROTOCOL_VERSION, Notice, TaskMessage
+from starburst.wire.messages import decode as decode_with
+from starburst.wire.messages import encode as encode_with
+
+KEY = new_key()
+
+
+def encode(msg: TaskMessage | Notice) -> bytes:
+    return encode_with(msg, KEY)
+
+
+def decode(data: bytes) -> TaskMessage | Notice:
+    return decode_with(data, KEY)
 
 _HEAD = struct.Struct("<3sBI")
 
@@ -42,8 +56,10 @@ notices = st.builds(
 
 
 def frame(header: object, body: bytes = b"", version: int = PROTOCOL_VERSION) -> bytes:
+    """A message with any header, tagged with the key (so the parser behind the tag
+    check is what a test exercises)."""
     raw = json.dumps(header).encode()
-    return _HEAD.pack(b"SBM", version, len(raw)) + raw + body
+    return sign(KEY, _HEAD.pack(b"SBM", version, len(raw)) + raw + body)
 
 
 def strict_decode(data: bytes) -> TaskMessage | Notice | None:
@@ -129,9 +145,50 @@ def test_bad_magic_and_lying_header_length():
     with pytest.raises(ProtocolError, match="magic"):
         decode(b"XYZ" + bytes(20))
     with pytest.raises(ProtocolError, match="header length"):
-        decode(_HEAD.pack(b"SBM", PROTOCOL_VERSION, 1000) + b"{}")
+        decode(sign(KEY, _HEAD.pack(b"SBM", PROTOCOL_VERSION, 1000) + b"{}"))
     with pytest.raises(ProtocolError, match="not JSON"):
-        decode(_HEAD.pack(b"SBM", PROTOCOL_VERSION, 3) + b"\xff\xfe\x00")
+        decode(sign(KEY, _HEAD.pack(b"SBM", PROTOCOL_VERSION, 3) + b"\xff\xfe\x00"))
     deep = b"[" * 60_000  # under the header cap: the JSON parser must give up
     with pytest.raises(ProtocolError):
-        decode(_HEAD.pack(b"SBM", PROTOCOL_VERSION, len(deep)) + deep)
+        decode(sign(KEY, _HEAD.pack(b"SBM", PROTOCOL_VERSION, len(deep)) + deep))
+
+
+# -- authentication: only the session key makes a message (issue 14) -----------------
+
+
+@settings(deadline=None, max_examples=200)
+@given(msg=task_messages | notices)
+def test_a_message_made_with_another_key_is_refused(msg):
+    # Another session's key, or a forger's: the message is well formed and
+    # would parse, but its tag is not this session's.
+    forged = encode_with(msg, new_key())
+    with pytest.raises(AuthenticationError):
+        decode(forged)
+
+
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(msg=task_messages | notices, data=st.data())
+def test_any_changed_byte_of_a_message_is_refused(msg, data):
+    raw = bytearray(encode(msg))
+    index = data.draw(st.integers(4, len(raw) - 1))  # past magic and version
+    raw[index] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(AuthenticationError):
+        decode(bytes(raw))
+
+
+@settings(deadline=None, max_examples=100)
+@given(msg=task_messages | notices)
+def test_an_untagged_or_retagged_message_is_refused(msg):
+    # What a forger with the old (unkeyed) format could write: a correct frame
+    # without a tag, with a tag of zeros, with the tag of another message.
+    data = encode(msg)[:-TAG_BYTES]
+    for forged in (data, data + bytes(TAG_BYTES), data + encode(Notice(
+            kind="bad", session="s", chunk=-1, worker="w"))[-TAG_BYTES:]):
+        with pytest.raises(AuthenticationError):
+            decode(forged)
+
+
+def test_a_forged_message_says_what_it_is():
+    forged = encode_with(TaskMessage(session="s", chunk=0, n=1, checksum=""), new_key())
+    with pytest.raises(ProtocolError, match="forged, altered, or of another session"):
+        decode(forged)

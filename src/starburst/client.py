@@ -58,8 +58,20 @@ from .scheduler import (
     Retire,
     Scheduler,
 )
-from .scheduling.events import SPOT_INTERRUPTION, WorkerExit, describe_exit, exit_signal
-from .session import WORKER_OPTION, SessionRecord, load_manifests, write_manifest
+from .scheduling.events import (
+    FAILED_TO_START,
+    SPOT_INTERRUPTION,
+    WorkerExit,
+    describe_exit,
+    exit_signal,
+)
+from .session import (
+    KEY_OPTION,
+    WORKER_OPTION,
+    SessionRecord,
+    load_manifests,
+    write_manifest,
+)
 from .wire import messages as protocol
 from .wire.keys import (
     cancel_key,
@@ -191,6 +203,7 @@ class _Counters:
     tasks_done: int = 0
     tasks_failed: int = 0
     tasks_cancelled: int = 0
+    messages_refused: int = 0
     chunks_sent: int = 0
     workers_launched: int = 0
     worker_exits: list[WorkerExit] = field(default_factory=list)
@@ -281,6 +294,7 @@ class Client:
                 session=session_id, options=options, on_output=self._on_output)
         self.backend = self.session.backend
         self.transport = self.session.transport
+        self.key = self.session.key
         try:
             self.workers = self._fit_workers(options.workers or self.session.workers)
             rate = self.session.hourly_rate
@@ -319,7 +333,7 @@ class Client:
             self._debug_kept: set[str] = set()
             self.spec = WorkerSpec(env=env, cpu=self.session.spec.cpu,
                                    memory_mib=self.session.spec.memory_mib,
-                                   image=self.session.spec.image)
+                                   image=self.session.spec.image, key=self.session.spec.key)
             self.counters = _Counters()
             self._lock = threading.RLock()
             self._chunks: dict[int, _Chunk] = {}
@@ -360,7 +374,8 @@ class Client:
                     "image": self.session.spec.image, "cpu": self.session.spec.cpu,
                     "memory_mib": self.session.spec.memory_mib,
                     "arch": str(getattr(self.backend, "arch", "")),
-                    "env": dict(self.session.spec.env)}})
+                    "env": dict(self.session.spec.env)},
+                    KEY_OPTION: self.session.key_ref})
             self.attached_futures: dict[int, Future[Any]] = {}
             if record is None:
                 self._write_record("running")
@@ -641,7 +656,8 @@ class Client:
             key=key, timeout=self.options.task_timeout,
             capture=not self.backend.live_output,
             cancellable=any(isinstance(t, Future) for t in targets), body=bytes(body))
-        return _Chunk(chunk_id, tasks, targets, protocol.encode(msg), key, len(frame))
+        return _Chunk(chunk_id, tasks, targets, protocol.encode(msg, self.key), key,
+                      len(frame))
 
     def enqueue_submit(self, future: Future[Any], fn: Callable[..., Any],
                        args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -761,11 +777,24 @@ class Client:
                 self._break(exc)
                 return
 
+    def _refuse(self, body: bytes, error: ProtocolError) -> None:
+        """A notice that fails its tag or its parse: set aside in the dead-letter
+        queue (for a post-mortem), counted, never unpickled."""
+        with self._lock:
+            self.counters.messages_refused += 1
+            first = self.counters.messages_refused == 1
+        (log.warning if first else log.debug)(
+            "starburst: refused a result notice of session %s: %s", self.session_id, error)
+        try:
+            self.transport.dead.send([body])
+        except Exception as exc:  # best effort: refusing it is what matters
+            log.debug("starburst: cannot set a refused notice aside: %s", exc)
+
     def _on_notice(self, body: bytes) -> None:
         try:
-            notice = protocol.decode(body)
+            notice = protocol.decode(body, self.key)
         except ProtocolError as exc:
-            log.warning("starburst: dropped a malformed result notice: %s", exc)
+            self._refuse(body, exc)
             return
         if not isinstance(notice, protocol.Notice) or notice.session != self.session_id:
             log.warning("starburst: dropped a notice of another session or kind")
@@ -797,6 +826,7 @@ class Client:
                 if notice.key:  # handed back near max_lease: the outcomes so far
                     handed = self._chunks.get(notice.chunk)
             elif notice.kind == "bad":
+                self.counters.messages_refused += 1
                 log.warning("starburst: worker %s moved a malformed task message aside: %s",
                             notice.worker, notice.info.get("error"))
             elif notice.kind == "done" and self.scheduler.finished(notice.chunk,
@@ -930,7 +960,7 @@ class Client:
         """
         try:
             body = self.transport.store.get(result_commit_key(self.session_id, chunk_id))
-            notice = protocol.decode(body)
+            notice = protocol.decode(body, self.key)
         except KeyError:
             return False
         except (ProtocolError, TransportError, CloudError) as exc:
@@ -1019,7 +1049,8 @@ class Client:
                 # A Spot reclaim says nothing about whether workers can start.
                 if (not held and ex.worker not in self._productive
                         and self.scheduler.outstanding
-                        and ex.exit_code not in (0, None, EXIT_STUCK)
+                        and (ex.exit_code not in (0, None, EXIT_STUCK)
+                             or ex.stop_code == FAILED_TO_START)
                         and ex.stop_code != SPOT_INTERRUPTION):
                     self._futile_exits += 1
             futile = self._futile_exits
@@ -1041,7 +1072,7 @@ class Client:
                                            wait_seconds=0.0, visibility=60.0)
         for msg in dead:
             try:
-                task = protocol.decode(msg.body)
+                task = protocol.decode(msg.body, self.key)
             except ProtocolError as exc:
                 log.warning("starburst: a malformed message was set aside: %s", exc)
                 continue
@@ -1348,6 +1379,7 @@ class Client:
                 "tasks_failed": c.tasks_failed,
                 "tasks_pending": c.tasks_total - c.tasks_done - c.tasks_cancelled,
                 "tasks_cancelled": c.tasks_cancelled,
+                "messages_refused": c.messages_refused,
                 "attempts": self.scheduler.total_attempts,
                 "elapsed": round(time.time() - self._started_at, 3),
             }

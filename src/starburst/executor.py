@@ -71,6 +71,10 @@ class Status:
     attempts: int
     elapsed: float
     tasks_cancelled: int = 0
+    #: Queue messages refused unread: their tag did not match the session key
+    #: (forged, altered or of another session), or they were malformed. Counted
+    #: on the client and on the workers (which report each one).
+    messages_refused: int = 0
 
 
 def _length(iterables: Iterable[Any]) -> int | None:

@@ -27,14 +27,23 @@ from .exceptions import ProtocolError
 from .transport.base import Store
 from .wire.keys import chunk_manifest_key
 
-__all__ = ["RECORD_VERSION", "WORKER_OPTION", "SessionRecord", "load_manifests",
-           "write_manifest"]
+__all__ = ["KEY_OPTION", "RECORD_VERSION", "WORKER_OPTION", "SessionRecord", "key_ref_of",
+           "load_manifests", "write_manifest"]
 
 RECORD_VERSION = 1
 #: Key in a record's ``options`` holding how its workers were started
 #: (image, cpu, memory_mib, arch, env): what a cloud backend needs to launch
 #: replacement workers after ``attach``. Never credentials.
 WORKER_OPTION = "_worker"
+#: Key in a record's ``options`` naming where the session key is kept (a local
+#: file's path, or a Secrets Manager secret's ARN): never the key itself.
+KEY_OPTION = "_key"
+
+
+def key_ref_of(record: SessionRecord) -> str:
+    """Where ``record``'s session keeps its key ("" when the record does not say)."""
+    ref = record.options.get(KEY_OPTION)
+    return ref if isinstance(ref, str) else ""
 
 
 @dataclass

@@ -28,7 +28,7 @@ from starburst.backends.fargate import FargateBackend
 from starburst.cli import main
 from starburst.gpu import InstancePrice
 from starburst.pricing_cache import PriceCache, save
-from starburst.scheduling.events import SPOT_INTERRUPTION
+from starburst.scheduling.events import FAILED_TO_START, SPOT_INTERRUPTION
 from starburst.testing.batch_runner import HOST_TERMINATED
 
 _TAG = {"starburst:managed": "true"}
@@ -174,6 +174,17 @@ def test_a_host_terminated_job_is_a_spot_interruption():
     done = job_exit({"jobId": "j-2", "status": "SUCCEEDED", "container": {"exitCode": 0}},
                     "w2", spot=True)
     assert (done.exit_code, done.stop_code, done.started_at) == (0, None, None)
+
+
+def test_a_job_whose_container_never_started_is_a_start_failure():
+    # Counted toward "workers keep failing to start" (no exit code to go by), so
+    # a session whose jobs cannot pull their image or secret ends, naming why.
+    for reason in ("CannotPullContainerError: pull access denied",
+                   "ResourceInitializationError: unable to pull secrets or registry auth"):
+        ex = job_exit({"jobId": "j-3", "status": "FAILED", "statusReason": reason,
+                       "container": {}}, "w3", spot=False)
+        assert (ex.exit_code, ex.stop_code) == (None, FAILED_TO_START)
+        assert reason in (ex.reason or "")
 
 
 def test_setup_gpu_creates_tagged_batch_resources_and_teardown_removes_them(config_file):

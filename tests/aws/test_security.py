@@ -6,21 +6,28 @@ scanned: the registered task definitions, the RunTask overrides of the
 session's tasks and the worker log events in CloudWatch. Neither the
 client's secret access key / session token nor the task role's (the
 credentials the emulated ECS agent served the workers) may appear there,
-nor the variable names ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``.
+nor the variable names ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``,
+nor the session key (hex or base64) that tags the session's messages, which
+is also looked for in every queue message the emulated SQS received.
 The worker security group takes no inbound traffic and the bucket blocks
 every kind of public access.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+from typing import Any
 
+import boto3
 import pytest
 from _support import wait_for
+from botocore.exceptions import ClientError
+from moto.sqs.models import Queue
 
 import starburst
-from starburst.aws import provision
+from starburst.aws import provision, session_key
 from starburst.aws.clients import client
 
 #: Distinctive client credentials (moto accepts any): a leak of either is
@@ -57,17 +64,34 @@ def session(aws, monkeypatch):
         return creds
 
     monkeypatch.setattr(aws.runner, "_credentials", recording)
+    bodies: list[str] = []  # every SQS message body the emulated AWS received
+    add_message = Queue.add_message
+
+    def keep(queue: Queue, message: Any) -> None:
+        bodies.append(str(message.body))
+        add_message(queue, message)
+
+    monkeypatch.setattr(Queue, "add_message", keep)
     settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=30,
                                   client_heartbeat=1.0, timeout_grace=1.0)
     with starburst.Executor(backend="fargate", workers=2, settings=settings,
                             progress=False) as ex:
         assert list(ex.map(_talk, range(6))) == list(range(1, 7))
         session_id = ex.session_id
+        key = ex._client.key
     wait_for(lambda: not aws.runner.pids(), timeout=30, what="the workers to exit")
-    secrets = {CLIENT_SECRET, CLIENT_TOKEN}
+    secrets = {CLIENT_SECRET, CLIENT_TOKEN, *_spellings(key)}
     for creds in served:
         secrets.update({creds["SecretAccessKey"], creds["Token"]})
-    return {"id": session_id, "secrets": secrets, "served": served}
+    return {"id": session_id, "secrets": secrets, "served": served, "key": key,
+            "bodies": bodies}
+
+
+def _spellings(key: bytes) -> set[str]:
+    """The session key as text could carry it: hex (either case), base64 (both alphabets).
+    (Its raw bytes are searched where bytes are: the decoded queue bodies.)"""
+    return {key.hex(), key.hex().upper(), base64.b64encode(key).decode(),
+            base64.urlsafe_b64encode(key).decode()}
 
 
 def _log_messages(aws) -> list[str]:
@@ -129,6 +153,54 @@ def test_no_credentials_in_task_definitions_overrides_or_logs(aws, session):
     _assert_clean(f"the log group {aws.shared.log_group}", text, session["secrets"])
 
 
+def test_the_session_key_appears_in_no_description_override_log_or_message(aws, session):
+    # The task definitions, task descriptions and logs are scanned by the test
+    # above with the key's spellings among the secrets; here: the queues. Every
+    # message the emulated SQS received, as sent (base64 text) and decoded.
+    key = session["key"]
+    assert len(session["bodies"]) >= 6, "the session's messages were not captured"
+    for body in session["bodies"]:
+        _assert_clean("a queue message", body, session["secrets"])
+        raw = base64.b64decode(body) if body != "-" else b""
+        assert key not in raw, "the session key's bytes appear in a queue message"
+        assert key.hex().encode() not in raw
+    # The session's secret and its own task definitions are gone with it.
+    sm = client("secretsmanager")
+    names = [s["Name"] for s in sm.list_secrets()["SecretList"]]
+    assert session_key.secret_name(session["id"]) not in names
+    ecs = client("ecs")
+    active = [a for page in ecs.get_paginator("list_task_definitions").paginate(status="ACTIVE")
+              for a in page["taskDefinitionArns"]]
+    assert not [a for a in active if session["id"] in a]
+
+
+def test_a_worker_cannot_read_any_session_key(aws, session):
+    # The task role (worker code) has no Secrets Manager grant: in the emulated
+    # IAM, which enforces Secrets Manager for assumed roles, it is denied, while
+    # the execution role (what the ECS agent injects the key with) is allowed.
+    sm = client("secretsmanager")
+    arn = sm.create_secret(Name=session_key.secret_name("sb-other-session"),
+                           SecretString="00" * 32)["ARN"]
+    try:
+        for role, allowed in ((aws.shared.roles.task, False),
+                              (aws.shared.roles.execution, True)):
+            creds = aws.runner._credentials(role, "probe-task")
+            assumed = boto3.client(
+                "secretsmanager", region_name=aws.region, endpoint_url=aws.endpoint,
+                aws_access_key_id=creds["AccessKeyId"],
+                aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["Token"])
+            try:
+                if allowed:
+                    assert assumed.get_secret_value(SecretId=arn)["SecretString"] == "00" * 32
+                else:
+                    with pytest.raises(ClientError, match="AccessDenied"):
+                        assumed.get_secret_value(SecretId=arn)
+            finally:
+                assumed.close()
+    finally:
+        sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+
+
 def test_worker_security_group_has_no_ingress(aws):
     ec2 = client("ec2")
     vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
@@ -152,3 +224,22 @@ def test_bucket_blocks_all_public_access(aws):
     public = ("http://acs.amazonaws.com/groups/global/AllUsers",
               "http://acs.amazonaws.com/groups/global/AuthenticatedUsers")
     assert not [g for g in grants if g["Grantee"].get("URI") in public]
+
+
+def test_workers_that_cannot_get_the_session_key_break_the_run_with_the_cause(
+        aws, monkeypatch):
+    # An execution role without the Secrets Manager grant (an account set up by an
+    # older starburst, say): every task fails to start (ECS: TaskFailedToStart,
+    # exit code None). Before, such exits did not count as futile and the client
+    # relaunched workers forever; now the run breaks and says why.
+    policy = json.loads(provision._EXECUTION_POLICY)
+    policy["Statement"] = [s for s in policy["Statement"]
+                           if s.get("Sid") != "InjectSessionKeys"]
+    monkeypatch.setattr(provision, "_EXECUTION_POLICY", json.dumps(policy))
+    settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=30,
+                                  client_heartbeat=1.0)
+    with pytest.raises(starburst.ExecutorBroken, match="unable to pull secrets"), \
+            starburst.Executor(backend="fargate", workers=1, settings=settings,
+                               progress=False) as ex:
+        ex.submit(abs, -1).result(timeout=120)
+    assert ex.status().workers == 0

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from mypy_boto3_kms.client import KMSClient
     from mypy_boto3_logs.client import CloudWatchLogsClient
     from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_secretsmanager.client import SecretsManagerClient
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sts.client import STSClient
 
@@ -158,6 +159,9 @@ def client(service: Literal["sts"], *, region: str | None = ...) -> STSClient: .
 def client(service: Literal["batch"], *, region: str | None = ...) -> BatchClient: ...
 @overload
 def client(service: Literal["kms"], *, region: str | None = ...) -> KMSClient: ...
+@overload
+def client(service: Literal["secretsmanager"], *,
+           region: str | None = ...) -> SecretsManagerClient: ...
 def client(service: str, *, region: str | None = None) -> Any:
     """Create a boto3 client for ``service`` in ``region`` (resolved when None).
 

@@ -118,12 +118,23 @@ def log_bucket_policy(log_bucket: str, source_bucket: str, *, part: str,
 
 def execution_policy(*, part: str, region: str, account: str, repository: str,
                      log_group: str) -> dict[str, Any]:
-    """ECS's role for the task: pull from the starburst repository, write its log group."""
+    """ECS's role for the task: pull from the starburst repository, write its log group,
+    and inject the session key (the task role, which worker code runs as, cannot read
+    any session's key: :mod:`starburst.aws.session_key`)."""
     return _doc(
         {"Sid": "RegistryLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken",
          "Resource": "*"},
         *_pull_and_log(part=part, region=region, account=account, repository=repository,
-                       log_group=log_group))
+                       log_group=log_group),
+        session_key_statement(part=part, region=region, account=account))
+
+
+def session_key_statement(*, part: str, region: str, account: str,
+                          actions: tuple[str, ...] = ("secretsmanager:GetSecretValue",),
+                          sid: str = "InjectSessionKeys") -> dict[str, Any]:
+    """Secrets Manager ``actions`` on the session key secrets (``starburst/*``) only."""
+    return {"Sid": sid, "Effect": "Allow", "Action": list(actions),
+            "Resource": f"arn:{part}:secretsmanager:{region}:{account}:secret:starburst/*"}
 
 
 def _pull_and_log(*, part: str, region: str, account: str, repository: str,
@@ -288,7 +299,11 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
          "Action": ["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload",
                     "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
                     "ecr:BatchGetImage", "ecr:DescribeImages", "ecr:DescribeRepositories"],
-         "Resource": f"arn:{part}:ecr:{region}:{account}:repository/{repository}"})
+         "Resource": f"arn:{part}:ecr:{region}:{account}:repository/{repository}"},
+        session_key_statement(
+            part=part, region=region, account=account, sid="SessionKeys",
+            actions=("secretsmanager:CreateSecret", "secretsmanager:GetSecretValue",
+                     "secretsmanager:DeleteSecret", "secretsmanager:TagResource")))
     if gpu:
         doc["Statement"].extend(gpu_statements(part=part, region=region, account=account))
     _add_data_key(doc, kms_key, region)

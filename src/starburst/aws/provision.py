@@ -76,7 +76,11 @@ _EXECUTION_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Resource": "*", "Action": [
         "ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability",
         "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage",
-        "logs:CreateLogStream", "logs:PutLogEvents"]}]})
+        "logs:CreateLogStream", "logs:PutLogEvents"]}, {
+    # The session keys the ECS agent injects (aws/session_key.py); IAM is global,
+    # so every region's, but only starburst's: the task role has none.
+    "Sid": "InjectSessionKeys", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+    "Resource": "arn:*:secretsmanager:*:*:secret:starburst/*"}]})
 
 
 def _managed_tags() -> list[TagTypeDef]:

@@ -4,29 +4,33 @@ The Fargate and Batch backends differ in how workers start; the session
 around them is the same::
 
     create_session_queues -> AwsTransport(bucket, prefix, queues)
+    session key -> secret starburst/<session>/key (aws/session_key.py)
     worker env: STARBURST_TRANSPORT, STARBURST_SESSION,
                 STARBURST_EXPECTED_ENV_HASH (env="auto"), STARBURST_CODE (code archive)
 
-:func:`open_worker_session` does that and hands the transport and worker
-environment to ``build`` (which makes the backend); if anything fails
-before it returns, the session's queues are deleted again.
+:func:`open_worker_session` does that and hands the transport, worker
+environment and key secret to ``build`` (which makes the backend, whose
+task or job definitions inject the secret); if anything fails before it
+returns, the session's queues and secret are deleted again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from ..aws import provision
+from ..aws import provision, session_key
 from ..exceptions import ConfigurationError
 from ..transport.aws import AwsTransport, create_session_queues, delete_session_queues
+from ..wire.auth import new_key
 from . import _environment
 
 if TYPE_CHECKING:
     from ..envsync.snapshot import Snapshot
 
-__all__ = ["in_parallel", "open_worker_session", "reject_unknown"]
+__all__ = ["KeyedSession", "in_parallel", "open_worker_session", "reject_unknown"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,12 +56,21 @@ def in_parallel(call: Callable[[R], T], items: Sequence[R], *, name: str) -> lis
         return list(pool.map(call, items))
 
 
+@dataclass(frozen=True)
+class KeyedSession:
+    """A session's key and the secret its workers get it from."""
+
+    key: bytes = field(repr=False)
+    secret_arn: str
+
+
 def open_worker_session(
         session: str, *, shared: provision.Shared, max_receives: int,
         env_options: _environment.EnvOptions, snapshot: Snapshot | None,
         expected_hash: str | None,
-        build: Callable[[AwsTransport, dict[str, str]], T]) -> tuple[AwsTransport, T]:
-    """Create the session's queues and transport, ship the code archive, build the backend.
+        build: Callable[[AwsTransport, dict[str, str], KeyedSession], T],
+) -> tuple[AwsTransport, KeyedSession, T]:
+    """Create the session's queues, transport and key, ship the code archive, build the backend.
 
     Args:
         session: the session id.
@@ -67,13 +80,19 @@ def open_worker_session(
         snapshot: the environment snapshot, when one was taken (else taken here
             for the code archive).
         expected_hash: the image's environment hash (``env="auto"``), else None.
-        build: makes the backend from the transport and the worker environment.
+        build: makes the backend from the transport, the worker environment and
+            the key.
 
     Returns:
-        The transport and what ``build`` returned.
+        The transport, the key and what ``build`` returned.
     """
     queues = create_session_queues(session, region=shared.region, max_receives=max_receives)
+    secret = False
     try:
+        session_secret = new_key()
+        keyed = KeyedSession(session_secret, session_key.create_key_secret(
+            session, session_secret, region=shared.region))
+        secret = True
         transport = AwsTransport(bucket=shared.bucket, prefix=shared.prefix, queues=queues,
                                  region=shared.region)
         worker_env = {"STARBURST_TRANSPORT": transport.spec, "STARBURST_SESSION": session}
@@ -82,10 +101,12 @@ def open_worker_session(
         if env_options.code:
             if snapshot is None:
                 snapshot = _environment.snapshot_of(env_options)
-            key = _environment.upload_code(transport, session, snapshot)
-            if key is not None:
-                worker_env[_environment.CODE_ENV] = key
-        return transport, build(transport, worker_env)
+            code = _environment.upload_code(transport, session, snapshot)
+            if code is not None:
+                worker_env[_environment.CODE_ENV] = code
+        return transport, keyed, build(transport, worker_env, keyed)
     except BaseException:
         delete_session_queues(session, region=shared.region)
+        if secret:
+            session_key.delete_key_secret(session, region=shared.region)
         raise

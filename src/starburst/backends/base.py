@@ -37,12 +37,17 @@ class WorkerSpec:
         cpu: vCPUs per worker.
         memory_mib: memory per worker in MiB.
         image: container image (cloud backends).
+        key: the session key (:mod:`starburst.wire.auth`), for a backend that
+            hands it to a worker process itself (local: in the process's
+            environment, never in ``env``). Cloud backends leave it empty:
+            their workers get it from a per-session secret.
     """
 
     env: dict[str, str]
     cpu: float = 1.0
     memory_mib: int = 2048
     image: str = ""
+    key: bytes = field(default=b"", repr=False)
 
 
 @dataclass
@@ -56,6 +61,10 @@ class Session:
             spec and session id; the executor adds the settings).
         pacing: launch rate limits the scheduler must respect.
         workers: the worker count when the user gave none.
+        key: the session key every message is tagged with
+            (:mod:`starburst.wire.auth`); its workers hold it too.
+        key_ref: where the key is kept for ``attach`` (recorded in the session
+            record): a local file's path, or a Secrets Manager secret's ARN.
         max_workers: the most workers that may run (quota); None: no limit.
         hourly_rate: dollars per worker-hour (0 for local workers): what a
             worker costs unless :meth:`ComputeBackend.rate_of` says otherwise.
@@ -71,11 +80,13 @@ class Session:
     spec: WorkerSpec
     pacing: LaunchPacing
     workers: int
+    key: bytes = field(repr=False)
     max_workers: int | None = None
     hourly_rate: float = 0.0
     max_hourly_rate: float | None = None
     price_note: str = ""
     notes: list[str] = field(default_factory=list)
+    key_ref: str = ""
 
 
 class ComputeBackend(abc.ABC):

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from ..aws import batch as aws_batch
-from ..aws import inventory, provision
+from ..aws import inventory, provision, session_key
 from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
@@ -44,14 +44,14 @@ from ..cost import check_caps
 from ..exceptions import BackendError, ConfigurationError, ProtocolError
 from ..gpu import GpuInstance, InstancePrice, given_price, instance_price, resolve_gpu
 from ..pricing_cache import gpu_table_in_use
-from ..scheduling.events import SPOT_INTERRUPTION, WorkerExit
+from ..scheduling.events import FAILED_TO_START, SPOT_INTERRUPTION, WorkerExit
 from ..scheduling.pacing import LaunchPacing
-from ..session import WORKER_OPTION, SessionRecord
+from ..session import WORKER_OPTION, SessionRecord, key_ref_of
 from ..transport import open_transport
 from ..transport.aws import AwsTransport
 from ..wire.keys import record_key
 from . import _environment
-from ._aws_session import in_parallel, open_worker_session, reject_unknown
+from ._aws_session import KeyedSession, in_parallel, open_worker_session, reject_unknown
 from .base import ComputeBackend, OutputCallback, Session, WorkerSpec
 
 if TYPE_CHECKING:
@@ -92,6 +92,12 @@ def _seconds(ms: int | None) -> float | None:
     return ms / 1000.0 if ms is not None and ms > 0 else None
 
 
+#: How a Batch job's reasons begin when its container never started (ECS agent
+#: errors: CannotPullContainerError, CannotStartContainerError..., and a secret
+#: the execution role may not read).
+_START_FAILURES = ("Cannot", "ResourceInitializationError")
+
+
 def job_exit(job: JobDetailTypeDef, worker: str, *, spot: bool) -> WorkerExit:
     """How a finished Batch job ended, from its DescribeJobs entry.
 
@@ -108,6 +114,8 @@ def job_exit(job: JobDetailTypeDef, worker: str, *, spot: bool) -> WorkerExit:
     stop_code: str | None = None
     if "Host EC2" in status_reason and "terminated" in status_reason:
         stop_code = SPOT_INTERRUPTION if spot else "HostTerminated"
+    elif any(r.startswith(_START_FAILURES) for r in (status_reason, container_reason)):
+        stop_code = FAILED_TO_START
     reason = "; ".join(filter(None, [
         status_reason, f"container: {container_reason}" if container_reason else ""]))
     details = {"job_id": job.get("jobId", ""), "job_arn": job.get("jobArn", ""),
@@ -178,7 +186,10 @@ class BatchBackend(ComputeBackend):
 
     def __init__(self, *, session: str, region: str, queue: aws_batch.GpuQueue,
                  instance: GpuInstance, job_definition: str, roles: provision.Roles,
-                 log_group: str, spec: WorkerSpec, batch: BatchClient | None = None) -> None:
+                 log_group: str, spec: WorkerSpec, batch: BatchClient | None = None,
+                 secret_arn: str | None = None) -> None:
+        """``secret_arn``: the session key's secret; jobs run from this session's own
+        copies of the job definitions, which inject it (see the Fargate backend)."""
         self.session = session
         self.region = region
         self.queue = queue
@@ -189,6 +200,9 @@ class BatchBackend(ComputeBackend):
         #: What every worker of the session is started with.
         self.spec = spec
         self._definitions = {spec.image: job_definition}
+        self.secret_arn = secret_arn
+        #: Shared job definition ARN -> this session's keyed copy of it.
+        self._keyed: dict[str, str] = {}
         self._jobs: dict[str, str] = {}  # worker id (job name) -> job id; not yet finished
         self._submitted: dict[str, float] = {}  # worker id -> time.monotonic() at SubmitJob
         #: Taken for gone because DescribeJobs left them out, never seen finished:
@@ -264,14 +278,15 @@ class BatchBackend(ComputeBackend):
             log_group=shared.log_group)
         vcpus, memory_mib = aws_batch.worker_share(instance)
 
-        def build(transport: AwsTransport, worker_env: dict[str, str]) -> BatchBackend:
+        def build(transport: AwsTransport, worker_env: dict[str, str],
+                  keyed: KeyedSession) -> BatchBackend:
             spec = WorkerSpec(env=worker_env, cpu=float(vcpus), memory_mib=memory_mib,
                               image=image)
             return cls(session=session, region=shared.region, queue=queue, instance=instance,
                        job_definition=definition, roles=shared.roles,
-                       log_group=shared.log_group, spec=spec)
+                       log_group=shared.log_group, spec=spec, secret_arn=keyed.secret_arn)
 
-        transport, backend = open_worker_session(
+        transport, keyed, backend = open_worker_session(
             session, shared=shared, max_receives=options.settings.max_receives,
             env_options=env_options, snapshot=snapshot, expected_hash=expected_hash,
             build=build)
@@ -288,7 +303,7 @@ class BatchBackend(ComputeBackend):
             workers=DEFAULT_WORKERS, max_workers=max_workers,
             hourly_rate=math.nan if price is None else price.hourly / instance.gpus,
             price_note=unknown if price is None else _price_note(instance, price, spot=spot),
-            notes=notes)
+            notes=notes, key=keyed.key, key_ref=keyed.secret_arn)
 
     @classmethod
     def attach_session(cls, *, session: str, options: ExecutorOptions,
@@ -366,10 +381,12 @@ class BatchBackend(ComputeBackend):
                 image=image, instance=instance, region=shared.region, roles=shared.roles,
                 log_group=shared.log_group)
             vcpus, memory_mib = aws_batch.worker_share(instance)
+            secret = key_ref_of(record) or session_key.secret_name(session)
+            key = session_key.read_key_secret(secret, region=shared.region)
             spec = WorkerSpec(env=env, cpu=float(vcpus), memory_mib=memory_mib, image=image)
             backend = cls(session=session, region=shared.region, queue=queue,
                           instance=instance, job_definition=definition, roles=shared.roles,
-                          log_group=shared.log_group, spec=spec)
+                          log_group=shared.log_group, spec=spec, secret_arn=secret)
             backend._adopt(inventory.session_jobs(inventory.Place.from_config(config=config),
                                                   session))
         except BaseException:
@@ -379,8 +396,8 @@ class BatchBackend(ComputeBackend):
             backend=backend, transport=transport, spec=spec, pacing=_PACING,
             workers=record.workers, max_workers=quota.plan.workers * instance.gpus,
             hourly_rate=math.nan if price is None else price.hourly / instance.gpus,
-            price_note=unknown if price is None else _price_note(instance, price, spot=spot)
-        ), record
+            price_note=unknown if price is None else _price_note(instance, price, spot=spot),
+            key=key, key_ref=secret), record
 
     def _adopt(self, jobs: list[JobDetailTypeDef]) -> None:
         """Watch the session's jobs that Batch still runs; keep the exits of the rest.
@@ -405,7 +422,14 @@ class BatchBackend(ComputeBackend):
             self._definitions[spec.image] = aws_batch.ensure_job_definition(
                 image=spec.image, instance=self.instance, region=self.region,
                 roles=self.roles, log_group=self.log_group)
-        return self._definitions[spec.image]
+        base = self._definitions[spec.image]
+        if self.secret_arn is None:
+            return base
+        if base not in self._keyed:
+            self._keyed[base] = session_key.keyed_job_definition(
+                base, session=self.session, secret_arn=self.secret_arn, region=self.region,
+                batch=self.batch)
+        return self._keyed[base]
 
     # -- launch ---------------------------------------------------------
     def launch(self, count: int, spec: WorkerSpec) -> list[str]:
@@ -517,6 +541,10 @@ class BatchBackend(ComputeBackend):
     def close(self) -> None:
         try:
             self.stop()
+            if self.secret_arn is not None:
+                session_key.deregister_job_definitions(list(self._keyed.values()),
+                                                       region=self.region, batch=self.batch)
+                session_key.delete_key_secret(self.session, region=self.region)
         finally:
             self.batch.close()
 

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from ..aws import inventory, provision
+from ..aws import inventory, provision, session_key
 from ..aws.clients import client as make_client
 from ..aws.config import FIELDS, AwsConfig, load_config
 from ..aws.errors import error_code, is_throttling, translate_errors
@@ -64,13 +64,13 @@ from ..pricing_cache import spot_price_in_use, table_in_use
 from ..quota import QuotaPlan, suggest_quota
 from ..scheduling.events import SPOT_INTERRUPTION, WorkerExit
 from ..scheduling.pacing import LaunchPacing
-from ..session import WORKER_OPTION, SessionRecord
+from ..session import WORKER_OPTION, SessionRecord, key_ref_of
 from ..transport import open_transport
 from ..transport.aws import AwsTransport
 from ..transport.s3 import S3Store
 from ..wire.keys import record_key
 from . import _environment
-from ._aws_session import in_parallel, open_worker_session, reject_unknown
+from ._aws_session import KeyedSession, in_parallel, open_worker_session, reject_unknown
 from .base import ComputeBackend, OutputCallback, Session, WorkerSpec
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ class FargateBackend(ComputeBackend):
                  debug: bool = False, spot: str | None = None,
                  rates: dict[str, float] | None = None, on_demand_limit: int | None = None,
                  max_hourly_cost: float | None = None,
-                 on_output: OutputCallback | None = None) -> None:
+                 on_output: OutputCallback | None = None, secret_arn: str | None = None) -> None:
         """Args (beyond the session's resources):
             spot: None (On-Demand), ``"prefer"`` or ``"require"`` (see the module).
             rates: dollars per worker-hour by capacity provider (``FARGATE``,
@@ -187,6 +187,10 @@ class FargateBackend(ComputeBackend):
                 count was fitted to it at the Spot rate, so a Spot fallback starts
                 only the On-Demand workers the cap still pays for.
             on_output: where notices for the user go (the client prints them).
+            secret_arn: the session key's secret (:mod:`starburst.aws.session_key`):
+                tasks run from this session's own copies of the task definitions,
+                which inject it; closing deletes them and it. None only for tasks
+                that are not starburst workers (the tests' probes).
         """
         if spot not in (None, "prefer", "require"):
             raise ConfigurationError(f"spot mode {spot!r} must be None, 'prefer' or 'require'")
@@ -208,6 +212,9 @@ class FargateBackend(ComputeBackend):
         #: How the session's workers start (the client adds its settings to the env).
         self.spec = spec
         self._definitions = {(spec.image, spec.cpu, spec.memory_mib): task_definition}
+        self.secret_arn = secret_arn
+        #: Shared task definition ARN -> this session's keyed copy of it.
+        self._keyed: dict[str, str] = {}
         self._tasks: dict[str, float] = {}  # task ARN -> launch time; not yet seen STOPPED
         #: Reported gone on a MISSING answer, never seen STOPPED: stopped at close
         #: all the same, in case ECS only lost sight of them for a while.
@@ -301,15 +308,17 @@ class FargateBackend(ComputeBackend):
         if spot is not None:
             notes.append(_spot_note(spot, rates, shared.region))
 
-        def build(transport: AwsTransport, worker_env: dict[str, str]) -> FargateBackend:
+        def build(transport: AwsTransport, worker_env: dict[str, str],
+                  keyed: KeyedSession) -> FargateBackend:
             spec = WorkerSpec(env=worker_env,
                               cpu=options.cpu, memory_mib=options.memory_mib, image=image)
             return cls(session=session, shared=shared, arch=arch,
                        task_definition=definition, spec=spec, debug=options.debug,
                        spot=spot, rates=rates, on_demand_limit=on_demand_limit,
-                       max_hourly_cost=options.max_hourly_cost, on_output=on_output)
+                       max_hourly_cost=options.max_hourly_cost, on_output=on_output,
+                       secret_arn=keyed.secret_arn)
 
-        transport, backend = open_worker_session(
+        transport, keyed, backend = open_worker_session(
             session, shared=shared, max_receives=options.settings.max_receives,
             env_options=env_options, snapshot=snapshot, expected_hash=expected_hash,
             build=build)
@@ -317,7 +326,7 @@ class FargateBackend(ComputeBackend):
                        pacing=LaunchPacing(), workers=DEFAULT_WORKERS, max_workers=max_workers,
                        hourly_rate=rates[SPOT if spot is not None else ON_DEMAND],
                        max_hourly_rate=_dearest(spot, rates), price_note=price_note,
-                       notes=notes)
+                       notes=notes, key=keyed.key, key_ref=keyed.secret_arn)
 
     @classmethod
     def attach_session(cls, *, session: str, options: ExecutorOptions,
@@ -409,11 +418,13 @@ class FargateBackend(ComputeBackend):
                 image=image, cpu=cpu, memory_mib=memory_mib, arch=arch,
                 region=shared.region, roles=shared.roles, log_group=shared.log_group,
                 stop_timeout=provision.SPOT_STOP_TIMEOUT if spot is not None else None)
+            secret = key_ref_of(record) or session_key.secret_name(session)
+            key = session_key.read_key_secret(secret, region=shared.region)
             spec = WorkerSpec(env=env, cpu=cpu, memory_mib=memory_mib, image=image)
             backend = cls(session=session, shared=shared, arch=arch,
                           task_definition=definition, spec=spec, debug=options.debug,
                           spot=spot, rates=rates, max_hourly_cost=options.max_hourly_cost,
-                          on_output=on_output)
+                          on_output=on_output, secret_arn=secret)
             backend._adopt(inventory.session_tasks(inventory.Place.from_config(config=config),
                                                    session))
         except BaseException:
@@ -423,7 +434,7 @@ class FargateBackend(ComputeBackend):
                        workers=record.workers,
                        hourly_rate=rates[SPOT if spot is not None else ON_DEMAND],
                        max_hourly_rate=_dearest(spot, rates), price_note=price_note,
-                       notes=notes), record
+                       notes=notes, key=key, key_ref=secret), record
 
     def _adopt(self, tasks: list[TaskTypeDef]) -> None:
         """Watch the session's tasks that still run; keep the exits of those stopped."""
@@ -451,7 +462,14 @@ class FargateBackend(ComputeBackend):
                 region=self.shared.region, roles=self.shared.roles,
                 log_group=self.shared.log_group,
                 stop_timeout=provision.SPOT_STOP_TIMEOUT if self.spot is not None else None)
-        return self._definitions[key]
+        base = self._definitions[key]
+        if self.secret_arn is None:
+            return base
+        if base not in self._keyed:
+            self._keyed[base] = session_key.keyed_task_definition(
+                base, session=self.session, secret_arn=self.secret_arn,
+                region=self.shared.region, ecs=self.ecs)
+        return self._keyed[base]
 
     # -- launch ---------------------------------------------------------
     def launch(self, count: int, spec: WorkerSpec) -> list[str]:
@@ -739,6 +757,10 @@ class FargateBackend(ComputeBackend):
     def close(self) -> None:
         try:
             self.stop()
+            if self.secret_arn is not None:
+                session_key.deregister_definitions(list(self._keyed.values()),
+                                                   region=self.shared.region, ecs=self.ecs)
+                session_key.delete_key_secret(self.session, region=self.shared.region)
         finally:
             self.ecs.close()
 

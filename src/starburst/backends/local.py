@@ -38,6 +38,7 @@ from ..scheduling.pacing import LaunchPacing
 from ..session import SessionRecord
 from ..transport import open_transport
 from ..transport.local import LocalTransport, key_path
+from ..wire.auth import KEY_ENV, key_from_text, key_text, new_key
 from ..wire.keys import record_key
 from .base import ComputeBackend, OutputCallback, Session, WorkerSpec
 from .option_names import unknown_options_error
@@ -59,6 +60,31 @@ def _session_dir(session: str) -> str:
     """Where a local session keeps its store and queues."""
     root = os.environ.get("STARBURST_LOCAL_DIR") or tempfile.gettempdir()
     return os.path.join(root, f"starburst-{session}")
+
+
+#: The session key's file in a local session directory (0600): what lets
+#: ``attach`` from another process of the same user read the session's messages.
+KEY_FILE = "key"
+
+
+def _write_key(directory: str, key: bytes) -> None:
+    """Write the session key where only this user can read it (created 0600, never
+    readable in between, whatever the umask)."""
+    fd = os.open(os.path.join(directory, KEY_FILE),
+                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key_text(key))
+
+
+def _read_key(directory: str, session: str) -> bytes:
+    try:
+        with open(os.path.join(directory, KEY_FILE), encoding="ascii") as src:
+            return key_from_text(src.read())
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"local session {session} has no key file in {directory}: it was started by a "
+            "starburst older than 0.x (messages were not authenticated then) or its "
+            "directory was altered; it cannot be attached to") from None
 
 
 def _transport_dir(spec: WorkerSpec) -> str:
@@ -145,12 +171,15 @@ class LocalBackend(ComputeBackend):
             raise unknown_options_error(cls.name, options.extra)
         directory = _session_dir(session)
         transport = LocalTransport(directory, max_receives=options.settings.max_receives)
+        key = new_key()
+        _write_key(directory, key)
         spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,
                                "STARBURST_SESSION": session},
-                          cpu=options.cpu, memory_mib=options.memory_mib)
+                          cpu=options.cpu, memory_mib=options.memory_mib, key=key)
         return Session(backend=cls(on_output), transport=transport, spec=spec,
                        pacing=LaunchPacing.unlimited(),
-                       workers=options.default_local_workers())
+                       workers=options.default_local_workers(), key=key,
+                       key_ref=os.path.join(directory, KEY_FILE))
 
     @classmethod
     def attach_session(cls, *, session: str, options: ExecutorOptions,
@@ -168,13 +197,15 @@ class LocalBackend(ComputeBackend):
         except KeyError:
             raise ConfigurationError(f"session {session} has no record to attach to") from None
         transport = open_transport(record.transport)
+        key = _read_key(directory, session)
         spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,
                                "STARBURST_SESSION": session},
-                          cpu=options.cpu, memory_mib=options.memory_mib)
+                          cpu=options.cpu, memory_mib=options.memory_mib, key=key)
         backend = cls(on_output)
         backend._adopt(os.path.join(_transport_dir(spec), "workers"))
         return Session(backend=backend, transport=transport, spec=spec,
-                       pacing=LaunchPacing.unlimited(), workers=record.workers), record
+                       pacing=LaunchPacing.unlimited(), workers=record.workers,
+                       key=key, key_ref=os.path.join(directory, KEY_FILE)), record
 
     def _adopt(self, directory: str) -> None:
         """Take over the session's workers whose lock is still held; note the others."""
@@ -202,7 +233,7 @@ class LocalBackend(ComputeBackend):
             worker = f"local-{os.getpid()}-{next(_ids)}"
             env = {**os.environ, **spec.env, "STARBURST_WORKER_ID": worker,
                    "STARBURST_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1",
-                   "PYTHONPATH": _client_path()}
+                   "PYTHONPATH": _client_path(), KEY_ENV: key_text(spec.key)}
             detached = spec.env.get("STARBURST_DETACHED") == "1"
             passed = () if detached else (self._watch_fd(),)
             if passed:

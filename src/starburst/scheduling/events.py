@@ -9,12 +9,18 @@ from __future__ import annotations
 import signal as _signal
 from dataclasses import dataclass, field
 
-__all__ = ["SPOT_INTERRUPTION", "WorkerExit", "describe_exit", "exit_signal"]
+__all__ = ["FAILED_TO_START", "SPOT_INTERRUPTION", "WorkerExit", "describe_exit",
+           "exit_signal"]
 
 #: Stop code of a worker whose Spot capacity was taken back (ECS's own code,
 #: which the Batch backend reports its Spot reclaims with too): its chunk is
 #: redone without counting an attempt.
 SPOT_INTERRUPTION = "SpotInterruption"
+#: Stop code of a worker whose container never started (ECS's own code: an image
+#: or secret that cannot be pulled, no network interface...; the Batch backend
+#: reports its jobs' ``Cannot...Error`` starts with it too). It has no exit
+#: code, and it counts toward the "workers keep failing to start" rule.
+FAILED_TO_START = "TaskFailedToStart"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ process) and, for each request:
   credentials STS issued by AssumeRole (what the task runner gives a
   worker);
 * enforces (switch ``enforce``, counters ``checked`` and ``denied``) the
-  S3, SQS and KMS requests of an assumed role (a worker): the role's policies in
+  S3, SQS, KMS and Secrets Manager requests of an assumed role (a worker, or
+  the task runner reading a container's secrets as the execution role): the role's policies in
   moto's IAM (inline and attached, as provisioning or setup wrote them)
   and the bucket's policy are evaluated by :mod:`starburst.testing.iam`;
   a request they do not allow is answered ``AccessDenied`` as AWS answers
@@ -73,7 +74,7 @@ _ADMIN = {"Statement": [{"Sid": "EmulatedAdministrator", "Effect": "Allow", "Act
                          "Resource": "*"}]}
 #: Header :meth:`Audit.exempt` adds to the emulator machinery's requests.
 EXEMPT_HEADER = "X-Starburst-Emulator"
-_ENFORCED = frozenset({"s3", "sqs", "kms"})
+_ENFORCED = frozenset({"s3", "sqs", "kms", "secretsmanager"})
 #: SQS batch operations are authorized as their single-message action.
 _SQS_BATCH = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessage",
               "ChangeMessageVisibilityBatch": "ChangeMessageVisibility"}
@@ -283,7 +284,8 @@ class Audit:
 
 # -- helpers ---------------------------------------------------------------------
 def _enforced(call: Call) -> bool:
-    """An assumed role's S3, SQS and KMS requests; the user's S3 ones (bucket policy)."""
+    """An assumed role's S3, SQS, KMS and Secrets Manager requests; the user's S3 ones
+    (bucket policy)."""
     if call.principal == "user":
         return call.service == "s3"
     return call.principal is not None and call.service in _ENFORCED
@@ -559,6 +561,12 @@ def _resource(service: str, region: str, operation: str, params: dict[str, Any])
     if service == "kms":
         key = params.get("KeyId")
         return _key_arn(str(key), region) if key else "*"
+    if service == "secretsmanager":
+        secret = str(params.get("SecretId") or params.get("Name") or "")
+        if not secret:
+            return "*"
+        return secret if secret.startswith("arn:") else (
+            f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}")
     if service == "logs" and params.get("logGroupName"):
         return f"arn:aws:logs:{region}:{account}:log-group:{params['logGroupName']}:*"
     if service == "ecr" and params.get("repositoryName"):
@@ -617,7 +625,7 @@ def _access_denied(call: Call, decision: iam.Decision, environ: dict[str, Any],
         kind = "com.amazon.coral.service#AccessDeniedException"
         headers = [("Content-Type", "application/x-amz-json-1.0"),
                    ("x-amzn-RequestId", request_id)]
-        if call.service == "kms":
+        if call.service in ("kms", "secretsmanager"):
             kind = "AccessDeniedException"
         else:  # SQS's JSON protocol names the query protocol's code in a header
             headers.append(("x-amzn-query-error", "AccessDenied;Sender"))

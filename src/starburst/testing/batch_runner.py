@@ -263,6 +263,8 @@ class BatchJobRunner:
         overrides: dict[str, Any] = job.container_overrides or {}
         env = {e["name"]: e["value"] for e in props.get("environment") or []}
         env.update({e["name"]: e["value"] for e in overrides.get("environment") or []})
+        env.update(self.ecs.resolve_secrets(props.get("secrets") or [],
+                                            props.get("executionRoleArn"), job.job_id))
         command = list(overrides.get("command") or props.get("command") or [])
         if not command:
             raise CloudError(f"job definition {job.job_definition.arn} has no command to run")

@@ -12,7 +12,9 @@ process with the host interpreter::
     interrupt() (a Fargate Spot reclaim) ----> SpotInterruption, SIGTERM, SIGKILL after a grace
 
 A process gets what a Fargate container gets: the task definition's
-environment and the RunTask overrides; ``AWS_REGION``; its task ARN from
+environment and the RunTask overrides; its container ``secrets``, read
+from Secrets Manager with the execution role's credentials as the ECS agent
+reads them (:meth:`EcsTaskRunner.resolve_secrets`); ``AWS_REGION``; its task ARN from
 a metadata endpoint and its task role's credentials from a credentials
 endpoint (:mod:`.task_endpoint`), never through the overrides; and the
 emulator's ``AWS_ENDPOINT_URL``. It does not inherit the client's
@@ -43,6 +45,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import boto3
+from botocore.exceptions import ClientError
 from moto.backends import get_backend
 from moto.core.models import DEFAULT_ACCOUNT_ID
 
@@ -383,6 +387,9 @@ class EcsTaskRunner:
         container = definition.container_definitions[0]
         name = container["name"]
         env = {e["name"]: e["value"] for e in container.get("environment") or []}
+        env.update(self.resolve_secrets(container.get("secrets") or [],
+                                        getattr(definition, "execution_role_arn", None),
+                                        task.id))
         command = list(container.get("command") or [])
         for override in task.overrides.get("containerOverrides", []):
             if override.get("name") == name:
@@ -472,6 +479,40 @@ class EcsTaskRunner:
             raise CloudError(f"CannotPullContainerError: {image}: {exc}") from exc
         env = {k: str(v) for k, v in record["env"].items() if k not in _HOST_ONLY}
         return Path(record["site"]), env
+
+    def resolve_secrets(self, wanted: list[dict[str, str]], execution_role: str | None,
+                        task_id: str) -> dict[str, str]:
+        """The container ``secrets`` as environment variables, read as the ECS agent reads
+        them: with the *execution* role's credentials (so its policy decides, in the
+        audit, as in AWS). Their values never appear in the task's description.
+
+        Raises:
+            CloudError: a secret cannot be read (ECS: ``ResourceInitializationError:
+                unable to pull secrets or registry auth``).
+        """
+        if not wanted:
+            return {}
+        if not execution_role:
+            raise CloudError("unable to pull secrets or registry auth: the task definition "
+                             "has secrets but no execution role")
+        creds = self._credentials(execution_role, task_id)
+        sm = boto3.client(
+            "secretsmanager", region_name=self.region, endpoint_url=self.endpoint_url,
+            aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds[
+                "SecretAccessKey"], aws_session_token=creds["Token"])
+        out: dict[str, str] = {}
+        try:
+            for entry in wanted:
+                try:
+                    value = sm.get_secret_value(SecretId=entry["valueFrom"])
+                except ClientError as exc:
+                    raise CloudError(
+                        f"unable to pull secrets or registry auth: {entry['valueFrom']}: "
+                        f"{exc}") from exc
+                out[entry["name"]] = str(value.get("SecretString", ""))
+        finally:
+            sm.close()
+        return out
 
     def _credentials(self, role: str, task_id: str) -> dict[str, str]:
         """Assume the task role (in the emulator) as ECS does for a task."""

@@ -4,7 +4,11 @@ Two kinds travel, both framed the same way so one strict parser serves
 both (and can be fuzzed): a small JSON header, then optional raw bytes
 (an inline payload or result)::
 
-    b"SBM" | version:u8 | header_len:u32 | header (JSON, utf-8) | body
+    b"SBM" | version:u8 | header_len:u32 | header (JSON, utf-8) | body | tag (32 bytes)
+
+The tag is an HMAC-SHA256 of everything before it under the session key
+(:mod:`.auth`): :func:`decode` checks it, in constant time, before it reads
+the header, so a message not made with the key is refused unread.
 
 * :class:`TaskMessage` (client -> tasks queue): one chunk of tasks; or
   (worker -> tasks queue) the rest of a chunk its worker handed back before
@@ -20,8 +24,9 @@ both (and can be fuzzed): a small JSON header, then optional raw bytes
   ``info={"done": n}``, so progress counts tasks, not chunks.
 
 Headers are JSON, never pickle: parsing a message runs no code. The
-payload a message points to is verified against its checksum before it
-is unpickled.
+payload a message points to is verified against the checksum its tagged
+header carries before it is unpickled, so a stored payload is as authentic
+as the message that names it.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..exceptions import ProtocolError, VersionMismatchError
+from .auth import sign, verify
 
 __all__ = ["HANDED_BACK", "PROTOCOL_VERSION", "Notice", "TaskMessage", "decode", "encode"]
 
-PROTOCOL_VERSION = 1
+#: 2: every message ends with its HMAC tag (issue 14).
+PROTOCOL_VERSION = 2
 _MAGIC = b"SBM"
 _HEAD = struct.Struct("<3sBI")
 # A header is a few hundred bytes; anything near this is corrupt or hostile.
@@ -121,13 +128,13 @@ class Notice:
     body: bytes = b""
 
 
-def _frame(header: dict[str, Any], body: bytes) -> bytes:
+def _frame(header: dict[str, Any], body: bytes, key: bytes) -> bytes:
     raw = json.dumps(header, separators=(",", ":")).encode()
-    return _HEAD.pack(_MAGIC, PROTOCOL_VERSION, len(raw)) + raw + body
+    return sign(key, _HEAD.pack(_MAGIC, PROTOCOL_VERSION, len(raw)) + raw + body)
 
 
-def encode(msg: TaskMessage | Notice) -> bytes:
-    """Encode a message into queue-body bytes."""
+def encode(msg: TaskMessage | Notice, key: bytes) -> bytes:
+    """Encode a message into queue-body bytes, tagged with the session ``key``."""
     if isinstance(msg, TaskMessage):
         header: dict[str, Any] = {
             "t": "task", "s": msg.session, "c": msg.chunk, "n": msg.n, "h": msg.checksum,
@@ -141,7 +148,7 @@ def encode(msg: TaskMessage | Notice) -> bytes:
             "a": msg.attempt, "r": msg.receipt, "k": msg.key, "h": msg.checksum,
             "i": msg.info,
         }
-    return _frame(header, msg.body)
+    return _frame(header, msg.body, key)
 
 
 def _get(header: dict[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
@@ -155,10 +162,11 @@ def _get(header: dict[str, Any], name: str, types: type | tuple[type, ...]) -> A
     return value
 
 
-def decode(data: bytes) -> TaskMessage | Notice:
-    """Parse queue-body bytes strictly.
+def decode(data: bytes, key: bytes) -> TaskMessage | Notice:
+    """Check queue-body bytes' tag under the session ``key``, then parse them strictly.
 
     Raises:
+        AuthenticationError: the tag does not match (a :class:`ProtocolError`).
         ProtocolError: the bytes are not a well-formed starburst message.
         VersionMismatchError: the message comes from another protocol version.
     """
@@ -172,15 +180,16 @@ def decode(data: bytes) -> TaskMessage | Notice:
             f"message protocol version {version}, this starburst speaks {PROTOCOL_VERSION}: "
             "client and worker run different starburst versions; use the same version on both"
         )
-    if hlen > _MAX_HEADER or _HEAD.size + hlen > len(data):
+    view = verify(key, data)
+    if hlen > _MAX_HEADER or _HEAD.size + hlen > len(view):
         raise ProtocolError(f"message header length {hlen} exceeds the message")
     try:
-        header = json.loads(data[_HEAD.size : _HEAD.size + hlen])
+        header = json.loads(bytes(view[_HEAD.size : _HEAD.size + hlen]))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ProtocolError(f"message header is not JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise ProtocolError("message header is not an object")
-    body = data[_HEAD.size + hlen :]
+    body = bytes(view[_HEAD.size + hlen :])
     kind = _get(header, "t", str)
     if kind == "task":
         timeout = header.get("to")

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from ..exceptions import ConfigurationError, ProtocolError, StarburstError
 from ..settings import Settings
 from ..transport import Transport, open_transport
+from ..wire.auth import key_from_env
 from .supervisor import Supervisor
 
 
@@ -109,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
                      "--session) must be set; this command is started by starburst")
     try:
         check_environment()
+        key = key_from_env()
         settings = Settings.from_env()
         transport = open_transport(args.transport)
         # The supervisor runs no task code: the task process loads the
         # session's code archive itself.
-        worker = Supervisor(transport, session=args.session,
+        worker = Supervisor(transport, session=args.session, key=key,
                             worker_id=args.worker_id or _ecs_task_arn(),
                             settings=settings, detached=args.detached)
         return worker.run()

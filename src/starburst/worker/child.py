@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..exceptions import StarburstError
     from ..settings import Settings
     from ..transport import open_transport
+    from ..wire.auth import key_from_env
     from .__main__ import load_code
     from .loop import Worker
 
@@ -41,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     inbox = Connection(int(args[0]), writable=False)
     outbox = Connection(int(args[1]), readable=False)
     try:
+        key = key_from_env()
         transport = open_transport(os.environ["STARBURST_TRANSPORT"])
         load_code(transport)
-        worker = Worker(transport, session=os.environ["STARBURST_SESSION"],
+        worker = Worker(transport, session=os.environ["STARBURST_SESSION"], key=key,
                         worker_id=os.environ.get("STARBURST_WORKER_ID") or None,
                         settings=Settings.from_env(),
                         detached=os.environ.get("STARBURST_DETACHED") == "1",

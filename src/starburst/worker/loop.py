@@ -179,11 +179,12 @@ class Worker:
     client: this process only pulls, runs and reports.
     """
 
-    def __init__(self, transport: Transport, *, session: str,
+    def __init__(self, transport: Transport, *, session: str, key: bytes,
                  link: tuple[Connection, Connection], worker_id: str | None = None,
                  settings: Settings | None = None, detached: bool = False) -> None:
         self.transport = transport
         self.session = session
+        self.key = key
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.settings = settings or Settings()
         self.detached = detached
@@ -346,7 +347,7 @@ class Worker:
     def _notify(self, kind: protocol.NoticeKind, chunk: int, **kw: Any) -> None:
         notice = protocol.Notice(kind=kind, session=self.session, chunk=chunk,
                                  worker=self.worker_id, **kw)
-        self.transport.results.send([protocol.encode(notice)])
+        self.transport.results.send([protocol.encode(notice, self.key)])
 
     def _move_aside(self, msg: Message, error: Exception) -> None:
         self._log(f"malformed task message moved to the dead-letter queue: {error}")
@@ -357,7 +358,7 @@ class Worker:
     def _handle(self, msg: Message, resume: Resume | None = None) -> None:
         received = resume.received if resume is not None else time.monotonic()
         try:
-            task = protocol.decode(msg.body)
+            task = protocol.decode(msg.body, self.key)
             if not isinstance(task, protocol.TaskMessage):
                 raise ProtocolError(f"expected a task message, got {task.kind!r}")
             if task.session != self.session:
@@ -674,7 +675,7 @@ class Worker:
         notice = protocol.Notice(kind="done", session=self.session, chunk=task.chunk,
                                  worker=self.worker_id, attempt=attempt, key=key,
                                  checksum=digest, info=info, body=bytes(frame) if small else b"")
-        encoded = protocol.encode(notice)
+        encoded = protocol.encode(notice, self.key)
         if key:
             self.transport.store.put(key, frame)
         commit = result_commit_key(self.session, task.chunk)
@@ -717,7 +718,7 @@ class Worker:
         key = handed_key(self.session, task.chunk, attempt)
         self.transport.store.put(key, frame)
         rest = dataclasses.replace(task, done_key=key, done_checksum=digest)
-        self.transport.tasks.send([protocol.encode(rest)])
+        self.transport.tasks.send([protocol.encode(rest, self.key)])
         self.transport.tasks.delete([msg.receipt])
         with self._lock:
             self._lease = None

@@ -42,6 +42,7 @@ from ..exceptions import BackendError
 from ..settings import Settings
 from ..transport import Transport
 from ..wire import messages as protocol
+from ..wire.auth import KEY_ENV, key_text
 from .loop import (
     PROGRESS_EVERY,
     STOP_MARGIN,
@@ -163,10 +164,12 @@ class _Chunk:
 class Supervisor:
     """Runs a worker: one task process at a time, watched from outside."""
 
-    def __init__(self, transport: Transport, *, session: str, worker_id: str | None = None,
-                 settings: Settings | None = None, detached: bool = False) -> None:
+    def __init__(self, transport: Transport, *, session: str, key: bytes,
+                 worker_id: str | None = None, settings: Settings | None = None,
+                 detached: bool = False) -> None:
         self.transport = transport
         self.session = session
+        self.key = key
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.settings = settings or Settings()
         self.detached = detached
@@ -193,7 +196,7 @@ class Supervisor:
 
     def _env(self) -> dict[str, str]:
         env = {**os.environ, "STARBURST_WORKER_ID": self.worker_id,
-               "STARBURST_SYS_PATH": json.dumps(sys.path)}
+               "STARBURST_SYS_PATH": json.dumps(sys.path), KEY_ENV: key_text(self.key)}
         env.pop("STARBURST_PARENT_FD", None)  # the supervisor watches the client
         if self.detached:
             env["STARBURST_DETACHED"] = "1"
@@ -386,7 +389,7 @@ class Supervisor:
                     self.transport.results.send([protocol.encode(protocol.Notice(
                         kind="progress", session=self.session, chunk=chunk.chunk,
                         worker=self.worker_id, attempt=chunk.attempt,
-                        info={"done": chunk.done}))])
+                        info={"done": chunk.done}), self.key)])
                 except Exception as exc:  # best effort: the result is what counts
                     self._log(f"progress notice failed: {exc}")
 

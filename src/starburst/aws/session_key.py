@@ -1,0 +1,189 @@
+"""A session's key on AWS: a per-session secret the execution role hands to workers.
+
+The key that tags every message of a session (:mod:`starburst.wire.auth`)
+must reach its workers without appearing where a principal who can only
+write the session's queue, or read ECS's descriptions, could read it: not
+in RunTask/SubmitJob overrides (DescribeTasks and DescribeJobs show them),
+not in a log stream, not in a message. So:
+
+* at session open the client stores it as the Secrets Manager secret
+  ``starburst/<session>/key`` (:func:`create_key_secret`), tagged with the
+  session;
+* the session's task definition (Fargate) or job definition (Batch) is a
+  copy of the shared one with one container ``secrets`` entry
+  (:func:`container_secrets`): the ECS agent, as the *execution* role
+  (``secretsmanager:GetSecretValue`` on ``secret:starburst/*``), injects it
+  as :data:`~starburst.wire.auth.KEY_ENV` when the container starts. The
+  definitions show only the secret's ARN;
+* the *task* role, which worker code runs as, has no Secrets Manager access
+  at all, so a worker, or code it runs, reads no other session's key;
+* ``attach`` in another process of the same user reads the secret back
+  (:func:`read_key_secret`; the record names it);
+* the session's end deletes the secret at once, without the recovery
+  window (:func:`delete_key_secret`), and its definitions are deregistered
+  (:func:`deregister_definitions`); ``starburst cleanup`` deletes what a
+  crashed client left.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..exceptions import ConfigurationError
+from ..wire.auth import KEY_ENV, key_from_text, key_text
+from .clients import client
+from .errors import error_code, translate_errors
+
+__all__ = ["SECRET_PREFIX", "container_secrets", "create_key_secret", "delete_key_secret",
+           "deregister_definitions", "deregister_job_definitions", "keyed_job_definition",
+           "keyed_task_definition", "read_key_secret",
+           "secret_name"]
+
+#: Every session key secret's name starts so (the execution role reads these only).
+SECRET_PREFIX = "starburst/"
+_MANAGED_TAG = "starburst:managed"
+_SESSION_TAG = "starburst:session"
+
+
+def secret_name(session: str) -> str:
+    """The name of ``session``'s key secret."""
+    return f"{SECRET_PREFIX}{session}/key"
+
+
+def create_key_secret(session: str, key: bytes, *, region: str) -> str:
+    """Store ``key`` as ``session``'s secret; return its ARN."""
+    sm = client("secretsmanager", region=region)
+    with translate_errors(f"Secrets Manager CreateSecret {secret_name(session)}"):
+        made = sm.create_secret(
+            Name=secret_name(session), SecretString=key_text(key),
+            Description=f"starburst session {session}: the key its messages are tagged with; "
+                        "deleted when the session ends",
+            Tags=[{"Key": _MANAGED_TAG, "Value": "true"},
+                  {"Key": _SESSION_TAG, "Value": session}])
+    return str(made["ARN"])
+
+
+def read_key_secret(secret: str, *, region: str) -> bytes:
+    """The key stored in ``secret`` (its ARN or name), for ``attach``.
+
+    Raises:
+        ConfigurationError: the secret is gone (the session ended) or holds no key.
+    """
+    sm = client("secretsmanager", region=region)
+    with translate_errors(f"Secrets Manager GetSecretValue {secret}"):
+        try:
+            text = sm.get_secret_value(SecretId=secret)["SecretString"]
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            raise ConfigurationError(
+                f"the session key secret {secret} is gone: the session ended, or `starburst "
+                "cleanup` removed it; its workers cannot be reached") from None
+    return key_from_text(text)
+
+
+def delete_key_secret(session: str, *, region: str) -> bool:
+    """Delete ``session``'s secret now (no recovery window); False if it was gone."""
+    sm = client("secretsmanager", region=region)
+    with translate_errors(f"Secrets Manager DeleteSecret {secret_name(session)}"):
+        try:
+            sm.delete_secret(SecretId=secret_name(session), ForceDeleteWithoutRecovery=True)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            return False
+    return True
+
+
+def container_secrets(secret_arn: str) -> list[dict[str, str]]:
+    """The container ``secrets`` entry that makes the key the worker's :data:`KEY_ENV`."""
+    return [{"name": KEY_ENV, "valueFrom": secret_arn}]
+
+
+#: Fields of DescribeTaskDefinition's answer that RegisterTaskDefinition takes back.
+_REGISTER_FIELDS = ("taskRoleArn", "executionRoleArn", "networkMode", "volumes",
+                    "placementConstraints", "requiresCompatibilities", "cpu", "memory",
+                    "runtimePlatform", "ephemeralStorage")
+
+
+def keyed_task_definition(base: str, *, session: str, secret_arn: str, region: str,
+                          ecs: Any = None) -> str:
+    """Register a copy of task definition ``base`` for ``session`` whose worker
+    container gets the session key from ``secret_arn``; return its ARN.
+
+    Its family is the base family plus the session id (so the user policy's
+    ``task-definition/starburst-*`` covers it and ``cleanup`` finds it); one
+    RegisterTaskDefinition per size of a session, none per task.
+    """
+    ecs = ecs or client("ecs", region=region)
+    with translate_errors(f"ECS task definition for session {session}"):
+        current = ecs.describe_task_definition(taskDefinition=base)["taskDefinition"]
+        containers = []
+        for described in current["containerDefinitions"]:
+            container = dict(described)
+            container["secrets"] = [s for s in container.get("secrets") or []
+                                    if s.get("name") != KEY_ENV] + container_secrets(secret_arn)
+            containers.append(container)
+        fields = {k: current[k] for k in _REGISTER_FIELDS if current.get(k) is not None}
+        registered = ecs.register_task_definition(
+            family=f"{current['family']}-{session}", containerDefinitions=containers,
+            tags=[{"key": _MANAGED_TAG, "value": "true"}, {"key": _SESSION_TAG, "value": session}],
+            **fields)
+    return str(registered["taskDefinition"]["taskDefinitionArn"])
+
+
+def deregister_definitions(arns: list[str], *, region: str, ecs: Any = None) -> None:
+    """Deregister a session's own task definitions (those of :func:`keyed_task_definition`)."""
+    if not arns:
+        return
+    ecs = ecs or client("ecs", region=region)
+    for arn in arns:
+        with translate_errors(f"ECS DeregisterTaskDefinition {arn}"):
+            try:
+                ecs.deregister_task_definition(taskDefinition=arn)
+            except ClientError as exc:
+                if error_code(exc) not in ("ClientException", "InvalidParameterException"):
+                    raise
+
+
+#: Fields of a described Batch job definition that RegisterJobDefinition takes back.
+_JOB_FIELDS = ("type", "parameters", "retryStrategy", "timeout", "platformCapabilities",
+               "propagateTags")
+
+
+def keyed_job_definition(base: str, *, session: str, secret_arn: str, region: str,
+                         batch: Any = None) -> str:
+    """Register a copy of Batch job definition ``base`` for ``session`` whose container
+    gets the session key from ``secret_arn``; return its ARN (as
+    :func:`keyed_task_definition`, for GPU workers)."""
+    batch = batch or client("batch", region=region)
+    with translate_errors(f"AWS Batch job definition for session {session}"):
+        found = batch.describe_job_definitions(jobDefinitions=[base])["jobDefinitions"]
+        if not found:
+            raise ConfigurationError(f"AWS Batch job definition {base} is gone")
+        current = found[0]
+        properties = dict(current["containerProperties"])
+        properties["secrets"] = [s for s in properties.get("secrets") or []
+                                 if s.get("name") != KEY_ENV] + container_secrets(secret_arn)
+        fields = {k: current[k] for k in _JOB_FIELDS if current.get(k) is not None}
+        registered = batch.register_job_definition(
+            jobDefinitionName=f"{current['jobDefinitionName']}-{session}",
+            containerProperties=properties,
+            tags={_MANAGED_TAG: "true", _SESSION_TAG: session}, **fields)
+    return str(registered["jobDefinitionArn"])
+
+
+def deregister_job_definitions(arns: list[str], *, region: str, batch: Any = None) -> None:
+    """Deregister a session's own job definitions (those of :func:`keyed_job_definition`)."""
+    if not arns:
+        return
+    batch = batch or client("batch", region=region)
+    for arn in arns:
+        with translate_errors(f"AWS Batch DeregisterJobDefinition {arn}"):
+            try:
+                batch.deregister_job_definition(jobDefinition=arn)
+            except ClientError as exc:
+                if error_code(exc) not in ("ClientException", "InvalidParameterException"):
+                    raise
