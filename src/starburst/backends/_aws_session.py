@@ -56,7 +56,8 @@ def open_worker_session(
         session: str, *, shared: provision.Shared, max_receives: int,
         env_options: _environment.EnvOptions, snapshot: Snapshot | None,
         expected_hash: str | None,
-        build: Callable[[AwsTransport, dict[str, str]], T]) -> tuple[AwsTransport, T]:
+        build: Callable[[AwsTransport, dict[str, str]], T],
+        notes: list[str] | None = None) -> tuple[AwsTransport, T]:
     """Create the session's queues and transport, ship the code archive, build the backend.
 
     Args:
@@ -68,6 +69,7 @@ def open_worker_session(
             for the code archive).
         expected_hash: the image's environment hash (``env="auto"``), else None.
         build: makes the backend from the transport and the worker environment.
+        notes: the session's notes (what the code archive left out is added).
 
     Returns:
         The transport and what ``build`` returned.
@@ -82,7 +84,7 @@ def open_worker_session(
         if env_options.code:
             if snapshot is None:
                 snapshot = _environment.snapshot_of(env_options)
-            key = _environment.upload_code(transport, session, snapshot)
+            key = _environment.upload_code(transport, session, snapshot, notes=notes)
             if key is not None:
                 worker_env[_environment.CODE_ENV] = key
         return transport, build(transport, worker_env)
