@@ -26,6 +26,7 @@ import starburst
 import starburst.client
 from starburst.admin.local_cleanup import clean_local_orphans
 from starburst.cli import main
+from starburst.options import ExecutorOptions
 from starburst.transport import open_transport
 from starburst.transport.local import DirStore, LocalTransport, SqliteQueue, key_path
 from starburst.wire.keys import record_key
@@ -323,3 +324,16 @@ def test_cleanup_touches_only_this_users_session_directories(
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "elsewhere", "starburst-code", "starburst-emulated-aws-x",
         "starburst-sb-20260101-000000-abcdef"]
+
+
+def test_a_local_backend_that_fails_to_open_its_session_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
+    def refuse(self: object) -> int:
+        assert len(_leftovers(tmp_path)) == 1  # the transport made the directory
+        raise RuntimeError("refused while the backend opened its session")
+
+    monkeypatch.setattr(ExecutorOptions, "default_local_workers", refuse)
+    with pytest.raises(RuntimeError, match="refused while"):
+        starburst.Executor(progress=False)
+    assert _leftovers(tmp_path) == []

@@ -182,12 +182,16 @@ class LocalBackend(ComputeBackend):
             raise unknown_options_error(cls.name, options.extra)
         directory = session_dir(session)
         transport = LocalTransport(directory, max_receives=options.settings.max_receives)
-        spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,
-                               "STARBURST_SESSION": session},
-                          cpu=options.cpu, memory_mib=options.memory_mib)
-        return Session(backend=cls(on_output), transport=transport, spec=spec,
-                       pacing=LaunchPacing.unlimited(),
-                       workers=options.default_local_workers())
+        try:
+            spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,
+                                   "STARBURST_SESSION": session},
+                              cpu=options.cpu, memory_mib=options.memory_mib)
+            return Session(backend=cls(on_output), transport=transport, spec=spec,
+                           pacing=LaunchPacing.unlimited(),
+                           workers=options.default_local_workers())
+        except BaseException:
+            transport.destroy()  # the client never got it: nothing else would remove it
+            raise
 
     @classmethod
     def attach_session(cls, *, session: str, options: ExecutorOptions,
