@@ -326,6 +326,31 @@ def test_cleanup_touches_only_this_users_session_directories(
         "starburst-sb-20260101-000000-abcdef"]
 
 
+_NO_SHUTDOWN = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import starburst
+    from _tasks import double
+
+    ex = starburst.Executor(workers=1, progress=False)
+    assert ex.submit(double, 3).result() == 6
+    {end}
+""")
+
+
+@pytest.mark.parametrize("end", ["pass", "raise SystemExit(3)", "raise ValueError('boom')"])
+def test_a_client_that_exits_without_shutdown_leaves_nothing(tmp_path: Path, end: str) -> None:
+    script = tmp_path / "client.py"
+    script.write_text(_NO_SHUTDOWN.format(tests=str(TESTS_DIR), end=end))
+    local = tmp_path / "local"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env={**os.environ, "STARBURST_LOCAL_DIR": str(local)}, timeout=60,
+                          check=False)
+    assert done.returncode == {"pass": 0, "raise SystemExit(3)": 3}.get(end, 1), done.stderr
+    assert local.is_dir()  # the session ran there
+    assert _leftovers(local) == []
+
+
 def test_a_local_backend_that_fails_to_open_its_session_leaves_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STARBURST_LOCAL_DIR", str(tmp_path))
