@@ -218,6 +218,12 @@ def test_outside_git_or_without_git_the_fixed_rules_apply(
     assert outside is not None
     assert no_git is not None
     assert outside.digest == no_git.digest  # still deterministic
+    # What stays out is no part of the content: editing it changes no digest.
+    (leaky / "secretpkg" / ".env").write_text("AWS_SECRET_ACCESS_KEY=other\n")
+    (leaky / "secretpkg" / "id.pem").write_text("another key\n")
+    again = build_code_archive(cwd=leaky, out_dir=tmp_path / "c", modules=_leaky_table(leaky))
+    assert again is not None
+    assert again.digest == no_git.digest
 
 
 def test_a_private_single_module_stays_out(tmp_path: Path) -> None:
@@ -272,6 +278,33 @@ def test_unpacking_into_a_directory_others_can_write_is_refused(
         sys.path.remove(str(target))
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
     assert (target / "helper.py").is_file()
+
+
+def test_a_task_process_without_its_supervisor_unpacks_privately_and_cleans_up(
+        project: Path, tmp_path: Path) -> None:
+    archive = build_code_archive(cwd=project, out_dir=tmp_path / "out",
+                                 modules=_table(project))
+    assert archive is not None
+    transport = LocalTransport(tmp_path / "session")
+    key = code_key("sb-y", archive.digest)
+    transport.store.put(key, archive.path.read_bytes())
+    probe = ("import os, stat, sys; from starburst.transport import open_transport; "
+             "from starburst.worker.__main__ import load_code; "
+             "load_code(open_transport(sys.argv[1])); import helper; "
+             "d = os.path.dirname(os.path.dirname(helper.__file__)); "
+             "print(d, oct(stat.S_IMODE(os.stat(d).st_mode)))")
+    env = {k: v for k, v in os.environ.items() if k != "STARBURST_CODE_DIR"}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, transport.spec], capture_output=True, text=True,
+            check=True, timeout=60,
+            env={**env, "STARBURST_CODE": key, "STARBURST_SESSION": "sb-y"}).stdout
+    finally:
+        transport.destroy()
+    folder, mode = out.split()
+    assert Path(folder).name.startswith("starburst-code-sb-y-")
+    assert mode == "0o700"
+    assert not Path(folder).exists()  # removed when the process exited
 
 
 def test_load_code_unpacks_into_the_workers_directory(project: Path, tmp_path: Path) -> None:

@@ -98,7 +98,14 @@ def load_code(transport: Transport, environ: Mapping[str, str] | None = None) ->
     if not key.endswith(f"{digest}.zip"):
         raise ProtocolError(f"the code archive {key} is corrupted (its sha256 is {digest})")
     given = env.get(CODE_DIR_ENV)
-    folder = Path(given) if given else private_code_dir(env.get("STARBURST_SESSION", "code"))
+    if given:
+        folder = Path(given)
+    else:  # a task process started without its supervisor: its own, removed at exit
+        import atexit
+        import shutil
+
+        folder = private_code_dir(env.get("STARBURST_SESSION", "code"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     path = folder / f"code-{digest[:16]}.zip"
     if not path.is_file():
         fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
