@@ -153,6 +153,10 @@ def test_a_worker_does_not_recreate_a_removed_session_directory(tmp_path: Path) 
     with pytest.raises(starburst.TransportError, match="is gone"):
         open_transport(spec)
     assert not (tmp_path / "session").exists()
+    # Nor does its store, should the directory go between the check and the store.
+    with pytest.raises(starburst.TransportError, match="cannot create"):
+        DirStore(tmp_path / "session" / "store", within=tmp_path / "session")
+    assert not (tmp_path / "session").exists()
 
 
 # -- nothing is left: every way out of a session ------------------------------

@@ -92,10 +92,13 @@ class DirStore(Store):
     the parent of other keys, as on S3: a file cannot also be a directory.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *,
+                 within: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root)
         try:
-            make_dirs(self.root)  # 0700, as every directory below it
+            # 0700, as every directory below it; never ``within`` (the session
+            # directory), which a worker opens only while it exists.
+            make_dirs(self.root, within=within)
         except OSError as exc:
             raise self._failed("create", self.root, exc) from exc
 
@@ -504,7 +507,7 @@ class LocalTransport(Transport):
                 f"cannot use {self.directory} as a local session directory: {exc}. Remove "
                 "it, or point STARBURST_LOCAL_DIR at a directory of your own") from exc
         db = self.directory / "queue.sqlite"
-        self.store = DirStore(self.directory / "store")
+        self.store = DirStore(self.directory / "store", within=self.directory)
         self.dead = SqliteQueue(db, "dead")
         self.tasks = SqliteQueue(db, "tasks", max_receives=max_receives, dead=self.dead)
         self.results = SqliteQueue(db, "results")
