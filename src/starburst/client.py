@@ -1292,10 +1292,14 @@ class Client:
             self.display.close()
             name = self.backend.name
             where = "" if name == "local" else f", backend={name!r}"
+            # A local session's directory stays until then (or its deadline and
+            # `starburst cleanup --local --orphans`).
+            rest = (f"; `starburst cleanup --local {self.session_id}` removes it unread"
+                    if name == "local" else "")
             self.display.print(
                 f"starburst: session {self.session_id} runs on without this client; "
-                f"collect its results with starburst.attach({self.session_id!r}{where})",
-                stream="stderr")
+                f"collect its results with starburst.attach({self.session_id!r}{where})"
+                f"{rest}", stream="stderr")
             return
         error = self._broken or self._aborted
         try:

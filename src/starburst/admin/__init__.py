@@ -6,7 +6,8 @@
   ``setup --private``.
 * :mod:`.doctor`: every check a Fargate run needs, each with its fix.
 * :mod:`.ops`: sessions read from their records in the store, their logs and
-  run data; :mod:`.cleanup` removes what ended sessions left behind.
+  run data; :mod:`.cleanup` removes what ended sessions left behind, and
+  :mod:`.local_cleanup` what local sessions left (no AWS needed).
 
 This layer sits above :mod:`starburst.aws` (the AWS helpers the backends use
 too) and may read session records and use the transport; nothing below it

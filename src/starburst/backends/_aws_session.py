@@ -69,7 +69,7 @@ def open_worker_session(
         env_options: _environment.EnvOptions, snapshot: Snapshot | None,
         expected_hash: str | None,
         build: Callable[[AwsTransport, dict[str, str], KeyedSession], T],
-) -> tuple[AwsTransport, KeyedSession, T]:
+        notes: list[str] | None = None) -> tuple[AwsTransport, KeyedSession, T]:
     """Create the session's queues, transport and key, ship the code archive, build the backend.
 
     Args:
@@ -82,6 +82,7 @@ def open_worker_session(
         expected_hash: the image's environment hash (``env="auto"``), else None.
         build: makes the backend from the transport, the worker environment and
             the key.
+        notes: the session's notes (what the code archive left out is added).
 
     Returns:
         The transport, the key and what ``build`` returned.
@@ -101,7 +102,7 @@ def open_worker_session(
         if env_options.code:
             if snapshot is None:
                 snapshot = _environment.snapshot_of(env_options)
-            code = _environment.upload_code(transport, session, snapshot)
+            code = _environment.upload_code(transport, session, snapshot, notes=notes)
             if code is not None:
                 worker_env[_environment.CODE_ENV] = code
         return transport, keyed, build(transport, worker_env, keyed)

@@ -215,8 +215,14 @@ def _record(snapshot: Snapshot, report: BuildReport, repository: str) -> None:
 
 
 
-def upload_code(transport: Transport, session: str, snapshot: Snapshot | None) -> str | None:
-    """Build the user's code archive and put it in the session's store; return its key."""
+def upload_code(transport: Transport, session: str, snapshot: Snapshot | None, *,
+                notes: list[str] | None = None) -> str | None:
+    """Build the user's code archive and put it in the session's store; return its key.
+
+    What the archive left out (dotfiles, keys, credentials, git-ignored files)
+    goes to ``notes``, the lines the client shows once before the run (logged
+    as a warning without ``notes``).
+    """
     from ..envsync.code import build_code_archive
 
     archive = build_code_archive(snapshot)
@@ -224,6 +230,12 @@ def upload_code(transport: Transport, session: str, snapshot: Snapshot | None) -
         return None
     for warning in archive.warnings:
         log.warning("starburst: code archive: %s", warning)
+    skipped = archive.skipped_note()
+    if skipped is not None:
+        if notes is not None:
+            notes.append(skipped)
+        else:
+            log.warning("starburst: %s", skipped)
     key = code_key(session, archive.digest)
     transport.store.put(key, archive.path.read_bytes())
     log.info("starburst: shipped the code of %s (%s)", ", ".join(archive.modules),

@@ -289,7 +289,7 @@ class BatchBackend(ComputeBackend):
         transport, keyed, backend = open_worker_session(
             session, shared=shared, max_receives=options.settings.max_receives,
             env_options=env_options, snapshot=snapshot, expected_hash=expected_hash,
-            build=build)
+            build=build, notes=notes)
         spec = backend.spec
         notes.append(
             f"GPU workers run as AWS Batch jobs on {instance.instance_type} "

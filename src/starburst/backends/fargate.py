@@ -321,7 +321,7 @@ class FargateBackend(ComputeBackend):
         transport, keyed, backend = open_worker_session(
             session, shared=shared, max_receives=options.settings.max_receives,
             env_options=env_options, snapshot=snapshot, expected_hash=expected_hash,
-            build=build)
+            build=build, notes=notes)
         return Session(backend=backend, transport=transport, spec=backend.spec,
                        pacing=LaunchPacing(), workers=DEFAULT_WORKERS, max_workers=max_workers,
                        hourly_rate=rates[SPOT if spot is not None else ON_DEMAND],

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
 from ..exceptions import BackendError, ConfigurationError
+from ..private_files import make_dirs, open_private
 from ..scheduling.events import WorkerExit
 from ..scheduling.pacing import LaunchPacing
 from ..session import SessionRecord
@@ -46,7 +47,7 @@ from .option_names import unknown_options_error
 if TYPE_CHECKING:
     from ..options import ExecutorOptions
 
-__all__ = ["LocalBackend"]
+__all__ = ["LocalBackend", "local_root", "session_dir", "session_workers", "stop_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,46 @@ _TERM_GRACE = 5.0
 _ids = itertools.count(1)
 
 
-def _session_dir(session: str) -> str:
+def local_root() -> str:
+    """Where local sessions keep their directories: ``STARBURST_LOCAL_DIR``, else the temp dir."""
+    return os.environ.get("STARBURST_LOCAL_DIR") or tempfile.gettempdir()
+
+
+def session_dir(session: str) -> str:
     """Where a local session keeps its store and queues."""
-    root = os.environ.get("STARBURST_LOCAL_DIR") or tempfile.gettempdir()
-    return os.path.join(root, f"starburst-{session}")
+    return os.path.join(local_root(), f"starburst-{session}")
+
+
+def session_workers(directory: str) -> list[tuple[int, str]]:
+    """(pid, lock file) of the session's workers still running (their lock is held)."""
+    lock_dir = os.path.join(directory, "workers")
+    try:
+        names = sorted(n for n in os.listdir(lock_dir) if n.endswith(".lock"))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out: list[tuple[int, str]] = []
+    for name in names:
+        path = os.path.join(lock_dir, name)
+        pid = _read_pid(path)
+        if pid is not None and _lock_held(path):
+            out.append((pid, path))
+    return out
+
+
+def stop_workers(workers: Sequence[tuple[int, str]], *, grace: float = _TERM_GRACE) -> None:
+    """Stop workers found by :func:`session_workers`: SIGTERM, then SIGKILL after ``grace``.
+
+    A worker is signalled only while its lock is held, so a reused pid is never hit.
+    """
+    for pid, path in workers:
+        if _lock_held(path):
+            _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for pid, path in workers:
+        while _lock_held(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _lock_held(path):
+            _signal_group(pid, signal.SIGKILL)
 
 
 #: The session key's file in a local session directory (0600): what lets
@@ -94,7 +131,7 @@ def _transport_dir(spec: WorkerSpec) -> str:
 
 def _lock_worker(path: str) -> int:
     """Create and lock a worker's lock file; the descriptor goes to the worker."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    fd = open_private(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -169,23 +206,27 @@ class LocalBackend(ComputeBackend):
                      on_output: OutputCallback | None = None) -> Session:
         if options.extra:
             raise unknown_options_error(cls.name, options.extra)
-        directory = _session_dir(session)
+        directory = session_dir(session)
         transport = LocalTransport(directory, max_receives=options.settings.max_receives)
-        key = new_key()
-        _write_key(directory, key)
-        spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,
-                               "STARBURST_SESSION": session},
-                          cpu=options.cpu, memory_mib=options.memory_mib, key=key)
-        return Session(backend=cls(on_output), transport=transport, spec=spec,
-                       pacing=LaunchPacing.unlimited(),
-                       workers=options.default_local_workers(), key=key,
-                       key_ref=os.path.join(directory, KEY_FILE))
+        try:
+            key = new_key()
+            _write_key(directory, key)
+            spec = WorkerSpec(env={"STARBURST_TRANSPORT": transport.spec,
+                                   "STARBURST_SESSION": session},
+                              cpu=options.cpu, memory_mib=options.memory_mib, key=key)
+            return Session(backend=cls(on_output), transport=transport, spec=spec,
+                           pacing=LaunchPacing.unlimited(),
+                           workers=options.default_local_workers(), key=key,
+                           key_ref=os.path.join(directory, KEY_FILE))
+        except BaseException:
+            transport.destroy()  # the client never got it: nothing else would remove it
+            raise
 
     @classmethod
     def attach_session(cls, *, session: str, options: ExecutorOptions,
                        on_output: OutputCallback | None = None,
                        ) -> tuple[Session, SessionRecord]:
-        directory = _session_dir(session)
+        directory = session_dir(session)
         if not key_path(os.path.join(directory, "store"), record_key(session)).is_file():
             raise ConfigurationError(
                 f"no local session {session} in {os.path.dirname(directory)}: it ended (its "
@@ -244,10 +285,11 @@ class LocalBackend(ComputeBackend):
                 if detached:
                     # It outlives this client: its output goes to a file, not a pipe.
                     log_dir = os.path.join(directory, "logs")
-                    os.makedirs(log_dir, exist_ok=True)
-                    log_file = open(os.path.join(log_dir, f"{worker}.log"), "ab")  # noqa: SIM115
+                    make_dirs(log_dir, within=directory)
+                    log_file = os.fdopen(open_private(os.path.join(log_dir, f"{worker}.log"),
+                                                      os.O_WRONLY | os.O_APPEND), "ab")
                 lock_dir = os.path.join(directory, "workers")
-                os.makedirs(lock_dir, exist_ok=True)
+                make_dirs(lock_dir, within=directory)
                 lock_fd = _lock_worker(os.path.join(lock_dir, f"{worker}.lock"))
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "starburst.worker"], env=env,

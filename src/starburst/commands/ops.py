@@ -322,24 +322,35 @@ def logs(session: str, worker: str | None, follow: bool, since: str | None,
 @click.option("--orphans", is_flag=True,
               help="Every session whose record is gone or ended, but whose tasks, GPU "
                    "jobs, queues or run data remain.")
+@click.option("--local", "local", is_flag=True,
+              help="Local sessions on this machine instead (their worker processes and "
+                   "directories in STARBURST_LOCAL_DIR, else the temp dir); needs no AWS.")
 @click.option("--min-age", type=float, default=600.0, show_default=True,
               help="With --orphans, leave queues younger than this many seconds (a session "
-                   "that is starting has queues before its record).")
+                   "that is starting has queues before its record); with --local, leave a "
+                   "session whose client beat this recently.")
 @click.option("--dry-run", is_flag=True, help="Say what would go; touch nothing.")
 @region_option
 @json_option
-def cleanup(session: str | None, orphans: bool, min_age: float, dry_run: bool,
+def cleanup(session: str | None, orphans: bool, local: bool, min_age: float, dry_run: bool,
             region: str | None, as_json: bool) -> None:
     """Clean up SESSION, or with --orphans every ended session's leftovers: ECS tasks are
     stopped, GPU workers' AWS Batch jobs terminated (queued ones cancelled), queues and
-    run data deleted."""
+    run data deleted. With --local, the same for local sessions: worker processes
+    stopped, session directories deleted (a detached one once it ended or its
+    session_timeout passed, one whose client died once no worker runs)."""
     if bool(session) == orphans:
         raise click.UsageError("give a SESSION or --orphans (not both)")
-    with aws_errors():
-        from ..admin.cleanup import clean_orphans, clean_session
-        place = _place(region)
-        actions = clean_orphans(place, min_age=min_age, dry_run=dry_run) if orphans else \
-            clean_session(place, str(session), dry_run=dry_run)
+    if local:
+        from ..admin.local_cleanup import clean_local_orphans, clean_local_session
+        actions = clean_local_orphans(min_age=min_age, dry_run=dry_run) if orphans else \
+            clean_local_session(str(session), dry_run=dry_run)
+    else:
+        with aws_errors():
+            from ..admin.cleanup import clean_orphans, clean_session
+            place = _place(region)
+            actions = clean_orphans(place, min_age=min_age, dry_run=dry_run) if orphans else \
+                clean_session(place, str(session), dry_run=dry_run)
     if as_json:
         echo_json({"dry_run": dry_run, "actions": actions})
         return

@@ -30,6 +30,8 @@ import uuid
 import weakref
 from pathlib import Path
 
+from ..private_files import make_dirs
+
 __all__ = ["Doorbell", "ring"]
 
 # Names a sender skips: a FIFO is made under a temporary name and renamed
@@ -101,7 +103,9 @@ class Doorbell:
     def __init__(self, directory: Path) -> None:
         if not hasattr(os, "mkfifo") or not hasattr(select, "poll"):
             raise OSError(errno.ENOSYS, "FIFOs or poll() are not available on this platform")
-        directory.mkdir(parents=True, exist_ok=True)
+        # 0700 (the FIFO itself is 0600), never the session directory itself:
+        # one removed under this receiver stays removed.
+        make_dirs(directory, within=directory.parent.parent)
         name = f"{os.getpid()}-{threading.get_native_id()}-{uuid.uuid4().hex[:8]}"
         temporary = directory / f"{_HIDDEN}{name}"
         self.path = str(directory / name)

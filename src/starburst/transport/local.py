@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..exceptions import TransportError
+from ..private_files import make_dirs, make_private_dir, open_private
 from ..settings import SQS_MAX_VISIBILITY
 from .base import Message, Queue, Store, Transport, check_key, split_prefix
 from .doorbell import Doorbell, ring
@@ -91,9 +92,15 @@ class DirStore(Store):
     the parent of other keys, as on S3: a file cannot also be a directory.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *,
+                 within: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            # 0700, as every directory below it; never ``within`` (the session
+            # directory), which a worker opens only while it exists.
+            make_dirs(self.root, within=within)
+        except OSError as exc:
+            raise self._failed("create", self.root, exc) from exc
 
     def _path(self, key: str) -> Path:
         return key_path(self.root, key)
@@ -104,7 +111,9 @@ class DirStore(Store):
 
     def _write_temp(self, path: Path, data: bytes | memoryview) -> str:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(path.parent, within=self.root)
+            # mkstemp makes the file 0600 whatever the umask; put_if_absent's
+            # link and put's rename keep that mode.
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
         except OSError as exc:
             raise self._failed("write", path, exc) from exc
@@ -252,6 +261,18 @@ class SqliteQueue(Queue):
         self.bells = Path(self.path).parent / "bells" / name
         self._bells: weakref.WeakSet[Doorbell] = weakref.WeakSet()
         self._bells_lock = threading.Lock()
+        # Made 0600 before SQLite opens it: SQLite would make it 0644 (less the
+        # umask), and it gives the -wal and -shm files the database file's mode.
+        # Only when this call creates it (O_EXCL): closing a descriptor of a file
+        # drops every POSIX lock this process holds on it, those of SQLite's own
+        # connections included (a connection that lost its lock may then delete
+        # the -wal another process still uses: "disk I/O error").
+        try:
+            os.close(open_private(self.path, os.O_RDWR | os.O_EXCL))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise TransportError(f"cannot create the local queue {self.path}: {exc}") from exc
         with self._conn() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -451,7 +472,19 @@ class SqliteQueue(Queue):
 
 
 class LocalTransport(Transport):
-    """Store and queues of one session in ``directory`` (spec ``local:<directory>``)."""
+    """Store and queues of one session in ``directory`` (spec ``local:<directory>``).
+
+    The directory and everything in it are the user's alone (directories
+    0700, files 0600, whatever the umask). ``create=True`` (the client)
+    makes it, or takes one of this user's that nobody else can write into;
+    ``create=False`` (a worker, :func:`from_spec`) opens it only while it
+    exists, so a worker never makes a session directory again after its
+    client removed it.
+
+    Raises:
+        TransportError: the directory is another user's, a symbolic link, or
+            writable by others; or (``create=False``) it is gone.
+    """
 
     inline_limit = 1 << 20
     store: DirStore
@@ -459,11 +492,22 @@ class LocalTransport(Transport):
     results: SqliteQueue
     dead: SqliteQueue
 
-    def __init__(self, directory: str | os.PathLike[str], *, max_receives: int = 0) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, max_receives: int = 0,
+                 create: bool = True) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            if create:
+                make_private_dir(self.directory)
+            elif not self.directory.is_dir():
+                raise TransportError(
+                    f"the local session directory {self.directory} is gone: its session "
+                    "ended (or was cleaned up)")
+        except OSError as exc:
+            raise TransportError(
+                f"cannot use {self.directory} as a local session directory: {exc}. Remove "
+                "it, or point STARBURST_LOCAL_DIR at a directory of your own") from exc
         db = self.directory / "queue.sqlite"
-        self.store = DirStore(self.directory / "store")
+        self.store = DirStore(self.directory / "store", within=self.directory)
         self.dead = SqliteQueue(db, "dead")
         self.tasks = SqliteQueue(db, "tasks", max_receives=max_receives, dead=self.dead)
         self.results = SqliteQueue(db, "results")
@@ -486,4 +530,5 @@ def from_spec(spec: str) -> LocalTransport:
     rest = spec.partition(":")[2]
     directory, _, query = rest.partition("?")
     params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-    return LocalTransport(directory, max_receives=int(params.get("max_receives", "0")))
+    return LocalTransport(directory, max_receives=int(params.get("max_receives", "0")),
+                          create=False)

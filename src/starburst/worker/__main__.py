@@ -11,6 +11,10 @@ optional flags that take precedence:
 * ``STARBURST_DETACHED=1`` / ``--detached``: do not exit when the client's
   heartbeat goes stale.
 * ``STARBURST_LEASE``, ``STARBURST_IDLE_TIMEOUT``... : :class:`Settings`.
+* ``STARBURST_CODE``: the store key of the session's code archive; the worker
+  makes a private directory for it (0700, ``mkdtemp``, named with the
+  session id), which its task processes unpack into and which it removes
+  when it exits.
 
 Credentials never travel in these variables: a worker takes them from the
 standard chain (the ECS task role on Fargate).
@@ -69,8 +73,17 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
             "env='off' with image='...' to run your own image unchecked")
 
 
+#: The private directory (0700) the worker made for this session's code; the
+#: supervisor sets it and passes it to its task processes, which unpack there.
+CODE_DIR_ENV = "STARBURST_CODE_DIR"
+
+
 def load_code(transport: Transport, environ: Mapping[str, str] | None = None) -> None:
-    """Fetch the session's code archive (``STARBURST_CODE``) and put it first on sys.path."""
+    """Fetch the session's code archive (``STARBURST_CODE``) and put it first on sys.path.
+
+    It is kept and unpacked in the worker's private directory
+    (``STARBURST_CODE_DIR``, see :func:`main`), else in a fresh private one.
+    """
     env = os.environ if environ is None else environ
     key = env.get("STARBURST_CODE")
     if not key:
@@ -79,20 +92,42 @@ def load_code(transport: Transport, environ: Mapping[str, str] | None = None) ->
     import tempfile
     from pathlib import Path
 
-    from ..envsync.code import apply_code_archive
+    from ..envsync.code import apply_code_archive, private_code_dir
 
     data = transport.store.get(key)
     digest = hashlib.sha256(data).hexdigest()
     if not key.endswith(f"{digest}.zip"):
         raise ProtocolError(f"the code archive {key} is corrupted (its sha256 is {digest})")
-    folder = Path(tempfile.gettempdir()) / "starburst-code"
-    folder.mkdir(parents=True, exist_ok=True)
+    given = env.get(CODE_DIR_ENV)
+    if given:
+        folder = Path(given)
+    else:  # a task process started without its supervisor: its own, removed at exit
+        import atexit
+        import shutil
+
+        folder = private_code_dir(env.get("STARBURST_SESSION", "code"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     path = folder / f"code-{digest[:16]}.zip"
     if not path.is_file():
-        staging = folder / f".{path.name}.{os.getpid()}.tmp"
-        staging.write_bytes(data)
-        staging.replace(path)
-    apply_code_archive(path, extract_to=folder)
+        fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(staging, path)
+    try:
+        apply_code_archive(path, extract_to=folder)
+    except PermissionError as exc:
+        raise ConfigurationError(f"cannot unpack the session's code archive: {exc}") from exc
+
+
+def _code_dir(session: str) -> str | None:
+    """Make this worker's private code directory when the session ships code."""
+    if not os.environ.get("STARBURST_CODE"):
+        return None
+    from ..envsync.code import private_code_dir
+
+    folder = str(private_code_dir(session))
+    os.environ[CODE_DIR_ENV] = folder  # the task processes inherit it
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,13 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.transport or not args.session:
         parser.error("STARBURST_TRANSPORT and STARBURST_SESSION (or --transport and "
                      "--session) must be set; this command is started by starburst")
+    code_dir: str | None = None
     try:
         check_environment()
         key = key_from_env()
         settings = Settings.from_env()
         transport = open_transport(args.transport)
         # The supervisor runs no task code: the task process loads the
-        # session's code archive itself.
+        # session's code archive itself, into this worker's private directory.
+        code_dir = _code_dir(args.session)
         worker = Supervisor(transport, session=args.session, key=key,
                             worker_id=args.worker_id or _ecs_task_arn(),
                             settings=settings, detached=args.detached)
@@ -122,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     except StarburstError as exc:
         print(f"starburst worker: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if code_dir is not None:
+            import shutil
+
+            shutil.rmtree(code_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
