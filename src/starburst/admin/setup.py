@@ -107,7 +107,8 @@ def _harden_bucket(plan: SetupPlan, bucket: str, *, rules: list[dict[str, Any]],
     s3 = client("s3", region=plan.region)
     if not _bucket_exists(bucket, plan.region):
         plan.change(f"create S3 bucket {bucket}",
-                    lambda: provision.ensure_bucket(bucket, region=plan.region))
+                    lambda: provision.ensure_bucket(bucket, region=plan.region,
+                                                         by_setup=True))
         if plan.dry_run:
             plan.changes.append(f"harden S3 bucket {bucket}")
             return

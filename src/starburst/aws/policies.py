@@ -16,7 +16,8 @@ __all__ = [
     "ECS_EXEC_ACTIONS", "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "actions_of", "bucket_policy",
     "data_key_statement", "debug_task_policy", "execution_policy", "gpu_statements",
     "instance_policy",
-    "log_bucket_policy", "principal_arn", "task_policy", "user_policy", "wildcard_writes",
+    "log_bucket_policy", "principal_arn", "task_policy", "tls_only_bucket_policy", "user_policy",
+    "wildcard_writes",
 ]
 
 #: What ECS Exec needs from the task role: the SSM agent in the task opens its
@@ -86,14 +87,29 @@ def _key_prefix(prefix: str) -> str:
     return f"{prefix.strip('/')}/" if prefix.strip("/") else ""
 
 
+def _deny_insecure_transport(arn: str) -> dict[str, Any]:
+    return {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": "*"},
+            "Action": "s3:*", "Resource": [arn, f"{arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+
+
+def tls_only_bucket_policy(bucket: str, *, part: str) -> dict[str, Any]:
+    """TLS only: the bucket policy of a bucket a session creates (setup not run).
+
+    The writers-only rule of :func:`bucket_policy` is left out on purpose: it
+    names every identity that may write the run prefix (the task roles of the
+    config, each identity that ran setup), which a session cannot know; a
+    wrong list would silently deny a teammate's sessions or a configured
+    ``task_role_arn``. `starburst setup` adds it.
+    """
+    return _doc(_deny_insecure_transport(f"arn:{part}:s3:::{bucket}"))
+
+
 def bucket_policy(bucket: str, prefix: str, *, part: str, writers: list[str]) -> dict[str, Any]:
     """TLS only; under the run prefix, writes only from ``writers`` (principal ARNs)."""
     arn = f"arn:{part}:s3:::{bucket}"
     return _doc(
-        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": "*"},
-         "Action": "s3:*",
-         "Resource": [arn, f"{arn}/*"],
-         "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+        _deny_insecure_transport(arn),
         {"Sid": "RunPrefixWritersOnly", "Effect": "Deny", "Principal": {"AWS": "*"},
          "Action": ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
          "Resource": f"{arn}/{_key_prefix(prefix)}*",
@@ -105,10 +121,7 @@ def log_bucket_policy(log_bucket: str, source_bucket: str, *, part: str,
     """Lets S3 server access logging of ``source_bucket`` deliver into ``log_bucket``."""
     arn = f"arn:{part}:s3:::{log_bucket}"
     return _doc(
-        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": "*"},
-         "Action": "s3:*",
-         "Resource": [arn, f"{arn}/*"],
-         "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+        _deny_insecure_transport(arn),
         {"Sid": "S3ServerAccessLogs", "Effect": "Allow",
          "Principal": {"Service": "logging.s3.amazonaws.com"}, "Action": "s3:PutObject",
          "Resource": f"{arn}/access/{source_bucket}/*",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ __all__ = [
     "ensure_shared", "ensure_spot_provider", "ensure_task_definition",
 ]
 
+log = logging.getLogger("starburst")
+
 MANAGED_TAG = "starburst:managed"
 SESSION_TAG = "starburst:session"
 #: The worker container of every starburst task definition.
@@ -66,6 +69,8 @@ STOP_TIMEOUT_ENV = "STARBURST_STOP_TIMEOUT"
 _PROVIDERS = ("FARGATE", "FARGATE_SPOT")
 #: What IAM answers when this identity may not write a role's policy.
 _DENIED_CODES = ("AccessDenied", "AccessDeniedException")
+#: Whether this process said that `starburst setup` was not run (once is enough).
+_SETUP_NOTE_SAID = False
 _ARCHES = {"x86_64": "X86_64", "amd64": "X86_64", "arm64": "ARM64", "aarch64": "ARM64"}
 _TRUST_ECS_TASKS = json.dumps({"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
@@ -124,8 +129,15 @@ def default_bucket(region: str) -> str:
     return f"starburst-{account_id(region)}-{region}"
 
 
-def ensure_bucket(bucket: str, *, region: str, prefix: str = "") -> None:
-    """Create the bucket if missing (private, tagged, expiring old records)."""
+def ensure_bucket(bucket: str, *, region: str, prefix: str = "", by_setup: bool = False) -> None:
+    """Create the bucket if missing: private, tagged, expiring old records, encrypted by
+    default (SSE-S3) and TLS only (:func:`~starburst.aws.policies.tls_only_bucket_policy`).
+
+    An existing bucket is left as it is (an administrator's, or setup's). A
+    bucket created here, by a session (``by_setup`` False), also logs once
+    per process that `starburst setup` was not run: setup adds what a session
+    cannot (the writers-only rule, access logs, scoped roles).
+    """
     s3 = client("s3", region=region)
     with translate_errors(f"S3 HeadBucket {bucket}"):
         try:
@@ -159,6 +171,25 @@ def ensure_bucket(bucket: str, *, region: str, prefix: str = "") -> None:
         s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": _managed_tags()})
         s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={
             "Rules": [retention.lifecycle_rule(prefix)]})  # type: ignore[list-item]
+        # The same default encryption and TLS-only statement as `starburst setup`.
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"},
+                       "BucketKeyEnabled": False}]})
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(
+            policies.tls_only_bucket_policy(bucket, part=partition(region))))
+    if not by_setup:
+        _say_setup_not_run(bucket)
+
+
+def _say_setup_not_run(bucket: str) -> None:
+    global _SETUP_NOTE_SAID
+    if _SETUP_NOTE_SAID:
+        return
+    _SETUP_NOTE_SAID = True
+    log.warning("starburst: created the S3 bucket %s (private, encrypted, TLS only) because "
+                "`starburst setup` was not run; run `starburst setup` to lock the account "
+                "down fully (only starburst's roles and you may write the run prefix, access "
+                "logs, scoped roles; see docs/security.md)", bucket)
 
 
 def ensure_cluster(name: str, *, region: str) -> str:
