@@ -74,5 +74,50 @@ def test_a_kms_key_is_granted_only_through_s3_of_its_region():
         assert grant["Condition"] == {
             "StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
         assert policies.wildcard_writes(doc) == []
-    plain = policies.task_policy(part="aws", account=_ACCOUNT, bucket="b", prefix="p")
+    plain = policies.task_policy(part="aws", account=_ACCOUNT, bucket="b", prefix="p",
+                                 region="eu-west-1")
     assert not [st for st in plain["Statement"] if "kms:Decrypt" in st["Action"]]
+
+
+def _statements_granting(doc: dict, action: str) -> list[dict]:
+    return [st for st in doc["Statement"] if st["Effect"] == "Allow"
+            and action in policies._listed(st["Action"])]
+
+
+def test_task_queues_are_those_of_its_region_only():
+    for maker in (policies.task_policy, policies.debug_task_policy):
+        doc = maker(part="aws", account=_ACCOUNT, bucket="b", prefix="p", region="eu-west-1")
+        [queues] = _statements_granting(doc, "sqs:ReceiveMessage")
+        assert queues["Resource"] == f"arn:aws:sqs:eu-west-1:{_ACCOUNT}:starburst-*"
+
+
+def _allowed(doc: dict, action: str, resource: str, context: dict | None = None) -> bool:
+    from starburst.testing.iam import Request, evaluate
+
+    return evaluate(Request(action, resource, f"arn:aws:iam::{_ACCOUNT}:user/alice",
+                            context or {}), [doc]).allowed
+
+
+def test_gpu_users_stop_only_starburst_jobs():
+    doc = policies.user_policy(part="aws", region="us-east-1", account=_ACCOUNT, bucket="b",
+                               prefix="p", cluster="c", repository="r", log_group="/g",
+                               gpu=True)
+    job = f"arn:aws:batch:us-east-1:{_ACCOUNT}:job/0123-abcd"
+    ours = {"aws:ResourceTag/starburst:session": "sb-20261204-120000-abcdef"}
+    for action in ("batch:TerminateJob", "batch:CancelJob"):
+        assert _allowed(doc, action, job, ours)
+        assert not _allowed(doc, action, job)  # a job that is not starburst's
+        assert not _allowed(doc, action, job, {"aws:ResourceTag/team": "other"})
+
+
+def test_gpu_job_roles_are_passed_only_to_batch_or_ecs_tasks():
+    [gpu_pass] = [st for st in policies.gpu_statements(part="aws", region="us-east-1",
+                                                       account=_ACCOUNT)
+                  if "iam:PassRole" in policies._listed(st["Action"])]
+    role = f"arn:aws:iam::{_ACCOUNT}:role/starburst-task"
+    doc = {"Version": "2012-10-17", "Statement": [gpu_pass]}
+    for service in ("batch.amazonaws.com", "ecs-tasks.amazonaws.com"):
+        assert _allowed(doc, "iam:PassRole", role, {"iam:PassedToService": service})
+    for service in ("lambda.amazonaws.com", "ec2.amazonaws.com"):
+        assert not _allowed(doc, "iam:PassRole", role, {"iam:PassedToService": service})
+    assert not _allowed(doc, "iam:PassRole", role)

@@ -144,7 +144,8 @@ def test_doctor_fails_a_worker_role_that_grants_ecs_exec(aws):
                                 prefix=aws.shared.prefix)
     assert check().ok, check()  # the debug role may have them
     wide = policies.debug_task_policy(part="aws", account="123456789012",
-                                      bucket=aws.shared.bucket, prefix=aws.shared.prefix)
+                                      bucket=aws.shared.bucket, prefix=aws.shared.prefix,
+                                      region=aws.region)
     iam.put_role_policy(RoleName=provision.TASK_ROLE, PolicyName="widened",
                         PolicyDocument=json.dumps(wide))
     found = check()

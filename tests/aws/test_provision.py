@@ -94,7 +94,7 @@ def test_task_role_may_only_touch_its_prefix_and_starburst_queues(aws):
     document = policy if isinstance(policy, dict) else json.loads(policy)
     resources = [s["Resource"] for s in document["Statement"]]
     assert f"arn:aws:s3:::{aws.shared.bucket}/starburst/*" in resources
-    assert "arn:aws:sqs:*:123456789012:starburst-*" in resources
+    assert "arn:aws:sqs:us-east-1:123456789012:starburst-*" in resources
     assert "*" not in resources
 
 

@@ -13,7 +13,8 @@ import json
 from typing import Any
 
 __all__ = [
-    "ECS_EXEC_ACTIONS", "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "actions_of", "bucket_policy",
+    "ECS_EXEC_ACTIONS", "GPU_PASSED_TO", "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "actions_of",
+    "bucket_policy",
     "data_key_statement", "debug_task_policy", "execution_policy", "gpu_statements",
     "instance_policy",
     "log_bucket_policy", "principal_arn", "task_policy", "tls_only_bucket_policy", "user_policy",
@@ -179,10 +180,11 @@ def instance_policy(*, part: str, region: str, account: str, repository: str,
                        log_group=log_group))
 
 
-def task_policy(*, part: str, account: str, bucket: str, prefix: str,
-                kms_key: str | None = None, region: str | None = None) -> dict[str, Any]:
-    """What worker code runs as: this bucket's prefix and this account's starburst queues;
-    with ``kms_key`` (the bucket's SSE-KMS key ARN, in ``region``), that key through S3."""
+def task_policy(*, part: str, account: str, bucket: str, prefix: str, region: str,
+                kms_key: str | None = None) -> dict[str, Any]:
+    """What worker code runs as: this bucket's prefix and this account's starburst queues
+    in ``region`` (the bucket's: the role is global, so each bucket's inline policy names
+    its own region); with ``kms_key`` (the bucket's SSE-KMS key ARN), that key through S3."""
     key_prefix = _key_prefix(prefix)
     doc = _doc(
         {"Sid": "RunData", "Effect": "Allow",
@@ -195,7 +197,7 @@ def task_policy(*, part: str, account: str, bucket: str, prefix: str,
         {"Sid": "SessionQueues", "Effect": "Allow",
          "Action": ["sqs:ReceiveMessage", "sqs:SendMessage", "sqs:DeleteMessage",
                     "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
-         "Resource": f"arn:{part}:sqs:*:{account}:starburst-*"})
+         "Resource": f"arn:{part}:sqs:{region}:{account}:starburst-*"})
     _add_data_key(doc, kms_key, region)
     return doc
 
@@ -208,8 +210,8 @@ def _add_data_key(doc: dict[str, Any], kms_key: str | None, region: str | None) 
     doc["Statement"].append(data_key_statement(kms_key, region=region))
 
 
-def debug_task_policy(*, part: str, account: str, bucket: str, prefix: str,
-                      kms_key: str | None = None, region: str | None = None) -> dict[str, Any]:
+def debug_task_policy(*, part: str, account: str, bucket: str, prefix: str, region: str,
+                      kms_key: str | None = None) -> dict[str, Any]:
     """The task role of debug sessions (``starburst-task-debug``): :func:`task_policy`
     plus the four ECS Exec channel actions, which IAM accepts only on ``*``, so that
     ``aws ecs execute-command`` can reach a kept worker. Ordinary workers never get them."""
@@ -220,11 +222,22 @@ def debug_task_policy(*, part: str, account: str, bucket: str, prefix: str,
     return doc
 
 
+#: Where GPU workers' job and execution roles may be passed. The Service
+#: Authorization Reference lists iam:PassedToService values for Batch's
+#: CreateComputeEnvironment (batch, ec2, spotfleet) but none for
+#: RegisterJobDefinition, whose roles ECS assumes for the job's container:
+#: both Batch and ECS tasks are allowed, and no other service.
+GPU_PASSED_TO = ["batch.amazonaws.com", "ecs-tasks.amazonaws.com"]
+#: The tag every GPU worker job carries from SubmitJob (backends/batch.py tags
+#: each job ``starburst:session=<id>``): what makes a Batch job starburst's.
+_JOB_TAG = "aws:ResourceTag/starburst:session"
+
+
 def gpu_statements(*, part: str, region: str, account: str) -> list[dict[str, Any]]:
-    """What running GPU sessions adds (after `starburst setup --gpu`): submit, watch and
-    stop jobs on starburst's Batch queues, register starburst job definitions (naming
-    the two starburst roles), and read the EC2 GPU quota and the instances that count
-    against it."""
+    """What running GPU sessions adds (after `starburst setup --gpu`): submit jobs to
+    starburst's Batch queues and stop starburst's own jobs, register starburst job
+    definitions (naming the starburst roles, passed to Batch or ECS tasks only), and
+    read the EC2 GPU quota and the instances that count against it."""
     batch = f"arn:{part}:batch:{region}:{account}"
     roles = [f"arn:{part}:iam::{account}:role/starburst-execution",
              f"arn:{part}:iam::{account}:role/starburst-task"]
@@ -234,14 +247,25 @@ def gpu_statements(*, part: str, region: str, account: str) -> list[dict[str, An
                     "batch:DescribeComputeEnvironments", "batch:DescribeJobDefinitions",
                     "ec2:DescribeInstances", "servicequotas:GetAWSDefaultServiceQuota"]},
         {"Sid": "GpuJobs", "Effect": "Allow",
-         "Action": ["batch:SubmitJob", "batch:TerminateJob", "batch:CancelJob",
-                    "batch:TagResource", "batch:RegisterJobDefinition"],
+         "Action": ["batch:SubmitJob", "batch:TagResource", "batch:RegisterJobDefinition"],
          "Resource": [f"{batch}:job-queue/starburst-gpu-*",
-                      f"{batch}:job-definition/starburst-gpu-*", f"{batch}:job/*"]},
-        # RegisterJobDefinition passes the job and execution roles; scoped to
-        # starburst's two roles (AWS's Batch examples use no service condition).
+                      f"{batch}:job-definition/starburst-gpu-*"]},
+        # A job's ARN holds an id Batch makes up, so it cannot be named in advance.
+        # The Service Authorization Reference gives CancelJob and TerminateJob the
+        # resource type job (arn:...:job/${JobId}) with one condition key,
+        # aws:ResourceTag/${TagKey}: only jobs tagged starburst:session may be stopped.
+        {"Sid": "GpuStopOwnJobs", "Effect": "Allow",
+         "Action": ["batch:TerminateJob", "batch:CancelJob"], "Resource": f"{batch}:job/*",
+         "Condition": {"Null": {_JOB_TAG: "false"}}},
+        # SubmitJob's tags are authorized as batch:TagResource on the new job: only the
+        # session tag may be set. (An identity with this policy could still tag a job
+        # that is not starburst's and then stop it: two deliberate calls by the user.)
+        {"Sid": "GpuTagOwnJobs", "Effect": "Allow", "Action": "batch:TagResource",
+         "Resource": f"{batch}:job/*",
+         "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": ["starburst:session"]}}},
         {"Sid": "GpuJobRoles", "Effect": "Allow", "Action": "iam:PassRole",
-         "Resource": roles},
+         "Resource": roles,
+         "Condition": {"StringEquals": {"iam:PassedToService": GPU_PASSED_TO}}},
     ]
 
 

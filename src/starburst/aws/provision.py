@@ -317,7 +317,7 @@ def ensure_roles(*, region: str, bucket: str, prefix: str, execution_role_arn: s
     if task_role_arn:
         return Roles(execution, task_role_arn)
     policy = json.dumps(policies.task_policy(part=partition(region), account=account_id(region),
-                                             bucket=bucket, prefix=prefix))
+                                             bucket=bucket, prefix=prefix, region=region))
     task = _ensure_role(TASK_ROLE, "starburst: what worker code may touch",
                         data_policy_name(bucket), policy, region=region)
     return Roles(execution, task)
@@ -345,7 +345,8 @@ def ensure_debug_role(roles: Roles, *, region: str, bucket: str,
             f"ECS Exec reaches them only if it allows {', '.join(policies.ECS_EXEC_ACTIONS)} "
             f"on Resource \"*\" (starburst's own roles put these in {DEBUG_TASK_ROLE} only)")
     policy = json.dumps(policies.debug_task_policy(
-        part=partition(region), account=account_id(region), bucket=bucket, prefix=prefix))
+        part=partition(region), account=account_id(region), bucket=bucket, prefix=prefix,
+        region=region))
     try:
         task = _ensure_role(DEBUG_TASK_ROLE, "starburst: worker role of debug sessions "
                             "(starburst-task plus ECS Exec)", data_policy_name(bucket), policy,
@@ -399,7 +400,7 @@ def _ensure_security_group(vpc: str, *, region: str) -> str:
                                         "Tags": [{"Key": MANAGED_TAG, "Value": "true"}]}
     created = ec2.create_security_group(
         GroupName=SECURITY_GROUP, VpcId=vpc,
-        Description="starburst workers: no ingress, egress to AWS APIs only",
+        Description="starburst workers: no ingress (egress: all, unless setup --private)",
         TagSpecifications=[tagging])
     return created["GroupId"]
 
