@@ -121,3 +121,63 @@ def test_gpu_job_roles_are_passed_only_to_batch_or_ecs_tasks():
     for service in ("lambda.amazonaws.com", "ec2.amazonaws.com"):
         assert not _allowed(doc, "iam:PassRole", role, {"iam:PassedToService": service})
     assert not _allowed(doc, "iam:PassRole", role)
+
+
+# -- the linter: every grant on a wildcard resource is justified ---------------------
+def _every_generated_document() -> dict[str, dict]:
+    """Every policy document the pure functions of starburst.aws.policies produce."""
+    key = f"arn:aws:kms:us-east-1:{_ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    common = {"part": "aws", "account": _ACCOUNT, "region": "us-east-1"}
+    docs: dict[str, dict] = {}
+    for kms in (None, key):
+        for gpu in (False, True):
+            docs[f"user gpu={gpu} kms={bool(kms)}"] = policies.user_policy(
+                **common, bucket="b", prefix="p", cluster="c", repository="r",
+                log_group="/g", gpu=gpu, kms_key=kms)
+        docs[f"task kms={bool(kms)}"] = policies.task_policy(**common, bucket="b", prefix="p",
+                                                             kms_key=kms)
+        docs[f"debug task kms={bool(kms)}"] = policies.debug_task_policy(
+            **common, bucket="b", prefix="p", kms_key=kms)
+    docs["execution"] = policies.execution_policy(**common, repository="r", log_group="/g")
+    docs["execution (setup not run)"] = policies.default_execution_policy(**common,
+                                                                          log_group="/g")
+    docs["instance"] = policies.instance_policy(**common, repository="r", log_group="/g")
+    docs["bucket"] = policies.bucket_policy("b", "p", part="aws", writers=["arn:aws:iam::1:x"])
+    docs["tls-only bucket"] = policies.tls_only_bucket_policy("b", part="aws")
+    docs["log bucket"] = policies.log_bucket_policy("b-logs", "b", part="aws",
+                                                    account=_ACCOUNT)
+    return docs
+
+
+def test_no_generated_policy_grants_an_unjustified_wildcard():
+    for name, doc in _every_generated_document().items():
+        assert policies.unjustified_wildcards(doc) == [], name
+
+
+def test_every_justified_wildcard_grant_is_used_and_has_a_reason():
+    used = {(st.get("Sid"), action) for doc in _every_generated_document().values()
+            for st in doc["Statement"] if st["Effect"] == "Allow"
+            and any(policies.wide_resource(r) for r in policies._listed(st["Resource"]))
+            for action in policies._listed(st["Action"])}
+    listed = {(sid, action) for sid, (actions, _) in policies.WILDCARD_GRANTS.items()
+              for action in actions}
+    assert listed <= used  # no stale justification
+    assert all(len(why) > 20 for _, why in policies.WILDCARD_GRANTS.values())
+
+
+def test_the_linter_catches_what_is_not_justified():
+    broad = {"Statement": [
+        {"Sid": "a", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"},
+        {"Effect": "Allow", "Action": "ec2:DescribeVpcs", "Resource": "*"},  # no Sid
+        {"Sid": "GpuReads", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"},
+        {"Sid": "c", "Effect": "Allow", "Action": "sqs:SendMessage",
+         "Resource": "arn:aws:sqs:*:1:starburst-*"},  # every region
+        {"Sid": "d", "Effect": "Allow", "Action": "ecs:StopTask",
+         "Resource": "arn:aws:ecs:us-east-1:1:task/*"},  # every task of the type
+        {"Sid": "e", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": "arn:aws:s3:::*"},
+        {"Sid": "ok", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": "arn:aws:s3:::b/p/*"},
+        {"Sid": "deny", "Effect": "Deny", "Action": "s3:*", "Resource": "*"}]}
+    problems = policies.unjustified_wildcards(broad)
+    assert [p.split(":", 1)[0] for p in problems] == ["a", "?", "GpuReads", "c", "d", "e"]

@@ -98,6 +98,21 @@ def test_task_role_may_only_touch_its_prefix_and_starburst_queues(aws):
     assert "*" not in resources
 
 
+def test_the_old_broad_execution_policy_gives_way_to_a_regional_one(aws):
+    iam = client("iam")
+    iam.put_role_policy(RoleName=provision.EXECUTION_ROLE, PolicyName="starburst-execution",
+                        PolicyDocument=json.dumps(provision._LEGACY_EXECUTION_POLICY))
+    provision.ensure_roles(region=aws.region, bucket=aws.shared.bucket,
+                           prefix=aws.shared.prefix, log_group=aws.shared.log_group)
+    names = iam.list_role_policies(RoleName=provision.EXECUTION_ROLE)["PolicyNames"]
+    assert names == [f"starburst-execution-{aws.region}"]
+    doc = iam.get_role_policy(RoleName=provision.EXECUTION_ROLE,
+                              PolicyName=names[0])["PolicyDocument"]
+    doc = doc if isinstance(doc, dict) else json.loads(doc)
+    logs = [st for st in doc["Statement"] if st["Sid"] == "WriteWorkerLogs"]
+    assert logs[0]["Resource"].endswith(f":log-group:{aws.shared.log_group}:*")
+
+
 def test_configured_roles_and_network_are_used_as_given(aws):
     config = load_config({"execution_role_arn": "arn:aws:iam::123456789012:role/exec",
                           "task_role_arn": "arn:aws:iam::123456789012:role/task",

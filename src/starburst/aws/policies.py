@@ -10,15 +10,15 @@ reason; :func:`wildcard_writes` finds any other write action granted on
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 __all__ = [
-    "ECS_EXEC_ACTIONS", "GPU_PASSED_TO", "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "actions_of",
-    "bucket_policy",
-    "data_key_statement", "debug_task_policy", "execution_policy", "gpu_statements",
-    "instance_policy",
-    "log_bucket_policy", "principal_arn", "task_policy", "tls_only_bucket_policy", "user_policy",
-    "wildcard_writes",
+    "ECS_EXEC_ACTIONS", "GPU_PASSED_TO", "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "WILDCARD_GRANTS",
+    "actions_of", "bucket_policy", "data_key_statement", "debug_task_policy",
+    "default_execution_policy", "execution_policy", "gpu_statements", "instance_policy",
+    "log_bucket_policy", "principal_arn", "task_policy", "tls_only_bucket_policy",
+    "unjustified_wildcards", "user_policy", "wide_resource", "wildcard_writes",
 ]
 
 #: What ECS Exec needs from the task role: the SSM agent in the task opens its
@@ -45,6 +45,53 @@ UNSCOPABLE_ACTIONS: dict[str, str] = {
 }
 #: Verbs that only read; anything else counts as a write for the check.
 READ_PREFIXES = ("Get", "List", "Describe", "Head", "Filter", "BatchGet", "Lookup")
+
+_NAMES_ONLY = "a read that reveals names and settings, not data"
+#: Every statement of a starburst policy that grants on a wildcard resource
+#: (``"*"``, or an ARN that names only a resource type: ``job/*``,
+#: ``repository/*``, a ``*`` region or account), by Sid: the actions it may
+#: grant there, and why. :func:`unjustified_wildcards` fails anything else.
+WILDCARD_GRANTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "RegistryLogin": (("ecr:GetAuthorizationToken",),
+                      UNSCOPABLE_ACTIONS["ecr:GetAuthorizationToken"]),
+    "PullAccountImages": (
+        ("ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"),
+        "the execution role a session creates when setup was not run: the configured image "
+        "may be in any ECR repository of the account in that region; setup's execution role "
+        "pulls from the starburst repository only"),
+    "AgentUnscopable": (
+        ("ecs:DiscoverPollEndpoint", "ecr:GetAuthorizationToken", "ec2:DescribeTags"),
+        "the ECS agent of a GPU instance finds its endpoint and reads its instance's tags "
+        "before it belongs to a cluster; no ARN exists for either (GPU instance role only)"),
+    "EcsExecChannels": (ECS_EXEC_ACTIONS, _ECS_EXEC_WHY),
+    "GpuReads": (
+        ("batch:DescribeJobs", "batch:DescribeJobQueues", "batch:ListJobs",
+         "batch:DescribeComputeEnvironments", "batch:DescribeJobDefinitions",
+         "ec2:DescribeInstances", "servicequotas:GetAWSDefaultServiceQuota"),
+        "Batch's and EC2's Describe/List calls accept no resource ARN; " + _NAMES_ONLY),
+    "GpuStopOwnJobs": (
+        ("batch:TerminateJob", "batch:CancelJob"),
+        "a job's ARN holds an id Batch makes up at SubmitJob; the statement's condition "
+        "aws:ResourceTag/starburst:session limits it to starburst's own jobs"),
+    "GpuTagOwnJobs": (
+        ("batch:TagResource",),
+        "SubmitJob tags the job it creates, whose ARN does not exist yet; the condition "
+        "aws:TagKeys allows the starburst:session tag only"),
+    "Unscopable": (
+        ("ecr:GetAuthorizationToken", "ecs:RegisterTaskDefinition",
+         "ecs:DeregisterTaskDefinition", "ecs:DescribeTaskDefinition", "ecs:ListTasks",
+         "ecs:ListClusters", "ec2:DescribeVpcs", "ec2:DescribeSubnets",
+         "ec2:DescribeSecurityGroups", "logs:DescribeLogGroups", "servicequotas:GetServiceQuota",
+         "servicequotas:ListRequestedServiceQuotaChangeHistory",
+         "servicequotas:ListRequestedServiceQuotaChangeHistoryByQuota", "pricing:GetProducts",
+         "sts:GetCallerIdentity"),
+        "the user's calls that accept no resource ARN: the registry token and task "
+        "definitions (bounded by iam:PassRole), and reads that reveal names, not data"),
+    "CountFargateVcpus": (
+        ("ecs:DescribeTasks",),
+        "the Fargate vCPUs in use count every cluster's tasks (quota.vcpus_in_use); "
+        + _NAMES_ONLY),
+}
 
 
 def principal_arn(caller_arn: str) -> list[str]:
@@ -138,6 +185,23 @@ def execution_policy(*, part: str, region: str, account: str, repository: str,
          "Resource": "*"},
         *_pull_and_log(part=part, region=region, account=account, repository=repository,
                        log_group=log_group))
+
+
+def default_execution_policy(*, part: str, region: str, account: str,
+                             log_group: str) -> dict[str, Any]:
+    """The execution role a session creates when `starburst setup` was not run: pull
+    from any ECR repository of the account in ``region`` (the configured image may be
+    in any), write the session's log group. Setup narrows pulls to its repository."""
+    return _doc(
+        {"Sid": "RegistryLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken",
+         "Resource": "*"},
+        {"Sid": "PullAccountImages", "Effect": "Allow",
+         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchGetImage"],
+         "Resource": f"arn:{part}:ecr:{region}:{account}:repository/*"},
+        {"Sid": "WriteWorkerLogs", "Effect": "Allow",
+         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": f"arn:{part}:logs:{region}:{account}:log-group:{log_group}:*"})
 
 
 def _pull_and_log(*, part: str, region: str, account: str, repository: str,
@@ -346,6 +410,42 @@ def actions_of(policy: dict[str, Any]) -> list[str]:
 def _listed_statements(statements: Any) -> list[dict[str, Any]]:
     items = statements if isinstance(statements, list) else [statements]
     return [st for st in items if isinstance(st, dict)]
+
+
+def wide_resource(resource: str) -> bool:
+    """Whether ``resource`` is a wildcard: ``*``, or an ARN naming no resource of its type
+    (its resource part empty, ``*`` or ``<type>/*``, or a ``*`` region or account)."""
+    if resource == "*":
+        return True
+    parts = resource.split(":", 5)
+    if len(parts) < 6:
+        return True
+    _, _, service, region, account, rest = parts
+    if "*" in (region, account) or (service not in ("s3", "iam") and not account):
+        return True
+    return rest in ("*", "") or re.fullmatch(r"[A-Za-z-]+[/:]\*", rest) is not None
+
+
+def unjustified_wildcards(policy: dict[str, Any] | str) -> list[str]:
+    """Problems in any policy starburst writes: an Allow on a wildcard resource
+    (:func:`wide_resource`) whose Sid and action are not in :data:`WILDCARD_GRANTS`,
+    and ``*`` actions. Each problem starts with the statement's Sid (``?`` if none)."""
+    doc = json.loads(policy) if isinstance(policy, str) else policy
+    problems: list[str] = []
+    for st in _listed_statements(doc.get("Statement")):
+        if st.get("Effect") != "Allow":
+            continue
+        sid = str(st.get("Sid") or "?")
+        actions = _listed(st.get("Action"))
+        problems += [f"{sid}: action {a!r} grants everything" for a in actions
+                     if a == "*" or a.endswith(":*")]
+        wide = [r for r in _listed(st.get("Resource")) if wide_resource(r)]
+        if not wide:
+            continue
+        allowed, _ = WILDCARD_GRANTS.get(sid, ((), ""))
+        problems += [f"{sid}: {a!r} on {wide[0]!r} is not justified in "
+                     "policies.WILDCARD_GRANTS" for a in actions if a not in allowed]
+    return problems
 
 
 def wildcard_writes(policy: dict[str, Any] | str) -> list[str]:

@@ -75,13 +75,14 @@ _ARCHES = {"x86_64": "X86_64", "amd64": "X86_64", "arm64": "ARM64", "aarch64": "
 _TRUST_ECS_TASKS = json.dumps({"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
     "Action": "sts:AssumeRole"}]})
-# What AmazonECSTaskExecutionRolePolicy grants, inline so that nothing
-# depends on an AWS-managed policy being attachable.
-_EXECUTION_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{
+# What older starburst wrote as the execution role's inline policy
+# "starburst-execution" (AmazonECSTaskExecutionRolePolicy, every repository and
+# log group): replaced by one narrower policy per region, and deleted when found.
+_LEGACY_EXECUTION_POLICY = {"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Resource": "*", "Action": [
         "ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability",
         "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage",
-        "logs:CreateLogStream", "logs:PutLogEvents"]}]})
+        "logs:CreateLogStream", "logs:PutLogEvents"]}]}
 
 
 def _managed_tags() -> list[TagTypeDef]:
@@ -305,15 +306,17 @@ def data_policy_name(bucket: str) -> str:
 
 
 def ensure_roles(*, region: str, bucket: str, prefix: str, execution_role_arn: str | None = None,
-                 task_role_arn: str | None = None) -> Roles:
+                 task_role_arn: str | None = None, log_group: str = "/starburst") -> Roles:
     """Return the task definition's roles, creating starburst's own when none are configured.
 
-    The task role may touch only the bucket's prefix and starburst queues;
-    the execution role only pulls images and writes logs.
+    The task role may touch only the bucket's prefix and starburst queues of
+    ``region``; the execution role only pulls images of the account's ECR in
+    ``region`` and writes ``log_group`` there
+    (:func:`~starburst.aws.policies.default_execution_policy`, one inline
+    policy per region since IAM is global).
     """
-    execution = execution_role_arn or _ensure_role(
-        EXECUTION_ROLE, "starburst: lets ECS pull worker images and write their logs",
-        "starburst-execution", _EXECUTION_POLICY, region=region)
+    execution = execution_role_arn or _ensure_execution_role(region=region,
+                                                             log_group=log_group)
     if task_role_arn:
         return Roles(execution, task_role_arn)
     policy = json.dumps(policies.task_policy(part=partition(region), account=account_id(region),
@@ -321,6 +324,26 @@ def ensure_roles(*, region: str, bucket: str, prefix: str, execution_role_arn: s
     task = _ensure_role(TASK_ROLE, "starburst: what worker code may touch",
                         data_policy_name(bucket), policy, region=region)
     return Roles(execution, task)
+
+
+def _ensure_execution_role(*, region: str, log_group: str) -> str:
+    policy = policies.default_execution_policy(part=partition(region), region=region,
+                                               account=account_id(region), log_group=log_group)
+    arn = _ensure_role(EXECUTION_ROLE, "starburst: lets ECS pull worker images and write "
+                       "their logs", f"starburst-execution-{region}", json.dumps(policy),
+                       region=region)
+    iam = client("iam", region=region)
+    with translate_errors(f"IAM role {EXECUTION_ROLE}: removing its old broad policy"):
+        try:
+            old = iam.get_role_policy(RoleName=EXECUTION_ROLE, PolicyName="starburst-execution")
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchEntity":
+                raise
+            return arn
+        doc: Any = old["PolicyDocument"]
+        if (json.loads(doc) if isinstance(doc, str) else doc) == _LEGACY_EXECUTION_POLICY:
+            iam.delete_role_policy(RoleName=EXECUTION_ROLE, PolicyName="starburst-execution")
+    return arn
 
 
 def ensure_debug_role(roles: Roles, *, region: str, bucket: str,
@@ -495,7 +518,7 @@ def ensure_shared(config: AwsConfig) -> Shared:
     ensure_log_group(config.log_group, region=region)
     roles = ensure_roles(region=region, bucket=bucket, prefix=config.prefix,
                          execution_role_arn=config.execution_role_arn,
-                         task_role_arn=config.task_role_arn)
+                         task_role_arn=config.task_role_arn, log_group=config.log_group)
     network = ensure_network(region=region, subnets=config.subnets,
                              security_groups=config.security_groups,
                              assign_public_ip=config.assign_public_ip)
