@@ -46,6 +46,10 @@ def _written() -> dict[str, object]:
             found[f"{name}/{policy}"] = iam.get_role_policy(
                 RoleName=name, PolicyName=policy)["PolicyDocument"]
         assert not iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"], name
+    for managed in iam.list_policies(Scope="Local")["Policies"]:
+        version = iam.get_policy_version(PolicyArn=managed["Arn"],
+                                         VersionId=managed["DefaultVersionId"])
+        found[managed["Arn"]] = version["PolicyVersion"]["Document"]
     for bucket in s3.list_buckets()["Buckets"]:
         with contextlib.suppress(s3.exceptions.ClientError):  # a bucket without a policy
             found[f"s3://{bucket['Name']}"] = s3.get_bucket_policy(
@@ -75,6 +79,7 @@ def test_what_setup_writes_passes_the_linter(config_file, flags):
     _run("setup", "--yes", *flags)
     found = _written()
     assert [name for name in found if name.startswith("starburst-task/starburst-data-")]
+    assert [name for name in found if "policy/starburst-session-boundary-" in name]
     printed = _run("setup", "--print-policy", *[f for f in flags if f != "--private"])
     found["--print-policy"] = json.loads(printed)
     assert _lint(found) == {}

@@ -206,6 +206,8 @@ def test_teardown_removes_what_setup_created(config_file):
     assert not client("ecr").describe_repositories().get("repositories")
     roles = {r["RoleName"] for r in client("iam").list_roles()["Roles"]}
     assert not {"starburst-execution", "starburst-task"} & roles
+    assert not [p for p in client("iam").list_policies(Scope="Local")["Policies"]
+                if p["PolicyName"].startswith("starburst-session-boundary-")]
     written = tomllib.loads(config_file.read_text(encoding="utf-8"))
     assert "bucket" not in written
     assert written["image"]

@@ -13,12 +13,17 @@ import json
 import re
 from typing import Any
 
+from ..wire.keys import session_prefix
+
 __all__ = [
-    "ECS_EXEC_ACTIONS", "GPU_PASSED_TO", "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "WILDCARD_GRANTS",
-    "actions_of", "bucket_policy", "data_key_statement", "debug_task_policy",
-    "default_execution_policy", "execution_policy", "gpu_statements", "instance_policy",
-    "log_bucket_policy", "principal_arn", "task_policy", "tls_only_bucket_policy",
-    "unjustified_wildcards", "user_policy", "wide_resource", "wildcard_writes",
+    "ECS_EXEC_ACTIONS", "GPU_PASSED_TO", "READ_PREFIXES", "SESSION_QUEUE_SUFFIXES",
+    "UNSCOPABLE_ACTIONS", "WILDCARD_GRANTS", "actions_of", "bucket_policy", "data_key_statement",
+    "debug_task_policy", "default_execution_policy", "execution_policy", "gpu_statements",
+    "instance_policy", "log_bucket_policy", "principal_arn", "session_boundary_name",
+    "session_boundary_policy", "session_policy", "session_role_statements",
+    "session_roles_writer", "session_trust_policy",
+    "task_policy", "tls_only_bucket_policy", "unjustified_wildcards", "user_policy",
+    "wide_resource", "wildcard_writes",
 ]
 
 #: What ECS Exec needs from the task role: the SSM agent in the task opens its
@@ -84,9 +89,10 @@ WILDCARD_GRANTS: dict[str, tuple[tuple[str, ...], str]] = {
          "ec2:DescribeSecurityGroups", "logs:DescribeLogGroups", "servicequotas:GetServiceQuota",
          "servicequotas:ListRequestedServiceQuotaChangeHistory",
          "servicequotas:ListRequestedServiceQuotaChangeHistoryByQuota", "pricing:GetProducts",
-         "sts:GetCallerIdentity"),
+         "sts:GetCallerIdentity", "iam:ListRoles"),
         "the user's calls that accept no resource ARN: the registry token and task "
-        "definitions (bounded by iam:PassRole), and reads that reveal names, not data"),
+        "definitions (bounded by iam:PassRole), and reads that reveal names, not data "
+        "(iam:ListRoles: `starburst cleanup` finds the roles of ended sessions)"),
     "CountFargateVcpus": (
         ("ecs:DescribeTasks",),
         "the Fargate vCPUs in use count every cluster's tasks (quota.vcpus_in_use); "
@@ -266,6 +272,121 @@ def task_policy(*, part: str, account: str, bucket: str, prefix: str, region: st
     return doc
 
 
+#: The queues of a session, by the suffix :func:`starburst.transport.aws.queue_names`
+#: gives each (``starburst-<session>-<suffix>``; a test holds the two together):
+#: named one by one, since ``starburst-<session>-*`` would also match the queues
+#: of a session whose id starts with ``<session>-``.
+SESSION_QUEUE_SUFFIXES = ("tasks", "results", "dead")
+#: What a worker does with its queues: lease, renew, acknowledge, send notices.
+_WORKER_QUEUE_ACTIONS = ["sqs:ReceiveMessage", "sqs:SendMessage", "sqs:DeleteMessage",
+                         "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]
+#: What a worker does with the store: read payloads, shared objects, the code
+#: archive, cancellations, the client's heartbeat and handed-back outcomes;
+#: write results, commits and handed-back outcomes; delete a losing result.
+_WORKER_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                          "s3:AbortMultipartUpload"]
+
+
+def session_policy(*, part: str, region: str, account: str, bucket: str, prefix: str,
+                   session: str, kms_key: str | None = None,
+                   debug: bool = False) -> dict[str, Any]:
+    """The inline policy of a session's own task role (``starburst-session-<id>``).
+
+    Every key a worker reads or writes lies below the session's prefix
+    (:func:`starburst.wire.keys.session_prefix`: ``sessions/<id>/`` under the
+    run prefix; payloads, shared objects, the code archive, cancellations,
+    the client heartbeat, results, commits, handed-back outcomes), so that
+    prefix, listed and written, and the session's three queues are all it
+    grants; with ``kms_key``, that key through S3; with ``debug``, the ECS
+    Exec channels (:data:`ECS_EXEC_ACTIONS`).
+    """
+    below = f"{_key_prefix(prefix)}{session_prefix(session)}"
+    sqs = f"arn:{part}:sqs:{region}:{account}:starburst-{session}"
+    doc = _doc(
+        {"Sid": "SessionData", "Effect": "Allow", "Action": list(_WORKER_OBJECT_ACTIONS),
+         "Resource": f"arn:{part}:s3:::{bucket}/{below}*"},
+        {"Sid": "ListSessionData", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"arn:{part}:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": f"{below}*"}}},
+        {"Sid": "SessionQueues", "Effect": "Allow", "Action": list(_WORKER_QUEUE_ACTIONS),
+         "Resource": [f"{sqs}-{suffix}" for suffix in SESSION_QUEUE_SUFFIXES]})
+    _add_data_key(doc, kms_key, region)
+    if debug:
+        doc["Statement"].append({"Sid": "EcsExecChannels", "Effect": "Allow",
+                                 "Action": list(ECS_EXEC_ACTIONS), "Resource": "*"})
+    return doc
+
+
+def session_boundary_policy(*, part: str, region: str, account: str, bucket: str,
+                            prefix: str, kms_key: str | None = None) -> dict[str, Any]:
+    """The permissions boundary of every session role: the most any may ever do.
+
+    A user allowed to create ``starburst-session-*`` roles only with this
+    boundary (:func:`session_role_statements`) cannot make one that does more
+    than a worker: whatever its inline policy says, the role gets the
+    intersection. So: objects below ``sessions/`` of the run prefix, the
+    ``starburst-*`` queues of ``region``, the bucket's KMS key through S3, and
+    the ECS Exec channels (debug sessions).
+    """
+    below = f"{_key_prefix(prefix)}sessions/"
+    doc = _doc(
+        {"Sid": "SessionData", "Effect": "Allow", "Action": list(_WORKER_OBJECT_ACTIONS),
+         "Resource": f"arn:{part}:s3:::{bucket}/{below}*"},
+        {"Sid": "ListSessionData", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"arn:{part}:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": f"{below}*"}}},
+        {"Sid": "SessionQueues", "Effect": "Allow", "Action": list(_WORKER_QUEUE_ACTIONS),
+         "Resource": f"arn:{part}:sqs:{region}:{account}:starburst-*"})
+    _add_data_key(doc, kms_key, region)
+    doc["Statement"].append({"Sid": "EcsExecChannels", "Effect": "Allow",
+                             "Action": list(ECS_EXEC_ACTIONS), "Resource": "*"})
+    return doc
+
+
+def session_trust_policy(*, part: str, region: str, account: str) -> dict[str, Any]:
+    """Who may assume a session role: ECS tasks (Fargate tasks, and the containers of
+    GPU Batch jobs, whose job role ECS assumes) of this account and region only
+    (``aws:SourceAccount``/``aws:SourceArn`` against the confused deputy)."""
+    return _doc({"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                 "Action": "sts:AssumeRole",
+                 "Condition": {"StringEquals": {"aws:SourceAccount": account},
+                               "ArnLike": {"aws:SourceArn":
+                                           f"arn:{part}:ecs:{region}:{account}:*"}}})
+
+
+def session_roles_writer(*, part: str, account: str) -> str:
+    """The ``aws:PrincipalArn`` pattern of every session role, for the writers-only rule
+    of :func:`bucket_policy` (their workers write results under the run prefix)."""
+    return f"arn:{part}:iam::{account}:role/starburst-session-*"
+
+
+def session_role_statements(*, part: str, account: str, boundary: str) -> list[dict[str, Any]]:
+    """What the user needs to give each session a role of its own (added to
+    :func:`user_policy`): create and tag ``starburst-session-*`` roles and write their
+    inline policy only with the ``boundary`` policy ARN as their permissions boundary;
+    delete them; pass them to ECS tasks (Fargate) or Batch (GPU)."""
+    roles = f"arn:{part}:iam::{account}:role/starburst-session-*"
+    bounded = {"StringEquals": {"iam:PermissionsBoundary": boundary}}
+    return [
+        {"Sid": "SessionRolesBounded", "Effect": "Allow",
+         "Action": ["iam:CreateRole", "iam:PutRolePolicy"], "Resource": roles,
+         "Condition": bounded},
+        {"Sid": "TagSessionRoles", "Effect": "Allow", "Action": "iam:TagRole",
+         "Resource": roles,
+         "Condition": {"ForAllValues:StringEquals": {
+             "aws:TagKeys": ["starburst:session", "starburst:managed"]}}},
+        # Deleting a role (after its inline policy) takes nothing from anyone else.
+        {"Sid": "EndSessionRoles", "Effect": "Allow",
+         "Action": ["iam:DeleteRolePolicy", "iam:DeleteRole", "iam:ListRoleTags",
+                    "iam:ListRolePolicies"], "Resource": roles},
+        {"Sid": "SessionBoundary", "Effect": "Allow",
+         "Action": ["iam:GetPolicy", "iam:GetPolicyVersion"], "Resource": boundary},
+        {"Sid": "PassSessionRoles", "Effect": "Allow", "Action": "iam:PassRole",
+         "Resource": roles,
+         "Condition": {"StringEquals": {"iam:PassedToService": GPU_PASSED_TO}}},
+    ]
+
+
 def _add_data_key(doc: dict[str, Any], kms_key: str | None, region: str | None) -> None:
     if kms_key is None:
         return
@@ -333,12 +454,19 @@ def gpu_statements(*, part: str, region: str, account: str) -> list[dict[str, An
     ]
 
 
+def session_boundary_name(bucket: str) -> str:
+    """The managed policy that bounds the session roles of ``bucket`` (IAM is global,
+    buckets are per region: one boundary per bucket)."""
+    return f"starburst-session-boundary-{bucket}"[:128]
+
+
 def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: str,
                 cluster: str, repository: str, log_group: str,
                 gpu: bool = False, kms_key: str | None = None) -> dict[str, Any]:
-    """The least the user's own identity needs to run sessions (after `starburst setup`);
-    with ``gpu``, GPU sessions too (:func:`gpu_statements`); with ``kms_key`` (the
-    bucket's SSE-KMS key ARN), that key through S3 (:func:`data_key_statement`)."""
+    """The least the user's own identity needs to run sessions (after `starburst setup`),
+    each with a task role of its own (:func:`session_role_statements`); with ``gpu``,
+    GPU sessions too (:func:`gpu_statements`); with ``kms_key`` (the bucket's SSE-KMS
+    key ARN), that key through S3 (:func:`data_key_statement`)."""
     key_prefix = _key_prefix(prefix)
     ecs = f"arn:{part}:ecs:{region}:{account}"
     doc = _doc(
@@ -350,7 +478,7 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
                     "servicequotas:GetServiceQuota",
                     "servicequotas:ListRequestedServiceQuotaChangeHistory",
                     "servicequotas:ListRequestedServiceQuotaChangeHistoryByQuota",
-                    "pricing:GetProducts", "sts:GetCallerIdentity"]},
+                    "pricing:GetProducts", "sts:GetCallerIdentity", "iam:ListRoles"]},
         {"Sid": "RunWorkers", "Effect": "Allow",
          "Action": ["ecs:RunTask", "ecs:StopTask", "ecs:DescribeTasks", "ecs:TagResource"],
          "Resource": [f"{ecs}:task-definition/starburst-*", f"{ecs}:task/{cluster}/*"]},
@@ -390,6 +518,9 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
                     "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
                     "ecr:BatchGetImage", "ecr:DescribeImages", "ecr:DescribeRepositories"],
          "Resource": f"arn:{part}:ecr:{region}:{account}:repository/{repository}"})
+    boundary = f"arn:{part}:iam::{account}:policy/{session_boundary_name(bucket)}"
+    doc["Statement"].extend(session_role_statements(part=part, account=account,
+                                                    boundary=boundary))
     if gpu:
         doc["Statement"].extend(gpu_statements(part=part, region=region, account=account))
     _add_data_key(doc, kms_key, region)

@@ -1,0 +1,131 @@
+"""Per-session task roles in the emulated AWS: a worker of one session reaches only
+its own session.
+
+What is proven here, and how:
+
+* in the emulator (the audit evaluates every S3 and SQS request of an
+  assumed role against the role's inline policies, conditions included):
+  credentials of session A's role read and write A's queues and objects,
+  and are refused B's, even where B's id starts with A's;
+* in the emulator: the role is created with the boundary, tagged, and gone
+  after :func:`delete_session_role`; `starburst cleanup` removes the roles of
+  ended sessions and keeps those of live ones;
+* by policy documents (tests/test_policies.py), since moto applies neither
+  permissions boundaries nor IAM's own conditions: the boundary caps a role
+  whatever its inline policy says, and the user policy lets a user create
+  ``starburst-session-*`` roles only with that boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from starburst.aws import session_role
+from starburst.aws.clients import client
+from starburst.testing import EmulatedAws
+from starburst.transport.aws import create_session_queues
+from starburst.wire.keys import payload_key, result_key
+
+A = "sb-20261204-120000-aaaaaa"
+B = f"{A}-b"  # an id that starts with A's: no prefix of A's may reach it
+
+
+def _as_role(aws: EmulatedAws, arn: str, service: str) -> Any:
+    creds = client("sts").assume_role(RoleArn=arn, RoleSessionName="probe")["Credentials"]
+    return boto3.client(service, aws_access_key_id=creds["AccessKeyId"],
+                        aws_secret_access_key=creds["SecretAccessKey"],
+                        aws_session_token=creds["SessionToken"], endpoint_url=aws.endpoint,
+                        region_name=aws.region)
+
+
+def _code(call: Any) -> str:
+    try:
+        call()
+    except ClientError as exc:
+        return str(exc.response["Error"]["Code"])
+    return "ok"
+
+
+def _key(aws: EmulatedAws, rest: str) -> str:
+    prefix = aws.shared.prefix.strip("/")
+    return f"{prefix}/{rest}" if prefix else rest
+
+
+@pytest.fixture
+def two_sessions(aws: EmulatedAws) -> dict[str, Any]:
+    made: dict[str, Any] = {}
+    for sid in (A, B):
+        arn = session_role.create_session_role(sid, region=aws.region, bucket=aws.shared.bucket,
+                                               prefix=aws.shared.prefix)
+        queues = create_session_queues(sid, region=aws.region, max_receives=10)
+        client("s3").put_object(Bucket=aws.shared.bucket,
+                                Key=_key(aws, payload_key(sid, 1)), Body=b"payload")
+        made[sid] = {"role": arn, "queues": queues}
+    return made
+
+
+def test_a_session_role_reaches_its_own_queues_and_objects_only(aws, two_sessions):
+    role = two_sessions[A]["role"]
+    assert role.endswith(f":role/starburst-session-{A}")
+    s3, sqs = _as_role(aws, role, "s3"), _as_role(aws, role, "sqs")
+    bucket = aws.shared.bucket
+    mine, theirs = two_sessions[A]["queues"], two_sessions[B]["queues"]
+    denied = aws.audit.denied
+    # its own session: payloads read, results written and deleted, queues used
+    assert _code(lambda: s3.get_object(Bucket=bucket, Key=_key(aws, payload_key(A, 1)))) == "ok"
+    assert _code(lambda: s3.put_object(Bucket=bucket, Key=_key(aws, result_key(A, 1, "x")),
+                                       Body=b"r")) == "ok"
+    assert _code(lambda: s3.list_objects_v2(
+        Bucket=bucket, Prefix=_key(aws, f"sessions/{A}/results/"))) == "ok"
+    assert _code(lambda: s3.delete_object(Bucket=bucket,
+                                          Key=_key(aws, result_key(A, 1, "x")))) == "ok"
+    for url in (mine.tasks, mine.results):
+        assert _code(lambda url=url: sqs.send_message(QueueUrl=url, MessageBody="m")) == "ok"
+        assert _code(lambda url=url: sqs.receive_message(QueueUrl=url)) == "ok"
+    # the other session: nothing
+    assert _code(lambda: s3.get_object(Bucket=bucket,
+                                       Key=_key(aws, payload_key(B, 1)))) == "AccessDenied"
+    assert _code(lambda: s3.put_object(Bucket=bucket, Key=_key(aws, payload_key(B, 1)),
+                                       Body=b"forged")) == "AccessDenied"
+    assert _code(lambda: s3.list_objects_v2(
+        Bucket=bucket, Prefix=_key(aws, f"sessions/{B}/"))) == "AccessDenied"
+    assert _code(lambda: s3.list_objects_v2(
+        Bucket=bucket, Prefix=_key(aws, "sessions/"))) == "AccessDenied"
+    for url in (theirs.tasks, theirs.results, theirs.dead):
+        assert _code(lambda url=url: sqs.send_message(QueueUrl=url, MessageBody="forged")) \
+            == "AccessDenied"
+        assert _code(lambda url=url: sqs.receive_message(QueueUrl=url)) == "AccessDenied"
+    assert aws.audit.denied - denied == 10
+    # and B's role is held to B the same way
+    other = _as_role(aws, two_sessions[B]["role"], "s3")
+    assert _code(lambda: other.get_object(Bucket=bucket,
+                                          Key=_key(aws, payload_key(A, 1)))) == "AccessDenied"
+
+
+def test_the_role_carries_the_boundary_and_the_session_tag_and_goes_at_the_end(aws):
+    arn = session_role.create_session_role(A, region=aws.region, bucket=aws.shared.bucket,
+                                           prefix=aws.shared.prefix)
+    iam = client("iam")
+    role = iam.get_role(RoleName=session_role.session_role_name(A))["Role"]
+    assert role["Arn"] == arn
+    assert role["PermissionsBoundary"]["PermissionsBoundaryArn"] == \
+        session_role.boundary_arn(aws.shared.bucket, region=aws.region)
+    tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=role["RoleName"])["Tags"]}
+    assert tags == {"starburst:session": A, "starburst:managed": "true"}
+    assert session_role.create_session_role(A, region=aws.region, bucket=aws.shared.bucket,
+                                            prefix=aws.shared.prefix) == arn  # idempotent
+    assert session_role.delete_session_role(A, region=aws.region) is True
+    assert session_role.delete_session_role(A, region=aws.region) is False  # already gone
+    with pytest.raises(ClientError):
+        iam.get_role(RoleName=session_role.session_role_name(A))
+
+
+def test_a_session_id_that_cannot_name_a_role_is_refused(aws):
+    from starburst.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="64"):
+        session_role.session_role_name("x" * 60)
