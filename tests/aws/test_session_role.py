@@ -129,3 +129,57 @@ def test_a_session_id_that_cannot_name_a_role_is_refused(aws):
 
     with pytest.raises(ConfigurationError, match="64"):
         session_role.session_role_name("x" * 60)
+
+
+def test_a_session_role_gets_the_buckets_kms_key_and_writes_under_sse_kms(aws):
+    key = client("kms").create_key()["KeyMetadata"]["Arn"]
+    client("s3").put_bucket_encryption(Bucket=aws.shared.bucket,
+                                       ServerSideEncryptionConfiguration={"Rules": [{
+                                           "ApplyServerSideEncryptionByDefault": {
+                                               "SSEAlgorithm": "aws:kms",
+                                               "KMSMasterKeyID": key}}]})
+    assert session_role.bucket_kms_key(aws.shared.bucket, region=aws.region) == key
+    arn = session_role.create_session_role(A, region=aws.region, bucket=aws.shared.bucket,
+                                           prefix=aws.shared.prefix)
+    s3 = _as_role(aws, arn, "s3")
+    put = _key(aws, result_key(A, 1, "k"))
+    assert _code(lambda: s3.put_object(Bucket=aws.shared.bucket, Key=put, Body=b"r")) == "ok"
+    assert _code(lambda: s3.get_object(Bucket=aws.shared.bucket, Key=put)) == "ok"
+    without = session_role.create_session_role(B, region=aws.region, bucket=aws.shared.bucket,
+                                               prefix=aws.shared.prefix, discover_kms=False)
+    other = _as_role(aws, without, "s3")
+    assert _code(lambda: other.put_object(Bucket=aws.shared.bucket,
+                                          Key=_key(aws, result_key(B, 1, "k")),
+                                          Body=b"r")) == "AccessDenied"
+
+
+def _no_such_entity() -> ClientError:
+    return ClientError({"Error": {"Code": "NoSuchEntity", "Message": "not yet"}}, "GetRole")
+
+
+def test_the_read_back_retries_no_such_entity_and_gives_up_after_the_wait():
+    from starburst.exceptions import CloudError
+
+    answers = [_no_such_entity(), _no_such_entity(), None]
+    pauses: list[float] = []
+
+    def ask() -> None:
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    session_role._await_iam(ask, what="IAM role r", wait=60, sleep=pauses.append)
+    assert len(pauses) == 2
+    assert pauses[1] > pauses[0]  # backing off
+
+    def never() -> None:
+        raise _no_such_entity()
+
+    with pytest.raises(CloudError, match="IAM still does not know it"):
+        session_role._await_iam(never, what="IAM role r", wait=0.3, sleep=lambda s: None)
+
+    def denied() -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetRole")
+
+    with pytest.raises(ClientError):  # anything else at once
+        session_role._await_iam(denied, what="IAM role r", wait=60, sleep=pauses.append)

@@ -502,7 +502,8 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
                     "s3:AbortMultipartUpload"],
          "Resource": f"arn:{part}:s3:::{bucket}/{key_prefix}*"},
         {"Sid": "Bucket", "Effect": "Allow",
-         "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+         # GetEncryptionConfiguration: a session role is granted the bucket's KMS key.
+         "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetEncryptionConfiguration"],
          "Resource": f"arn:{part}:s3:::{bucket}"},
         {"Sid": "SessionQueues", "Effect": "Allow",
          "Action": ["sqs:CreateQueue", "sqs:DeleteQueue", "sqs:GetQueueUrl",

@@ -38,6 +38,7 @@ retried by botocore (adaptive mode, :mod:`starburst.aws.clients`).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -56,8 +57,10 @@ from .propagation import PROPAGATION_WAIT_S
 if TYPE_CHECKING:
     from mypy_boto3_iam.type_defs import TagTypeDef
 
+log = logging.getLogger("starburst")
+
 __all__ = ["SESSION_POLICY_NAME", "SESSION_ROLE_PREFIX", "SessionRole", "boundary_arn",
-           "boundary_state",
+           "boundary_state", "bucket_kms_key",
            "create_session_role", "delete_session_boundary", "delete_session_role",
            "ensure_session_boundary",
            "session_role_name", "session_roles"]
@@ -153,6 +156,11 @@ def ensure_session_boundary(*, region: str, bucket: str, prefix: str,
                 Description="starburst: the most any session's task role may do",
                 Tags=[{"Key": _MANAGED_TAG, "Value": "true"}])
         except ClientError as exc:
+            if error_code(exc) in ("AccessDenied", "AccessDeniedException"):
+                raise ConfigurationError(
+                    f"the permissions boundary {arn} of starburst's session roles does not "
+                    "exist and this identity may not create it: run `starburst setup "
+                    f"--region {region}` (or ask an administrator to)") from exc
             if error_code(exc) != "EntityAlreadyExists":  # another session made it first
                 raise
     return arn
@@ -172,9 +180,40 @@ def _update_policy(iam: Any, arn: str, default: str, wanted: dict[str, Any]) -> 
                               SetAsDefault=True)
 
 
+def bucket_kms_key(bucket: str, *, region: str) -> str | None:
+    """The ARN of the SSE-KMS key ``bucket`` encrypts with by default (setup
+    ``--kms-key``), or None (SSE-S3, or no default encryption).
+
+    A key named by id or alias cannot be granted (IAM needs the key ARN), nor
+    can one this identity may not read the encryption of: both are logged and
+    count as None, and workers then cannot write the bucket.
+    """
+    s3 = client("s3", region=region)
+    try:
+        rules = s3.get_bucket_encryption(Bucket=bucket)[
+            "ServerSideEncryptionConfiguration"]["Rules"]
+    except ClientError as exc:
+        if error_code(exc) == "ServerSideEncryptionConfigurationNotFoundError":
+            return None
+        log.warning("starburst: could not read the default encryption of s3://%s (%s); "
+                    "session roles get no KMS key: if the bucket uses SSE-KMS, allow "
+                    "s3:GetEncryptionConfiguration on it", bucket, error_code(exc))
+        return None
+    for rule in rules:
+        default = rule.get("ApplyServerSideEncryptionByDefault", {})
+        if default.get("SSEAlgorithm", "").startswith("aws:kms"):
+            key = str(default.get("KMSMasterKeyID") or "")
+            if key.startswith("arn:"):
+                return key
+            log.warning("starburst: s3://%s encrypts with KMS key %r, not named by its ARN; "
+                        "session roles cannot be granted it: rerun `starburst setup "
+                        "--kms-key ...`", bucket, key or "aws/s3")
+    return None
+
+
 def create_session_role(session_id: str, *, region: str, bucket: str, prefix: str,
-                        kms_key: str | None = None, debug: bool = False,
-                        wait: float = PROPAGATION_WAIT_S,
+                        kms_key: str | None = None, discover_kms: bool = True,
+                        debug: bool = False, wait: float = PROPAGATION_WAIT_S,
                         sleep: Callable[[float], None] = time.sleep) -> str:
     """Create the task role of one session and return its ARN, once IAM answers for it.
 
@@ -192,7 +231,9 @@ def create_session_role(session_id: str, *, region: str, bucket: str, prefix: st
         region: the session's region (its queues and the bucket's).
         bucket: the run bucket.
         prefix: the run prefix in it.
-        kms_key: the bucket's SSE-KMS key ARN, if any.
+        kms_key: the bucket's SSE-KMS key ARN; None with ``discover_kms`` reads it
+            from the bucket's default encryption (:func:`bucket_kms_key`).
+        discover_kms: whether to look the key up when ``kms_key`` is None.
         debug: also allow the ECS Exec channels (``debug=True`` sessions).
         wait: seconds to wait for IAM to answer GetRole/GetRolePolicy for the new role.
         sleep: the pause between tries (tests pass a fake).
@@ -205,6 +246,8 @@ def create_session_role(session_id: str, *, region: str, bucket: str, prefix: st
     """
     name = session_role_name(session_id)
     part, account = partition(region), account_id(region)
+    if kms_key is None and discover_kms:
+        kms_key = bucket_kms_key(bucket, region=region)
     boundary = ensure_session_boundary(region=region, bucket=bucket, prefix=prefix,
                                        kms_key=kms_key)
     trust = policies.session_trust_policy(part=part, region=region, account=account)
