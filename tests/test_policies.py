@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from starburst.aws import policies
+from starburst.aws import policies, policy_lint
 
 _ACCOUNT = "123456789012"
 _SSO_ROLE = "AWSReservedSSO_AdministratorAccess_0123456789abcdef"
@@ -56,7 +56,7 @@ def test_the_user_policy_grants_the_quota_history_call_the_quota_check_makes():
                                prefix="starburst", cluster="starburst", repository="starburst",
                                log_group="/starburst")
     # aws/quota.py pages ListRequestedServiceQuotaChangeHistory (not ...ByQuota).
-    assert "servicequotas:ListRequestedServiceQuotaChangeHistory" in policies.actions_of(doc)
+    assert "servicequotas:ListRequestedServiceQuotaChangeHistory" in policy_lint.actions_of(doc)
 
 
 def test_a_kms_key_is_granted_only_through_s3_of_its_region():
@@ -73,7 +73,7 @@ def test_a_kms_key_is_granted_only_through_s3_of_its_region():
         assert grant["Resource"] == key
         assert grant["Condition"] == {
             "StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
-        assert policies.wildcard_writes(doc) == []
+        assert policy_lint.wildcard_writes(doc) == []
     plain = policies.task_policy(part="aws", account=_ACCOUNT, bucket="b", prefix="p",
                                  region="eu-west-1")
     assert not [st for st in plain["Statement"] if "kms:Decrypt" in st["Action"]]
@@ -81,7 +81,7 @@ def test_a_kms_key_is_granted_only_through_s3_of_its_region():
 
 def _statements_granting(doc: dict, action: str) -> list[dict]:
     return [st for st in doc["Statement"] if st["Effect"] == "Allow"
-            and action in policies._listed(st["Action"])]
+            and action in policy_lint._listed(st["Action"])]
 
 
 def test_task_queues_are_those_of_its_region_only():
@@ -113,7 +113,7 @@ def test_gpu_users_stop_only_starburst_jobs():
 def test_gpu_job_roles_are_passed_only_to_batch_or_ecs_tasks():
     [gpu_pass] = [st for st in policies.gpu_statements(part="aws", region="us-east-1",
                                                        account=_ACCOUNT)
-                  if "iam:PassRole" in policies._listed(st["Action"])]
+                  if "iam:PassRole" in policy_lint._listed(st["Action"])]
     role = f"arn:aws:iam::{_ACCOUNT}:role/starburst-task"
     doc = {"Version": "2012-10-17", "Statement": [gpu_pass]}
     for service in ("batch.amazonaws.com", "ecs-tasks.amazonaws.com"):
@@ -157,18 +157,18 @@ def _every_generated_document() -> dict[str, dict]:
 
 def test_no_generated_policy_grants_an_unjustified_wildcard():
     for name, doc in _every_generated_document().items():
-        assert policies.unjustified_wildcards(doc) == [], name
+        assert policy_lint.unjustified_wildcards(doc) == [], name
 
 
 def test_every_justified_wildcard_grant_is_used_and_has_a_reason():
     used = {(st.get("Sid"), action) for doc in _every_generated_document().values()
             for st in doc["Statement"] if st["Effect"] == "Allow"
-            and any(policies.wide_resource(r) for r in policies._listed(st.get("Resource")))
-            for action in policies._listed(st["Action"])}
-    listed = {(sid, action) for sid, (actions, _) in policies.WILDCARD_GRANTS.items()
+            and any(policy_lint.wide_resource(r) for r in policy_lint._listed(st.get("Resource")))
+            for action in policy_lint._listed(st["Action"])}
+    listed = {(sid, action) for sid, (actions, _) in policy_lint.WILDCARD_GRANTS.items()
               for action in actions}
     assert listed <= used  # no stale justification
-    assert all(len(why) > 20 for _, why in policies.WILDCARD_GRANTS.values())
+    assert all(len(why) > 20 for _, why in policy_lint.WILDCARD_GRANTS.values())
 
 
 def test_the_linter_catches_what_is_not_justified():
@@ -185,7 +185,7 @@ def test_the_linter_catches_what_is_not_justified():
         {"Sid": "ok", "Effect": "Allow", "Action": "s3:GetObject",
          "Resource": "arn:aws:s3:::b/p/*"},
         {"Sid": "deny", "Effect": "Deny", "Action": "s3:*", "Resource": "*"}]}
-    problems = policies.unjustified_wildcards(broad)
+    problems = policy_lint.unjustified_wildcards(broad)
     assert [p.split(":", 1)[0] for p in problems] == ["a", "?", "GpuReads", "c", "d", "e"]
 
 

@@ -5,7 +5,7 @@ this lints what lands in IAM and S3: the role policies of a session that
 found no setup, and of `starburst setup` with and without ``--gpu``,
 ``--private`` and ``--kms-key``, plus the bucket policies and the policy
 ``--print-policy`` prints. Any grant on a wildcard resource must be listed,
-with its reason, in ``policies.WILDCARD_GRANTS``.
+with its reason, in ``policy_lint.WILDCARD_GRANTS``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from starburst.aws import policies, provision
+from starburst.aws import policy_lint, provision
 from starburst.aws.clients import client
 from starburst.cli import main
 
@@ -59,12 +59,12 @@ def _written() -> dict[str, object]:
 
 def _lint(found: dict[str, object]) -> dict[str, list[str]]:
     return {name: problems for name, doc in found.items()
-            if (problems := policies.unjustified_wildcards(doc))}  # type: ignore[arg-type]
+            if (problems := policy_lint.unjustified_wildcards(doc))}  # type: ignore[arg-type]
 
 
 def test_what_a_session_without_setup_writes_passes_the_linter(aws):
     # What sessions wrote before: the execution role's inline policy on "*".
-    assert policies.unjustified_wildcards(provision._LEGACY_EXECUTION_POLICY)
+    assert policy_lint.unjustified_wildcards(provision._LEGACY_EXECUTION_POLICY)
     found = _written()  # the emulator provisioned as a session does
     assert any(name.startswith("starburst-execution/") for name in found)
     assert _lint(found) == {}

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from starburst.aws import retention
 from starburst.aws.clients import client
-from starburst.aws.policies import UNSCOPABLE_ACTIONS, user_policy, wildcard_writes
+from starburst.aws.policies import UNSCOPABLE_ACTIONS, user_policy
+from starburst.aws.policy_lint import wildcard_writes
 from starburst.cli import main
 
 
