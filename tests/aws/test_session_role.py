@@ -183,3 +183,87 @@ def test_the_read_back_retries_no_such_entity_and_gives_up_after_the_wait():
 
     with pytest.raises(ClientError):  # anything else at once
         session_role._await_iam(denied, what="IAM role r", wait=60, sleep=pauses.append)
+
+
+def _iam_request(service: str, operation: str, params: dict[str, Any],
+                 boundaries: dict[str, str]) -> tuple[str, str, dict]:
+    """The IAM action, resource and condition keys AWS authorizes a call against."""
+    account = "123456789012"
+    if service == "s3":
+        return f"s3:{operation.replace('BucketEncryption', 'EncryptionConfiguration')}", \
+            f"arn:aws:s3:::{params['Bucket']}", {}
+    context: dict[str, Any] = {}
+    if "PermissionsBoundary" in params:
+        context["iam:PermissionsBoundary"] = params["PermissionsBoundary"]
+    elif operation in ("PutRolePolicy", "DeleteRolePolicy") and boundaries.get(
+            params["RoleName"]):
+        # On a role's policies IAM sets the key to the boundary the role has.
+        context["iam:PermissionsBoundary"] = boundaries[params["RoleName"]]
+    if params.get("Tags"):
+        context["aws:TagKeys"] = [t["Key"] for t in params["Tags"]]
+    if "RoleName" in params:
+        resource = f"arn:aws:iam::{account}:role/{params['RoleName']}"
+    elif "PolicyArn" in params:
+        resource = params["PolicyArn"]
+    elif "PolicyName" in params:  # CreatePolicy
+        resource = f"arn:aws:iam::{account}:policy/{params['PolicyName']}"
+    else:
+        resource = "*"
+    return f"iam:{operation}", resource, context
+
+
+def test_the_user_policy_grants_every_call_a_session_role_makes(aws, monkeypatch):
+    """Every IAM and S3 call of create (the boundary existing, as after setup), read-back,
+    delete and the cleanup listing, as AWS authorizes it, against the user policy."""
+    from starburst.aws import policies
+    from starburst.testing.iam import Request, evaluate
+
+    session_role.ensure_session_boundary(region=aws.region, bucket=aws.shared.bucket,
+                                         prefix=aws.shared.prefix)  # setup's part
+    seen: list[tuple[str, str, dict[str, Any]]] = []
+    boundaries: dict[str, str] = {}  # the boundary each role had when it was called
+    made = session_role.client
+    iam = client("iam")
+
+    def recording(service: str, **kwargs: Any) -> Any:
+        one = made(service, **kwargs)
+
+        def note(params: dict[str, Any], model: Any, **_: Any) -> None:
+            seen.append((service, model.name, dict(params)))
+            name = params.get("RoleName")
+            if name and model.name in ("PutRolePolicy", "DeleteRolePolicy"):
+                role = iam.get_role(RoleName=name)["Role"]
+                boundaries[name] = role.get("PermissionsBoundary", {}).get(
+                    "PermissionsBoundaryArn", "")
+
+        one.meta.events.register("before-parameter-build.*.*", note)
+        return one
+
+    monkeypatch.setattr(session_role, "client", recording)
+    session_role.create_session_role(A, region=aws.region, bucket=aws.shared.bucket,
+                                     prefix=aws.shared.prefix)
+    session_role.session_roles(region=aws.region)
+    session_role.delete_session_role(A, region=aws.region)
+    ops = {op for _, op, _ in seen}
+    assert {"CreateRole", "PutRolePolicy", "GetRole", "GetRolePolicy", "DeleteRole",
+            "DeleteRolePolicy", "ListRoles", "ListRoleTags", "GetPolicy",
+            "GetBucketEncryption"} <= ops
+    policy = policies.user_policy(part="aws", region=aws.region, account="123456789012",
+                                  bucket=aws.shared.bucket, prefix=aws.shared.prefix,
+                                  cluster=aws.shared.cluster, repository="starburst",
+                                  log_group=aws.shared.log_group)
+    user = "arn:aws:iam::123456789012:user/alice"
+    requests = [(op, *_iam_request(service, op, params, boundaries))
+                for service, op, params in seen]
+    # CreateRole with tags is also authorized as iam:TagRole (with aws:TagKeys).
+    requests += [(op, "iam:TagRole", resource, context)
+                 for op, _, resource, context in requests
+                 if op == "CreateRole" and "aws:TagKeys" in context]
+    refused = [(op, action, resource) for op, action, resource, context in requests
+               if not evaluate(Request(action, resource, user, context), [policy]).allowed]
+    assert refused == []
+    # ... and a role without the boundary would be refused its policy and its creation
+    bare = {"iam:PermissionsBoundary": ""}
+    role = f"arn:aws:iam::123456789012:role/{session_role.session_role_name(A)}"
+    for action in ("iam:CreateRole", "iam:PutRolePolicy"):
+        assert not evaluate(Request(action, role, user, bare), [policy]).allowed

@@ -320,10 +320,11 @@ def session_role_statements(*, part: str, account: str, boundary: str) -> list[d
          "Resource": roles,
          "Condition": {"ForAllValues:StringEquals": {
              "aws:TagKeys": ["starburst:session", "starburst:managed"]}}},
-        # Deleting a role (after its inline policy) takes nothing from anyone else.
-        {"Sid": "EndSessionRoles", "Effect": "Allow",
-         "Action": ["iam:DeleteRolePolicy", "iam:DeleteRole", "iam:ListRoleTags",
-                    "iam:ListRolePolicies"], "Resource": roles},
+        # Reading a role back, and deleting it (after its inline policy), takes
+        # nothing from anyone else.
+        {"Sid": "ReadAndEndSessionRoles", "Effect": "Allow",
+         "Action": ["iam:GetRolePolicy", "iam:ListRolePolicies", "iam:ListRoleTags",
+                    "iam:DeleteRolePolicy", "iam:DeleteRole"], "Resource": roles},
         {"Sid": "SessionBoundary", "Effect": "Allow",
          "Action": ["iam:GetPolicy", "iam:GetPolicyVersion"], "Resource": boundary},
         {"Sid": "PassSessionRoles", "Effect": "Allow", "Action": "iam:PassRole",
