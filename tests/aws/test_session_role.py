@@ -267,3 +267,39 @@ def test_the_user_policy_grants_every_call_a_session_role_makes(aws, monkeypatch
     role = f"arn:aws:iam::123456789012:role/{session_role.session_role_name(A)}"
     for action in ("iam:CreateRole", "iam:PutRolePolicy"):
         assert not evaluate(Request(action, role, user, bare), [policy]).allowed
+
+
+def _big(x: int) -> bytes:
+    return bytes(300_000) + bytes([x])  # results too large for a message: stored
+
+
+def test_a_whole_fargate_session_runs_under_its_own_role_and_nothing_is_refused(aws,
+                                                                              monkeypatch):
+    """What the backends will do once wired (taskRoleArn = the session's role), done here
+    through the config's task_role_arn: every request the workers make (payloads,
+    shared objects, results, commits, heartbeat reads, queues) is within the session
+    policy."""
+    import starburst
+    from starburst import executor
+
+    sid = "sb-20261204-130000-cccccc"
+    monkeypatch.setattr(executor, "new_session_id", lambda: sid)
+    arn = session_role.create_session_role(sid, region=aws.region, bucket=aws.shared.bucket,
+                                           prefix=aws.shared.prefix)
+    monkeypatch.setenv("STARBURST_TASK_ROLE_ARN", arn)
+    denied = aws.audit.denied
+    settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=30,
+                                  client_heartbeat=1.0, timeout_grace=1.0)
+    big_argument = bytes(200_000)  # a shared object, stored
+    with starburst.Executor(backend="fargate", workers=2, settings=settings,
+                            progress=False) as ex:
+        assert ex.session_id == sid
+        assert [len(r) for r in ex.map(_big, range(4))] == [300_001] * 4
+        assert ex.submit(len, big_argument).result(timeout=60) == 200_000
+    workers = {c.principal for c in aws.audit.worker_calls()}
+    assert workers == {arn}
+    assert aws.audit.denied == denied, [
+        (c.action, c.resource) for c in aws.audit.worker_calls()
+        if c.decision and not c.decision.allowed]
+    assert any(c.action == "s3:PutObject" and f"/sessions/{sid}/results/" in c.resource
+               for c in aws.audit.worker_calls())
