@@ -303,3 +303,25 @@ def test_a_whole_fargate_session_runs_under_its_own_role_and_nothing_is_refused(
         if c.decision and not c.decision.allowed]
     assert any(c.action == "s3:PutObject" and f"/sessions/{sid}/results/" in c.resource
                for c in aws.audit.worker_calls())
+
+
+def test_session_task_roles_swaps_starbursts_task_role_and_keeps_your_own(aws):
+    from starburst.aws.provision import Roles
+
+    shared = aws.shared.roles
+    swapped = session_role.session_task_roles(shared, A, region=aws.region,
+                                              bucket=aws.shared.bucket,
+                                              prefix=aws.shared.prefix)
+    assert swapped.execution == shared.execution
+    assert swapped.task.endswith(f":role/starburst-session-{A}")
+    debug = session_role.session_task_roles(
+        Roles(shared.execution, shared.task.replace("starburst-task", "starburst-task-debug")),
+        B, region=aws.region, bucket=aws.shared.bucket, prefix=aws.shared.prefix, debug=True)
+    doc = client("iam").get_role_policy(RoleName=session_role.session_role_name(B),
+                                        PolicyName=session_role.SESSION_POLICY_NAME)
+    assert "EcsExecChannels" in {st["Sid"] for st in doc["PolicyDocument"]["Statement"]}
+    assert debug.task.endswith(f":role/starburst-session-{B}")
+    own = Roles(shared.execution, "arn:aws:iam::123456789012:role/my-team-role")
+    assert session_role.session_task_roles(own, A, region=aws.region,
+                                           bucket=aws.shared.bucket,
+                                           prefix=aws.shared.prefix) == own

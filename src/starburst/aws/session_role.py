@@ -53,6 +53,7 @@ from . import policies
 from .clients import account_id, client, partition
 from .errors import error_code, translate_errors
 from .propagation import PROPAGATION_WAIT_S
+from .provision import DEBUG_TASK_ROLE, TASK_ROLE, Roles
 
 if TYPE_CHECKING:
     from mypy_boto3_iam.type_defs import TagTypeDef
@@ -63,7 +64,7 @@ __all__ = ["SESSION_POLICY_NAME", "SESSION_ROLE_PREFIX", "SessionRole", "boundar
            "boundary_state", "bucket_kms_key",
            "create_session_role", "delete_session_boundary", "delete_session_role",
            "ensure_session_boundary",
-           "session_role_name", "session_roles"]
+           "session_role_name", "session_roles", "session_task_roles"]
 
 #: Every session role's name starts so; the user policy grants on ``role/<this>*``.
 SESSION_ROLE_PREFIX = "starburst-session-"
@@ -293,6 +294,23 @@ def _await_iam(ask: Callable[[], object], *, what: str, wait: float,
                                  "page") from exc
         sleep(pause * random.uniform(0.8, 1.0))
         pause = min(_MAX_PAUSE, pause * 2)
+
+
+def session_task_roles(roles: Roles, session_id: str, *, region: str, bucket: str,
+                       prefix: str, debug: bool = False) -> Roles:
+    """``roles`` with the session's own task role in place of starburst's shared one.
+
+    The one call a backend makes at session open (before its task or job
+    definition): starburst's roles (``starburst-task``, or
+    ``starburst-task-debug`` for ``debug``) give way to
+    :func:`create_session_role`'s ARN; a task role of your own
+    (``task_role_arn`` naming another role) is kept, since starburst cannot
+    know what it must allow. The execution role is kept either way.
+    """
+    if roles.task.rsplit("/", 1)[-1] not in (TASK_ROLE, DEBUG_TASK_ROLE):
+        return roles
+    return Roles(roles.execution, create_session_role(
+        session_id, region=region, bucket=bucket, prefix=prefix, debug=debug))
 
 
 def delete_session_role(session_id: str, *, region: str) -> bool:
