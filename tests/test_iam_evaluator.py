@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from starburst.aws import policies
+from starburst.aws import policies, policy_lint
 from starburst.testing.iam import Decision, PolicyError, Request, evaluate, matches
 
 ACCOUNT = "123456789012"
@@ -307,4 +307,4 @@ def test_user_policy_lets_the_quota_count_see_every_cluster() -> None:
     assert evaluate(Request("ecs:ListClusters", "*", user), policy).allowed
     assert evaluate(Request("ecs:DescribeTasks", f"{ecs}:task/other/abc", user), policy).allowed
     assert not evaluate(Request("ecs:StopTask", f"{ecs}:task/other/abc", user), policy).allowed
-    assert policies.wildcard_writes(policy[0]) == []
+    assert policy_lint.wildcard_writes(policy[0]) == []

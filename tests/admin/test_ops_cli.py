@@ -8,7 +8,7 @@ import pytest
 from _support import wait_for
 from click.testing import CliRunner
 
-from starburst.aws import provision
+from starburst.aws import provision, session_role
 from starburst.aws.clients import client
 from starburst.cli import main
 from starburst.session import SessionRecord
@@ -122,6 +122,30 @@ def test_cleanup_of_one_session_and_young_queues(aws):
     assert _tagged_with("young") == []
     code, out = _run("cleanup")
     assert code != 0
+
+
+def _session_roles() -> set[str]:
+    return {r.session for r in session_role.session_roles(region="us-east-1")}
+
+
+def test_cleanup_removes_the_roles_of_ended_and_crashed_sessions_only(aws):
+    def role(sid: str) -> None:
+        session_role.create_session_role(sid, region=aws.region, bucket=aws.shared.bucket,
+                                         prefix=aws.shared.prefix)
+
+    _put_record(aws, "ended1", "ended")
+    _put_record(aws, "live1", "running")
+    for sid in ("ended1", "live1", "crashed1"):  # crashed1: a role, no record, no queues
+        role(sid)
+    code, out = _run("cleanup", "--orphans")  # the default min-age keeps young roles
+    assert _session_roles() >= {"live1", "crashed1"}
+    code, out = _run("cleanup", "--orphans", "--min-age", "0")
+    assert code == 0, out
+    assert "delete IAM role starburst-session-crashed1" in out
+    assert _session_roles() == {"live1"}
+    code, out = _run("cleanup", "live1")
+    assert code == 0, out
+    assert _session_roles() == set()
 
 
 def test_quota_command_honours_the_injected_quota_like_the_executor(aws):

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from starburst.aws import retention
 from starburst.aws.clients import client
-from starburst.aws.policies import UNSCOPABLE_ACTIONS, user_policy, wildcard_writes
+from starburst.aws.policies import UNSCOPABLE_ACTIONS, user_policy
+from starburst.aws.policy_lint import wildcard_writes
 from starburst.cli import main
 
 
@@ -206,6 +207,8 @@ def test_teardown_removes_what_setup_created(config_file):
     assert not client("ecr").describe_repositories().get("repositories")
     roles = {r["RoleName"] for r in client("iam").list_roles()["Roles"]}
     assert not {"starburst-execution", "starburst-task"} & roles
+    assert not [p for p in client("iam").list_policies(Scope="Local")["Policies"]
+                if p["PolicyName"].startswith("starburst-session-boundary-")]
     written = tomllib.loads(config_file.read_text(encoding="utf-8"))
     assert "bucket" not in written
     assert written["image"]
@@ -235,6 +238,42 @@ def test_private_setup_creates_endpoints_once_and_prints_the_costs(config_file, 
     assert ec2.describe_vpc_endpoints()["VpcEndpoints"] == [] or all(
         e.get("State") in ("deleted", "deleting")
         for e in ec2.describe_vpc_endpoints()["VpcEndpoints"])
+
+
+def _egress(group_id: str) -> list[dict]:
+    [group] = client("ec2").describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    return group["IpPermissionsEgress"]
+
+
+def test_private_setup_limits_worker_egress_to_https_to_the_endpoints(config_file, aws):
+    ec2 = client("ec2")
+    code, out = _run("setup", "--yes", "--private")
+    assert code == 0, out
+    written = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    [workers] = written["security_groups"]
+    [endpoints] = ec2.describe_security_groups(Filters=[
+        {"Name": "group-name", "Values": ["starburst-endpoints"]}])["SecurityGroups"]
+    [s3_list] = ec2.describe_prefix_lists(Filters=[
+        {"Name": "prefix-list-name", "Values": [f"com.amazonaws.{aws.region}.s3"]}])[
+        "PrefixLists"]
+    rules = _egress(workers)
+    assert all(r["IpProtocol"] == "tcp" and r["FromPort"] == r["ToPort"] == 443
+               for r in rules), rules
+    assert not [r for r in rules if r.get("IpRanges") or r.get("Ipv6Ranges")], rules
+    assert {p["GroupId"] for r in rules for p in r.get("UserIdGroupPairs", [])} == {
+        endpoints["GroupId"]}
+    assert {p["PrefixListId"] for r in rules for p in r.get("PrefixListIds", [])} == {
+        s3_list["PrefixListId"]}
+    assert "egress" in out
+    again = _setup_json_private()
+    assert again["changes"] == []  # converged: the rules are not rewritten
+
+
+def test_setup_without_private_keeps_allow_all_egress(config_file, aws):
+    code, out = _run("setup", "--yes")
+    assert code == 0, out
+    [workers] = tomllib.loads(config_file.read_text(encoding="utf-8"))["security_groups"]
+    assert [r["IpRanges"] for r in _egress(workers)] == [[{"CidrIp": "0.0.0.0/0"}]]
 
 
 def _setup_json_private() -> dict:

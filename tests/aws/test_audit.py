@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from click.testing import CliRunner
 
 import starburst
-from starburst.aws import policies, provision
+from starburst.aws import policies, provision, session_role
 from starburst.aws.clients import client
 from starburst.aws.config import load_config
 from starburst.cli import main
@@ -41,14 +41,18 @@ def _try(fn: Any) -> str:
 
 
 def _worker_probe(bucket: str, prefix: str) -> dict[str, str]:
-    """Runs in a worker, with the task role's credentials: what may it touch?"""
+    """Runs in a worker, with its session role's credentials: what may it touch?"""
+    import os
+
     s3 = boto3.client("s3")
     sqs = boto3.client("sqs")
     kms = boto3.client("kms")
-    mine = f"{prefix}/sessions/probe/x"
+    mine = f"{prefix}/sessions/{os.environ['STARBURST_SESSION']}/x"
     return {
         "put-own-prefix": _try(lambda: s3.put_object(Bucket=bucket, Key=mine, Body=b"x")),
         "get-own-prefix": _try(lambda: s3.get_object(Bucket=bucket, Key=mine)),
+        "put-other-session": _try(lambda: s3.put_object(
+            Bucket=bucket, Key=f"{prefix}/sessions/sb-another/x", Body=b"x")),
         "put-elsewhere": _try(lambda: s3.put_object(Bucket=bucket, Key="elsewhere/x",
                                                     Body=b"x")),
         "list-elsewhere": _try(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="elsewhere/")),
@@ -67,14 +71,16 @@ def test_a_worker_is_held_to_its_task_role(aws: EmulatedAws) -> None:
                             progress=False) as ex:
         seen = ex.submit(_worker_probe, bucket, prefix).result(timeout=60)
     assert seen == {"put-own-prefix": "ok", "get-own-prefix": "ok",
-                    "put-elsewhere": "AccessDenied", "list-elsewhere": "AccessDenied",
+                    "put-other-session": "AccessDenied", "put-elsewhere": "AccessDenied",
+                    "list-elsewhere": "AccessDenied",
                     "delete-many-elsewhere": "AccessDenied", "create-queue": "AccessDenied",
                     "kms-direct": "AccessDeniedException"}
-    assert aws.audit.denied - denied >= 5
+    assert aws.audit.denied - denied >= 6
     refused = [c for c in aws.audit.worker_calls() if c.decision and not c.decision.allowed]
     assert {c.action for c in refused} >= {"s3:PutObject", "s3:ListBucket", "s3:DeleteObject",
                                            "sqs:CreateQueue", "kms:GenerateDataKey"}
-    assert all(c.principal == aws.shared.roles.task for c in refused)
+    own = f"arn:aws:iam::{ACCOUNT}:role/{session_role.session_role_name(ex.session_id)}"
+    assert {c.principal for c in refused} == {own}
 
 
 def _as_task_role(aws: EmulatedAws) -> Any:
@@ -140,7 +146,8 @@ def test_sessions_run_under_the_bucket_policy_setup_writes(aws: EmulatedAws) -> 
     """moto's own check ignores conditions, so setup's TLS-only Deny denied every write;
     the audit evaluates them: the writers (workers, the user) write, nobody else."""
     caller = client("sts").get_caller_identity()["Arn"]
-    writers = [aws.shared.roles.task, *policies.principal_arn(caller)]
+    writers = [aws.shared.roles.task, policies.session_roles_writer(part="aws", account=ACCOUNT),
+               *policies.principal_arn(caller)]
     client("s3").put_bucket_policy(Bucket=aws.shared.bucket, Policy=json.dumps(
         policies.bucket_policy(aws.shared.bucket, aws.shared.prefix, part="aws",
                                writers=writers)))
@@ -192,6 +199,9 @@ def after_setup(aws: EmulatedAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                       + f'execution_role_arn = "{aws.shared.roles.execution}"\n'
                       + f'task_role_arn = "{aws.shared.roles.task}"\n', encoding="utf-8")
     monkeypatch.setenv("STARBURST_CONFIG", str(config))
+    # Setup also writes the session roles' permissions boundary.
+    session_role.ensure_session_boundary(region=aws.region, bucket=aws.shared.bucket,
+                                         prefix=aws.shared.prefix, update=True)
     return config
 
 
@@ -224,7 +234,8 @@ def test_every_action_of_a_user_flow_is_in_the_user_policy(aws: EmulatedAws,
     actions = {c.action for c in calls}
     assert {"ecs:RunTask", "sqs:CreateQueue", "s3:PutObject", "logs:GetLogEvents",
             "ecs:DescribeTasks"} <= actions  # the flow really ran through all of it
-    assert _not_allowed(calls, policy) == []
+    missing = _not_allowed(calls, policy)
+    assert missing == [], missing
     # The check can fail: without one action the code calls, it names that action.
     for action in ("sqs:CreateQueue", "logs:GetLogEvents", "ecs:StopTask", "ecs:ListClusters"):
         narrower = copy.deepcopy(policy)

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 import starburst
 from starburst.aws.clients import client
-from starburst.aws.policies import wildcard_writes
+from starburst.aws.policy_lint import wildcard_writes
 from starburst.backends import get_backend_class
 from starburst.backends.batch import BatchBackend, job_exit
 from starburst.backends.fargate import FargateBackend

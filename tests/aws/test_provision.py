@@ -56,6 +56,37 @@ def test_bucket_is_private_and_expires_old_records(aws):
     assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
 
 
+def test_a_bucket_a_session_created_has_setups_tls_policy_and_encryption(aws):
+    # aws.shared.bucket was created by provisioning, as a session does when
+    # `starburst setup` was not run.
+    s3 = client("s3")
+    policy = json.loads(s3.get_bucket_policy(Bucket=aws.shared.bucket)["Policy"])
+    [tls] = [st for st in policy["Statement"] if st["Sid"] == "DenyInsecureTransport"]
+    assert tls["Effect"] == "Deny"
+    assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert f"arn:aws:s3:::{aws.shared.bucket}/*" in tls["Resource"]
+    rules = s3.get_bucket_encryption(Bucket=aws.shared.bucket)[
+        "ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
+
+def test_creating_a_bucket_says_once_that_setup_was_not_run(aws, caplog):
+    provision._SETUP_NOTE_SAID = False
+    with caplog.at_level("WARNING", logger="starburst"):
+        provision.ensure_bucket("starburst-unsetup-one", region=aws.region, prefix="p")
+        provision.ensure_bucket("starburst-unsetup-two", region=aws.region, prefix="p")
+    said = [r.getMessage() for r in caplog.records if "starburst setup" in r.getMessage()]
+    assert len(said) == 1
+    assert "starburst-unsetup-one" in said[0]
+
+
+def test_setup_creating_a_bucket_does_not_say_setup_was_not_run(aws, caplog):
+    provision._SETUP_NOTE_SAID = False
+    with caplog.at_level("WARNING", logger="starburst"):
+        provision.ensure_bucket("starburst-by-setup", region=aws.region, by_setup=True)
+    assert not [r for r in caplog.records if "starburst setup" in r.getMessage()]
+
+
 def test_task_role_may_only_touch_its_prefix_and_starburst_queues(aws):
     iam = client("iam")
     name = f"starburst-data-{aws.shared.bucket}"
@@ -63,8 +94,23 @@ def test_task_role_may_only_touch_its_prefix_and_starburst_queues(aws):
     document = policy if isinstance(policy, dict) else json.loads(policy)
     resources = [s["Resource"] for s in document["Statement"]]
     assert f"arn:aws:s3:::{aws.shared.bucket}/starburst/*" in resources
-    assert "arn:aws:sqs:*:123456789012:starburst-*" in resources
+    assert "arn:aws:sqs:us-east-1:123456789012:starburst-*" in resources
     assert "*" not in resources
+
+
+def test_the_old_broad_execution_policy_gives_way_to_a_regional_one(aws):
+    iam = client("iam")
+    iam.put_role_policy(RoleName=provision.EXECUTION_ROLE, PolicyName="starburst-execution",
+                        PolicyDocument=json.dumps(provision._LEGACY_EXECUTION_POLICY))
+    provision.ensure_roles(region=aws.region, bucket=aws.shared.bucket,
+                           prefix=aws.shared.prefix, log_group=aws.shared.log_group)
+    names = iam.list_role_policies(RoleName=provision.EXECUTION_ROLE)["PolicyNames"]
+    assert names == [f"starburst-execution-{aws.region}"]
+    doc = iam.get_role_policy(RoleName=provision.EXECUTION_ROLE,
+                              PolicyName=names[0])["PolicyDocument"]
+    doc = doc if isinstance(doc, dict) else json.loads(doc)
+    logs = [st for st in doc["Statement"] if st["Sid"] == "WriteWorkerLogs"]
+    assert logs[0]["Resource"].endswith(f":log-group:{aws.shared.log_group}:*")
 
 
 def test_configured_roles_and_network_are_used_as_given(aws):

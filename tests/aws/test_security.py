@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from moto.sqs.models import Queue
 
 import starburst
-from starburst.aws import provision, session_key
+from starburst.aws import policies, provision, session_key
 from starburst.aws.clients import client
 
 #: Distinctive client credentials (moto accepts any): a leak of either is
@@ -232,10 +232,14 @@ def test_workers_that_cannot_get_the_session_key_break_the_run_with_the_cause(
     # older starburst, say): every task fails to start (ECS: TaskFailedToStart,
     # exit code None). Before, such exits did not count as futile and the client
     # relaunched workers forever; now the run breaks and says why.
-    policy = json.loads(provision._EXECUTION_POLICY)
-    policy["Statement"] = [s for s in policy["Statement"]
-                           if s.get("Sid") != "InjectSessionKeys"]
-    monkeypatch.setattr(provision, "_EXECUTION_POLICY", json.dumps(policy))
+    default = policies.default_execution_policy
+
+    def without_keys(**kw: Any) -> dict[str, Any]:
+        doc = default(**kw)
+        doc["Statement"] = [s for s in doc["Statement"] if s.get("Sid") != "InjectSessionKeys"]
+        return doc
+
+    monkeypatch.setattr(policies, "default_execution_policy", without_keys)
     settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=30,
                                   client_heartbeat=1.0)
     with pytest.raises(starburst.ExecutorBroken, match="unable to pull secrets"), \

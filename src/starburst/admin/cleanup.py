@@ -1,13 +1,14 @@
-"""Clean up a session's leftovers: its workers (ECS tasks, AWS Batch jobs), queues and
-run data."""
+"""Clean up a session's leftovers: its workers (ECS tasks, AWS Batch jobs), queues, run
+data and its own task role (``starburst-session-<id>``)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from ..aws import inventory
+from ..aws import inventory, session_role
 from ..aws.clients import client
 from ..aws.errors import error_code, translate_errors
 from ..transport.aws import delete_session_queues
@@ -26,14 +27,18 @@ def _job_label(job: JobDetailTypeDef) -> str:
 
 def clean_session(place: inventory.Place, session: str, *, dry_run: bool = False,
                   tasks: list[str] | None = None,
-                  jobs: list[JobDetailTypeDef] | None = None) -> list[str]:
-    """Stop the session's running workers, delete its queues and run data; say what went.
+                  jobs: list[JobDetailTypeDef] | None = None,
+                  role: bool | None = None) -> list[str]:
+    """Stop the session's running workers, delete its queues, run data and role; say what
+    went.
 
     Workers are the session's ECS tasks not yet stopped (``tasks``: their
     ARNs, else looked up) and its GPU workers' AWS Batch jobs that may still
     start or run (``jobs``: their DescribeJobs entries, else looked up).
     TerminateJob cancels a queued job and stops a running one, so no GPU
-    instance is kept busy (and billing) by a session that has ended.
+    instance is kept busy (and billing) by a session that has ended. Its
+    task role goes last, after its workers (``role``: whether it exists,
+    else looked up).
     """
     done: list[str] = []
     if tasks is None:
@@ -73,6 +78,13 @@ def clean_session(place: inventory.Place, session: str, *, dry_run: bool = False
     if objects:
         done.append(f"delete {objects} object(s) of session {session} from "
                     f"s3://{place.bucket}/{place.key(session_prefix(session))}")
+    if role is None:
+        role = any(r.session == session for r in session_role.session_roles(region=place.region))
+    if role:
+        done.append(f"delete IAM role {session_role.session_role_name(session)} "
+                    f"(session {session})")
+        if not dry_run:
+            session_role.delete_session_role(session, region=place.region)
     return done
 
 
@@ -84,16 +96,27 @@ def clean_orphans(place: inventory.Place, *, min_age: float = 600.0,
     gpu_jobs = inventory.tagged_jobs(place)
     queued = inventory.queue_sessions(place)
     stored = ops.run_data_sessions(place)
+    roles = {r.session: r for r in session_role.session_roles(region=place.region)}
+    now = datetime.now(UTC)
     done: list[str] = []
-    for session in sorted(set(tagged) | set(gpu_jobs) | set(queued) | stored):
+    for session in sorted(set(tagged) | set(gpu_jobs) | set(queued) | stored | set(roles)):
         record = ops.read_record(place, session)
         if not ops.session_gone(record):
             continue
         if record is None and not tagged.get(session) and not gpu_jobs.get(session) and \
-                session in queued and all(inventory.queue_age(place, url) < min_age
-                                          for url in queued[session]):
-            continue  # a session that is starting: queues come before its record
+                all(inventory.queue_age(place, url) < min_age
+                    for url in queued.get(session, [])) and \
+                (session in queued or session in roles) and \
+                (session not in roles or _age(roles[session].created, now) < min_age):
+            continue  # a session that is starting: queues and role come before its record
         running = [t["taskArn"] for t in tagged.get(session, []) if inventory.task_active(t)]
         active = [j for j in gpu_jobs.get(session, []) if inventory.job_active(j)]
-        done.extend(clean_session(place, session, dry_run=dry_run, tasks=running, jobs=active))
+        done.extend(clean_session(place, session, dry_run=dry_run, tasks=running, jobs=active,
+                                  role=session in roles))
     return done
+
+
+def _age(created: datetime, now: datetime) -> float:
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return (now - created).total_seconds()

@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..aws import policies, provision
+from ..aws import policies, policy_lint, provision
 from ..aws.clients import client, resolve_region
 from ..aws.config import AwsConfig, config_path, load_config
 from ..aws.errors import explain
@@ -112,9 +112,9 @@ def _roles(region: str, config: AwsConfig) -> str:
         for pname in iam.list_role_policies(RoleName=role)["PolicyNames"]:
             doc: Any = iam.get_role_policy(RoleName=role, PolicyName=pname)["PolicyDocument"]
             doc = doc if isinstance(doc, dict) else json.loads(doc)
-            problems = policies.wildcard_writes(doc)
+            problems = policy_lint.wildcard_writes(doc)
             if role != provision.DEBUG_TASK_ROLE and set(policies.ECS_EXEC_ACTIONS) & set(
-                    policies.actions_of(doc)):
+                    policy_lint.actions_of(doc)):
                 problems.append(f"it grants ECS Exec's ssmmessages actions, which belong to "
                                 f"{provision.DEBUG_TASK_ROLE} (debug sessions) only")
             if problems:

@@ -96,8 +96,11 @@ def setup_endpoints(plan: SetupPlan, subnets: list[str], workers_group: str) -> 
     missing = {svc: kind for svc, kind in SERVICES.items()
                if f"com.amazonaws.{plan.region}.{svc}" not in existing}
     if not missing:
+        _restrict_egress(plan, ec2, vpc, workers_group, _find_endpoint_group(ec2, vpc),
+                         skipped=[])
         return
     group = _endpoint_group(plan, ec2, vpc, workers_group)
+    skipped: list[str] = []
     tables = [t["RouteTableId"] for t in ec2.describe_route_tables(Filters=[
         {"Name": "vpc-id", "Values": [vpc]}])["RouteTables"]]
     tags: list[Any] = [{"ResourceType": "vpc-endpoint",
@@ -111,6 +114,7 @@ def setup_endpoints(plan: SetupPlan, subnets: list[str], workers_group: str) -> 
             zones = _service_zones(ec2, name)
             usable = [s for s in subnets if zones is None or zone_of.get(s) in zones]
             if not usable:
+                skipped.append(svc)
                 plan.changes.append(
                     f"skip the {svc} interface endpoint: {name} has no endpoint in the "
                     f"workers' AZs ({', '.join(sorted(set(zone_of.values())))}); add a subnet "
@@ -129,6 +133,85 @@ def setup_endpoints(plan: SetupPlan, subnets: list[str], workers_group: str) -> 
                             VpcId=vpc, ServiceName=name, VpcEndpointType="Interface",
                             SubnetIds=usable, SecurityGroupIds=[group] if group else [],
                             PrivateDnsEnabled=True, TagSpecifications=tags))
+    _restrict_egress(plan, ec2, vpc, workers_group, group, skipped=skipped)
+
+
+def _find_endpoint_group(ec2: Any, vpc: str) -> str | None:
+    found = ec2.describe_security_groups(Filters=[
+        {"Name": "group-name", "Values": [ENDPOINT_SECURITY_GROUP]},
+        {"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]
+    return str(found[0]["GroupId"]) if found else None
+
+
+def _rule_key(rule: Any) -> tuple[Any, ...]:
+    return (rule.get("IpProtocol"), rule.get("FromPort"), rule.get("ToPort"),
+            tuple(sorted(p["GroupId"] for p in rule.get("UserIdGroupPairs", []))),
+            tuple(sorted(p["PrefixListId"] for p in rule.get("PrefixListIds", []))),
+            tuple(sorted(r["CidrIp"] for r in rule.get("IpRanges", []))),
+            tuple(sorted(r["CidrIpv6"] for r in rule.get("Ipv6Ranges", []))))
+
+
+def _restrict_egress(plan: SetupPlan, ec2: Any, vpc: str, workers_group: str,
+                     endpoint_group: str | None, *, skipped: list[str]) -> None:
+    """Workers' egress: HTTPS to the interface endpoints' group and to S3's prefix list.
+
+    With every endpoint in place, that is all a worker without a public IP
+    can reach anyway; the rule makes it so for a NAT gateway too. DNS (the
+    VPC resolver) and the task's credentials and metadata endpoint are
+    link-local services that security groups do not filter. Left as it is:
+    a group that is not starburst's own (``security_groups`` in the config),
+    and any group while an endpoint is missing (a service skipped for its AZs
+    must be reached some other way, through a NAT gateway).
+    """
+    [group] = ec2.describe_security_groups(GroupIds=[workers_group])["SecurityGroups"]
+    if group.get("GroupName") != provision.SECURITY_GROUP:
+        if _allows_all(group):
+            plan.changes.append(f"keep the egress rules of {workers_group} (your security "
+                                "group, not starburst's)")
+        return
+    if skipped or endpoint_group is None:
+        if _allows_all(group):
+            plan.changes.append(
+                f"keep allow-all egress on {workers_group}: "
+                + (f"no endpoint for {', '.join(skipped)}" if skipped else
+                   f"no {ENDPOINT_SECURITY_GROUP} group"))
+        return
+    lists = ec2.describe_prefix_lists(Filters=[{
+        "Name": "prefix-list-name", "Values": [f"com.amazonaws.{plan.region}.s3"]}])
+    s3_lists = [{"PrefixListId": str(p["PrefixListId"])} for p in lists["PrefixLists"]]
+    wanted: list[Any] = [
+        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
+         "UserIdGroupPairs": [{"GroupId": endpoint_group}]},
+        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "PrefixListIds": s3_lists}]
+    have = list(group.get("IpPermissionsEgress") or [])
+    flat = sorted(_rule_key(r) for r in _split(have))
+    if flat == sorted(_rule_key(r) for r in _split(wanted)):
+        return
+
+    def apply() -> None:
+        if have:
+            ec2.revoke_security_group_egress(GroupId=workers_group, IpPermissions=have)
+        ec2.authorize_security_group_egress(GroupId=workers_group, IpPermissions=wanted)
+
+    plan.change(f"limit the egress of {workers_group} to HTTPS to the VPC endpoints "
+                f"({endpoint_group} and the S3 prefix list)", apply)
+
+
+def _split(rules: list[Any]) -> list[Any]:
+    """One rule per target, as EC2 may group or split them."""
+    out: list[Any] = []
+    for rule in rules:
+        base = {k: rule.get(k) for k in ("IpProtocol", "FromPort", "ToPort")}
+        for kind in ("UserIdGroupPairs", "PrefixListIds", "IpRanges", "Ipv6Ranges"):
+            for target in rule.get(kind) or []:
+                out.append({**base, kind: [target]})
+    return out
+
+
+def _allows_all(group: Any) -> bool:
+    return any(r.get("IpProtocol") == "-1" and any(
+        c.get("CidrIp") == "0.0.0.0/0" for c in r.get("IpRanges", []))
+        for r in group.get("IpPermissionsEgress") or [])
 
 
 def _service_zones(ec2: Any, name: str) -> set[str] | None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from ..aws import batch, policies, provision, retention
+from ..aws import batch, policies, provision, retention, session_role
 from ..aws.clients import client, partition
 from ..aws.config import FIELDS, config_path, load_config
 from ..aws.errors import error_code, translate_errors
@@ -107,7 +107,8 @@ def _harden_bucket(plan: SetupPlan, bucket: str, *, rules: list[dict[str, Any]],
     s3 = client("s3", region=plan.region)
     if not _bucket_exists(bucket, plan.region):
         plan.change(f"create S3 bucket {bucket}",
-                    lambda: provision.ensure_bucket(bucket, region=plan.region))
+                    lambda: provision.ensure_bucket(bucket, region=plan.region,
+                                                         by_setup=True))
         if plan.dry_run:
             plan.changes.append(f"harden S3 bucket {bucket}")
             return
@@ -238,6 +239,19 @@ def _setup_role(plan: SetupPlan, name: str, policy_name: str, policy: dict[str, 
                         lambda att=att: iam.detach_role_policy(  # type: ignore[misc]
                             RoleName=name, PolicyArn=att["PolicyArn"]))
     return arn
+
+
+def _setup_session_boundary(plan: SetupPlan) -> None:
+    """The permissions boundary every session's own task role is created with
+    (:mod:`starburst.aws.session_role`): what the user policy requires of them."""
+    kwargs: dict[str, Any] = {"region": plan.region, "bucket": plan.bucket,
+                              "prefix": plan.prefix, "kms_key": plan.kms_key}
+    state = session_role.boundary_state(**kwargs)
+    if state != "current":
+        verb = "create" if state == "missing" else "update"
+        plan.change(f"{verb} the permissions boundary {policies.session_boundary_name(plan.bucket)}"
+                    " of the session roles (no session role may do more than a worker)",
+                    lambda: session_role.ensure_session_boundary(**kwargs, update=True))
 
 
 def _setup_network(plan: SetupPlan, subnets: tuple[str, ...],
@@ -426,7 +440,10 @@ def run_setup(plan: SetupPlan) -> SetupPlan:
                                                        bucket=plan.bucket, prefix=plan.prefix,
                                                        kms_key=plan.kms_key,
                                                        region=plan.region))
-        _setup_buckets(plan, [task, debug, *policies.principal_arn(plan.caller)])
+        _setup_session_boundary(plan)
+        _setup_buckets(plan, [task, debug,
+                              policies.session_roles_writer(part=part, account=plan.account),
+                              *policies.principal_arn(plan.caller)])
         _setup_repository(plan)
         _setup_cluster_and_logs(plan)
         network = _setup_network(plan, config.subnets, config.security_groups)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from ..aws import batch, provision
+from ..aws import batch, provision, session_role
 from ..aws.clients import client
 from ..aws.errors import error_code, translate_errors
 from ..exceptions import CloudError
@@ -132,6 +132,16 @@ def run_teardown(plan: SetupPlan) -> SetupPlan:
                     iam.detach_role_policy(RoleName=role, PolicyArn=att["PolicyArn"])
                 iam.delete_role(RoleName=role)
             plan.change(f"delete IAM role {role}", drop)
+        for left in session_role.session_roles(region=region):
+            plan.change(f"delete IAM role {left.name} (left by session {left.session})",
+                        lambda left=left: session_role.delete_session_role(  # type: ignore[misc]
+                            left.session, region=region))
+        boundary = session_role.boundary_arn(plan.bucket, region=region)
+        if session_role.boundary_state(region=region, bucket=plan.bucket,
+                                       prefix=plan.prefix) != "missing":
+            plan.change(f"delete the permissions boundary {boundary} of the session roles",
+                        lambda: session_role.delete_session_boundary(plan.bucket,
+                                                                     region=region))
         ec2 = client("ec2", region=region)
         endpoints = [e["VpcEndpointId"] for e in ec2.describe_vpc_endpoints(Filters=[
             {"Name": f"tag:{provision.MANAGED_TAG}", "Values": ["true"]}])["VpcEndpoints"]]

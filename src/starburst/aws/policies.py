@@ -1,22 +1,26 @@
-"""The IAM and bucket policies `starburst setup` writes, and a check that they stay narrow.
+"""The IAM and bucket policies starburst writes (setup, sessions, session roles).
 
 Every statement names the resources it may touch. The few actions AWS
 cannot scope to a resource (``Resource: "*"`` is the only value IAM
 accepts for them) are listed in :data:`UNSCOPABLE_ACTIONS` with the
-reason; :func:`wildcard_writes` finds any other write action granted on
-``*`` so a test (and ``starburst doctor``) can hold the line.
+reason; :mod:`starburst.aws.policy_lint` checks that every grant on a
+wildcard resource is justified, so a test (and ``starburst doctor``) can
+hold the line.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from ..wire.keys import session_prefix
+
 __all__ = [
-    "ECS_EXEC_ACTIONS", "READ_PREFIXES", "UNSCOPABLE_ACTIONS", "actions_of", "bucket_policy",
-    "data_key_statement", "debug_task_policy", "execution_policy", "gpu_statements",
-    "instance_policy",
-    "log_bucket_policy", "principal_arn", "task_policy", "user_policy", "wildcard_writes",
+    "ECS_EXEC_ACTIONS", "GPU_PASSED_TO", "SESSION_QUEUE_SUFFIXES", "UNSCOPABLE_ACTIONS",
+    "bucket_policy", "data_key_statement", "debug_task_policy", "default_execution_policy",
+    "execution_policy", "gpu_statements", "instance_policy", "log_bucket_policy", "principal_arn",
+    "session_boundary_name", "session_boundary_policy", "session_policy",
+    "session_role_statements", "session_roles_writer", "session_trust_policy", "task_policy",
+    "tls_only_bucket_policy", "user_policy",
 ]
 
 #: What ECS Exec needs from the task role: the SSM agent in the task opens its
@@ -41,10 +45,6 @@ UNSCOPABLE_ACTIONS: dict[str, str] = {
                                                  "(`starburst quota --request` only)",
     **dict.fromkeys(ECS_EXEC_ACTIONS, _ECS_EXEC_WHY),
 }
-#: Verbs that only read; anything else counts as a write for the check.
-READ_PREFIXES = ("Get", "List", "Describe", "Head", "Filter", "BatchGet", "Lookup")
-
-
 def principal_arn(caller_arn: str) -> list[str]:
     """The ``aws:PrincipalArn`` patterns a bucket policy matches for ``caller_arn``.
 
@@ -86,14 +86,29 @@ def _key_prefix(prefix: str) -> str:
     return f"{prefix.strip('/')}/" if prefix.strip("/") else ""
 
 
+def _deny_insecure_transport(arn: str) -> dict[str, Any]:
+    return {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": "*"},
+            "Action": "s3:*", "Resource": [arn, f"{arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+
+
+def tls_only_bucket_policy(bucket: str, *, part: str) -> dict[str, Any]:
+    """TLS only: the bucket policy of a bucket a session creates (setup not run).
+
+    The writers-only rule of :func:`bucket_policy` is left out on purpose: it
+    names every identity that may write the run prefix (the task roles of the
+    config, each identity that ran setup), which a session cannot know; a
+    wrong list would silently deny a teammate's sessions or a configured
+    ``task_role_arn``. `starburst setup` adds it.
+    """
+    return _doc(_deny_insecure_transport(f"arn:{part}:s3:::{bucket}"))
+
+
 def bucket_policy(bucket: str, prefix: str, *, part: str, writers: list[str]) -> dict[str, Any]:
     """TLS only; under the run prefix, writes only from ``writers`` (principal ARNs)."""
     arn = f"arn:{part}:s3:::{bucket}"
     return _doc(
-        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": "*"},
-         "Action": "s3:*",
-         "Resource": [arn, f"{arn}/*"],
-         "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+        _deny_insecure_transport(arn),
         {"Sid": "RunPrefixWritersOnly", "Effect": "Deny", "Principal": {"AWS": "*"},
          "Action": ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
          "Resource": f"{arn}/{_key_prefix(prefix)}*",
@@ -105,10 +120,7 @@ def log_bucket_policy(log_bucket: str, source_bucket: str, *, part: str,
     """Lets S3 server access logging of ``source_bucket`` deliver into ``log_bucket``."""
     arn = f"arn:{part}:s3:::{log_bucket}"
     return _doc(
-        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": "*"},
-         "Action": "s3:*",
-         "Resource": [arn, f"{arn}/*"],
-         "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+        _deny_insecure_transport(arn),
         {"Sid": "S3ServerAccessLogs", "Effect": "Allow",
          "Principal": {"Service": "logging.s3.amazonaws.com"}, "Action": "s3:PutObject",
          "Resource": f"{arn}/access/{source_bucket}/*",
@@ -135,6 +147,25 @@ def session_key_statement(*, part: str, region: str, account: str,
     """Secrets Manager ``actions`` on the session key secrets (``starburst/*``) only."""
     return {"Sid": sid, "Effect": "Allow", "Action": list(actions),
             "Resource": f"arn:{part}:secretsmanager:{region}:{account}:secret:starburst/*"}
+
+
+def default_execution_policy(*, part: str, region: str, account: str,
+                             log_group: str) -> dict[str, Any]:
+    """The execution role a session creates when `starburst setup` was not run: pull
+    from any ECR repository of the account in ``region`` (the configured image may be
+    in any), write the session's log group, inject session keys. Setup narrows pulls
+    to its repository."""
+    return _doc(
+        {"Sid": "RegistryLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken",
+         "Resource": "*"},
+        {"Sid": "PullAccountImages", "Effect": "Allow",
+         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchGetImage"],
+         "Resource": f"arn:{part}:ecr:{region}:{account}:repository/*"},
+        {"Sid": "WriteWorkerLogs", "Effect": "Allow",
+         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": f"arn:{part}:logs:{region}:{account}:log-group:{log_group}:*"},
+        session_key_statement(part=part, region=region, account=account))
 
 
 def _pull_and_log(*, part: str, region: str, account: str, repository: str,
@@ -177,10 +208,11 @@ def instance_policy(*, part: str, region: str, account: str, repository: str,
                        log_group=log_group))
 
 
-def task_policy(*, part: str, account: str, bucket: str, prefix: str,
-                kms_key: str | None = None, region: str | None = None) -> dict[str, Any]:
-    """What worker code runs as: this bucket's prefix and this account's starburst queues;
-    with ``kms_key`` (the bucket's SSE-KMS key ARN, in ``region``), that key through S3."""
+def task_policy(*, part: str, account: str, bucket: str, prefix: str, region: str,
+                kms_key: str | None = None) -> dict[str, Any]:
+    """What worker code runs as: this bucket's prefix and this account's starburst queues
+    in ``region`` (the bucket's: the role is global, so each bucket's inline policy names
+    its own region); with ``kms_key`` (the bucket's SSE-KMS key ARN), that key through S3."""
     key_prefix = _key_prefix(prefix)
     doc = _doc(
         {"Sid": "RunData", "Effect": "Allow",
@@ -193,9 +225,125 @@ def task_policy(*, part: str, account: str, bucket: str, prefix: str,
         {"Sid": "SessionQueues", "Effect": "Allow",
          "Action": ["sqs:ReceiveMessage", "sqs:SendMessage", "sqs:DeleteMessage",
                     "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
-         "Resource": f"arn:{part}:sqs:*:{account}:starburst-*"})
+         "Resource": f"arn:{part}:sqs:{region}:{account}:starburst-*"})
     _add_data_key(doc, kms_key, region)
     return doc
+
+
+#: The queues of a session, by the suffix :func:`starburst.transport.aws.queue_names`
+#: gives each (``starburst-<session>-<suffix>``; a test holds the two together):
+#: named one by one, since ``starburst-<session>-*`` would also match the queues
+#: of a session whose id starts with ``<session>-``.
+SESSION_QUEUE_SUFFIXES = ("tasks", "results", "dead")
+#: What a worker does with its queues: lease, renew, acknowledge, send notices.
+_WORKER_QUEUE_ACTIONS = ["sqs:ReceiveMessage", "sqs:SendMessage", "sqs:DeleteMessage",
+                         "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]
+#: What a worker does with the store: read payloads, shared objects, the code
+#: archive, cancellations, the client's heartbeat and handed-back outcomes;
+#: write results, commits and handed-back outcomes; delete a losing result.
+_WORKER_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                          "s3:AbortMultipartUpload"]
+
+
+def session_policy(*, part: str, region: str, account: str, bucket: str, prefix: str,
+                   session: str, kms_key: str | None = None,
+                   debug: bool = False) -> dict[str, Any]:
+    """The inline policy of a session's own task role (``starburst-session-<id>``).
+
+    Every key a worker reads or writes lies below the session's prefix
+    (:func:`starburst.wire.keys.session_prefix`: ``sessions/<id>/`` under the
+    run prefix; payloads, shared objects, the code archive, cancellations,
+    the client heartbeat, results, commits, handed-back outcomes), so that
+    prefix, listed and written, and the session's three queues are all it
+    grants; with ``kms_key``, that key through S3; with ``debug``, the ECS
+    Exec channels (:data:`ECS_EXEC_ACTIONS`).
+    """
+    below = f"{_key_prefix(prefix)}{session_prefix(session)}"
+    sqs = f"arn:{part}:sqs:{region}:{account}:starburst-{session}"
+    doc = _doc(
+        {"Sid": "SessionData", "Effect": "Allow", "Action": list(_WORKER_OBJECT_ACTIONS),
+         "Resource": f"arn:{part}:s3:::{bucket}/{below}*"},
+        {"Sid": "ListSessionData", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"arn:{part}:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": f"{below}*"}}},
+        {"Sid": "SessionQueues", "Effect": "Allow", "Action": list(_WORKER_QUEUE_ACTIONS),
+         "Resource": [f"{sqs}-{suffix}" for suffix in SESSION_QUEUE_SUFFIXES]})
+    _add_data_key(doc, kms_key, region)
+    if debug:
+        doc["Statement"].append({"Sid": "EcsExecChannels", "Effect": "Allow",
+                                 "Action": list(ECS_EXEC_ACTIONS), "Resource": "*"})
+    return doc
+
+
+def session_boundary_policy(*, part: str, region: str, account: str, bucket: str,
+                            prefix: str, kms_key: str | None = None) -> dict[str, Any]:
+    """The permissions boundary of every session role: the most any may ever do.
+
+    A user allowed to create ``starburst-session-*`` roles only with this
+    boundary (:func:`session_role_statements`) cannot make one that does more
+    than a worker: whatever its inline policy says, the role gets the
+    intersection. So: objects below ``sessions/`` of the run prefix, the
+    ``starburst-*`` queues of ``region``, the bucket's KMS key through S3, and
+    the ECS Exec channels (debug sessions).
+    """
+    below = f"{_key_prefix(prefix)}sessions/"
+    doc = _doc(
+        {"Sid": "SessionData", "Effect": "Allow", "Action": list(_WORKER_OBJECT_ACTIONS),
+         "Resource": f"arn:{part}:s3:::{bucket}/{below}*"},
+        {"Sid": "ListSessionData", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"arn:{part}:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": f"{below}*"}}},
+        {"Sid": "SessionQueues", "Effect": "Allow", "Action": list(_WORKER_QUEUE_ACTIONS),
+         "Resource": f"arn:{part}:sqs:{region}:{account}:starburst-*"})
+    _add_data_key(doc, kms_key, region)
+    doc["Statement"].append({"Sid": "EcsExecChannels", "Effect": "Allow",
+                             "Action": list(ECS_EXEC_ACTIONS), "Resource": "*"})
+    return doc
+
+
+def session_trust_policy(*, part: str, region: str, account: str) -> dict[str, Any]:
+    """Who may assume a session role: ECS tasks (Fargate tasks, and the containers of
+    GPU Batch jobs, whose job role ECS assumes) of this account and region only
+    (``aws:SourceAccount``/``aws:SourceArn`` against the confused deputy)."""
+    return _doc({"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                 "Action": "sts:AssumeRole",
+                 "Condition": {"StringEquals": {"aws:SourceAccount": account},
+                               "ArnLike": {"aws:SourceArn":
+                                           f"arn:{part}:ecs:{region}:{account}:*"}}})
+
+
+def session_roles_writer(*, part: str, account: str) -> str:
+    """The ``aws:PrincipalArn`` pattern of every session role, for the writers-only rule
+    of :func:`bucket_policy` (their workers write results under the run prefix)."""
+    return f"arn:{part}:iam::{account}:role/starburst-session-*"
+
+
+def session_role_statements(*, part: str, account: str, boundary: str) -> list[dict[str, Any]]:
+    """What the user needs to give each session a role of its own (added to
+    :func:`user_policy`): create and tag ``starburst-session-*`` roles and write their
+    inline policy only with the ``boundary`` policy ARN as their permissions boundary;
+    delete them; pass them to ECS tasks (Fargate) or Batch (GPU)."""
+    roles = f"arn:{part}:iam::{account}:role/starburst-session-*"
+    bounded = {"StringEquals": {"iam:PermissionsBoundary": boundary}}
+    return [
+        {"Sid": "SessionRolesBounded", "Effect": "Allow",
+         "Action": ["iam:CreateRole", "iam:PutRolePolicy"], "Resource": roles,
+         "Condition": bounded},
+        {"Sid": "TagSessionRoles", "Effect": "Allow", "Action": "iam:TagRole",
+         "Resource": roles,
+         "Condition": {"ForAllValues:StringEquals": {
+             "aws:TagKeys": ["starburst:session", "starburst:managed"]}}},
+        # Reading a role back, and deleting it (after its inline policy), takes
+        # nothing from anyone else.
+        {"Sid": "ReadAndEndSessionRoles", "Effect": "Allow",
+         "Action": ["iam:GetRolePolicy", "iam:ListRolePolicies", "iam:ListRoleTags",
+                    "iam:DeleteRolePolicy", "iam:DeleteRole"], "Resource": roles},
+        {"Sid": "SessionBoundary", "Effect": "Allow",
+         "Action": ["iam:GetPolicy", "iam:GetPolicyVersion"], "Resource": boundary},
+        {"Sid": "PassSessionRoles", "Effect": "Allow", "Action": "iam:PassRole",
+         "Resource": roles,
+         "Condition": {"StringEquals": {"iam:PassedToService": GPU_PASSED_TO}}},
+    ]
 
 
 def _add_data_key(doc: dict[str, Any], kms_key: str | None, region: str | None) -> None:
@@ -206,8 +354,8 @@ def _add_data_key(doc: dict[str, Any], kms_key: str | None, region: str | None) 
     doc["Statement"].append(data_key_statement(kms_key, region=region))
 
 
-def debug_task_policy(*, part: str, account: str, bucket: str, prefix: str,
-                      kms_key: str | None = None, region: str | None = None) -> dict[str, Any]:
+def debug_task_policy(*, part: str, account: str, bucket: str, prefix: str, region: str,
+                      kms_key: str | None = None) -> dict[str, Any]:
     """The task role of debug sessions (``starburst-task-debug``): :func:`task_policy`
     plus the four ECS Exec channel actions, which IAM accepts only on ``*``, so that
     ``aws ecs execute-command`` can reach a kept worker. Ordinary workers never get them."""
@@ -218,11 +366,22 @@ def debug_task_policy(*, part: str, account: str, bucket: str, prefix: str,
     return doc
 
 
+#: Where GPU workers' job and execution roles may be passed. The Service
+#: Authorization Reference lists iam:PassedToService values for Batch's
+#: CreateComputeEnvironment (batch, ec2, spotfleet) but none for
+#: RegisterJobDefinition, whose roles ECS assumes for the job's container:
+#: both Batch and ECS tasks are allowed, and no other service.
+GPU_PASSED_TO = ["batch.amazonaws.com", "ecs-tasks.amazonaws.com"]
+#: The tag every GPU worker job carries from SubmitJob (backends/batch.py tags
+#: each job ``starburst:session=<id>``): what makes a Batch job starburst's.
+_JOB_TAG = "aws:ResourceTag/starburst:session"
+
+
 def gpu_statements(*, part: str, region: str, account: str) -> list[dict[str, Any]]:
-    """What running GPU sessions adds (after `starburst setup --gpu`): submit, watch and
-    stop jobs on starburst's Batch queues, register starburst job definitions (naming
-    the two starburst roles), and read the EC2 GPU quota and the instances that count
-    against it."""
+    """What running GPU sessions adds (after `starburst setup --gpu`): submit jobs to
+    starburst's Batch queues and stop starburst's own jobs, register starburst job
+    definitions (naming the starburst roles, passed to Batch or ECS tasks only), and
+    read the EC2 GPU quota and the instances that count against it."""
     batch = f"arn:{part}:batch:{region}:{account}"
     roles = [f"arn:{part}:iam::{account}:role/starburst-execution",
              f"arn:{part}:iam::{account}:role/starburst-task"]
@@ -232,23 +391,41 @@ def gpu_statements(*, part: str, region: str, account: str) -> list[dict[str, An
                     "batch:DescribeComputeEnvironments", "batch:DescribeJobDefinitions",
                     "ec2:DescribeInstances", "servicequotas:GetAWSDefaultServiceQuota"]},
         {"Sid": "GpuJobs", "Effect": "Allow",
-         "Action": ["batch:SubmitJob", "batch:TerminateJob", "batch:CancelJob",
-                    "batch:TagResource", "batch:RegisterJobDefinition"],
+         "Action": ["batch:SubmitJob", "batch:TagResource", "batch:RegisterJobDefinition"],
          "Resource": [f"{batch}:job-queue/starburst-gpu-*",
-                      f"{batch}:job-definition/starburst-gpu-*", f"{batch}:job/*"]},
-        # RegisterJobDefinition passes the job and execution roles; scoped to
-        # starburst's two roles (AWS's Batch examples use no service condition).
+                      f"{batch}:job-definition/starburst-gpu-*"]},
+        # A job's ARN holds an id Batch makes up, so it cannot be named in advance.
+        # The Service Authorization Reference gives CancelJob and TerminateJob the
+        # resource type job (arn:...:job/${JobId}) with one condition key,
+        # aws:ResourceTag/${TagKey}: only jobs tagged starburst:session may be stopped.
+        {"Sid": "GpuStopOwnJobs", "Effect": "Allow",
+         "Action": ["batch:TerminateJob", "batch:CancelJob"], "Resource": f"{batch}:job/*",
+         "Condition": {"Null": {_JOB_TAG: "false"}}},
+        # SubmitJob's tags are authorized as batch:TagResource on the new job: only the
+        # session tag may be set. (An identity with this policy could still tag a job
+        # that is not starburst's and then stop it: two deliberate calls by the user.)
+        {"Sid": "GpuTagOwnJobs", "Effect": "Allow", "Action": "batch:TagResource",
+         "Resource": f"{batch}:job/*",
+         "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": ["starburst:session"]}}},
         {"Sid": "GpuJobRoles", "Effect": "Allow", "Action": "iam:PassRole",
-         "Resource": roles},
+         "Resource": roles,
+         "Condition": {"StringEquals": {"iam:PassedToService": GPU_PASSED_TO}}},
     ]
+
+
+def session_boundary_name(bucket: str) -> str:
+    """The managed policy that bounds the session roles of ``bucket`` (IAM is global,
+    buckets are per region: one boundary per bucket)."""
+    return f"starburst-session-boundary-{bucket}"[:128]
 
 
 def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: str,
                 cluster: str, repository: str, log_group: str,
                 gpu: bool = False, kms_key: str | None = None) -> dict[str, Any]:
-    """The least the user's own identity needs to run sessions (after `starburst setup`);
-    with ``gpu``, GPU sessions too (:func:`gpu_statements`); with ``kms_key`` (the
-    bucket's SSE-KMS key ARN), that key through S3 (:func:`data_key_statement`)."""
+    """The least the user's own identity needs to run sessions (after `starburst setup`),
+    each with a task role of its own (:func:`session_role_statements`); with ``gpu``,
+    GPU sessions too (:func:`gpu_statements`); with ``kms_key`` (the bucket's SSE-KMS
+    key ARN), that key through S3 (:func:`data_key_statement`)."""
     key_prefix = _key_prefix(prefix)
     ecs = f"arn:{part}:ecs:{region}:{account}"
     doc = _doc(
@@ -260,7 +437,7 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
                     "servicequotas:GetServiceQuota",
                     "servicequotas:ListRequestedServiceQuotaChangeHistory",
                     "servicequotas:ListRequestedServiceQuotaChangeHistoryByQuota",
-                    "pricing:GetProducts", "sts:GetCallerIdentity"]},
+                    "pricing:GetProducts", "sts:GetCallerIdentity", "iam:ListRoles"]},
         {"Sid": "RunWorkers", "Effect": "Allow",
          "Action": ["ecs:RunTask", "ecs:StopTask", "ecs:DescribeTasks", "ecs:TagResource"],
          "Resource": [f"{ecs}:task-definition/starburst-*", f"{ecs}:task/{cluster}/*"]},
@@ -284,7 +461,8 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
                     "s3:AbortMultipartUpload"],
          "Resource": f"arn:{part}:s3:::{bucket}/{key_prefix}*"},
         {"Sid": "Bucket", "Effect": "Allow",
-         "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+         # GetEncryptionConfiguration: a session role is granted the bucket's KMS key.
+         "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetEncryptionConfiguration"],
          "Resource": f"arn:{part}:s3:::{bucket}"},
         {"Sid": "SessionQueues", "Effect": "Allow",
          "Action": ["sqs:CreateQueue", "sqs:DeleteQueue", "sqs:GetQueueUrl",
@@ -304,47 +482,10 @@ def user_policy(*, part: str, region: str, account: str, bucket: str, prefix: st
             part=part, region=region, account=account, sid="SessionKeys",
             actions=("secretsmanager:CreateSecret", "secretsmanager:GetSecretValue",
                      "secretsmanager:DeleteSecret", "secretsmanager:TagResource")))
+    boundary = f"arn:{part}:iam::{account}:policy/{session_boundary_name(bucket)}"
+    doc["Statement"].extend(session_role_statements(part=part, account=account,
+                                                    boundary=boundary))
     if gpu:
         doc["Statement"].extend(gpu_statements(part=part, region=region, account=account))
     _add_data_key(doc, kms_key, region)
     return doc
-
-
-def _listed(value: Any) -> list[str]:
-    return [value] if isinstance(value, str) else list(value or [])
-
-
-def actions_of(policy: dict[str, Any]) -> list[str]:
-    """Every action an identity policy allows, in statement order."""
-    statements = policy.get("Statement")
-    return [action for st in _listed_statements(statements) if st.get("Effect") == "Allow"
-            for action in _listed(st.get("Action"))]
-
-
-def _listed_statements(statements: Any) -> list[dict[str, Any]]:
-    items = statements if isinstance(statements, list) else [statements]
-    return [st for st in items if isinstance(st, dict)]
-
-
-def wildcard_writes(policy: dict[str, Any] | str) -> list[str]:
-    """Problems in an identity policy: ``*`` actions, and write actions on ``Resource: "*"``
-    (or a service-wide ARN) outside :data:`UNSCOPABLE_ACTIONS`."""
-    doc = json.loads(policy) if isinstance(policy, str) else policy
-    problems: list[str] = []
-    for st in _listed_statements(doc.get("Statement")):
-        if st.get("Effect") != "Allow":
-            continue
-        actions = _listed(st.get("Action"))
-        resources = _listed(st.get("Resource"))
-        for action in actions:
-            if action == "*" or action.endswith(":*"):
-                problems.append(f"{st.get('Sid', '?')}: action {action!r} grants everything")
-        wide = [r for r in resources if r == "*" or r.split(":", 5)[-1] in ("*", "")]
-        if not wide:
-            continue
-        for action in actions:
-            verb = action.partition(":")[2]
-            if verb.startswith(READ_PREFIXES) or action in UNSCOPABLE_ACTIONS:
-                continue
-            problems.append(f"{st.get('Sid', '?')}: write action {action!r} on {wide[0]!r}")
-    return problems

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ __all__ = [
     "ensure_shared", "ensure_spot_provider", "ensure_task_definition",
 ]
 
+log = logging.getLogger("starburst")
+
 MANAGED_TAG = "starburst:managed"
 SESSION_TAG = "starburst:session"
 #: The worker container of every starburst task definition.
@@ -66,21 +69,20 @@ STOP_TIMEOUT_ENV = "STARBURST_STOP_TIMEOUT"
 _PROVIDERS = ("FARGATE", "FARGATE_SPOT")
 #: What IAM answers when this identity may not write a role's policy.
 _DENIED_CODES = ("AccessDenied", "AccessDeniedException")
+#: Whether this process said that `starburst setup` was not run (once is enough).
+_SETUP_NOTE_SAID = False
 _ARCHES = {"x86_64": "X86_64", "amd64": "X86_64", "arm64": "ARM64", "aarch64": "ARM64"}
 _TRUST_ECS_TASKS = json.dumps({"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
     "Action": "sts:AssumeRole"}]})
-# What AmazonECSTaskExecutionRolePolicy grants, inline so that nothing
-# depends on an AWS-managed policy being attachable.
-_EXECUTION_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{
+# What older starburst wrote as the execution role's inline policy
+# "starburst-execution" (AmazonECSTaskExecutionRolePolicy, every repository and
+# log group): replaced by one narrower policy per region, and deleted when found.
+_LEGACY_EXECUTION_POLICY = {"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Resource": "*", "Action": [
         "ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability",
         "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage",
-        "logs:CreateLogStream", "logs:PutLogEvents"]}, {
-    # The session keys the ECS agent injects (aws/session_key.py); IAM is global,
-    # so every region's, but only starburst's: the task role has none.
-    "Sid": "InjectSessionKeys", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
-    "Resource": "arn:*:secretsmanager:*:*:secret:starburst/*"}]})
+        "logs:CreateLogStream", "logs:PutLogEvents"]}]}
 
 
 def _managed_tags() -> list[TagTypeDef]:
@@ -128,8 +130,15 @@ def default_bucket(region: str) -> str:
     return f"starburst-{account_id(region)}-{region}"
 
 
-def ensure_bucket(bucket: str, *, region: str, prefix: str = "") -> None:
-    """Create the bucket if missing (private, tagged, expiring old records)."""
+def ensure_bucket(bucket: str, *, region: str, prefix: str = "", by_setup: bool = False) -> None:
+    """Create the bucket if missing: private, tagged, expiring old records, encrypted by
+    default (SSE-S3) and TLS only (:func:`~starburst.aws.policies.tls_only_bucket_policy`).
+
+    An existing bucket is left as it is (an administrator's, or setup's). A
+    bucket created here, by a session (``by_setup`` False), also logs once
+    per process that `starburst setup` was not run: setup adds what a session
+    cannot (the writers-only rule, access logs, scoped roles).
+    """
     s3 = client("s3", region=region)
     with translate_errors(f"S3 HeadBucket {bucket}"):
         try:
@@ -163,6 +172,25 @@ def ensure_bucket(bucket: str, *, region: str, prefix: str = "") -> None:
         s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": _managed_tags()})
         s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={
             "Rules": [retention.lifecycle_rule(prefix)]})  # type: ignore[list-item]
+        # The same default encryption and TLS-only statement as `starburst setup`.
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"},
+                       "BucketKeyEnabled": False}]})
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(
+            policies.tls_only_bucket_policy(bucket, part=partition(region))))
+    if not by_setup:
+        _say_setup_not_run(bucket)
+
+
+def _say_setup_not_run(bucket: str) -> None:
+    global _SETUP_NOTE_SAID
+    if _SETUP_NOTE_SAID:
+        return
+    _SETUP_NOTE_SAID = True
+    log.warning("starburst: created the S3 bucket %s (private, encrypted, TLS only) because "
+                "`starburst setup` was not run; run `starburst setup` to lock the account "
+                "down fully (only starburst's roles and you may write the run prefix, access "
+                "logs, scoped roles; see docs/security.md)", bucket)
 
 
 def ensure_cluster(name: str, *, region: str) -> str:
@@ -278,22 +306,44 @@ def data_policy_name(bucket: str) -> str:
 
 
 def ensure_roles(*, region: str, bucket: str, prefix: str, execution_role_arn: str | None = None,
-                 task_role_arn: str | None = None) -> Roles:
+                 task_role_arn: str | None = None, log_group: str = "/starburst") -> Roles:
     """Return the task definition's roles, creating starburst's own when none are configured.
 
-    The task role may touch only the bucket's prefix and starburst queues;
-    the execution role only pulls images and writes logs.
+    The task role may touch only the bucket's prefix and starburst queues of
+    ``region``; the execution role only pulls images of the account's ECR in
+    ``region`` and writes ``log_group`` there
+    (:func:`~starburst.aws.policies.default_execution_policy`, one inline
+    policy per region since IAM is global).
     """
-    execution = execution_role_arn or _ensure_role(
-        EXECUTION_ROLE, "starburst: lets ECS pull worker images and write their logs",
-        "starburst-execution", _EXECUTION_POLICY, region=region)
+    execution = execution_role_arn or _ensure_execution_role(region=region,
+                                                             log_group=log_group)
     if task_role_arn:
         return Roles(execution, task_role_arn)
     policy = json.dumps(policies.task_policy(part=partition(region), account=account_id(region),
-                                             bucket=bucket, prefix=prefix))
+                                             bucket=bucket, prefix=prefix, region=region))
     task = _ensure_role(TASK_ROLE, "starburst: what worker code may touch",
                         data_policy_name(bucket), policy, region=region)
     return Roles(execution, task)
+
+
+def _ensure_execution_role(*, region: str, log_group: str) -> str:
+    policy = policies.default_execution_policy(part=partition(region), region=region,
+                                               account=account_id(region), log_group=log_group)
+    arn = _ensure_role(EXECUTION_ROLE, "starburst: lets ECS pull worker images and write "
+                       "their logs", f"starburst-execution-{region}", json.dumps(policy),
+                       region=region)
+    iam = client("iam", region=region)
+    with translate_errors(f"IAM role {EXECUTION_ROLE}: removing its old broad policy"):
+        try:
+            old = iam.get_role_policy(RoleName=EXECUTION_ROLE, PolicyName="starburst-execution")
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchEntity":
+                raise
+            return arn
+        doc: Any = old["PolicyDocument"]
+        if (json.loads(doc) if isinstance(doc, str) else doc) == _LEGACY_EXECUTION_POLICY:
+            iam.delete_role_policy(RoleName=EXECUTION_ROLE, PolicyName="starburst-execution")
+    return arn
 
 
 def ensure_debug_role(roles: Roles, *, region: str, bucket: str,
@@ -318,7 +368,8 @@ def ensure_debug_role(roles: Roles, *, region: str, bucket: str,
             f"ECS Exec reaches them only if it allows {', '.join(policies.ECS_EXEC_ACTIONS)} "
             f"on Resource \"*\" (starburst's own roles put these in {DEBUG_TASK_ROLE} only)")
     policy = json.dumps(policies.debug_task_policy(
-        part=partition(region), account=account_id(region), bucket=bucket, prefix=prefix))
+        part=partition(region), account=account_id(region), bucket=bucket, prefix=prefix,
+        region=region))
     try:
         task = _ensure_role(DEBUG_TASK_ROLE, "starburst: worker role of debug sessions "
                             "(starburst-task plus ECS Exec)", data_policy_name(bucket), policy,
@@ -372,7 +423,7 @@ def _ensure_security_group(vpc: str, *, region: str) -> str:
                                         "Tags": [{"Key": MANAGED_TAG, "Value": "true"}]}
     created = ec2.create_security_group(
         GroupName=SECURITY_GROUP, VpcId=vpc,
-        Description="starburst workers: no ingress, egress to AWS APIs only",
+        Description="starburst workers: no ingress (egress: all, unless setup --private)",
         TagSpecifications=[tagging])
     return created["GroupId"]
 
@@ -467,7 +518,7 @@ def ensure_shared(config: AwsConfig) -> Shared:
     ensure_log_group(config.log_group, region=region)
     roles = ensure_roles(region=region, bucket=bucket, prefix=config.prefix,
                          execution_role_arn=config.execution_role_arn,
-                         task_role_arn=config.task_role_arn)
+                         task_role_arn=config.task_role_arn, log_group=config.log_group)
     network = ensure_network(region=region, subnets=config.subnets,
                              security_groups=config.security_groups,
                              assign_public_ip=config.assign_public_ip)

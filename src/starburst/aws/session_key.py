@@ -35,6 +35,7 @@ from ..exceptions import ConfigurationError
 from ..wire.auth import KEY_ENV, key_from_text, key_text
 from .clients import client
 from .errors import error_code, translate_errors
+from .propagation import retry_while_propagating
 
 __all__ = ["SECRET_PREFIX", "container_secrets", "create_key_secret", "delete_key_secret",
            "deregister_definitions", "deregister_job_definitions", "keyed_job_definition",
@@ -109,9 +110,10 @@ _REGISTER_FIELDS = ("taskRoleArn", "executionRoleArn", "networkMode", "volumes",
 
 
 def keyed_task_definition(base: str, *, session: str, secret_arn: str, region: str,
-                          ecs: Any = None) -> str:
+                          task_role: str | None = None, ecs: Any = None) -> str:
     """Register a copy of task definition ``base`` for ``session`` whose worker
-    container gets the session key from ``secret_arn``; return its ARN.
+    container gets the session key from ``secret_arn`` (and whose tasks run as
+    ``task_role``, the session's own role, when given); return its ARN.
 
     Its family is the base family plus the session id (so the user policy's
     ``task-definition/starburst-*`` covers it and ``cleanup`` finds it); one
@@ -127,10 +129,13 @@ def keyed_task_definition(base: str, *, session: str, secret_arn: str, region: s
                                     if s.get("name") != KEY_ENV] + container_secrets(secret_arn)
             containers.append(container)
         fields = {k: current[k] for k in _REGISTER_FIELDS if current.get(k) is not None}
-        registered = ecs.register_task_definition(
+        if task_role:
+            fields["taskRoleArn"] = task_role
+        registered = retry_while_propagating(lambda: ecs.register_task_definition(
             family=f"{current['family']}-{session}", containerDefinitions=containers,
             tags=[{"key": _MANAGED_TAG, "value": "true"}, {"key": _SESSION_TAG, "value": session}],
-            **fields)
+            **fields), what=f"registering the task definition of session {session}",
+            region=region)
     return str(registered["taskDefinition"]["taskDefinitionArn"])
 
 
@@ -154,10 +159,10 @@ _JOB_FIELDS = ("type", "parameters", "retryStrategy", "timeout", "platformCapabi
 
 
 def keyed_job_definition(base: str, *, session: str, secret_arn: str, region: str,
-                         batch: Any = None) -> str:
+                         task_role: str | None = None, batch: Any = None) -> str:
     """Register a copy of Batch job definition ``base`` for ``session`` whose container
-    gets the session key from ``secret_arn``; return its ARN (as
-    :func:`keyed_task_definition`, for GPU workers)."""
+    gets the session key from ``secret_arn`` and runs as ``task_role`` when given;
+    return its ARN (as :func:`keyed_task_definition`, for GPU workers)."""
     batch = batch or client("batch", region=region)
     with translate_errors(f"AWS Batch job definition for session {session}"):
         found = batch.describe_job_definitions(jobDefinitions=[base])["jobDefinitions"]
@@ -167,11 +172,14 @@ def keyed_job_definition(base: str, *, session: str, secret_arn: str, region: st
         properties = dict(current["containerProperties"])
         properties["secrets"] = [s for s in properties.get("secrets") or []
                                  if s.get("name") != KEY_ENV] + container_secrets(secret_arn)
+        if task_role:
+            properties["jobRoleArn"] = task_role
         fields = {k: current[k] for k in _JOB_FIELDS if current.get(k) is not None}
-        registered = batch.register_job_definition(
+        registered = retry_while_propagating(lambda: batch.register_job_definition(
             jobDefinitionName=f"{current['jobDefinitionName']}-{session}",
             containerProperties=properties,
-            tags={_MANAGED_TAG: "true", _SESSION_TAG: session}, **fields)
+            tags={_MANAGED_TAG: "true", _SESSION_TAG: session}, **fields),
+            what=f"registering the job definition of session {session}", region=region)
     return str(registered["jobDefinitionArn"])
 
 

@@ -5,6 +5,7 @@ around them is the same::
 
     create_session_queues -> AwsTransport(bucket, prefix, queues)
     session key -> secret starburst/<session>/key (aws/session_key.py)
+    task role   -> starburst-session-<session> (aws/session_role.py)
     worker env: STARBURST_TRANSPORT, STARBURST_SESSION,
                 STARBURST_EXPECTED_ENV_HASH (env="auto"), STARBURST_CODE (code archive)
 
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from ..aws import provision, session_key
+from ..aws import provision, session_key, session_role
 from ..exceptions import ConfigurationError
 from ..transport.aws import AwsTransport, create_session_queues, delete_session_queues
 from ..wire.auth import new_key
@@ -30,7 +31,8 @@ from . import _environment
 if TYPE_CHECKING:
     from ..envsync.snapshot import Snapshot
 
-__all__ = ["KeyedSession", "in_parallel", "open_worker_session", "reject_unknown"]
+__all__ = ["KeyedSession", "close_session_access", "in_parallel", "open_worker_session",
+           "reject_unknown", "session_access"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -58,10 +60,40 @@ def in_parallel(call: Callable[[R], T], items: Sequence[R], *, name: str) -> lis
 
 @dataclass(frozen=True)
 class KeyedSession:
-    """A session's key and the secret its workers get it from."""
+    """What only this session's workers get: its key, the secret they get it from, and
+    the task role they run as (``starburst-session-<id>``, reaching only this
+    session's queues and objects; a role of the user's own is kept as it is)."""
 
     key: bytes = field(repr=False)
     secret_arn: str
+    task_role: str
+    #: Whether ``task_role`` is the session's own (deleted when the session ends).
+    own_role: bool = False
+
+
+def session_access(session: str, *, shared: provision.Shared, debug: bool,
+                   key: bytes | None = None, secret_arn: str | None = None) -> KeyedSession:
+    """The session's task role (created, or found again: it is idempotent), with its key.
+
+    At open, ``key``/``secret_arn`` are the new ones; at attach, those read back.
+    """
+    roles = session_role.session_task_roles(shared.roles, session, region=shared.region,
+                                            bucket=shared.bucket, prefix=shared.prefix,
+                                            debug=debug)
+    return KeyedSession(key or b"", secret_arn or "", roles.task,
+                        own_role=roles.task != shared.roles.task)
+
+
+def close_session_access(session: str, access: KeyedSession | None, *, region: str) -> None:
+    """Delete what :func:`open_worker_session` made for the session alone: its key
+    secret and its own task role (after its workers stopped)."""
+    if access is None:
+        return
+    try:
+        session_key.delete_key_secret(session, region=region)
+    finally:
+        if access.own_role:
+            session_role.delete_session_role(session, region=region)
 
 
 def open_worker_session(
@@ -69,7 +101,8 @@ def open_worker_session(
         env_options: _environment.EnvOptions, snapshot: Snapshot | None,
         expected_hash: str | None,
         build: Callable[[AwsTransport, dict[str, str], KeyedSession], T],
-        notes: list[str] | None = None) -> tuple[AwsTransport, KeyedSession, T]:
+        notes: list[str] | None = None, debug: bool = False,
+) -> tuple[AwsTransport, KeyedSession, T]:
     """Create the session's queues, transport and key, ship the code archive, build the backend.
 
     Args:
@@ -83,17 +116,19 @@ def open_worker_session(
         build: makes the backend from the transport, the worker environment and
             the key.
         notes: the session's notes (what the code archive left out is added).
+        debug: a debug session (its own role adds ECS Exec's channels).
 
     Returns:
         The transport, the key and what ``build`` returned.
     """
     queues = create_session_queues(session, region=shared.region, max_receives=max_receives)
-    secret = False
+    keyed: KeyedSession | None = None
     try:
         session_secret = new_key()
         keyed = KeyedSession(session_secret, session_key.create_key_secret(
-            session, session_secret, region=shared.region))
-        secret = True
+            session, session_secret, region=shared.region), shared.roles.task)
+        keyed = session_access(session, shared=shared, debug=debug, key=keyed.key,
+                               secret_arn=keyed.secret_arn)
         transport = AwsTransport(bucket=shared.bucket, prefix=shared.prefix, queues=queues,
                                  region=shared.region)
         worker_env = {"STARBURST_TRANSPORT": transport.spec, "STARBURST_SESSION": session}
@@ -107,7 +142,8 @@ def open_worker_session(
                 worker_env[_environment.CODE_ENV] = code
         return transport, keyed, build(transport, worker_env, keyed)
     except BaseException:
-        delete_session_queues(session, region=shared.region)
-        if secret:
-            session_key.delete_key_secret(session, region=shared.region)
+        try:
+            delete_session_queues(session, region=shared.region)
+        finally:
+            close_session_access(session, keyed, region=shared.region)
         raise

@@ -51,7 +51,14 @@ from ..transport import open_transport
 from ..transport.aws import AwsTransport
 from ..wire.keys import record_key
 from . import _environment
-from ._aws_session import KeyedSession, in_parallel, open_worker_session, reject_unknown
+from ._aws_session import (
+    KeyedSession,
+    close_session_access,
+    in_parallel,
+    open_worker_session,
+    reject_unknown,
+    session_access,
+)
 from .base import ComputeBackend, OutputCallback, Session, WorkerSpec
 
 if TYPE_CHECKING:
@@ -187,9 +194,10 @@ class BatchBackend(ComputeBackend):
     def __init__(self, *, session: str, region: str, queue: aws_batch.GpuQueue,
                  instance: GpuInstance, job_definition: str, roles: provision.Roles,
                  log_group: str, spec: WorkerSpec, batch: BatchClient | None = None,
-                 secret_arn: str | None = None) -> None:
-        """``secret_arn``: the session key's secret; jobs run from this session's own
-        copies of the job definitions, which inject it (see the Fargate backend)."""
+                 access: KeyedSession | None = None) -> None:
+        """``access``: the session's key secret and task role; jobs run from this
+        session's own copies of the job definitions, which inject the key and name the
+        role (see the Fargate backend)."""
         self.session = session
         self.region = region
         self.queue = queue
@@ -200,7 +208,7 @@ class BatchBackend(ComputeBackend):
         #: What every worker of the session is started with.
         self.spec = spec
         self._definitions = {spec.image: job_definition}
-        self.secret_arn = secret_arn
+        self.access = access
         #: Shared job definition ARN -> this session's keyed copy of it.
         self._keyed: dict[str, str] = {}
         self._jobs: dict[str, str] = {}  # worker id (job name) -> job id; not yet finished
@@ -284,12 +292,12 @@ class BatchBackend(ComputeBackend):
                               image=image)
             return cls(session=session, region=shared.region, queue=queue, instance=instance,
                        job_definition=definition, roles=shared.roles,
-                       log_group=shared.log_group, spec=spec, secret_arn=keyed.secret_arn)
+                       log_group=shared.log_group, spec=spec, access=keyed)
 
         transport, keyed, backend = open_worker_session(
             session, shared=shared, max_receives=options.settings.max_receives,
             env_options=env_options, snapshot=snapshot, expected_hash=expected_hash,
-            build=build, notes=notes)
+            build=build, notes=notes, debug=options.debug)
         spec = backend.spec
         notes.append(
             f"GPU workers run as AWS Batch jobs on {instance.instance_type} "
@@ -383,10 +391,12 @@ class BatchBackend(ComputeBackend):
             vcpus, memory_mib = aws_batch.worker_share(instance)
             secret = key_ref_of(record) or session_key.secret_name(session)
             key = session_key.read_key_secret(secret, region=shared.region)
+            access = session_access(session, shared=shared, debug=options.debug, key=key,
+                                    secret_arn=secret)
             spec = WorkerSpec(env=env, cpu=float(vcpus), memory_mib=memory_mib, image=image)
             backend = cls(session=session, region=shared.region, queue=queue,
                           instance=instance, job_definition=definition, roles=shared.roles,
-                          log_group=shared.log_group, spec=spec, secret_arn=secret)
+                          log_group=shared.log_group, spec=spec, access=access)
             backend._adopt(inventory.session_jobs(inventory.Place.from_config(config=config),
                                                   session))
         except BaseException:
@@ -423,12 +433,12 @@ class BatchBackend(ComputeBackend):
                 image=spec.image, instance=self.instance, region=self.region,
                 roles=self.roles, log_group=self.log_group)
         base = self._definitions[spec.image]
-        if self.secret_arn is None:
+        if self.access is None:
             return base
         if base not in self._keyed:
             self._keyed[base] = session_key.keyed_job_definition(
-                base, session=self.session, secret_arn=self.secret_arn, region=self.region,
-                batch=self.batch)
+                base, session=self.session, secret_arn=self.access.secret_arn,
+                task_role=self.access.task_role, region=self.region, batch=self.batch)
         return self._keyed[base]
 
     # -- launch ---------------------------------------------------------
@@ -541,10 +551,10 @@ class BatchBackend(ComputeBackend):
     def close(self) -> None:
         try:
             self.stop()
-            if self.secret_arn is not None:
+            if self.access is not None:
                 session_key.deregister_job_definitions(list(self._keyed.values()),
                                                        region=self.region, batch=self.batch)
-                session_key.delete_key_secret(self.session, region=self.region)
+                close_session_access(self.session, self.access, region=self.region)
         finally:
             self.batch.close()
 

@@ -70,7 +70,14 @@ from ..transport.aws import AwsTransport
 from ..transport.s3 import S3Store
 from ..wire.keys import record_key
 from . import _environment
-from ._aws_session import KeyedSession, in_parallel, open_worker_session, reject_unknown
+from ._aws_session import (
+    KeyedSession,
+    close_session_access,
+    in_parallel,
+    open_worker_session,
+    reject_unknown,
+    session_access,
+)
 from .base import ComputeBackend, OutputCallback, Session, WorkerSpec
 
 if TYPE_CHECKING:
@@ -175,7 +182,8 @@ class FargateBackend(ComputeBackend):
                  debug: bool = False, spot: str | None = None,
                  rates: dict[str, float] | None = None, on_demand_limit: int | None = None,
                  max_hourly_cost: float | None = None,
-                 on_output: OutputCallback | None = None, secret_arn: str | None = None) -> None:
+                 on_output: OutputCallback | None = None,
+                 access: KeyedSession | None = None) -> None:
         """Args (beyond the session's resources):
             spot: None (On-Demand), ``"prefer"`` or ``"require"`` (see the module).
             rates: dollars per worker-hour by capacity provider (``FARGATE``,
@@ -187,10 +195,12 @@ class FargateBackend(ComputeBackend):
                 count was fitted to it at the Spot rate, so a Spot fallback starts
                 only the On-Demand workers the cap still pays for.
             on_output: where notices for the user go (the client prints them).
-            secret_arn: the session key's secret (:mod:`starburst.aws.session_key`):
-                tasks run from this session's own copies of the task definitions,
-                which inject it; closing deletes them and it. None only for tasks
-                that are not starburst workers (the tests' probes).
+            access: the session's key secret and task role
+                (:func:`._aws_session.open_worker_session`): tasks run from this
+                session's own copies of the task definitions, which inject the key
+                and name the role; closing deletes them, the secret and the role.
+                None only for tasks that are not starburst workers (the tests'
+                probes).
         """
         if spot not in (None, "prefer", "require"):
             raise ConfigurationError(f"spot mode {spot!r} must be None, 'prefer' or 'require'")
@@ -212,7 +222,7 @@ class FargateBackend(ComputeBackend):
         #: How the session's workers start (the client adds its settings to the env).
         self.spec = spec
         self._definitions = {(spec.image, spec.cpu, spec.memory_mib): task_definition}
-        self.secret_arn = secret_arn
+        self.access = access
         #: Shared task definition ARN -> this session's keyed copy of it.
         self._keyed: dict[str, str] = {}
         self._tasks: dict[str, float] = {}  # task ARN -> launch time; not yet seen STOPPED
@@ -316,12 +326,12 @@ class FargateBackend(ComputeBackend):
                        task_definition=definition, spec=spec, debug=options.debug,
                        spot=spot, rates=rates, on_demand_limit=on_demand_limit,
                        max_hourly_cost=options.max_hourly_cost, on_output=on_output,
-                       secret_arn=keyed.secret_arn)
+                       access=keyed)
 
         transport, keyed, backend = open_worker_session(
             session, shared=shared, max_receives=options.settings.max_receives,
             env_options=env_options, snapshot=snapshot, expected_hash=expected_hash,
-            build=build, notes=notes)
+            build=build, notes=notes, debug=options.debug)
         return Session(backend=backend, transport=transport, spec=backend.spec,
                        pacing=LaunchPacing(), workers=DEFAULT_WORKERS, max_workers=max_workers,
                        hourly_rate=rates[SPOT if spot is not None else ON_DEMAND],
@@ -420,11 +430,13 @@ class FargateBackend(ComputeBackend):
                 stop_timeout=provision.SPOT_STOP_TIMEOUT if spot is not None else None)
             secret = key_ref_of(record) or session_key.secret_name(session)
             key = session_key.read_key_secret(secret, region=shared.region)
+            access = session_access(session, shared=shared, debug=options.debug, key=key,
+                                    secret_arn=secret)
             spec = WorkerSpec(env=env, cpu=cpu, memory_mib=memory_mib, image=image)
             backend = cls(session=session, shared=shared, arch=arch,
                           task_definition=definition, spec=spec, debug=options.debug,
                           spot=spot, rates=rates, max_hourly_cost=options.max_hourly_cost,
-                          on_output=on_output, secret_arn=secret)
+                          on_output=on_output, access=access)
             backend._adopt(inventory.session_tasks(inventory.Place.from_config(config=config),
                                                    session))
         except BaseException:
@@ -463,12 +475,12 @@ class FargateBackend(ComputeBackend):
                 log_group=self.shared.log_group,
                 stop_timeout=provision.SPOT_STOP_TIMEOUT if self.spot is not None else None)
         base = self._definitions[key]
-        if self.secret_arn is None:
+        if self.access is None:
             return base
         if base not in self._keyed:
             self._keyed[base] = session_key.keyed_task_definition(
-                base, session=self.session, secret_arn=self.secret_arn,
-                region=self.shared.region, ecs=self.ecs)
+                base, session=self.session, secret_arn=self.access.secret_arn,
+                task_role=self.access.task_role, region=self.shared.region, ecs=self.ecs)
         return self._keyed[base]
 
     # -- launch ---------------------------------------------------------
@@ -757,10 +769,10 @@ class FargateBackend(ComputeBackend):
     def close(self) -> None:
         try:
             self.stop()
-            if self.secret_arn is not None:
+            if self.access is not None:
                 session_key.deregister_definitions(list(self._keyed.values()),
                                                    region=self.shared.region, ecs=self.ecs)
-                session_key.delete_key_secret(self.session, region=self.shared.region)
+                close_session_access(self.session, self.access, region=self.shared.region)
         finally:
             self.ecs.close()
 

@@ -524,8 +524,23 @@ def _api_needs(service: str, region: str, environ: dict[str, Any]) -> list[Need]
         return []
     if service == "sqs":
         return _sqs_needs(operation, region, params)
+    context = _iam_context(operation, params) if service == "iam" else {}
     return [(operation, f"{service}:{operation}", _resource(service, region, operation,
-                                                            params), {})]
+                                                            params), context)]
+
+
+def _iam_context(operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``iam:PermissionsBoundary`` as IAM sets it: the boundary a CreateRole asks for,
+    else the boundary the named role has (PutRolePolicy and the like)."""
+    if operation == "CreateRole":
+        return {"iam:PermissionsBoundary": str(params.get("PermissionsBoundary") or "")}
+    name = params.get("RoleName")
+    if not name:
+        return {}
+    role = next((r for r in get_backend("iam")[_ACCOUNT]["global"].roles.values()
+                 if r.name == name), None)
+    boundary = getattr(role, "permissions_boundary_arn", None) if role is not None else None
+    return {"iam:PermissionsBoundary": boundary} if boundary else {}
 
 
 def _camel(path: str) -> str:
@@ -571,8 +586,13 @@ def _resource(service: str, region: str, operation: str, params: dict[str, Any])
         return f"arn:aws:logs:{region}:{account}:log-group:{params['logGroupName']}:*"
     if service == "ecr" and params.get("repositoryName"):
         return f"arn:aws:ecr:{region}:{account}:repository/{params['repositoryName']}"
-    if service == "iam" and operation in ("GetRole", "PassRole") and params.get("RoleName"):
+    if service == "iam" and params.get("RoleName"):  # GetRole, CreateRole, PutRolePolicy...
         return f"arn:aws:iam::{account}:role/{params['RoleName']}"
+    if service == "iam" and params.get("PolicyArn"):  # GetPolicy, CreatePolicyVersion...
+        return str(params["PolicyArn"])
+    if service == "iam" and operation == "CreatePolicy" and params.get("PolicyName"):
+        path = str(params.get("Path") or "/")
+        return f"arn:aws:iam::{account}:policy{path}{params['PolicyName']}"
     if service == "ecs":
         return _ecs_resource(region, operation, params)
     return "*"
