@@ -148,6 +148,33 @@ def test_cleanup_removes_the_roles_of_ended_and_crashed_sessions_only(aws):
     assert _session_roles() == set()
 
 
+def test_cleanup_removes_the_key_secret_and_definitions_a_crashed_client_left(aws):
+    # A client killed after its session opened leaves the key secret and the
+    # session's own task definition (the role: the test above). An ended
+    # session's are removed; a live one's are kept.
+    from starburst.aws import session_key
+
+    base = provision.ensure_task_definition(
+        image="img:1", cpu=1, memory_mib=2048, region=aws.region, roles=aws.shared.roles,
+        log_group=aws.shared.log_group)
+    for sid in ("crashed2", "live2"):
+        arn = session_key.create_key_secret(sid, bytes(32), region=aws.region)
+        session_key.keyed_task_definition(base, session=sid, secret_arn=arn,
+                                          region=aws.region)
+    _put_record(aws, "live2", "running")
+    assert set(session_key.key_secret_sessions(region=aws.region)) >= {"crashed2", "live2"}
+    code, out = _run("cleanup", "--orphans", "--min-age", "0")
+    assert code == 0, out
+    assert "delete the key secret starburst/crashed2/key" in out
+    assert set(session_key.key_secret_sessions(region=aws.region)) == {"live2"}
+    assert session_key.session_definitions("crashed2", region=aws.region) == []
+    assert len(session_key.session_definitions("live2", region=aws.region)) == 1
+    code, out = _run("cleanup", "live2")
+    assert code == 0, out
+    assert not session_key.key_secret_sessions(region=aws.region)
+    assert session_key.session_definitions("live2", region=aws.region) == []
+
+
 def test_quota_command_honours_the_injected_quota_like_the_executor(aws):
     """`starburst quota` reads the quota as the Executor and `doctor` do: the emulator
     injects it (STARBURST_VCPU_QUOTA, moto's Service Quotas lacks Fargate's), and the

@@ -1,5 +1,6 @@
 """Clean up a session's leftovers: its workers (ECS tasks, AWS Batch jobs), queues, run
-data and its own task role (``starburst-session-<id>``)."""
+data, its own task role (``starburst-session-<id>``), its key secret and its own task
+definitions."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from ..aws import inventory, session_role
+from ..aws import inventory, session_key, session_role
 from ..aws.clients import client
 from ..aws.errors import error_code, translate_errors
 from ..transport.aws import delete_session_queues
@@ -28,7 +29,7 @@ def _job_label(job: JobDetailTypeDef) -> str:
 def clean_session(place: inventory.Place, session: str, *, dry_run: bool = False,
                   tasks: list[str] | None = None,
                   jobs: list[JobDetailTypeDef] | None = None,
-                  role: bool | None = None) -> list[str]:
+                  role: bool | None = None, secret: bool | None = None) -> list[str]:
     """Stop the session's running workers, delete its queues, run data and role; say what
     went.
 
@@ -38,7 +39,8 @@ def clean_session(place: inventory.Place, session: str, *, dry_run: bool = False
     TerminateJob cancels a queued job and stops a running one, so no GPU
     instance is kept busy (and billing) by a session that has ended. Its
     task role goes last, after its workers (``role``: whether it exists,
-    else looked up).
+    else looked up), with its key secret (``secret``: likewise) and its own task
+    definitions.
     """
     done: list[str] = []
     if tasks is None:
@@ -85,6 +87,18 @@ def clean_session(place: inventory.Place, session: str, *, dry_run: bool = False
                     f"(session {session})")
         if not dry_run:
             session_role.delete_session_role(session, region=place.region)
+    if secret is None:
+        secret = session in session_key.key_secret_sessions(region=place.region)
+    if secret:
+        done.append(f"delete the key secret {session_key.secret_name(session)} "
+                    f"(session {session})")
+        if not dry_run:
+            session_key.delete_key_secret(session, region=place.region)
+    definitions = session_key.session_definitions(session, region=place.region)
+    if definitions:
+        done.append(f"deregister {len(definitions)} task definition(s) of session {session}")
+        if not dry_run:
+            session_key.deregister_definitions(definitions, region=place.region)
     return done
 
 
@@ -97,22 +111,25 @@ def clean_orphans(place: inventory.Place, *, min_age: float = 600.0,
     queued = inventory.queue_sessions(place)
     stored = ops.run_data_sessions(place)
     roles = {r.session: r for r in session_role.session_roles(region=place.region)}
+    secrets = session_key.key_secret_sessions(region=place.region)
     now = datetime.now(UTC)
     done: list[str] = []
-    for session in sorted(set(tagged) | set(gpu_jobs) | set(queued) | stored | set(roles)):
+    for session in sorted(set(tagged) | set(gpu_jobs) | set(queued) | stored | set(roles)
+                          | set(secrets)):
         record = ops.read_record(place, session)
         if not ops.session_gone(record):
             continue
         if record is None and not tagged.get(session) and not gpu_jobs.get(session) and \
                 all(inventory.queue_age(place, url) < min_age
                     for url in queued.get(session, [])) and \
-                (session in queued or session in roles) and \
-                (session not in roles or _age(roles[session].created, now) < min_age):
+                (session in queued or session in roles or session in secrets) and \
+                (session not in roles or _age(roles[session].created, now) < min_age) and \
+                (session not in secrets or _age(secrets[session], now) < min_age):
             continue  # a session that is starting: queues and role come before its record
         running = [t["taskArn"] for t in tagged.get(session, []) if inventory.task_active(t)]
         active = [j for j in gpu_jobs.get(session, []) if inventory.job_active(j)]
         done.extend(clean_session(place, session, dry_run=dry_run, tasks=running, jobs=active,
-                                  role=session in roles))
+                                  role=session in roles, secret=session in secrets))
     return done
 
 

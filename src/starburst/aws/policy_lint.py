@@ -62,10 +62,11 @@ WILDCARD_GRANTS: dict[str, tuple[tuple[str, ...], str]] = {
          "ec2:DescribeSecurityGroups", "logs:DescribeLogGroups", "servicequotas:GetServiceQuota",
          "servicequotas:ListRequestedServiceQuotaChangeHistory",
          "servicequotas:ListRequestedServiceQuotaChangeHistoryByQuota", "pricing:GetProducts",
-         "sts:GetCallerIdentity", "iam:ListRoles"),
+         "sts:GetCallerIdentity", "iam:ListRoles", "secretsmanager:ListSecrets"),
         "the user's calls that accept no resource ARN: the registry token and task "
         "definitions (bounded by iam:PassRole), and reads that reveal names, not data "
-        "(iam:ListRoles: `starburst cleanup` finds the roles of ended sessions)"),
+        "(iam:ListRoles, secretsmanager:ListSecrets: `starburst cleanup` finds the roles "
+        "and key secrets of ended sessions)"),
     "CountFargateVcpus": (
         ("ecs:DescribeTasks",),
         "the Fargate vCPUs in use count every cluster's tasks (quota.vcpus_in_use); "

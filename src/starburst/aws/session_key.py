@@ -27,6 +27,7 @@ not in a log stream, not in a message. So:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -37,10 +38,20 @@ from .clients import client
 from .errors import error_code, translate_errors
 from .propagation import retry_while_propagating
 
-__all__ = ["SECRET_PREFIX", "container_secrets", "create_key_secret", "delete_key_secret",
-           "deregister_definitions", "deregister_job_definitions", "keyed_job_definition",
-           "keyed_task_definition", "read_key_secret",
-           "secret_name"]
+__all__ = [
+    "SECRET_PREFIX",
+    "container_secrets",
+    "create_key_secret",
+    "delete_key_secret",
+    "deregister_definitions",
+    "deregister_job_definitions",
+    "key_secret_sessions",
+    "keyed_job_definition",
+    "keyed_task_definition",
+    "read_key_secret",
+    "secret_name",
+    "session_definitions",
+]
 
 #: Every session key secret's name starts so (the execution role reads these only).
 SECRET_PREFIX = "starburst/"
@@ -195,3 +206,32 @@ def deregister_job_definitions(arns: list[str], *, region: str, batch: Any = Non
             except ClientError as exc:
                 if error_code(exc) not in ("ClientException", "InvalidParameterException"):
                     raise
+
+
+def key_secret_sessions(*, region: str) -> dict[str, datetime]:
+    """Sessions whose key secret still exists, with its creation time (what ``starburst
+    cleanup`` looks for)."""
+    sm = client("secretsmanager", region=region)
+    found: dict[str, datetime] = {}
+    with translate_errors("Secrets Manager ListSecrets (starburst session keys)"):
+        for page in sm.get_paginator("list_secrets").paginate(
+                Filters=[{"Key": "name", "Values": [SECRET_PREFIX]}]):
+            for secret in page.get("SecretList", []):
+                name = str(secret.get("Name", ""))
+                session, _, rest = name[len(SECRET_PREFIX):].partition("/")
+                if name.startswith(SECRET_PREFIX) and rest == "key" and session:
+                    found[session] = secret.get("CreatedDate") or datetime.now(UTC)
+    return found
+
+
+def session_definitions(session: str, *, region: str) -> list[str]:
+    """ARNs of ``session``'s own ACTIVE task definitions (:func:`keyed_task_definition`)."""
+    ecs = client("ecs", region=region)
+    with translate_errors(f"ECS ListTaskDefinitions (session {session})"):
+        # Filtered here rather than by familyPrefix (moto's ignores families that
+        # only start with it); a session's families start with starburst- anyway.
+        return [arn for page in ecs.get_paginator("list_task_definitions").paginate(
+                    status="ACTIVE")
+                for arn in page["taskDefinitionArns"]
+                if (family := arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]).startswith("starburst-")
+                and family.endswith(f"-{session}")]
