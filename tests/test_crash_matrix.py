@@ -36,6 +36,7 @@ from _tasks import (
 import starburst
 from starburst import backends
 from starburst.wire import messages as protocol
+from starburst.wire.auth import KEY_ENV, key_text, new_key
 from starburst.wire.keys import client_heartbeat_key
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -389,7 +390,7 @@ def test_worker_exits_when_the_client_heartbeat_is_stale(tmp_path):
     settings = starburst.Settings(lease=2.0, heartbeat=0.5, poll=0.05, idle_timeout=60,
                                   client_heartbeat=0.2, client_stale=5)
     env = {**os.environ, **settings.to_env(), "STARBURST_TRANSPORT": transport.spec,
-           "STARBURST_SESSION": session}
+           "STARBURST_SESSION": session, KEY_ENV: key_text(new_key())}
     proc = subprocess.Popen([sys.executable, "-m", "starburst.worker"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -400,6 +401,16 @@ def test_worker_exits_when_the_client_heartbeat_is_stale(tmp_path):
             proc.wait()
     assert proc.returncode == 0
     assert b"client heartbeat is stale" in err
+
+
+def test_a_worker_started_without_its_session_key_says_so(tmp_path):
+    env = {**os.environ, "STARBURST_TRANSPORT": f"local:{tmp_path / 'session'}",
+           "STARBURST_SESSION": "sb-20000101-000000-abcdef"}
+    env.pop(KEY_ENV, None)
+    done = subprocess.run([sys.executable, "-m", "starburst.worker"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert f"{KEY_ENV} is not set" in done.stderr
 
 
 def test_workers_that_cannot_start_break_the_executor(executor_factory, monkeypatch,

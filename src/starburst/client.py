@@ -1074,7 +1074,9 @@ class Client:
             try:
                 task = protocol.decode(msg.body, self.key)
             except ProtocolError as exc:
-                log.warning("starburst: a malformed message was set aside: %s", exc)
+                # Set aside by whoever refused it (a worker's "bad" notice, or this
+                # client's refusal), which said so and counted it: not again per scan.
+                log.debug("starburst: a refused message lies in the dead-letter queue: %s", exc)
                 continue
             if not isinstance(task, protocol.TaskMessage) or task.session != self.session_id:
                 continue
