@@ -27,6 +27,7 @@ not in a log stream, not in a message. So:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -150,18 +151,23 @@ def keyed_task_definition(base: str, *, session: str, secret_arn: str, region: s
     return str(registered["taskDefinition"]["taskDefinitionArn"])
 
 
-def deregister_definitions(arns: list[str], *, region: str, ecs: Any = None) -> None:
-    """Deregister a session's own task definitions (those of :func:`keyed_task_definition`)."""
-    if not arns:
-        return
-    ecs = ecs or client("ecs", region=region)
+def _deregister(arns: list[str], deregister: Callable[[str], object], what: str) -> None:
+    """``deregister`` each ARN; one already gone (a client error) is not an error."""
     for arn in arns:
-        with translate_errors(f"ECS DeregisterTaskDefinition {arn}"):
+        with translate_errors(f"{what} {arn}"):
             try:
-                ecs.deregister_task_definition(taskDefinition=arn)
+                deregister(arn)
             except ClientError as exc:
                 if error_code(exc) not in ("ClientException", "InvalidParameterException"):
                     raise
+
+
+def deregister_definitions(arns: list[str], *, region: str, ecs: Any = None) -> None:
+    """Deregister a session's own task definitions (those of :func:`keyed_task_definition`)."""
+    if arns:
+        ecs = ecs or client("ecs", region=region)
+        _deregister(arns, lambda arn: ecs.deregister_task_definition(taskDefinition=arn),
+                    "ECS DeregisterTaskDefinition")
 
 
 #: Fields of a described Batch job definition that RegisterJobDefinition takes back.
@@ -196,16 +202,10 @@ def keyed_job_definition(base: str, *, session: str, secret_arn: str, region: st
 
 def deregister_job_definitions(arns: list[str], *, region: str, batch: Any = None) -> None:
     """Deregister a session's own job definitions (those of :func:`keyed_job_definition`)."""
-    if not arns:
-        return
-    batch = batch or client("batch", region=region)
-    for arn in arns:
-        with translate_errors(f"AWS Batch DeregisterJobDefinition {arn}"):
-            try:
-                batch.deregister_job_definition(jobDefinition=arn)
-            except ClientError as exc:
-                if error_code(exc) not in ("ClientException", "InvalidParameterException"):
-                    raise
+    if arns:
+        batch = batch or client("batch", region=region)
+        _deregister(arns, lambda arn: batch.deregister_job_definition(jobDefinition=arn),
+                    "AWS Batch DeregisterJobDefinition")
 
 
 def key_secret_sessions(*, region: str) -> dict[str, datetime]:
