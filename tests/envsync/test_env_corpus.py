@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,9 +70,15 @@ def test_the_smallest_two_environments_build_push_and_import_from_the_image() ->
                     "docker-registry)")
     corpus = _bench().corpus(Path("/nonexistent"))
     smallest = [env.name for env in corpus[:2]]
+    # The bench installs the environments' packages as a user would, from the
+    # package index (as the test command's own install step does), not only from
+    # uv's cache: on a fresh machine that cache is empty. (The other envsync tests
+    # stay offline.)
+    env = {k: v for k, v in os.environ.items() if k != "UV_OFFLINE"}
     proc = subprocess.run([sys.executable, str(BENCH), "--env", ",".join(smallest),
                            "--platform", "x86_64", "--json"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=240, check=False)
+                          text=True, timeout=240, check=False,
+                          env=env)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     assert data["bench"] == "env_corpus"
