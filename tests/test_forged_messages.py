@@ -21,6 +21,7 @@ from _tasks import nap
 
 from starburst.wire import messages as protocol
 from starburst.wire.auth import new_key
+from starburst.wire.keys import result_commit_key
 from starburst.wire.serialization import dumps, frame_checksum
 
 
@@ -69,3 +70,20 @@ def test_a_forged_done_notice_is_refused_by_the_client(executor_factory, tmp_pat
     assert future.result(timeout=120) == 1.0  # the real result, not the forgery's
     time.sleep(0.2)
     assert not marker.exists()
+
+
+def test_a_commit_copied_from_another_chunk_neither_wins_nor_stalls_the_chunk(
+        executor_factory):
+    # Anyone who may write the session's prefix can copy a valid (tagged) commit
+    # of one chunk to another chunk's commit key. The worker finishing that chunk
+    # found its commit "taken" and passed the copy on, which the client rightly
+    # ignored: the chunk waited for ever. Now the worker checks what sits there.
+    ex = executor_factory(workers=1)
+    client = ex._client
+    future = ex.submit(nap, 1.0)
+    wait_for(lambda: ex.status().chunks_running == 1, timeout=120, what="the task to start")
+    other = protocol.Notice(kind="done", session=ex.session_id, chunk=7, worker="w",
+                            attempt="a", checksum="", body=b"")
+    client.transport.store.put(result_commit_key(ex.session_id, 0),
+                               protocol.encode(other, client.key))
+    assert future.result(timeout=120) == 1.0

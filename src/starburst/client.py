@@ -406,6 +406,8 @@ class Client:
         """
         steps: list[tuple[str, Callable[[], object]]] = [
             ("stop its workers", self.backend.stop), ("close its backend", self.backend.close)]
+        if attach:  # its key and role stay for the next attach (and cleanup)
+            steps.insert(0, ("keep the session's key", self.backend.detach))
         if not attach:
             steps += [("delete its data", lambda: self.transport.store.delete_prefix(
                           session_prefix(self.session_id))),
@@ -966,8 +968,9 @@ class Client:
         except (ProtocolError, TransportError, CloudError) as exc:
             log.warning("starburst: cannot read the commit of chunk %d: %s", chunk_id, exc)
             return False
-        if not isinstance(notice, protocol.Notice) or notice.session != self.session_id:
-            return False
+        if (not isinstance(notice, protocol.Notice) or notice.session != self.session_id
+                or notice.kind != "done" or notice.chunk != chunk_id):
+            return False  # another chunk's commit, copied here: not this chunk's result
         with self._lock:
             chunk = self._chunks.pop(chunk_id, None)
             self.scheduler.finished(chunk_id, time.monotonic())

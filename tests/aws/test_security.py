@@ -247,3 +247,45 @@ def test_workers_that_cannot_get_the_session_key_break_the_run_with_the_cause(
                                progress=False) as ex:
         ex.submit(abs, -1).result(timeout=120)
     assert ex.status().workers == 0
+
+
+def test_an_attach_that_fails_keeps_the_session_key_for_the_next_one(aws, monkeypatch):
+    # A failed attach (here: its adoption of the session raises) used to close the
+    # backend the normal way, deleting the detached session's key secret and role:
+    # no later attach could read its results.
+    from starburst import client as client_module
+
+    settings = starburst.Settings(lease=4.0, heartbeat=1.0, poll=0.05, idle_timeout=30,
+                                  client_heartbeat=1.0)
+    ex = starburst.Executor(backend="fargate", workers=1, detached=True, settings=settings,
+                            progress=False)
+    ex.submit(abs, -7)
+    ex.shutdown()
+    session_id = ex.session_id
+    adopt = client_module.Client._adopt
+
+    def broken(self: Any) -> int:
+        raise RuntimeError("adoption failed")
+
+    monkeypatch.setattr(client_module.Client, "_adopt", broken)
+    with pytest.raises(RuntimeError, match="adoption failed"):
+        starburst.attach(session_id, backend="fargate", progress=False, settings=settings)
+    assert session_id in session_key.key_secret_sessions(region=aws.region)
+    monkeypatch.setattr(client_module.Client, "_adopt", adopt)
+    with starburst.attach(session_id, backend="fargate", progress=False,
+                          settings=settings) as handle:
+        assert handle.results(timeout=120) == [7]
+    assert session_id not in session_key.key_secret_sessions(region=aws.region)
+
+
+def test_an_attach_refuses_a_record_that_names_another_secret(aws):
+    region = aws.region
+    name = session_key.secret_name("sb-x")
+    arn = f"arn:aws:secretsmanager:{region}:123456789012:secret:{name}-AbCdEf"
+    assert session_key.attach_secret("", "sb-x", region=region) == name
+    assert session_key.attach_secret(arn, "sb-x", region=region) == arn
+    for forged in (f"arn:aws:secretsmanager:{region}:123456789012:secret:attacker-AbCdEf",
+                   arn.replace(region, "eu-west-1"), session_key.secret_name("sb-other"),
+                   f"arn:aws:secretsmanager:{region}:123456789012:secret:{name}-AbCdEf-x"):
+        with pytest.raises(starburst.ConfigurationError, match="not this session's"):
+            session_key.attach_secret(forged, "sb-x", region=region)

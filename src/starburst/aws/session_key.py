@@ -235,3 +235,27 @@ def session_definitions(session: str, *, region: str) -> list[str]:
                 for arn in page["taskDefinitionArns"]
                 if (family := arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]).startswith("starburst-")
                 and family.endswith(f"-{session}")]
+
+
+def attach_secret(recorded: str, session: str, *, region: str) -> str:
+    """The secret an ``attach`` reads ``session``'s key from: its own, in ``region``.
+
+    The record (which anyone who may write the session prefix could alter) says
+    where the key is; it is followed only when it names this session's secret
+    (a name, or the ARN Secrets Manager gave it in this region), never another.
+
+    Raises:
+        ConfigurationError: the record names another secret.
+    """
+    name = secret_name(session)
+    if not recorded or recorded == name:
+        return name
+    parts = recorded.split(":", 6)
+    if (len(parts) == 7 and parts[2] == "secretsmanager" and parts[3] == region
+            and parts[5] == "secret" and parts[6].startswith(f"{name}-")
+            and len(parts[6]) == len(name) + 7):
+        return recorded
+    raise ConfigurationError(
+        f"the record of session {session} names the key secret {recorded!r}, which is not "
+        f"this session's ({name} in {region}): the record was altered or is not this "
+        "session's; refusing to attach")

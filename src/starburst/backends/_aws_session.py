@@ -142,8 +142,13 @@ def open_worker_session(
                 worker_env[_environment.CODE_ENV] = code
         return transport, keyed, build(transport, worker_env, keyed)
     except BaseException:
+        # Whatever part of it was made (a secret AWS created before an error, a
+        # role whose policy failed): both deletions are no-ops for what is not there.
         try:
             delete_session_queues(session, region=shared.region)
         finally:
-            close_session_access(session, keyed, region=shared.region)
+            try:
+                session_key.delete_key_secret(session, region=shared.region)
+            finally:
+                session_role.delete_session_role(session, region=shared.region)
         raise

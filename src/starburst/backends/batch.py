@@ -209,6 +209,7 @@ class BatchBackend(ComputeBackend):
         self.spec = spec
         self._definitions = {spec.image: job_definition}
         self.access = access
+        self._keep_access = False
         #: Shared job definition ARN -> this session's keyed copy of it.
         self._keyed: dict[str, str] = {}
         self._jobs: dict[str, str] = {}  # worker id (job name) -> job id; not yet finished
@@ -389,7 +390,8 @@ class BatchBackend(ComputeBackend):
                 image=image, instance=instance, region=shared.region, roles=shared.roles,
                 log_group=shared.log_group)
             vcpus, memory_mib = aws_batch.worker_share(instance)
-            secret = key_ref_of(record) or session_key.secret_name(session)
+            secret = session_key.attach_secret(key_ref_of(record), session,
+                                               region=shared.region)
             key = session_key.read_key_secret(secret, region=shared.region)
             access = session_access(session, shared=shared, debug=options.debug, key=key,
                                     secret_arn=secret)
@@ -548,15 +550,25 @@ class BatchBackend(ComputeBackend):
                     raise
         return name
 
+    def detach(self) -> None:
+        """The session outlives this client (detached, or an attach that failed): its
+        key secret, own role and definitions stay for the client that attaches next,
+        or for `starburst cleanup`."""
+        self._keep_access = True
+
     def close(self) -> None:
         try:
             self.stop()
-            if self.access is not None:
-                session_key.deregister_job_definitions(list(self._keyed.values()),
-                                                       region=self.region, batch=self.batch)
-                close_session_access(self.session, self.access, region=self.region)
         finally:
-            self.batch.close()
+            try:
+                if self.access is not None and not self._keep_access:
+                    try:
+                        session_key.deregister_job_definitions(list(self._keyed.values()),
+                                                   region=self.region, batch=self.batch)
+                    finally:
+                        close_session_access(self.session, self.access, region=self.region)
+            finally:
+                self.batch.close()
 
 
 def _instance_of(extra: dict[str, Any]) -> tuple[GpuInstance, bool]:

@@ -223,6 +223,7 @@ class FargateBackend(ComputeBackend):
         self.spec = spec
         self._definitions = {(spec.image, spec.cpu, spec.memory_mib): task_definition}
         self.access = access
+        self._keep_access = False
         #: Shared task definition ARN -> this session's keyed copy of it.
         self._keyed: dict[str, str] = {}
         self._tasks: dict[str, float] = {}  # task ARN -> launch time; not yet seen STOPPED
@@ -428,7 +429,8 @@ class FargateBackend(ComputeBackend):
                 image=image, cpu=cpu, memory_mib=memory_mib, arch=arch,
                 region=shared.region, roles=shared.roles, log_group=shared.log_group,
                 stop_timeout=provision.SPOT_STOP_TIMEOUT if spot is not None else None)
-            secret = key_ref_of(record) or session_key.secret_name(session)
+            secret = session_key.attach_secret(key_ref_of(record), session,
+                                               region=shared.region)
             key = session_key.read_key_secret(secret, region=shared.region)
             access = session_access(session, shared=shared, debug=options.debug, key=key,
                                     secret_arn=secret)
@@ -766,15 +768,25 @@ class FargateBackend(ComputeBackend):
                     raise
         return arn
 
+    def detach(self) -> None:
+        """The session outlives this client (detached, or an attach that failed): its
+        key secret, own role and definitions stay for the client that attaches next,
+        or for `starburst cleanup`."""
+        self._keep_access = True
+
     def close(self) -> None:
         try:
             self.stop()
-            if self.access is not None:
-                session_key.deregister_definitions(list(self._keyed.values()),
-                                                   region=self.shared.region, ecs=self.ecs)
-                close_session_access(self.session, self.access, region=self.shared.region)
         finally:
-            self.ecs.close()
+            try:
+                if self.access is not None and not self._keep_access:
+                    try:
+                        session_key.deregister_definitions(list(self._keyed.values()),
+                                                   region=self.shared.region, ecs=self.ecs)
+                    finally:
+                        close_session_access(self.session, self.access, region=self.shared.region)
+            finally:
+                self.ecs.close()
 
 
 def _offer_increase(plan: QuotaPlan, region: str, auto: bool | None, *,

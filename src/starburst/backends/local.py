@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
 from ..exceptions import BackendError, ConfigurationError
-from ..private_files import make_dirs, open_private
+from ..private_files import check_private_dir, make_dirs, open_private
 from ..scheduling.events import WorkerExit
 from ..scheduling.pacing import LaunchPacing
 from ..session import SessionRecord
@@ -114,8 +114,17 @@ def _write_key(directory: str, key: bytes) -> None:
 
 
 def _read_key(directory: str, session: str) -> bytes:
+    """The session key from its file, which must be this user's own and private (0600):
+    a key another user could have written would let them forge the session's results."""
     try:
-        with open(os.path.join(directory, KEY_FILE), encoding="ascii") as src:
+        fd = os.open(os.path.join(directory, KEY_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, encoding="ascii") as src:
+            info = os.fstat(src.fileno())
+            if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+                raise ConfigurationError(
+                    f"the key file of local session {session} in {directory} is not yours "
+                    f"alone (uid {info.st_uid}, mode {oct(info.st_mode & 0o777)}); refusing "
+                    "to attach")
             return key_from_text(src.read())
     except FileNotFoundError:
         raise ConfigurationError(
@@ -227,6 +236,12 @@ class LocalBackend(ComputeBackend):
                        on_output: OutputCallback | None = None,
                        ) -> tuple[Session, SessionRecord]:
         directory = session_dir(session)
+        try:
+            check_private_dir(directory)  # not a directory another user made in its place
+        except FileNotFoundError:
+            pass  # said below
+        except PermissionError as exc:
+            raise ConfigurationError(f"cannot attach to local session {session}: {exc}") from exc
         if not key_path(os.path.join(directory, "store"), record_key(session)).is_file():
             raise ConfigurationError(
                 f"no local session {session} in {os.path.dirname(directory)}: it ended (its "

@@ -679,7 +679,9 @@ class Worker:
         if key:
             self.transport.store.put(key, frame)
         commit = result_commit_key(self.session, task.chunk)
-        if not self.transport.store.put_if_absent(commit, encoded):
+        if self.transport.store.put_if_absent(commit, encoded):
+            self.transport.results.send([encoded])
+        elif (committed := self._valid_commit(commit, task.chunk)) is not None:
             # Another attempt committed first: it wins, this one is dropped.
             # Its worker may have died between the commit and its notice, so
             # the committed notice is sent on (the client drops a duplicate);
@@ -688,8 +690,14 @@ class Worker:
                       "this one and passing the committed one on")
             if key:
                 self.transport.store.delete_prefix(key)
-            self.transport.results.send([self.transport.store.get(commit)])
+            self.transport.results.send([committed])
         else:
+            # What sits there is not this chunk's result (forged, or another
+            # chunk's copied here): this one replaces it, or the chunk would wait
+            # for a result nobody sends.
+            self._log(f"chunk {task.chunk}: the commit in the store is not this chunk's "
+                      "result; replacing it")
+            self.transport.store.put(commit, encoded)
             self.transport.results.send([encoded])
         self.transport.tasks.delete([msg.receipt])
         with self._lock:
@@ -698,6 +706,18 @@ class Worker:
         if (self.debug_keepalive > 0 and not self._kept_alive
                 and any(o[1] == "err" for o in outcomes)):
             self._kept_alive = self._keeping_alive = True
+
+    def _valid_commit(self, commit: str, chunk: int) -> bytes | None:
+        """The stored commit of ``chunk`` when it is one: tagged with the session key, a
+        ``done`` notice of this session and chunk; else None."""
+        try:
+            body = self.transport.store.get(commit)
+            notice = protocol.decode(body, self.key)
+        except (KeyError, ProtocolError):
+            return None
+        valid = (isinstance(notice, protocol.Notice) and notice.kind == "done"
+                 and notice.session == self.session and notice.chunk == chunk)
+        return body if valid else None
 
     def _hand_back(self, task: protocol.TaskMessage, outcomes: list[Outcome], attempt: str,
                    msg: Message) -> None:
