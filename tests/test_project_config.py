@@ -226,8 +226,11 @@ def test_a_local_executor_runs_with_the_workers_the_pyproject_names(project, fas
     with starburst.Executor(progress=False, settings=fast_settings) as ex:
         assert ex.workers == 2
         assert list(ex.map(abs, range(-4, 0))) == [4, 3, 2, 1]
-        status = ex.status()
-        assert (status.backend, status.workers_launched) == ("local", 2)
+    # After the block: a launch is counted when the backend's launch call returns,
+    # and on a loaded machine the first worker may finish these four tasks before
+    # the second has started (the flake of CI).
+    status = ex.status()
+    assert (status.backend, status.workers_launched) == ("local", 2)
     with starburst.Executor(workers=1, progress=False, settings=fast_settings) as ex:
         assert ex.workers == 1
 
