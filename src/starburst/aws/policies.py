@@ -261,11 +261,7 @@ def session_policy(*, part: str, region: str, account: str, bucket: str, prefix:
     below = f"{_key_prefix(prefix)}{session_prefix(session)}"
     sqs = f"arn:{part}:sqs:{region}:{account}:starburst-{session}"
     doc = _doc(
-        {"Sid": "SessionData", "Effect": "Allow", "Action": list(_WORKER_OBJECT_ACTIONS),
-         "Resource": f"arn:{part}:s3:::{bucket}/{below}*"},
-        {"Sid": "ListSessionData", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:{part}:s3:::{bucket}",
-         "Condition": {"StringLike": {"s3:prefix": f"{below}*"}}},
+        *_objects_below(part, bucket, below),
         {"Sid": "SessionQueues", "Effect": "Allow", "Action": list(_WORKER_QUEUE_ACTIONS),
          "Resource": [f"{sqs}-{suffix}" for suffix in SESSION_QUEUE_SUFFIXES]})
     _add_data_key(doc, kms_key, region)
@@ -273,6 +269,17 @@ def session_policy(*, part: str, region: str, account: str, bucket: str, prefix:
         doc["Statement"].append({"Sid": "EcsExecChannels", "Effect": "Allow",
                                  "Action": list(ECS_EXEC_ACTIONS), "Resource": "*"})
     return doc
+
+
+def _objects_below(part: str, bucket: str, below: str) -> tuple[dict[str, Any], ...]:
+    """A worker's object actions on ``bucket`` below the key prefix ``below``, and the
+    listing of that prefix only."""
+    return (
+        {"Sid": "SessionData", "Effect": "Allow", "Action": list(_WORKER_OBJECT_ACTIONS),
+         "Resource": f"arn:{part}:s3:::{bucket}/{below}*"},
+        {"Sid": "ListSessionData", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"arn:{part}:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": f"{below}*"}}})
 
 
 def session_boundary_policy(*, part: str, region: str, account: str, bucket: str,
@@ -288,11 +295,7 @@ def session_boundary_policy(*, part: str, region: str, account: str, bucket: str
     """
     below = f"{_key_prefix(prefix)}sessions/"
     doc = _doc(
-        {"Sid": "SessionData", "Effect": "Allow", "Action": list(_WORKER_OBJECT_ACTIONS),
-         "Resource": f"arn:{part}:s3:::{bucket}/{below}*"},
-        {"Sid": "ListSessionData", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:{part}:s3:::{bucket}",
-         "Condition": {"StringLike": {"s3:prefix": f"{below}*"}}},
+        *_objects_below(part, bucket, below),
         {"Sid": "SessionQueues", "Effect": "Allow", "Action": list(_WORKER_QUEUE_ACTIONS),
          "Resource": f"arn:{part}:sqs:{region}:{account}:starburst-*"})
     _add_data_key(doc, kms_key, region)
