@@ -38,6 +38,7 @@ from ..wire.auth import KEY_ENV, key_from_text, key_text
 from .clients import client
 from .errors import error_code, translate_errors
 from .propagation import retry_while_propagating
+from .provision import MANAGED_TAG, SESSION_TAG
 
 __all__ = [
     "SECRET_PREFIX",
@@ -56,8 +57,6 @@ __all__ = [
 
 #: Every session key secret's name starts so (the execution role reads these only).
 SECRET_PREFIX = "starburst/"
-_MANAGED_TAG = "starburst:managed"
-_SESSION_TAG = "starburst:session"
 
 
 def secret_name(session: str) -> str:
@@ -73,8 +72,8 @@ def create_key_secret(session: str, key: bytes, *, region: str) -> str:
             Name=secret_name(session), SecretString=key_text(key),
             Description=f"starburst session {session}: the key its messages are tagged with; "
                         "deleted when the session ends",
-            Tags=[{"Key": _MANAGED_TAG, "Value": "true"},
-                  {"Key": _SESSION_TAG, "Value": session}])
+            Tags=[{"Key": MANAGED_TAG, "Value": "true"},
+                  {"Key": SESSION_TAG, "Value": session}])
     return str(made["ARN"])
 
 
@@ -115,6 +114,15 @@ def container_secrets(secret_arn: str) -> list[dict[str, str]]:
     return [{"name": KEY_ENV, "valueFrom": secret_arn}]
 
 
+def _with_key(container: Any, secret_arn: str) -> dict[str, Any]:
+    """A copy of a container definition (ECS) or properties (Batch) whose ``secrets``
+    inject the session key from ``secret_arn`` (in place of any earlier one)."""
+    out = dict(container)
+    out["secrets"] = [s for s in out.get("secrets") or []
+                      if s.get("name") != KEY_ENV] + container_secrets(secret_arn)
+    return out
+
+
 #: Fields of DescribeTaskDefinition's answer that RegisterTaskDefinition takes back.
 _REGISTER_FIELDS = ("taskRoleArn", "executionRoleArn", "networkMode", "volumes",
                     "placementConstraints", "requiresCompatibilities", "cpu", "memory",
@@ -134,18 +142,13 @@ def keyed_task_definition(base: str, *, session: str, secret_arn: str, region: s
     ecs = ecs or client("ecs", region=region)
     with translate_errors(f"ECS task definition for session {session}"):
         current = ecs.describe_task_definition(taskDefinition=base)["taskDefinition"]
-        containers = []
-        for described in current["containerDefinitions"]:
-            container = dict(described)
-            container["secrets"] = [s for s in container.get("secrets") or []
-                                    if s.get("name") != KEY_ENV] + container_secrets(secret_arn)
-            containers.append(container)
+        containers = [_with_key(c, secret_arn) for c in current["containerDefinitions"]]
         fields = {k: current[k] for k in _REGISTER_FIELDS if current.get(k) is not None}
         if task_role:
             fields["taskRoleArn"] = task_role
         registered = retry_while_propagating(lambda: ecs.register_task_definition(
             family=f"{current['family']}-{session}", containerDefinitions=containers,
-            tags=[{"key": _MANAGED_TAG, "value": "true"}, {"key": _SESSION_TAG, "value": session}],
+            tags=[{"key": MANAGED_TAG, "value": "true"}, {"key": SESSION_TAG, "value": session}],
             **fields), what=f"registering the task definition of session {session}",
             region=region)
     return str(registered["taskDefinition"]["taskDefinitionArn"])
@@ -186,16 +189,14 @@ def keyed_job_definition(base: str, *, session: str, secret_arn: str, region: st
         if not found:
             raise ConfigurationError(f"AWS Batch job definition {base} is gone")
         current = found[0]
-        properties = dict(current["containerProperties"])
-        properties["secrets"] = [s for s in properties.get("secrets") or []
-                                 if s.get("name") != KEY_ENV] + container_secrets(secret_arn)
+        properties = _with_key(current["containerProperties"], secret_arn)
         if task_role:
             properties["jobRoleArn"] = task_role
         fields = {k: current[k] for k in _JOB_FIELDS if current.get(k) is not None}
         registered = retry_while_propagating(lambda: batch.register_job_definition(
             jobDefinitionName=f"{current['jobDefinitionName']}-{session}",
             containerProperties=properties,
-            tags={_MANAGED_TAG: "true", _SESSION_TAG: session}, **fields),
+            tags={MANAGED_TAG: "true", SESSION_TAG: session}, **fields),
             what=f"registering the job definition of session {session}", region=region)
     return str(registered["jobDefinitionArn"])
 

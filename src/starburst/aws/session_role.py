@@ -53,7 +53,7 @@ from . import policies
 from .clients import account_id, client, partition
 from .errors import error_code, translate_errors
 from .propagation import PROPAGATION_WAIT_S
-from .provision import DEBUG_TASK_ROLE, TASK_ROLE, Roles
+from .provision import DEBUG_TASK_ROLE, MANAGED_TAG, SESSION_TAG, TASK_ROLE, Roles
 
 if TYPE_CHECKING:
     from mypy_boto3_iam.type_defs import TagTypeDef
@@ -78,8 +78,6 @@ _FIRST_PAUSE = 0.1
 _MAX_PAUSE = 4.0
 #: Managed policies keep at most five versions; the oldest goes first.
 _MAX_VERSIONS = 5
-_SESSION_TAG = "starburst:session"
-_MANAGED_TAG = "starburst:managed"
 
 
 def session_role_name(session: str) -> str:
@@ -155,7 +153,7 @@ def ensure_session_boundary(*, region: str, bucket: str, prefix: str,
                 PolicyName=policies.session_boundary_name(bucket),
                 PolicyDocument=json.dumps(wanted),
                 Description="starburst: the most any session's task role may do",
-                Tags=[{"Key": _MANAGED_TAG, "Value": "true"}])
+                Tags=[{"Key": MANAGED_TAG, "Value": "true"}])
         except ClientError as exc:
             if error_code(exc) in ("AccessDenied", "AccessDeniedException"):
                 raise ConfigurationError(
@@ -255,8 +253,8 @@ def create_session_role(session_id: str, *, region: str, bucket: str, prefix: st
     policy = policies.session_policy(part=part, region=region, account=account, bucket=bucket,
                                      prefix=prefix, session=session_id, kms_key=kms_key,
                                      debug=debug)
-    tags: list[TagTypeDef] = [{"Key": _SESSION_TAG, "Value": session_id},
-                              {"Key": _MANAGED_TAG, "Value": "true"}]
+    tags: list[TagTypeDef] = [{"Key": SESSION_TAG, "Value": session_id},
+                              {"Key": MANAGED_TAG, "Value": "true"}]
     iam = client("iam", region=region)
     with translate_errors(f"IAM role {name} (the task role of session {session_id})"):
         try:
@@ -371,6 +369,6 @@ def session_roles(*, region: str) -> list[SessionRole]:
                     continue
                 tags = {t["Key"]: t["Value"]
                         for t in iam.list_role_tags(RoleName=name).get("Tags", [])}
-                if tags.get(_SESSION_TAG):
-                    found.append(SessionRole(name, tags[_SESSION_TAG], role["CreateDate"]))
+                if tags.get(SESSION_TAG):
+                    found.append(SessionRole(name, tags[SESSION_TAG], role["CreateDate"]))
     return found

@@ -71,8 +71,8 @@ class KeyedSession:
     own_role: bool = False
 
 
-def session_access(session: str, *, shared: provision.Shared, debug: bool,
-                   key: bytes | None = None, secret_arn: str | None = None) -> KeyedSession:
+def session_access(session: str, *, shared: provision.Shared, debug: bool, key: bytes,
+                   secret_arn: str) -> KeyedSession:
     """The session's task role (created, or found again: it is idempotent), with its key.
 
     At open, ``key``/``secret_arn`` are the new ones; at attach, those read back.
@@ -80,20 +80,23 @@ def session_access(session: str, *, shared: provision.Shared, debug: bool,
     roles = session_role.session_task_roles(shared.roles, session, region=shared.region,
                                             bucket=shared.bucket, prefix=shared.prefix,
                                             debug=debug)
-    return KeyedSession(key or b"", secret_arn or "", roles.task,
-                        own_role=roles.task != shared.roles.task)
+    return KeyedSession(key, secret_arn, roles.task, own_role=roles.task != shared.roles.task)
+
+
+def _delete_access(session: str, *, region: str, role: bool) -> None:
+    """Delete the session's key secret and (``role``) its own role; either may be gone."""
+    try:
+        session_key.delete_key_secret(session, region=region)
+    finally:
+        if role:
+            session_role.delete_session_role(session, region=region)
 
 
 def close_session_access(session: str, access: KeyedSession | None, *, region: str) -> None:
     """Delete what :func:`open_worker_session` made for the session alone: its key
     secret and its own task role (after its workers stopped)."""
-    if access is None:
-        return
-    try:
-        session_key.delete_key_secret(session, region=region)
-    finally:
-        if access.own_role:
-            session_role.delete_session_role(session, region=region)
+    if access is not None:
+        _delete_access(session, region=region, role=access.own_role)
 
 
 def open_worker_session(
@@ -122,13 +125,11 @@ def open_worker_session(
         The transport, the key and what ``build`` returned.
     """
     queues = create_session_queues(session, region=shared.region, max_receives=max_receives)
-    keyed: KeyedSession | None = None
     try:
-        session_secret = new_key()
-        keyed = KeyedSession(session_secret, session_key.create_key_secret(
-            session, session_secret, region=shared.region), shared.roles.task)
-        keyed = session_access(session, shared=shared, debug=debug, key=keyed.key,
-                               secret_arn=keyed.secret_arn)
+        key = new_key()
+        keyed = session_access(session, shared=shared, debug=debug, key=key,
+                               secret_arn=session_key.create_key_secret(
+                                   session, key, region=shared.region))
         transport = AwsTransport(bucket=shared.bucket, prefix=shared.prefix, queues=queues,
                                  region=shared.region)
         worker_env = {"STARBURST_TRANSPORT": transport.spec, "STARBURST_SESSION": session}
@@ -147,8 +148,5 @@ def open_worker_session(
         try:
             delete_session_queues(session, region=shared.region)
         finally:
-            try:
-                session_key.delete_key_secret(session, region=shared.region)
-            finally:
-                session_role.delete_session_role(session, region=shared.region)
+            _delete_access(session, region=shared.region, role=True)
         raise
